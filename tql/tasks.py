@@ -1,0 +1,184 @@
+"""The OGBench single-task environments TQL is evaluated on, and name resolution.
+
+A task name looks like ``cube-double-play-singletask-task2-v0``: domain ``cube-double-play``
+(environment ``cube-double`` + dataset type ``play``), task 2. The dataset is shared by the
+five tasks of a domain (``cube-double-play-v0.npz``); rewards are relabelled per task.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+from tql.errors import ConfigError, UnknownTaskError
+
+PAPER_DOMAINS = (
+    "cube-double-play",
+    "scene-play",
+    "puzzle-3x3-play",
+    "puzzle-4x4-play",
+    "cube-triple-play",
+)
+TASK_IDS = (1, 2, 3, 4, 5)
+DATASET_TYPES = ("play", "noisy", "navigate", "stitch", "explore")
+MANIPULATION_ENVS = ("cube-", "scene", "puzzle-")
+
+# (obs_dim, act_dim, evaluation episode length) of the environments we know without
+# instantiating them; checked against the real environments in tests/test_tasks.py.
+_KNOWN_ENVS = {
+    "cube-single": (28, 5, 200),
+    "cube-double": (37, 5, 500),
+    "cube-triple": (46, 5, 1000),
+    "cube-quadruple": (55, 5, 1000),
+    "scene": (40, 5, 750),
+    "puzzle-3x3": (55, 5, 500),
+    "puzzle-4x4": (83, 5, 500),
+}
+
+# Our choice (DESIGN.md section 3 leaves the paper's constant open): H̄ = DEFAULT_RHO * log n.
+DEFAULT_RHO = 0.6
+
+_NAME_RE = re.compile(r"^(?P<env>.+)-(?P<dtype>[a-z]+)-singletask(?:-task(?P<task>\d+))?-v0$")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the trainer needs to know about one single-task environment."""
+
+    name: str
+    env_base: str
+    dataset_type: str
+    task_id: int | None
+    obs_dim: int
+    act_dim: int
+    episode_length: int
+
+    @property
+    def domain(self) -> str:
+        return f"{self.env_base}-{self.dataset_type}"
+
+    @property
+    def env_name(self) -> str:
+        """Gymnasium id of the evaluation environment."""
+        suffix = f"-task{self.task_id}" if self.task_id is not None else ""
+        return f"{self.env_base}-singletask{suffix}-v0"
+
+    @property
+    def dataset_name(self) -> str:
+        """OGBench dataset file stem, shared by all tasks of the domain."""
+        return f"{self.domain}-v0"
+
+    @property
+    def data_env_name(self) -> str:
+        """Gymnasium id of the multi-task environment used to collect data."""
+        return f"{self.env_base}-v0"
+
+    @property
+    def n_tokens(self) -> int:
+        """Critic sequence length: [VALUE] + one token per state and action scalar."""
+        return 1 + self.obs_dim + self.act_dim
+
+    @property
+    def max_entropy(self) -> float:
+        return math.log(self.n_tokens)
+
+    @property
+    def is_manipulation(self) -> bool:
+        return self.env_base.startswith(MANIPULATION_ENVS)
+
+    @property
+    def alpha_fql(self) -> float:
+        """FQL's BC coefficient: 1000 for puzzles, 300 for cube and scene (and others)."""
+        return 1000.0 if self.env_base.startswith("puzzle") else 300.0
+
+    def target_entropy(self, rho: float) -> float:
+        """H̄ = rho * log n."""
+        return rho * self.max_entropy
+
+
+def paper_task_names() -> list[str]:
+    return [f"{d}-singletask-task{k}-v0" for d in PAPER_DOMAINS for k in TASK_IDS]
+
+
+def _valid_choices_hint() -> str:
+    return (
+        "valid: 'all', a domain (" + ", ".join(PAPER_DOMAINS) + "), a comma list, or any OGBench "
+        "singletask name such as cube-double-play-singletask-task2-v0"
+    )
+
+
+def _registered_env_ids() -> set[str]:
+    import gymnasium
+
+    import ogbench  # noqa: F401  (registers the environments)
+
+    return set(gymnasium.registry)
+
+
+@functools.lru_cache(maxsize=None)
+def _env_dims(env_base: str, env_name: str) -> tuple[int, int, int]:
+    if env_base in _KNOWN_ENVS:
+        return _KNOWN_ENVS[env_base]
+    import gymnasium
+
+    env = gymnasium.make(env_name)
+    try:
+        dims = (
+            int(env.observation_space.shape[0]),
+            int(env.action_space.shape[0]),
+            int(env.spec.max_episode_steps),
+        )
+    finally:
+        env.close()
+    return dims
+
+
+@functools.lru_cache(maxsize=None)
+def get_task(name: str) -> TaskSpec:
+    """Parse and validate one OGBench single-task name; raise UnknownTaskError otherwise."""
+    match = _NAME_RE.match(name.strip())
+    if not match or match["dtype"] not in DATASET_TYPES:
+        raise UnknownTaskError(f"unknown task {name!r}; {_valid_choices_hint()}")
+    env_base, task = match["env"], match["task"]
+    task_id = int(task) if task is not None else None
+    env_name = f"{env_base}-singletask{'-task' + task if task else ''}-v0"
+    if env_base not in _KNOWN_ENVS and env_name not in _registered_env_ids():
+        raise UnknownTaskError(f"unknown task {name!r}; {_valid_choices_hint()}")
+    if env_base in _KNOWN_ENVS and task_id is not None and not 1 <= task_id <= 5:
+        raise UnknownTaskError(f"unknown task {name!r}: task ids are 1..5; {_valid_choices_hint()}")
+    obs_dim, act_dim, length = _env_dims(env_base, env_name)
+    return TaskSpec(name.strip(), env_base, match["dtype"], task_id, obs_dim, act_dim, length)
+
+
+def resolve_tasks(spec: str) -> list[TaskSpec]:
+    """'all' -> the paper's 25 tasks; a domain -> its 5 tasks; else a comma list of names."""
+    spec = spec.strip()
+    if spec == "all":
+        return [get_task(n) for n in paper_task_names()]
+    tasks: list[TaskSpec] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part in PAPER_DOMAINS:
+            tasks.extend(get_task(f"{part}-singletask-task{k}-v0") for k in TASK_IDS)
+        else:
+            tasks.append(get_task(part))
+    if not tasks:
+        raise UnknownTaskError(f"no task given in {spec!r}; {_valid_choices_hint()}")
+    return list(dict.fromkeys(tasks))
+
+
+def check_target_entropy(target: float, task: TaskSpec) -> float:
+    """H̄ must lie in (0, log n]: 0 would ask for one-hot attention, log n is uniform."""
+    if not (0.0 < target <= task.max_entropy + 1e-9) or math.isnan(target):
+        raise ConfigError(
+            f"target entropy {target!r} is outside (0, log n] = (0, {task.max_entropy:.4f}] for "
+            f"{task.name} (n={task.n_tokens} tokens); use --rho in (0, 1] to give it as a fraction"
+        )
+    return float(target)
+
+
+def check_rho(rho: float) -> float:
+    if not (0.0 < rho <= 1.0) or math.isnan(rho):
+        raise ConfigError(f"rho {rho!r} is outside (0, 1]; H̄ = rho * log n must lie in (0, log n]")
+    return float(rho)

@@ -1,0 +1,126 @@
+"""Env steps/s of batched evaluation (num_envs=8) vs one episode at a time (num_envs=1).
+
+Both settings run the same episodes (same seeds, same max_steps) in one process, one after
+the other and repeated alternately, with a small torch MLP as the policy. The env pools
+are created before timing (creation, i.e. MuJoCo compilation, is reported separately), so
+the numbers are the rollout throughput. The policy's share of the time is measured too:
+batching only saves per-call policy overhead, the MuJoCo steps stay sequential.
+
+    python benchmarks/eval_speed.py --task cube-double-play-singletask-task2-v0 \\
+        --episodes 8 --max-steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Runnable as a plain script from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tql.evaluation import EnvPool, run_episodes  # noqa: E402
+from tql.tasks import get_task  # noqa: E402
+
+
+def mlp_policy(obs_dim: int, act_dim: int, hidden: int, layers: int, device: str):
+    """A randomly initialised tanh-squashed MLP; returns (policy, seconds-in-policy list)."""
+    torch.manual_seed(0)
+    dims = [obs_dim] + [hidden] * layers
+    mods: list[torch.nn.Module] = []
+    for a, b in zip(dims, dims[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.GELU(approximate="tanh")]
+    net = torch.nn.Sequential(*mods, torch.nn.Linear(dims[-1], act_dim), torch.nn.Tanh())
+    net = net.to(device).eval()
+    spent = [0.0]
+
+    @torch.no_grad()
+    def policy(obs: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = net(torch.from_numpy(obs).to(device)).cpu().numpy()
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    return policy, spent
+
+
+def measure(policy, spent, pool, task, args) -> dict:
+    spent[0] = 0.0
+    res = run_episodes(policy, pool, task, args.episodes, seed=0, max_steps=args.max_steps)
+    return {
+        "steps_per_s": res.env_steps / res.seconds,
+        "seconds": res.seconds,
+        "policy_seconds": spent[0],
+        "env_steps": res.env_steps,
+        "successes": res.successes,
+        "lengths": res.lengths,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="cube-double-play-singletask-task2-v0")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--num-envs", type=int, default=8, help="batched setting (vs 1)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating runs per setting")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = get_task(args.task)
+    policy, spent = mlp_policy(task.obs_dim, task.act_dim, args.hidden, args.layers, args.device)
+    policy(np.zeros((args.num_envs, task.obs_dim), np.float32))  # warm-up (allocations, CUDA)
+
+    settings = {"batched": args.num_envs, "sequential": 1}
+    pools, runs = {}, {name: [] for name in settings}
+    try:
+        for name, n in settings.items():
+            t0 = time.perf_counter()
+            pools[name] = EnvPool(task.env_name, n)
+            for env in pools[name].envs:  # the first reset compiles the MuJoCo model
+                env.reset(seed=0)
+            print(f"created and compiled {n} env(s) in {time.perf_counter() - t0:.1f} s")
+        for _ in range(args.repeats):
+            for name in settings:
+                runs[name].append(measure(policy, spent, pools[name], task, args))
+    finally:
+        for pool in pools.values():
+            pool.close()
+
+    assert runs["batched"][0]["lengths"] == runs["sequential"][0]["lengths"]  # same episodes
+    summary = {"task": task.name, "episodes": args.episodes, "max_steps": args.max_steps,
+               "policy": f"MLP {args.layers}x{args.hidden} on {args.device}",
+               "torch_threads": args.threads}
+    for name, n in settings.items():
+        best = max(runs[name], key=lambda r: r["steps_per_s"])
+        summary[name] = {
+            "num_envs": n,
+            "steps_per_s_best": best["steps_per_s"],
+            "steps_per_s_median": statistics.median(r["steps_per_s"] for r in runs[name]),
+            "policy_share": best["policy_seconds"] / best["seconds"],
+        }
+        print(f"{name:>10} (num_envs={n}): {best['steps_per_s']:8.1f} env steps/s "
+              f"(best of {args.repeats}; policy {100 * summary[name]['policy_share']:.0f}% "
+              f"of the time, {best['env_steps']} steps)")
+    ratio = summary["batched"]["steps_per_s_best"] / summary["sequential"]["steps_per_s_best"]
+    summary["ratio"] = ratio
+    print(f"ratio batched / sequential: {ratio:.2f}x  ({summary['policy']}, "
+          f"{args.episodes} episodes x <= {args.max_steps} steps)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

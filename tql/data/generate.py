@@ -1,0 +1,402 @@
+"""Generate OGBench-format manipulation datasets offline with OGBench's scripted oracles.
+
+OGBench's datasets are downloaded from a web server, which our machines cannot reach. The
+``ogbench`` package does ship the manipulation environments and the scripted oracles its
+authors used to collect the "play" (plan oracles, temporally correlated noise) and "noisy"
+(Markov oracles, per-episode Gaussian action noise) datasets, so we re-run that procedure:
+
+* reset the multi-task env in ``mode='data_collection'`` (random scene + random sub-task);
+* the oracle for the current sub-task (cube / button / drawer / window) acts; when it is
+  done, the env draws a new sub-task (``set_new_target``) and its oracle takes over;
+* each step records the pre-step observation, the action, ``terminals`` (end of episode) and
+  the pre-step ``qpos``/``qvel``/``button_states`` that single-task reward relabelling needs.
+
+Files are written as ``<out_dir>/generated/<domain>-v0.npz`` and ``...-v0-val.npz`` (same
+names as OGBench's, distinct folder) with a ``tql_generated`` metadata key, so they can never
+be mistaken for official data. Writes are atomic (temp file + fsync + os.replace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import inspect
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths
+from tql.errors import TQLError
+from tql.tasks import TaskSpec, get_task
+
+GENERATOR_VERSION = 1
+SUPPORTED_ENVS = (
+    "cube-single",
+    "cube-double",
+    "cube-triple",
+    "cube-quadruple",
+    "scene",
+    "puzzle-3x3",
+    "puzzle-4x4",
+    "puzzle-4x5",
+    "puzzle-4x6",
+)
+SUPPORTED_TYPES = ("play", "noisy")
+
+# OGBench's data-collection constants.
+NOISE = 0.1  # plan-oracle noise level; upper bound of the per-episode noise xi of 'noisy'
+NOISE_SMOOTHING = 0.5
+MIN_NORM = 0.4  # Markov oracles' minimum norm of the relative position
+MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # std = xi * this (xyz, yaw, gripper)
+DEFAULT_EPISODE_LENGTH = 1001
+
+
+# --------------------------------------------------------------------------------------------
+# Environment and oracles
+# --------------------------------------------------------------------------------------------
+
+
+def _check_supported(task: TaskSpec, dataset_type: str) -> None:
+    if task.env_base not in SUPPORTED_ENVS:
+        raise TQLError(
+            f"cannot generate data for domain {task.domain!r}: the generator supports the manipulation "
+            f"environments {', '.join(SUPPORTED_ENVS)} (dataset types {', '.join(SUPPORTED_TYPES)})"
+        )
+    if dataset_type not in SUPPORTED_TYPES:
+        raise TQLError(
+            f"cannot generate dataset type {dataset_type!r} for {task.env_base}: supported types are "
+            f"{', '.join(SUPPORTED_TYPES)}"
+        )
+
+
+def make_data_env(task: TaskSpec, episode_length: int):
+    """The multi-task env in data-collection mode; episodes never end at a goal, only by time."""
+    import gymnasium
+
+    import ogbench  # noqa: F401  (registers the environments)
+
+    return gymnasium.make(
+        task.data_env_name, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_length
+    )
+
+
+def make_oracles(env, env_base: str, dataset_type: str) -> dict:
+    """Oracle per sub-task name (``info['privileged/target_task']``), as OGBench collected them."""
+    if dataset_type == "play":
+        from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+        from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+        from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+        from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+        kw = dict(env=env, noise=NOISE, noise_smoothing=NOISE_SMOOTHING)
+        if env_base.startswith("cube"):
+            return {"cube": CubePlanOracle(**kw)}
+        if env_base == "scene":
+            return {
+                "cube": CubePlanOracle(**kw),
+                "button": ButtonPlanOracle(**kw),
+                "drawer": DrawerPlanOracle(**kw),
+                "window": WindowPlanOracle(**kw),
+            }
+        # Puzzles: only buttons, pressed with a closed gripper.
+        return {"button": ButtonPlanOracle(**kw, gripper_always_closed=True)}
+
+    from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+    from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle
+    from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
+
+    kw = dict(env=env, min_norm=MIN_NORM)
+    if env_base.startswith("cube"):
+        return {"cube": CubeMarkovOracle(**kw)}
+    if env_base == "scene":
+        return {
+            "cube": CubeMarkovOracle(**kw, max_step=100),
+            "button": ButtonMarkovOracle(**kw),
+            "drawer": DrawerMarkovOracle(**kw),
+            "window": WindowMarkovOracle(**kw),
+        }
+    return {"button": ButtonMarkovOracle(**kw, gripper_always_closed=True)}
+
+
+def sample_p_stack(env_base: str) -> float:
+    """Per-episode probability that a cube sub-task stacks onto another cube (OGBench's schedule)."""
+    if "single" in env_base:
+        return 0.0
+    if "double" in env_base:
+        return np.random.uniform(0.0, 0.25)
+    if "triple" in env_base:
+        return np.random.uniform(0.05, 0.35)
+    if "quadruple" in env_base:
+        return np.random.uniform(0.1, 0.5)
+    return 0.5  # scene (one cube: never stacks) and puzzles (ignored)
+
+
+def _new_target(env, p_stack: float):
+    """Draw the next sub-task; only environments with cubes take p_stack."""
+    set_new_target = env.unwrapped.set_new_target
+    if "p_stack" in inspect.signature(set_new_target).parameters:
+        return set_new_target(p_stack=p_stack)
+    return set_new_target()
+
+
+def scene_is_healthy(qpos: np.ndarray) -> bool:
+    """OGBench's scene check: the cube stays visible (not past the right edge, not left of the
+    table outside the drawer). Rare physics glitches violate it; such episodes are redone."""
+    xyz = qpos[:, 14:17]
+    too_right = xyz[:, 1] >= 0.29
+    out_left = (xyz[:, 1] <= -0.3) & ((xyz[:, 2] < 0.06) | (xyz[:, 2] > 0.08))
+    return not bool(too_right.any() or out_left.any())
+
+
+# --------------------------------------------------------------------------------------------
+# Collection
+# --------------------------------------------------------------------------------------------
+
+
+def run_episode(env, agents: dict, env_base: str, markov: bool, seed: int | None = None) -> dict[str, np.ndarray]:
+    """Collect one episode (until time-out) and return its arrays (rows = steps)."""
+    ob, info = env.reset(seed=seed)
+    p_stack = sample_p_stack(env_base)
+    xi = np.random.uniform(0.0, NOISE) if markov else 0.0
+    agent = agents[info["privileged/target_task"]]
+    agent.reset(ob, info)
+    has_buttons = hasattr(env.unwrapped, "_cur_button_states")
+    steps: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
+    if has_buttons:
+        steps["button_states"] = []
+
+    done = False
+    while not done:
+        action = agent.select_action(ob, info)
+        if markov:
+            action = action + np.random.normal(0.0, xi * MARKOV_NOISE_SCALE, size=np.shape(action))
+        action = np.clip(action, -1.0, 1.0)
+        next_ob, _, terminated, truncated, info = env.step(action)
+        done = bool(terminated or truncated)
+
+        # info['prev_*'] is the state *before* this step, i.e. the state of `ob`.
+        steps["observations"].append(ob)
+        steps["actions"].append(action)
+        steps["terminals"].append(done)
+        steps["qpos"].append(info["prev_qpos"])
+        steps["qvel"].append(info["prev_qvel"])
+        if has_buttons:
+            steps["button_states"].append(info["prev_button_states"])
+
+        if agent.done:
+            agent_ob, agent_info = _new_target(env, p_stack)
+            agent = agents[agent_info["privileged/target_task"]]
+            agent.reset(agent_ob, agent_info)
+            # The new target's info (same state, new target fields) drives the next action;
+            # the step's info would still describe the finished sub-task.
+            info = agent_info
+        ob = next_ob
+    # Compact float32 arrays per episode: python lists of float64 rows would need ~3x the memory.
+    return _steps_to_arrays(steps)
+
+
+def collect_episodes(
+    env, agents: dict, env_base: str, markov: bool, n_episodes: int, seed: int, on_episode=None
+) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Collect ``n_episodes`` healthy episodes; returns them and the number of redone ones."""
+    episodes: list[dict[str, np.ndarray]] = []
+    redone = 0
+    while len(episodes) < n_episodes:
+        # Only the very first reset is seeded: later resets continue the env's own RNG.
+        ep = run_episode(env, agents, env_base, markov, seed=seed if not episodes and not redone else None)
+        if env_base == "scene" and not scene_is_healthy(ep["qpos"]):
+            redone += 1
+            continue
+        episodes.append(ep)
+        if on_episode is not None:
+            on_episode(len(ep["actions"]))
+    return episodes, redone
+
+
+_DTYPES = {"terminals": bool, "button_states": np.int64}  # OGBench's; everything else float32
+
+
+def _steps_to_arrays(steps: dict[str, list]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=_DTYPES.get(k, np.float32)) for k, v in steps.items()}
+
+
+def episodes_to_arrays(episodes: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate episodes along time (dtypes: terminals bool, button_states int64, else float32)."""
+    return {k: np.concatenate([ep[k] for ep in episodes]) for k in episodes[0]}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a compressed .npz so that ``path`` is either the old file or the complete new one.
+
+    The data go to a temporary file in the same folder (same file system, so os.replace is
+    atomic), are fsynced, then renamed over ``path``; on any error the temp file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez_compressed(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (best effort: not every platform can open a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _ogbench_version() -> str:
+    try:
+        return importlib.metadata.version("ogbench")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _metadata(task: TaskSpec, name: str, split: str, **fields) -> np.ndarray:
+    meta = {
+        "generator": "tql.data.generate",
+        "generator_version": GENERATOR_VERSION,
+        "dataset": name,
+        "split": split,
+        "env": task.data_env_name,
+        "ogbench_version": _ogbench_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+    }
+    # 0-d unicode array: readable without pickle.
+    return np.array(json.dumps(meta, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _seeded_numpy(seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG (the oracles draw from it) and restore the caller's state after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, description: str, total: int) -> Iterator:
+    """Yield a callback advancing a rich progress bar by one episode (a no-op when disabled)."""
+    if not enabled:
+        yield lambda n_steps: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        bar = progress.add_task(description, total=total)
+        yield lambda n_steps: progress.advance(bar)
+
+
+def _as_task(task_or_domain: TaskSpec | str) -> TaskSpec:
+    """Accept a TaskSpec, a task name, or a domain such as 'cube-double-play'."""
+    if isinstance(task_or_domain, TaskSpec):
+        return task_or_domain
+    name = task_or_domain.strip()
+    return get_task(name if "singletask" in name else f"{name}-singletask-v0")
+
+
+def generate_dataset(
+    task_or_domain: TaskSpec | str,
+    out_dir: str | Path,
+    episodes: int,
+    episode_length: int = DEFAULT_EPISODE_LENGTH,
+    seed: int = 0,
+    dataset_type: str | None = None,
+    progress: bool = True,
+) -> GeneratedPaths:
+    """Generate ``<out_dir>/generated/<env>-<type>-v0.npz`` (+ ``-val``) for a task's domain.
+
+    task_or_domain: a TaskSpec (or a task name / domain name such as 'cube-double-play').
+    episodes: training episodes; ``max(1, episodes // 10)`` more go to the validation file.
+    episode_length: steps per episode (OGBench: 1001, giving 1000 transitions each).
+    seed: seeds numpy's global RNG (restored afterwards) and the env's first reset.
+    dataset_type: 'play' (plan oracles) or 'noisy' (Markov oracles); default: the task's.
+    Raises TQLError for a non-manipulation domain or an unsupported dataset type.
+    """
+    task = _as_task(task_or_domain)
+    dataset_type = dataset_type or task.dataset_type
+    _check_supported(task, dataset_type)
+    if episodes < 1 or episode_length < 2:
+        raise TQLError(f"need episodes >= 1 and episode_length >= 2 (got {episodes}, {episode_length})")
+    name = f"{task.env_base}-{dataset_type}-v0"
+    paths = dataset_paths(out_dir, name, generated=True)
+    n_val = max(1, episodes // 10)
+
+    env = make_data_env(task, episode_length)
+    start = time.perf_counter()
+    try:
+        with _seeded_numpy(seed), _progress_bar(progress, f"generating {name}", episodes + n_val) as tick:
+            agents = make_oracles(env, task.env_base, dataset_type)
+            collected, redone = collect_episodes(
+                env, agents, task.env_base, dataset_type == "noisy", episodes + n_val, seed, tick
+            )
+    finally:
+        env.close()
+    seconds = time.perf_counter() - start
+
+    common = dict(
+        dataset_type=dataset_type,
+        episode_length=episode_length,
+        seed=seed,
+        train_episodes=episodes,
+        val_episodes=n_val,
+        redone_episodes=redone,
+        generation_seconds=round(seconds, 3),
+        transitions_per_second=round((episodes + n_val) * episode_length / max(seconds, 1e-9), 1),
+    )
+    splits = {"train": collected[:episodes], "val": collected[episodes:]}
+    # Validation first: a present train file then implies a complete pair.
+    for split, path in (("val", paths.val), ("train", paths.train)):
+        arrays = episodes_to_arrays(splits[split])
+        arrays[META_KEY] = _metadata(task, name, split, episodes=len(splits[split]), **common)
+        write_npz_atomic(path, arrays)
+    return paths

@@ -1,0 +1,242 @@
+"""Batched policy evaluation in OGBench single-task environments.
+
+Episodes run as a batch: a pool of ``num_envs`` environments is stepped together and the
+policy is called ONCE per step on the observations of all running environments, so a
+network pays its per-call overhead (Python, kernel launches, host/device copies) once per
+step instead of once per environment. The environments themselves are stepped one after
+another in this process (MuJoCo steps are cheap next to process hand-offs on a small
+machine).
+
+Reproducibility: episode ``i`` is reset with seed ``seed * 100003 + i`` whatever env of the
+pool runs it, so successes, returns and lengths do not depend on ``num_envs``.
+
+Episode end: an episode ends when the env reports ``terminated`` (OGBench single-task envs
+terminate on success) or ``truncated`` (the env's own ``TimeLimit``, i.e. the task's
+episode length), or when our own step counter reaches ``max_steps``. ``max_steps`` can
+therefore only shorten episodes: when it is larger than the env's ``TimeLimit``, the
+``TimeLimit`` still applies. Success is ``info['success']`` of the episode's last step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from tql.errors import ConfigError
+from tql.tasks import TaskSpec
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+# Seed stride between evaluation seeds: episode i of evaluation seed s uses s * 100003 + i,
+# a prime larger than any episode count we run, so seeds never share an episode.
+SEED_STRIDE = 100003
+DEFAULT_MAX_ENVS = 16
+
+
+@dataclass
+class EvalResult:
+    """Outcome of ``evaluate``; the lists are indexed by episode number."""
+
+    task: str
+    episodes: int
+    success_rate: float  # in [0, 1]
+    successes: list[bool]
+    returns: list[float]
+    lengths: list[int]
+    env_steps: int
+    seconds: float  # wall time: of evaluate() (env creation included) or of run_episodes()
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict (Python scalars only)."""
+        return asdict(self)
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of episode ``episode`` in the evaluation with seed ``seed``."""
+    return seed * SEED_STRIDE + episode
+
+
+def random_policy(act_dim: int, seed: int = 0) -> Policy:
+    """Uniform random actions in [-1, 1]: the baseline of learning checks.
+
+    One generator serves the whole batch, so the actions an episode receives depend on how
+    episodes are batched: results are reproducible for a fixed ``num_envs`` only.
+    """
+    rng = np.random.default_rng(seed)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, size=(len(obs), act_dim)).astype(np.float32)
+
+    return policy
+
+
+class EnvPool:
+    """``num_envs`` instances of one gymnasium env, created once and closed together.
+
+    Creating an OGBench env and its first reset (MuJoCo model compilation) take about 1 s
+    of CPU per env (as long as ~800 env steps), so a trainer that evaluates often
+    can keep one pool and pass it to ``run_episodes``.
+    Usable as a context manager.
+    """
+
+    def __init__(self, env_name: str, num_envs: int):
+        import gymnasium
+
+        import ogbench  # noqa: F401  (registers the OGBench environments)
+
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.env_name = env_name
+        self.envs: list = []
+        try:
+            for _ in range(num_envs):
+                self.envs.append(gymnasium.make(env_name))
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.envs)
+
+    def close(self) -> None:
+        while self.envs:
+            self.envs.pop().close()
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class _Slot:
+    """One env of the pool and the episode it is currently running."""
+
+    env: object
+    episode: int = -1
+    obs: np.ndarray | None = None
+    ret: float = 0.0
+    length: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def _start(slot: _Slot, episode: int, seed: int) -> None:
+    s = episode_seed(seed, episode)
+    # OGBench's reset takes random steps with action_space.sample() to build the goal;
+    # seed that sampler too so an episode never depends on what the env ran before.
+    slot.env.action_space.seed(s)
+    obs, info = slot.env.reset(seed=s)
+    slot.episode, slot.obs, slot.ret, slot.length, slot.info = episode, obs, 0.0, 0, info
+
+
+def _act(policy: Policy, obs: np.ndarray, act_dim: int) -> np.ndarray:
+    """One batched policy call; check the shape and clip to the action box [-1, 1]."""
+    actions = np.asarray(policy(obs), dtype=np.float32)
+    if actions.shape != (len(obs), act_dim):
+        raise ValueError(
+            f"policy returned actions of shape {actions.shape} for {len(obs)} observations; "
+            f"expected ({len(obs)}, {act_dim})"
+        )
+    if not np.isfinite(actions).all():
+        raise ValueError("policy returned non-finite actions (NaN or inf)")
+    return np.clip(actions, -1.0, 1.0)
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    """None passes (means "default"); otherwise an int >= 1 (bools are refused)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def run_episodes(
+    policy: Policy,
+    pool: EnvPool,
+    task: TaskSpec,
+    episodes: int,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Run ``episodes`` episodes on an existing pool (all its envs, at most ``episodes``).
+
+    See the module docstring for seeding and episode ends; ``progress`` is called with the
+    number of finished episodes each time one finishes.
+    """
+    _check_positive("episodes", episodes)
+    _check_positive("max_steps", max_steps)
+    limit = max_steps if max_steps is not None else task.episode_length
+    successes: list[bool] = [False] * episodes
+    returns: list[float] = [0.0] * episodes
+    lengths: list[int] = [0] * episodes
+    start = time.perf_counter()
+    running = [_Slot(env) for env in pool.envs[: min(len(pool), episodes)]]
+    for i, slot in enumerate(running):
+        _start(slot, i, seed)
+    next_episode, finished, env_steps = len(running), 0, 0
+    while running:
+        obs = np.stack([s.obs for s in running]).astype(np.float32)
+        actions = _act(policy, obs, task.act_dim)
+        still_running = []
+        for slot, action in zip(running, actions):
+            slot.obs, reward, terminated, truncated, slot.info = slot.env.step(action)
+            slot.ret += float(reward)
+            slot.length += 1
+            env_steps += 1
+            if not (terminated or truncated or slot.length >= limit):
+                still_running.append(slot)
+                continue
+            i = slot.episode
+            successes[i] = bool(slot.info.get("success", False))
+            returns[i], lengths[i] = slot.ret, slot.length
+            finished += 1
+            if progress is not None:
+                progress(finished)
+            if next_episode < episodes:  # reuse this env for the next pending episode
+                _start(slot, next_episode, seed)
+                next_episode += 1
+                still_running.append(slot)
+        running = still_running  # shrinks at the end: the policy sees running envs only
+    return EvalResult(
+        task=task.name,
+        episodes=episodes,
+        success_rate=sum(successes) / episodes,
+        successes=successes,
+        returns=returns,
+        lengths=lengths,
+        env_steps=env_steps,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def evaluate(
+    policy: Policy,
+    task: TaskSpec,
+    episodes: int,
+    seed: int = 0,
+    num_envs: int | None = None,
+    max_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``policy`` for ``episodes`` episodes of ``task``'s single-task env.
+
+    ``policy`` maps float32 observations [E, obs_dim] to actions [E, act_dim] (clipped to
+    [-1, 1] here); E is the number of running envs, ``min(episodes, num_envs)`` at first
+    and smaller once no episode is left to start. ``num_envs`` defaults to
+    ``min(episodes, 16)``. ``max_steps`` truncates episodes early (quick CPU checks); it
+    cannot lengthen them past the env's own TimeLimit. ``EvalResult.seconds`` is the wall
+    time of this call, including creating the envs (about 1 s each on a CPU core).
+    """
+    _check_positive("episodes", episodes)
+    _check_positive("num_envs", num_envs)
+    _check_positive("max_steps", max_steps)
+    start = time.perf_counter()
+    n = min(episodes, num_envs if num_envs is not None else DEFAULT_MAX_ENVS)
+    with EnvPool(task.env_name, n) as pool:
+        result = run_episodes(policy, pool, task, episodes, seed, max_steps, progress)
+    return replace(result, seconds=time.perf_counter() - start)

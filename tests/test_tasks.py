@@ -1,0 +1,71 @@
+"""Task registry: names, dimensions (checked against the real environments), H̄ bounds."""
+
+import math
+
+import gymnasium
+import ogbench  # noqa: F401  (registers the environments)
+import pytest
+
+from tql.errors import ConfigError, UnknownTaskError
+from tql.tasks import (PAPER_DOMAINS, check_rho, check_target_entropy, get_task, paper_task_names,
+                       resolve_tasks)
+
+
+def test_all_resolves_to_the_papers_25_tasks():
+    tasks = resolve_tasks("all")
+    assert len(tasks) == 25 and len({t.name for t in tasks}) == 25
+    assert [t.name for t in tasks] == paper_task_names()
+    assert {t.domain for t in tasks} == set(PAPER_DOMAINS)
+
+
+@pytest.mark.parametrize("domain", PAPER_DOMAINS)
+def test_static_dimensions_match_the_environment(domain):
+    task = get_task(f"{domain}-singletask-task1-v0")
+    env = gymnasium.make(task.env_name)
+    try:
+        assert env.observation_space.shape == (task.obs_dim,)
+        assert env.action_space.shape == (task.act_dim,)
+        assert env.spec.max_episode_steps == task.episode_length
+    finally:
+        env.close()
+    assert task.n_tokens == 1 + task.obs_dim + task.act_dim
+    assert task.max_entropy == pytest.approx(math.log(task.n_tokens))
+
+
+def test_domain_and_comma_lists_and_names():
+    assert [t.task_id for t in resolve_tasks("scene-play")] == [1, 2, 3, 4, 5]
+    mixed = resolve_tasks("puzzle-3x3-play-singletask-task4-v0, cube-triple-play")
+    assert mixed[0].task_id == 4 and len(mixed) == 6
+    task = get_task("cube-double-play-singletask-task2-v0")
+    assert (task.env_name, task.dataset_name, task.data_env_name) == (
+        "cube-double-singletask-task2-v0", "cube-double-play-v0", "cube-double-v0")
+    assert task.alpha_fql == 300 and get_task("puzzle-4x4-play-singletask-task1-v0").alpha_fql == 1000
+
+
+def test_other_ogbench_singletask_names_are_accepted():
+    task = get_task("cube-single-play-singletask-task3-v0")
+    assert task.obs_dim == 28 and task.episode_length == 200
+    loco = get_task("antmaze-large-navigate-singletask-task1-v0")  # dimensions read from the env
+    assert (loco.obs_dim, loco.act_dim) == (29, 8) and not loco.is_manipulation
+
+
+@pytest.mark.parametrize("bad", ["cube-double", "cube-double-play-singletask-task7-v0",
+                                 "nosuchenv-play-singletask-task1-v0", ""])
+def test_unknown_tasks_name_the_value_and_the_choices(bad):
+    with pytest.raises(UnknownTaskError) as info:
+        resolve_tasks(bad)
+    message = str(info.value)
+    assert "\n" not in message and "cube-double-play" in message and "all" in message
+    if bad:
+        assert repr(bad.strip()) in message
+
+
+def test_target_entropy_bounds():
+    task = get_task("cube-double-play-singletask-task1-v0")
+    assert check_target_entropy(task.max_entropy, task) == pytest.approx(task.max_entropy)
+    for bad in (0.0, -1.0, task.max_entropy + 0.01, float("nan")):
+        with pytest.raises(ConfigError, match="outside"):
+            check_target_entropy(bad, task)
+    assert task.target_entropy(0.5) == pytest.approx(0.5 * math.log(43))
+    with pytest.raises(ConfigError, match="rho"):
+        check_rho(1.5)

@@ -1,0 +1,400 @@
+"""Training loop: data -> agent updates -> metrics, evaluations, checkpoints, resume.
+
+``TrainHooks`` is the one callback interface through which anything outside ``tql`` (the
+auto-tuner's schedules, controllers and Optuna pruning) drives a run: it supplies H̄ per step
+and sees every log and evaluation. ``tql`` itself never imports ``autotune``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from tql.agent import AgentConfig, TQLAgent, flat_metrics
+from tql.errors import ConfigError
+from tql.evaluation import EvalResult, evaluate
+from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
+from tql.tasks import DEFAULT_RHO, TaskSpec, check_rho, check_target_entropy, get_task
+
+# Profiles: budgets that fit a machine. 'smoke' runs in seconds (tests, CI), 'cpu' in minutes
+# on 2 cores, 'paper' is the paper's setting (1M steps, batch 256) for GPU machines.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(steps=200, eval_every=100, eval_episodes=2, eval_max_steps=50, log_every=20,
+                  checkpoint_every=100, data_episodes=4, data_episode_length=200,
+                  agent=dict(size="0.03M", batch_size=32, actor_hidden=(64, 64), flow_steps=5)),
+    "cpu": dict(steps=3000, eval_every=1000, eval_episodes=8, eval_max_steps=None, log_every=100,
+                checkpoint_every=500, data_episodes=40, data_episode_length=1001,
+                agent=dict(size="0.03M", batch_size=128, actor_hidden=(256, 256, 256))),
+    "paper": dict(steps=1_000_000, eval_every=100_000, eval_episodes=50, eval_max_steps=None,
+                  log_every=5000, checkpoint_every=50_000, data_episodes=1000,
+                  data_episode_length=1001, agent=dict()),
+}
+DEFAULT_PROFILE = "cpu"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or statistic became NaN/inf; the run cannot continue."""
+
+    def __init__(self, step: int, key: str, value: float):
+        super().__init__(f"training diverged at step {step}: {key} = {value}")
+        self.step, self.key, self.value = step, key, value
+
+
+class TrainHooks:
+    """Callbacks a run calls; subclass and override what you need (all are optional)."""
+
+    def target_entropy(self, step: int, progress: float) -> float | None:
+        """H̄ for this update (progress = step / total steps); None keeps the run's constant."""
+        return None
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        """Called every ``log_every`` steps with host-side metrics."""
+
+    def on_eval(self, step: int, result: EvalResult) -> bool:
+        """Called after each evaluation; return True to stop the run now (e.g. pruning)."""
+        return False
+
+    def state_dict(self) -> dict:
+        """State saved in checkpoints so a resumed run continues the same controller."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``profile`` fills budgets; explicit fields override it."""
+
+    task: str
+    steps: int = 3000
+    seed: int = 0
+    rho: float | None = None
+    target_entropy: float | None = None
+    eval_every: int = 1000
+    eval_episodes: int = 8
+    eval_max_steps: int | None = None
+    log_every: int = 100
+    checkpoint_every: int = 500
+    data_dir: str = "data"
+    data_kind: str = "auto"
+    make_data: bool = False
+    data_episodes: int = 40
+    data_episode_length: int = 1001
+    device: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    profile: str = DEFAULT_PROFILE
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    @classmethod
+    def from_profile(cls, task: str, profile: str = DEFAULT_PROFILE, agent_overrides: dict | None = None,
+                     **overrides) -> "TrainConfig":
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+        spec = get_task(task)
+        preset = dict(PROFILES[profile])
+        agent = AgentConfig.for_task(spec, **{**preset.pop("agent"), **(agent_overrides or {})})
+        values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
+        config = cls(task=task, profile=profile, agent=agent, **values)
+        config.validate()
+        return config
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    def validate(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads!r} must be >= 1")
+        for name in ("steps", "eval_episodes", "log_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
+        if self.rho is not None and self.target_entropy is not None:
+            raise ConfigError("give either --rho or --target-entropy, not both")
+        if self.rho is not None:
+            check_rho(self.rho)
+        self.constant_target()
+        if self.data_kind not in ("auto", "official", "generated"):
+            raise ConfigError(f"data kind {self.data_kind!r} is not one of: auto, official, generated")
+
+    def constant_target(self) -> float:
+        """H̄ used when no hook overrides it: explicit value, else rho (default) * log n."""
+        if self.target_entropy is not None:
+            return check_target_entropy(self.target_entropy, self.spec)
+        return self.spec.target_entropy(self.rho if self.rho is not None else DEFAULT_RHO)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["agent"] = self.agent.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        data["agent"] = AgentConfig.from_dict(data["agent"])
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    task: str
+    steps: int
+    final_success: float | None
+    evals: list[dict]
+    wall_seconds: float
+    data_kind: str
+    out_dir: str
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"bad device {name!r}; valid: auto, cpu, cuda, cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+_RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data")
+
+
+def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
+    """A checkpoint may only be resumed by the same run (budget fields may change)."""
+    current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
+    diffs = [k for k in current if k not in _RESUME_IGNORED and saved.get(k) != current[k]]
+    if diffs:
+        raise ConfigError(
+            f"{out_dir} holds a run with different settings ({', '.join(diffs)}); "
+            "use another --out, or --fresh to discard it"
+        )
+
+
+class Trainer:
+    """Runs one ``TrainConfig``: owns the agent, sampler, output files and the step loop."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, hooks: TrainHooks | None = None,
+                 fresh: bool = False, console: Any = None, progress: bool = True):
+        from tql.data import ReplaySampler, generate_dataset, load_task_data
+        from tql.errors import MissingDatasetError
+
+        config.validate()
+        self.config, self.task, self.hooks = config, config.spec, hooks or TrainHooks()
+        self.out_dir, self.console, self.show_progress = Path(out_dir), console, progress
+        self.device = resolve_device(config.device)
+        if config.threads:
+            # Several workers on one machine each get a share: oversubscribed OpenMP threads
+            # spin against each other and can slow updates down a hundredfold.
+            torch.set_num_threads(config.threads)
+        try:
+            self.data = load_task_data(self.task, config.data_dir, config.data_kind)
+        except MissingDatasetError:
+            if not config.make_data:
+                raise
+            self._say(f"[yellow]no dataset for {self.task.domain}: generating {config.data_episodes} "
+                      f"episodes (generated data, not official)")
+            generate_dataset(self.task, config.data_dir, episodes=config.data_episodes,
+                             episode_length=config.data_episode_length, seed=0, progress=progress)
+            self.data = load_task_data(self.task, config.data_dir, config.data_kind)
+        self.sampler = ReplaySampler(self.data.train, self.device)
+        self.val_sampler = ReplaySampler(self.data.val, self.device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.agent = TQLAgent(self.task.obs_dim, self.task.act_dim, config.agent, self.device)
+        self.step, self.evals, self.wall_before = 0, [], 0.0
+        self._prepare_out_dir(fresh)
+
+    # ----- files ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    def _prepare_out_dir(self, fresh: bool) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "config.json"
+        if fresh:
+            for path in (self.checkpoint_path, self.metrics_path, config_path, self.out_dir / "summary.json"):
+                path.unlink(missing_ok=True)
+        if self.checkpoint_path.exists():
+            saved = json.loads(config_path.read_text())["train"]
+            _check_resumable(saved, self.config, self.out_dir)
+            self._load_checkpoint()
+        else:
+            self.metrics_path.unlink(missing_ok=True)
+        atomic_write_json(config_path, {"train": self.config.to_dict(), "task": self.task.name,
+                                        "n_tokens": self.task.n_tokens, "data_kind": self.data.kind,
+                                        "data_meta": self.data.meta, "device": str(self.device)})
+
+    def _save_checkpoint(self) -> None:
+        state = {"step": self.step, "agent": self.agent.full_state(), "evals": self.evals,
+                 "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+                 "hooks": self.hooks.state_dict(), "wall_seconds": self._wall()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.agent.load_full_state(state["agent"])
+        self.step, self.evals, self.wall_before = state["step"], state["evals"], state["wall_seconds"]
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.hooks.load_state_dict(state["hooks"])
+        # Drop metrics logged after the checkpoint: those steps run again.
+        rewrite_jsonl(self.metrics_path, [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step])
+        self._say(f"resuming {self.task.name} from step {self.step} ({self.checkpoint_path})")
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def _wall(self) -> float:
+        return self.wall_before + (time.perf_counter() - self._t0)
+
+    # ----- the loop ------------------------------------------------------------------------
+    def target_at(self, step: int) -> float:
+        target = self.hooks.target_entropy(step, step / self.config.steps)
+        if target is None:
+            return self.config.constant_target()
+        if not 0.0 < target <= self.task.max_entropy + 1e-6:
+            raise ConfigError(f"a hook asked for H̄={target!r} at step {step}, outside (0, {self.task.max_entropy:.4f}]")
+        return float(target)
+
+    def run(self) -> TrainResult:
+        self._t0 = time.perf_counter()
+        stopped = False
+        with self._progress_bar() as advance:
+            while self.step < self.config.steps and not stopped:
+                target = self.target_at(self.step)
+                metrics = self.agent.update(self.sampler.sample(self.config.agent.batch_size, self.generator), target)
+                self.step += 1
+                advance(self.step)
+                if self.step % self.config.log_every == 0:
+                    self._log(metrics)
+                if self._due(self.config.eval_every) or self.step == self.config.steps:
+                    stopped = self._evaluate()
+                if self._due(self.config.checkpoint_every) or self.step == self.config.steps or stopped:
+                    self._save_checkpoint()
+        return self._finish(stopped)
+
+    def _due(self, every: int | None) -> bool:
+        return bool(every) and self.step % every == 0
+
+    def _log(self, metrics: dict) -> None:
+        row = flat_metrics(metrics)
+        row["val/td_loss"] = self.val_td_loss()
+        row["time/wall_seconds"] = self._wall()
+        for key, value in row.items():
+            if not math.isfinite(value):
+                raise TrainingDiverged(self.step, key, value)
+        append_jsonl(self.metrics_path, {"step": self.step, "type": "train", **row})
+        self.hooks.on_log(self.step, row)
+        self.last_log = row
+
+    @torch.no_grad()
+    def val_td_loss(self, batch_size: int = 512) -> float:
+        """TD error of the critic on a held-out (-val) batch: a cheap signal for controllers."""
+        batch = self.val_sampler.sample(batch_size, self.generator)
+        next_actions = self.agent.act(batch["next_observations"], self.generator)
+        next_qs, _ = self.agent.target_critic(batch["next_observations"], next_actions)
+        target = batch["rewards"] + self.agent.config.gamma * batch["masks"] * next_qs.mean(0)
+        qs, _ = self.agent.critic(batch["observations"], batch["actions"])
+        return float((qs - target).pow(2).mean())
+
+    def _evaluate(self) -> bool:
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            return self.agent.act(tensor, generator).cpu().numpy()
+
+        result = evaluate(policy, self.task, self.config.eval_episodes, seed=self.config.seed,
+                          max_steps=self.config.eval_max_steps)
+        record = {"step": self.step, "success_rate": result.success_rate, "episodes": result.episodes,
+                  "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps}
+        self.evals.append(record)
+        append_jsonl(self.metrics_path, {"type": "eval", **record})
+        self.last_success = result.success_rate
+        return bool(self.hooks.on_eval(self.step, result))
+
+    def _finish(self, stopped: bool) -> TrainResult:
+        result = TrainResult(
+            task=self.task.name, steps=self.step,
+            final_success=self.evals[-1]["success_rate"] if self.evals else None,
+            evals=self.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
+            out_dir=str(self.out_dir), stopped_early=stopped,
+        )
+        atomic_write_json(self.out_dir / "summary.json", result.to_dict())
+        return result
+
+    def _progress_bar(self):
+        return _ProgressBar(self, enabled=self.show_progress)
+
+
+class _ProgressBar:
+    """A rich progress bar with the latest TD loss, entropy gap and success, or nothing."""
+
+    def __init__(self, trainer: Trainer, enabled: bool):
+        self.trainer, self.enabled, self.progress = trainer, enabled, None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda step: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                                 console=self.trainer.console, transient=False)
+        self.progress.start()
+        t = self.trainer
+        self.bar = self.progress.add_task(t.task.name, total=t.config.steps, completed=t.step, status="")
+        return self._advance
+
+    def _advance(self, step: int) -> None:
+        if step % self.trainer.config.log_every and step != self.trainer.config.steps:
+            return
+        self.progress.update(self.bar, completed=step, status=self._status())
+
+    def _status(self) -> str:
+        t = self.trainer
+        parts = []
+        if getattr(t, "last_log", None):
+            parts.append(f"td {t.last_log['critic/td_loss']:.4f}")
+            parts.append(f"H̄ {t.last_log['target_entropy']:.2f}")
+        if getattr(t, "last_success", None) is not None:
+            parts.append(f"success {100 * t.last_success:.0f}%")
+        return "  ".join(parts)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def train(config: TrainConfig, out_dir: str | Path, hooks: TrainHooks | None = None, fresh: bool = False,
+          console: Any = None, progress: bool = True) -> TrainResult:
+    """Train (or resume) one run and return its result; see ``Trainer``."""
+    return Trainer(config, out_dir, hooks, fresh, console, progress).run()
+
+
+__all__ = ["PROFILES", "TrainConfig", "TrainHooks", "TrainResult", "Trainer", "TrainingDiverged", "train",
+           "resolve_device"]

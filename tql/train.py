@@ -20,7 +20,7 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent, flat_metrics
 from tql.errors import ConfigError
-from tql.evaluation import EvalResult, evaluate
+from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.tasks import DEFAULT_RHO, TaskSpec, check_rho, check_target_entropy, get_task
 
@@ -216,6 +216,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.agent = TQLAgent(self.task.obs_dim, self.task.act_dim, config.agent, self.device)
         self.step, self.evals, self.wall_before = 0, [], 0.0
+        self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
         self._prepare_out_dir(fresh)
 
     # ----- files ---------------------------------------------------------------------------
@@ -282,6 +283,15 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self._t0 = time.perf_counter()
+        try:
+            stopped = self._loop()
+        finally:
+            if self._env_pool is not None:
+                self._env_pool.close()
+                self._env_pool = None
+        return self._finish(stopped)
+
+    def _loop(self) -> bool:
         stopped = False
         with self._progress_bar() as advance:
             while self.step < self.config.steps and not stopped:
@@ -295,7 +305,7 @@ class Trainer:
                     stopped = self._evaluate()
                 if self._due(self.config.checkpoint_every) or self.step == self.config.steps or stopped:
                     self._save_checkpoint()
-        return self._finish(stopped)
+        return stopped
 
     def _due(self, every: int | None) -> bool:
         return bool(every) and self.step % every == 0
@@ -328,8 +338,11 @@ class Trainer:
             tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
             return self.agent.act(tensor, generator).cpu().numpy()
 
-        result = evaluate(policy, self.task, self.config.eval_episodes, seed=self.config.seed,
-                          max_steps=self.config.eval_max_steps)
+        if self._env_pool is None:
+            # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one pool per run.
+            self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
+        result = run_episodes(policy, self._env_pool, self.task, self.config.eval_episodes,
+                              seed=self.config.seed, max_steps=self.config.eval_max_steps)
         record = {"step": self.step, "success_rate": result.success_rate, "episodes": result.episodes,
                   "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps}
         self.evals.append(record)

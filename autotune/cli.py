@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tql.errors import TQLError
 
@@ -115,6 +116,129 @@ def tasks(
     console.print(table)
 
 
+STORAGE_HELP = "default sqlite:///tql-tune.db here; or postgresql://..., journal:FILE (or FILE.log)"
+
+
+@app.command()
+def run(
+    tasks: str = typer.Option("all", "--tasks", help="all (the paper's 25), a domain, or a comma list of tasks"),
+    study: str = typer.Option("tql", help="study name; each task's Optuna study is named STUDY:TASK"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    trials: Optional[int] = typer.Option(None, help="trials per task (default: the spec's budget for the profile)"),
+    seeds: Optional[int] = typer.Option(None, help="seeds per trial (default: the spec's budget)"),
+    profile: str = typer.Option("smoke", help="training profile of each trial: smoke, cpu, paper"),
+    sampler: Optional[str] = typer.Option(None, help="tpe, gp, cmaes, grid, random (default: the spec's)"),
+    workers: int = typer.Option(1, help="local worker processes on the same studies"),
+    spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate (and report to the pruner) every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    data_kind: str = typer.Option("auto", help="auto (official first), official, generated"),
+    make_data: bool = typer.Option(True, "--make-data/--no-make-data", help="generate missing datasets"),
+    runs_dir: Path = typer.Option(Path("runs/studies"), help="where trial runs (metrics, checkpoints) go"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
+    heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
+    grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
+    from autotune.spec import load_spec
+    from autotune.storage import describe, open_storage
+    from autotune.studies import RunPlan, check_studies, create_studies, ensure_data
+    from tql.tasks import resolve_tasks
+
+    study_spec = load_spec(spec)
+    if sampler is not None:
+        study_spec = study_spec.replace(sampler=sampler)
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
+                 if v is not None}
+    plan = RunPlan(tasks=resolve_tasks(tasks), spec=study_spec, study=study, storage=storage, profile=profile,
+                   trials=trials, seeds=seeds, workers=workers, runs_dir=runs_dir, data_dir=data_dir,
+                   data_kind=data_kind, make_data=make_data, device=device, threads=threads,
+                   train_overrides=overrides, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    plan.train_config(plan.tasks[0], study_spec.rho_low, 0)  # bad overrides fail here, before any write
+    opened = open_storage(storage)
+    check_studies(plan, opened)
+    kinds = ensure_data(plan, say=console.print)
+    create_studies(plan, opened)
+    console.print(f"study [bold]{study}[/]: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
+                  f"profile {profile}, sampler {study_spec.sampler}, {workers} worker(s); storage {describe(storage)}; "
+                  f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")
+    _run_with_progress(plan, opened, quiet)
+    _print_summary(_summary(storage, study, None, plan))
+
+
+def _run_with_progress(plan, storage, quiet: bool) -> None:
+    from autotune.progress import StudyProgress
+    from autotune.studies import run_workers, work
+
+    with StudyProgress(plan, storage, console, enabled=not quiet) as progress:
+        if plan.workers == 1:
+            report = work(plan, on_trial=progress.trial_done, on_step=progress.step, on_task=progress.task_started)
+            if report.retried_stale:
+                console.print(f"re-queued {report.retried_stale} trial(s) whose workers were lost")
+        else:
+            codes = run_workers(plan, poll=progress.refresh)
+            bad = [c for c in codes if c != 0]
+            if bad:
+                raise TQLError(f"{len(bad)} of {plan.workers} workers failed (exit codes {bad}); "
+                               "finished trials are saved, re-run the same command to continue")
+
+
+def _summary(storage: Optional[str], study: str, task: Optional[str], plan=None) -> dict:
+    from autotune.report import summarize
+
+    summary = summarize(storage, study, task)
+    if plan is not None:  # only this run's tasks, in the order asked
+        order = {t.name: i for i, t in enumerate(plan.tasks)}
+        summary["tasks"] = sorted((t for t in summary["tasks"] if t["task"] in order), key=lambda t: order[t["task"]])
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    from autotune.report import counts_text, fmt_success
+
+    table = Table(title=f"study {summary['study']}  ({summary['storage']})")
+    for column in ("task", "n", "best rho", "best H̄", "success % (mean ± std)", "seeds",
+                   "done/pruned/failed", "steps", "data"):
+        table.add_column(column, justify="left" if column in ("task", "data") else "right")
+    for t in summary["tasks"]:
+        best = t["best"] or {}
+        rho, target = best.get("rho"), best.get("target_entropy")
+        table.add_row(t["task"], str(t["n_tokens"] or "-"), f"{rho:.3f}" if rho is not None else "-",
+                      f"{target:.3f}" if target is not None else "-",
+                      fmt_success(best.get("success_mean"), best.get("success_std")),
+                      str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
+                      f"{t['steps_total']:,}", t["data_kind"] or "-")
+    console.print(table)
+
+
+@app.command()
+def show(
+    study: str = typer.Option("tql", help="study name given to `tql-tune run`"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    task: Optional[str] = typer.Option(None, help="only this task"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="terminal plots of success vs rho and entropies"),
+) -> None:
+    """Summarise a study: best rho and H̄ per task, success over seeds, trial counts, plots."""
+    import json
+
+    from autotune.report import entropy_plot, success_vs_rho_plot
+
+    summary = _summary(storage, study, task)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    _print_summary(summary)
+    if plots:
+        for t in summary["tasks"]:
+            print(success_vs_rho_plot(t))
+            print(entropy_plot(t))
+
+
 @data_app.command("make")
 def data_make(
     names: list[str] = typer.Argument(..., help="tasks or domains (all, cube-double-play, a task name, ...)"),
@@ -139,8 +263,13 @@ def data_make(
 
 
 def _quiet_library_warnings() -> None:
-    """Gymnasium and GLFW warn on every env build; they say nothing useful to our users."""
+    """Gymnasium and GLFW warn on every env build; they say nothing useful to our users.
+    Optuna's per-trial INFO lines repeat what our progress display and tables show."""
     import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     warnings.filterwarnings("ignore", message=".*precision lowered.*")
     warnings.filterwarnings("ignore", message=".*DISPLAY environment variable.*")
@@ -151,7 +280,8 @@ def main() -> None:
     try:
         app()
     except TQLError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        # A Text, not markup: messages hold brackets such as tql-tune[postgres] or [0.1, 1.0].
+        err_console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is saved (checkpoints and results are written atomically)")

@@ -1,0 +1,161 @@
+"""Read studies back: per-task summaries (``tql-tune show``, ``--json``) and terminal plots."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autotune.storage import describe, open_storage
+from autotune.studies import best_trial, fail_kind, trial_counts
+from tql.errors import ConfigError
+from tql.io import read_jsonl
+
+
+def trial_record(t: FrozenTrial) -> dict[str, Any]:
+    a = t.user_attrs
+    return {
+        "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho"),
+        "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
+        "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
+        "data_kind": a.get("data_kind"), "metrics": a.get("metrics", []), "host": a.get("host"),
+        "fail_kind": fail_kind(t), "fail_reason": a.get("fail_reason"), "retry_of": a.get("retry_of"),
+        "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+    }
+
+
+def summarize_study(study: optuna.Study) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(trials)
+    kinds = sorted({t.user_attrs["data_kind"] for t in trials if "data_kind" in t.user_attrs})
+    attrs = study.user_attrs
+    summary = {
+        "study_name": study.study_name, "task": attrs.get("tql:task", study.study_name.split(":", 1)[-1]),
+        "n_tokens": attrs.get("tql:n_tokens"), "profile": attrs.get("tql:profile"),
+        "search": attrs.get("tql:search"), "data_kind": ",".join(kinds) or None,
+        "counts": trial_counts(trials),
+        # Compute spent: every training step any trial took, retried and pruned ones included.
+        "steps_total": sum(t.user_attrs.get("steps", 0) for t in trials),
+        "best": None, "trials": [trial_record(t) for t in trials],
+    }
+    if best is not None:
+        successes = best.user_attrs.get("successes", [])
+        summary["best"] = {
+            "number": best.number, "rho": best.params["rho"], "target_entropy": best.user_attrs.get("target_entropy"),
+            "success_mean": best.value, "success_std": statistics.pstdev(successes) if successes else None,
+            "successes": successes, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
+        }
+    return summary
+
+
+def study_names(storage: optuna.storages.BaseStorage, study: str) -> list[str]:
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    return sorted(n for n in names if n.startswith(f"{study}:"))
+
+
+def summarize(storage_url: str | None, study: str, task: str | None = None) -> dict[str, Any]:
+    """Per-task summaries of study ``study`` (optionally one task) in the storage."""
+    storage = open_storage(storage_url, create=False)
+    names = study_names(storage, study)
+    if not names:
+        groups = sorted({s.study_name.split(":", 1)[0] for s in optuna.get_all_study_summaries(storage, False)})
+        raise ConfigError(f"no study {study!r} in {describe(storage_url)}; studies there: {', '.join(groups) or 'none'}")
+    if task is not None:
+        wanted = f"{study}:{task}"
+        if wanted not in names:
+            tasks = [n.split(":", 1)[1] for n in names]
+            raise ConfigError(f"study {study!r} has no task {task!r}; its tasks: {', '.join(tasks)}")
+        names = [wanted]
+    tasks = [summarize_study(optuna.load_study(study_name=n, storage=storage)) for n in names]
+    return {"study": study, "storage": describe(storage_url), "tasks": tasks}
+
+
+# ----- terminal plots ----------------------------------------------------------------------------
+
+def _plotext():
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.theme("clear")  # no ANSI colours: readable in logs and files
+    return plt
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _titled(title: str, canvas: str) -> str:
+    # plotext drops titles wider than the canvas; ANSI resets would garble logs and files.
+    return title + "\n" + ANSI.sub("", canvas).rstrip()
+
+
+def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14) -> str:
+    points = [(t["rho"], 100 * t["value"]) for t in task_summary["trials"]
+              if t["state"] == "complete" and t["value"] is not None]
+    if not points:
+        return f"{task_summary['task']}: no complete trials yet"
+    plt = _plotext()
+    plt.plotsize(width, height)
+    xs, ys = zip(*sorted(points))
+    plt.scatter(xs, ys, marker="o")
+    search = task_summary.get("search") or {"rho_low": 0.0, "rho_high": 1.0}
+    plt.xlim(search["rho_low"], search["rho_high"])
+    plt.ylim(0, 100)
+    plt.xlabel("rho = H̄ / log n")
+    plt.ylabel("success %")
+    return _titled(f"{task_summary['task']}: success % of complete trials vs rho", plt.build())
+
+
+ENTROPY_KEY = re.compile(r"entropy/l(\d+)_(value|other)$")
+
+
+def entropy_series(metrics_path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-layer, per-group attention entropy (and H̄) over training from a metrics.jsonl."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in read_jsonl(Path(metrics_path)):
+        if row.get("type") != "train":
+            continue
+        for key, value in row.items():
+            if ENTROPY_KEY.match(key) or key == "target_entropy":
+                series.setdefault(key.removeprefix("entropy/"), []).append((row["step"], value))
+    return series
+
+
+def entropy_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14) -> str:
+    best = task_summary.get("best")
+    if best is None or not best["metrics"]:
+        return f"{task_summary['task']}: no complete trial to plot entropies for"
+    path = Path(best["metrics"][0])
+    if not path.is_file():
+        return f"{task_summary['task']}: metrics of the best trial are on host {best.get('host')}: {path}"
+    series = entropy_series(path)
+    if not series:
+        return f"{task_summary['task']}: {path} has no logged entropies yet"
+    plt = _plotext()
+    plt.plotsize(width, height)
+    for name, points in sorted(series.items()):
+        steps, values = zip(*points)
+        plt.plot(steps, values, label="H̄ (target)" if name == "target_entropy" else name)
+    plt.xlabel("training step")
+    return _titled(f"{task_summary['task']}: attention entropy per layer/group (nats) of the best trial "
+                   f"#{best['number']}, first seed", plt.build())
+
+
+def fmt_success(mean: float | None, std: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    return f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    text = f"{counts['complete']}/{counts['pruned']}/{counts['failed']}"
+    extra = [f"{counts[k]} {k}" for k in ("running", "waiting", "retried") if counts[k]]
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+__all__ = ["summarize", "summarize_study", "success_vs_rho_plot", "entropy_plot", "entropy_series",
+           "fmt_success", "counts_text"]

@@ -1,0 +1,100 @@
+"""Where studies live: an SQLite file by default, any SQLAlchemy URL, or an Optuna journal file.
+
+- ``None`` -> ``sqlite:///tql-tune.db`` in the working directory (embedded, nothing to start);
+- ``sqlite:///path.db``, ``postgresql://user@host/db``, ``mysql+pymysql://...``: ``RDBStorage``;
+- ``journal:PATH`` or a path ending in ``.log``/``.journal``: ``JournalStorage`` over a file,
+  which works on a shared file system without a database server.
+
+Storages are opened with checks first, so a bad URL fails with one line before anything is
+written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from tql.errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///tql-tune.db"
+VALID_FORMS = "sqlite:///FILE.db, postgresql://USER[:PASS]@HOST[:PORT]/DB, journal:FILE (or FILE.log)"
+JOURNAL_SUFFIXES = (".log", ".journal")
+
+
+def describe(url: str | None) -> str:
+    """The URL with any password hidden, for messages and tables."""
+    url = url or DEFAULT_STORAGE
+    if _is_journal(url):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is reported by open_storage
+        return url
+
+
+def _is_journal(url: str) -> bool:
+    return url.startswith("journal:") or url.endswith(JOURNAL_SUFFIXES)
+
+
+def journal_path(url: str) -> Path:
+    return Path(url.removeprefix("journal:"))
+
+
+def open_storage(url: str | None, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open (and for SQLite/journal files, create when ``create``) the storage behind ``url``."""
+    url = url or DEFAULT_STORAGE
+    if _is_journal(url):
+        return _open_journal(url, create)
+    return _open_rdb(url, create)
+
+
+def _open_journal(url: str, create: bool) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = journal_path(url)
+    if not path.parent.is_dir():
+        raise ConfigError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
+    if not create and not path.exists():
+        raise ConfigError(f"storage {url!r}: no such journal file (run `tql-tune run` first)")
+    # The open-lock works on NFS and other shared file systems (the symlink lock does not always).
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    return optuna.storages.JournalStorage(backend)
+
+
+def _open_rdb(url: str, create: bool) -> optuna.storages.BaseStorage:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"storage {url!r} is not a valid URL; valid forms: {VALID_FORMS}") from exc
+    kwargs: dict = {}
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(url, parsed.database, create)
+        # Several local workers write to one file: wait for the lock instead of failing at once.
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as exc:
+        raise ConfigError(f"storage {describe(url)!r} needs a database driver that is not installed ({exc}); "
+                          "for PostgreSQL: pip install 'tql-tune[postgres]'") from exc
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open storage {describe(url)!r}: {reason}") from exc
+
+
+def _check_sqlite_path(url: str, database: str | None, create: bool) -> None:
+    if not database or database == ":memory:":
+        raise ConfigError(f"storage {url!r}: an in-memory SQLite database cannot hold a study; "
+                          f"give a file, e.g. {DEFAULT_STORAGE}")
+    path = Path(database)
+    if not path.parent.is_dir():
+        raise ConfigError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
+    if not create and not path.exists():
+        raise ConfigError(f"storage {url!r}: no such database file (run `tql-tune run` first)")

@@ -1,0 +1,525 @@
+"""Optuna studies over H̄: one study per task, trials = TQL runs at rho = H̄ / log n.
+
+A study's size is exact: ``trials`` counted trials, whatever the number of workers or
+machines. Counted are trials that ran to a result (complete, pruned, or failed because the
+run diverged) and those running or queued now. Trials that lost their worker (heartbeat
+stopped, or the process is gone) or were interrupted are failed with the reason and re-queued
+with the same rho and the same run folder, so the retry resumes from the last checkpoint.
+
+Workers never talk to each other: everything goes through the storage, so the same code runs
+one process on a laptop, ``--workers W`` processes on one machine, or many machines sharing a
+PostgreSQL URL or a journal file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.spec import StudySpec
+from autotune.storage import open_storage
+from tql.errors import ConfigError, MissingDatasetError
+from tql.evaluation import EvalResult
+from tql.tasks import TaskSpec
+from tql.train import PROFILES, TrainConfig, TrainHooks, TrainingDiverged, train
+
+DEFAULT_STUDY = "tql"
+HEARTBEAT_ATTR = "tql:heartbeat"
+WORKER_ATTR = "tql:worker"
+# fail_kind values of failed trials that are retried (re-queued) or not counted at all.
+RETRIED_KINDS = ("worker_lost", "interrupted")
+UNCOUNTED_KINDS = RETRIED_KINDS + ("error", "surplus")
+
+
+def study_name(study: str, task: str) -> str:
+    return f"{study}:{task}"
+
+
+@dataclass
+class RunPlan:
+    """Everything ``tql-tune run`` decided before touching the storage."""
+
+    tasks: list[TaskSpec]
+    spec: StudySpec
+    study: str = DEFAULT_STUDY
+    storage: str | None = None
+    profile: str = "smoke"
+    trials: int | None = None
+    seeds: int | None = None
+    workers: int = 1
+    runs_dir: Path = Path("runs/studies")
+    data_dir: Path = Path("data")
+    data_kind: str = "auto"
+    make_data: bool = True
+    device: str = "auto"
+    threads: int | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    heartbeat_interval: float = 30.0
+    grace_period: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
+        budget = self.spec.budget(self.profile)
+        self.trials = self.trials if self.trials is not None else budget.trials
+        self.seeds = self.seeds if self.seeds is not None else budget.seeds
+        for name in ("trials", "seeds", "workers"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"--{name} {value!r} must be >= 1")
+        if not self.study or ":" in self.study:
+            raise ConfigError(f"study name {self.study!r} must be non-empty and contain no ':'")
+        if self.spec.sampler == "grid" and self.trials > self.spec.grid_points:
+            raise ConfigError(f"--trials {self.trials} exceeds the grid's {self.spec.grid_points} points "
+                              "(sampler.grid_points in the study spec)")
+        if not 0 < self.heartbeat_interval < self.grace_period:
+            raise ConfigError(f"heartbeat interval {self.heartbeat_interval!r} must be > 0 and below the grace "
+                              f"period {self.grace_period!r}")
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
+        return TrainConfig.from_profile(
+            task.name, self.profile, rho=rho, seed=seed, data_dir=str(self.data_dir), data_kind=self.data_kind,
+            device=self.device, threads=self.threads, **self.train_overrides)
+
+
+# ----- study creation and checks -------------------------------------------------------------
+
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "tpe":
+        # constant_liar: parallel workers do not all ask for the same promising rho.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=min(4, spec.startup_trials + 1))
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if spec.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({"rho": spec.grid()}, seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=0,
+                                       n_min_trials=1)
+
+
+def study_attrs(plan: RunPlan, task: TaskSpec) -> dict[str, Any]:
+    return {"tql:task": task.name, "tql:n_tokens": task.n_tokens, "tql:profile": plan.profile,
+            "tql:search": plan.spec.search_space(), "tql:spec_source": plan.spec.source}
+
+
+def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> None:
+    """A stored study may only be continued with the same search space and profile."""
+    attrs = existing.user_attrs
+    name = existing.study_name
+    if attrs.get("tql:search") not in (None, plan.spec.search_space()):
+        raise ConfigError(f"study {name!r} searched rho in {_range(attrs['tql:search'])}, this spec in "
+                          f"{_range(plan.spec.search_space())}; use another --study name")
+    if attrs.get("tql:profile") not in (None, plan.profile):
+        raise ConfigError(f"study {name!r} was run with profile {attrs['tql:profile']!r}, not {plan.profile!r}; "
+                          "use another --study name or the same --profile")
+
+
+def _range(search: dict) -> str:
+    return f"[{search['rho_low']}, {search['rho_high']}]{' (log)' if search.get('log') else ''}"
+
+
+def load_existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def check_studies(plan: RunPlan, storage: optuna.storages.BaseStorage) -> dict[str, optuna.Study | None]:
+    """The stored study of each task (None if new), after checking each may be continued."""
+    existing = {t.name: load_existing(storage, study_name(plan.study, t.name)) for t in plan.tasks}
+    for task in plan.tasks:
+        if existing[task.name] is not None:
+            check_compatible(existing[task.name], plan, task)
+    return existing
+
+
+def create_studies(plan: RunPlan, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
+    """Check every stored study first, then create the missing ones (all or nothing)."""
+    existing = check_studies(plan, storage)
+    studies = []
+    for task in plan.tasks:
+        study = existing[task.name]
+        if study is None:
+            study = optuna.create_study(study_name=study_name(plan.study, task.name), storage=storage,
+                                        direction="maximize", load_if_exists=True)
+            for key, value in study_attrs(plan, task).items():
+                study.set_user_attr(key, value)
+        studies.append(study)
+    return studies
+
+
+# ----- counting and claiming trials -----------------------------------------------------------
+
+def fail_kind(trial: FrozenTrial) -> str | None:
+    return trial.user_attrs.get("fail_kind") if trial.state == TrialState.FAIL else None
+
+
+def is_counted(trial: FrozenTrial) -> bool:
+    return fail_kind(trial) not in UNCOUNTED_KINDS
+
+
+def trial_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "retried": 0}
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            counts["retried" if fail_kind(t) in RETRIED_KINDS else "failed"] += fail_kind(t) != "surplus"
+        else:
+            counts[t.state.name.lower()] += 1
+    return counts
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_gone(worker: str | None) -> bool:
+    """True when ``worker`` was a process on this host that no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    host, pid = worker.rsplit(":", 1)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def stale_reason(trial: FrozenTrial, grace_period: float, now: float | None = None) -> str | None:
+    """Why a RUNNING trial's worker counts as lost, or None while it looks alive."""
+    if trial.state != TrialState.RUNNING:
+        return None
+    worker = trial.system_attrs.get(WORKER_ATTR)
+    if _pid_gone(worker):
+        return f"worker {worker} is gone"
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    if beat is None and trial.datetime_start is not None:
+        beat = trial.datetime_start.timestamp()
+    now = time.time() if now is None else now
+    if beat is not None and now - beat > grace_period:
+        return f"no heartbeat from {worker or 'its worker'} for {now - beat:.0f}s (grace {grace_period:g}s)"
+    return None
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, kind: str, reason: str) -> bool:
+    """Fail ``trial`` with ``reason`` and queue a retry with the same rho and run folder.
+
+    Returns False when another worker finished or retried it first (only one retry is queued)."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_kind", kind)
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
+    if "run_dir" in trial.user_attrs:
+        attrs["run_dir"] = trial.user_attrs["run_dir"]
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
+    return True
+
+
+def retry_stale_trials(study: optuna.Study, grace_period: float) -> int:
+    retried = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = stale_reason(trial, grace_period)
+        if reason is not None:
+            retried += retry_trial(study, trial, "worker_lost", reason)
+    return retried
+
+
+def claim_trial(study: optuna.Study, target: int) -> optuna.Trial | None:
+    """The next trial to run (a queued one first), or None when the study has ``target`` trials.
+
+    Two workers may claim at the same moment; the claim is then checked by trial number, so
+    at most ``target`` counted trials exist whatever the timing (a surplus one is failed with
+    kind 'surplus', which is not counted)."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = any(t.state == TrialState.WAITING for t in trials)
+    if not waiting and sum(map(is_counted, trials)) >= target:
+        return None
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, _worker_id())
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and is_counted(t)]
+    if len(earlier) >= target:
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_kind", "surplus")
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    return trial
+
+
+class Heartbeat:
+    """Writes the time into the trial every ``interval`` seconds from a background thread."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
+        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tql-heartbeat")
+
+    def _beat(self) -> None:
+        try:
+            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+        except UpdateFinishedTrialError:
+            self._stop.set()  # another worker declared us lost and retried the trial
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ----- running one trial -----------------------------------------------------------------------
+
+class TrialHooks(TrainHooks):
+    """Reports each evaluation to Optuna and stops the run when the pruner says so.
+
+    Seeds run one after another; seed i's evaluations are reported at steps offset by
+    i x steps, so every trial reports the same step numbers and the pruner compares like
+    with like."""
+
+    def __init__(self, trial: optuna.Trial, offset: int, warmup: int, on_step: Callable[[int], None] | None):
+        self.trial, self.offset, self.warmup, self.on_step = trial, offset, warmup, on_step
+        self.reports, self.pruned = 0, False
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def on_eval(self, step: int, result: EvalResult) -> bool:
+        self.trial.report(result.success_rate, self.offset + step)
+        self.reports += 1
+        self.pruned = self.reports >= self.warmup and self.trial.should_prune()
+        return self.pruned
+
+
+def objective_value(evals: list[dict], last_k: int) -> float:
+    """Mean success of the last ``last_k`` evaluations of one run."""
+    if not evals:
+        raise ConfigError("a run finished without an evaluation; check --eval-every")
+    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
+
+
+@dataclass
+class TrialOutcome:
+    state: TrialState
+    value: float | None
+    attrs: dict[str, Any]
+
+
+def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
+              on_step: Callable[[int], None] | None = None) -> TrialOutcome:
+    """Train every seed at the trial's rho; the trial's value is the mean objective over seeds."""
+    spec = plan.spec
+    rho = trial.suggest_float("rho", spec.rho_low, spec.rho_high, log=spec.log)
+    run_dir = Path(trial.user_attrs.get("run_dir") or plan.runs_dir / plan.study / task.name / f"trial-{trial.number:04d}")
+    attrs: dict[str, Any] = {
+        "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "seeds": plan.seed_list(),
+        "rho": rho, "target_entropy": task.target_entropy(rho), "run_dir": str(run_dir.resolve()),
+        "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
+    }
+    _set_attrs(trial, attrs)
+    t0 = time.perf_counter()
+    for index, seed in enumerate(plan.seed_list()):
+        config = plan.train_config(task, rho, seed)
+        hooks = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step)
+        seed_dir = run_dir / f"seed-{seed}"
+        try:
+            result = train(config, seed_dir, hooks, progress=False)
+        except TrainingDiverged as exc:
+            attrs.update(fail_kind="diverged", fail_reason=f"seed {seed}: {exc}")
+            return _outcome(trial, attrs, t0, TrialState.FAIL, None)
+        attrs["metrics"].append(str((seed_dir / "metrics.jsonl").resolve()))
+        attrs["steps"] += result.steps
+        attrs["data_kind"] = result.data_kind
+        if hooks.pruned:
+            attrs["pruned_at"] = {"seed": seed, "step": result.steps}
+            return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
+        attrs["successes"].append(objective_value(result.evals, spec.last_k))
+        _set_attrs(trial, {"successes": attrs["successes"], "steps": attrs["steps"]})
+    value = float(statistics.fmean(attrs["successes"]))
+    attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
+    return _outcome(trial, attrs, t0, TrialState.COMPLETE, value)
+
+
+def _outcome(trial: optuna.Trial, attrs: dict, t0: float, state: TrialState, value: float | None) -> TrialOutcome:
+    attrs["wall_seconds"] = time.perf_counter() - t0
+    return TrialOutcome(state, value, attrs)
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def execute_trial(plan: RunPlan, study: optuna.Study, task: TaskSpec, trial: optuna.Trial,
+                  on_step: Callable[[int], None] | None = None) -> TrialOutcome:
+    """Run ``trial`` under a heartbeat and record its outcome in the storage."""
+    try:
+        with Heartbeat(study, trial, plan.heartbeat_interval):
+            outcome = run_trial(plan, task, trial, on_step)
+    except KeyboardInterrupt:
+        retry_trial(study, study._storage.get_trial(trial._trial_id), "interrupted", "interrupted by the user")
+        raise
+    except Exception as exc:
+        _record_error(study, trial, exc)
+        raise
+    try:
+        _set_attrs(trial, outcome.attrs)
+        study.tell(trial, outcome.value if outcome.state == TrialState.COMPLETE else None, state=outcome.state)
+    except UpdateFinishedTrialError:
+        pass  # declared lost while it ran (e.g. a long pause); its retry redoes it from the checkpoint
+    return outcome
+
+
+def _record_error(study: optuna.Study, trial: optuna.Trial, exc: Exception) -> None:
+    try:
+        trial.set_user_attr("fail_kind", "error")
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        study.tell(trial, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        pass
+
+
+# ----- workers --------------------------------------------------------------------------------
+
+@dataclass
+class WorkerReport:
+    ran: int = 0
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried_stale: int = 0
+
+
+def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = None,
+         on_step: Callable[[int], None] | None = None, on_task: Callable[[TaskSpec], None] | None = None) -> WorkerReport:
+    """One worker: fill every task's study in order, retrying trials of lost workers."""
+    if plan.threads:
+        import torch
+
+        torch.set_num_threads(plan.threads)
+    storage = open_storage(plan.storage)
+    report = WorkerReport()
+    for task in plan.tasks:
+        if on_task is not None:
+            on_task(task)
+        study = optuna.load_study(study_name=study_name(plan.study, task.name), storage=storage,
+                                  sampler=make_sampler(plan.spec), pruner=make_pruner(plan.spec))
+        while True:
+            report.retried_stale += retry_stale_trials(study, plan.grace_period)
+            trial = claim_trial(study, plan.trials)
+            if trial is None:
+                break
+            outcome = execute_trial(plan, study, task, trial, on_step)
+            report.ran += 1
+            setattr(report, _report_field(outcome.state), getattr(report, _report_field(outcome.state)) + 1)
+            if on_trial is not None:
+                on_trial(task.name, outcome)
+    return report
+
+
+def _report_field(state: TrialState) -> str:
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
+
+
+def _worker_main(plan: RunPlan) -> None:
+    """Entry point of a ``--workers`` child process (quiet; the parent shows progress)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work(plan)
+
+
+def run_workers(plan: RunPlan, poll: Callable[[], None] | None = None, poll_every: float = 2.0) -> list[int]:
+    """Run ``plan.workers`` local processes on the studies; returns their exit codes."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/OpenMP or MuJoCo state
+    threads = plan.threads or max(1, (os.cpu_count() or 1) // plan.workers)
+    child_plan = _replace(plan, threads=threads)
+    procs = [ctx.Process(target=_worker_main, args=(child_plan,), name=f"tql-worker-{i}") for i in range(plan.workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if poll is not None:
+                poll()
+            for p in procs:
+                p.join(timeout=poll_every / len(procs))
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    if poll is not None:
+        poll()
+    return [p.exitcode for p in procs]
+
+
+def _replace(plan: RunPlan, **changes) -> RunPlan:
+    import dataclasses
+
+    return dataclasses.replace(plan, **changes)
+
+
+# ----- data ----------------------------------------------------------------------------------
+
+def ensure_data(plan: RunPlan, say: Callable[[str], None] = lambda text: None) -> dict[str, str]:
+    """Load (or, with make_data, generate) each domain's dataset once, before any worker starts."""
+    from tql.data import generate_dataset, load_task_data
+
+    kinds: dict[str, str] = {}
+    profile = PROFILES[plan.profile]
+    for task in plan.tasks:
+        if task.domain in kinds:
+            continue
+        try:
+            kinds[task.domain] = load_task_data(task, plan.data_dir, plan.data_kind).kind
+        except MissingDatasetError:
+            if not plan.make_data:
+                raise
+            say(f"[yellow]no dataset for {task.domain}: generating {profile['data_episodes']} episodes "
+                f"(generated data, not official)")
+            generate_dataset(task, plan.data_dir, episodes=profile["data_episodes"],
+                             episode_length=profile["data_episode_length"], seed=0, progress=False)
+            kinds[task.domain] = load_task_data(task, plan.data_dir, plan.data_kind).kind
+    return kinds
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None

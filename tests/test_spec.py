@@ -1,0 +1,59 @@
+"""Study specs: the shipped default file, validation messages, the grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.spec import Budget, StudySpec, load_spec, spec_from_dict
+from tql.errors import ConfigError
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def test_shipped_default_file_equals_the_built_in_default():
+    from_file = load_spec(STUDIES / "default.toml")
+    assert from_file.replace(source="x") == load_spec(None).replace(source="x")
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_spec_is_valid(path):
+    load_spec(path).validate()
+
+
+def test_budget_overrides_keep_other_profiles_defaults():
+    spec = spec_from_dict({"budget": {"cpu": {"trials": 20}}})
+    assert spec.budget("cpu") == Budget(20, 2) and spec.budget("smoke") == Budget(2, 1)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"search": {"rho_low": 0.0}}, "search.rho_low=0.0"),
+    ({"search": {"rho_high": 1.5}}, "need 0 < rho_low < rho_high <= 1"),
+    ({"search": {"rho_lo": 0.2}}, "unknown key search.rho_lo; valid: rho_low, rho_high, log"),
+    ({"sampler": {"name": "anneal"}}, "sampler.name='anneal' is not one of: tpe, gp, cmaes, grid, random"),
+    ({"pruner": {"name": "hyper"}}, "pruner.name='hyper' is not one of: median, none"),
+    ({"objective": {"last_k": 0}}, "objective.last_k=0 must be an integer >= 1"),
+    ({"budget": {"gpu": {"trials": 3}}}, "budget='gpu' is not one of: smoke, cpu, paper"),
+    ({"budget": {"cpu": {"trials": 2.5}}}, "budget.cpu.trials=2.5 must be an integer >= 1"),
+    ({"budget": {"cpu": {"runs": 2}}}, "unknown key budget.cpu.runs; valid: trials, seeds"),
+    ({"version": 2}, "version=2; this tql-tune reads version 1"),
+    ({"searchspace": {}}, "unknown table or key 'searchspace'"),
+])
+def test_bad_specs_name_the_field_and_the_valid_choices(raw, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        spec_from_dict(raw, source="t.toml")
+    assert message in str(info.value) and "study spec (t.toml)" in str(info.value)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_spec(tmp_path / "missing.toml")
+
+
+def test_grid_points_span_the_range():
+    assert StudySpec(rho_low=0.2, rho_high=1.0, grid_points=5).grid() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])

@@ -1,0 +1,250 @@
+"""Optuna studies over H̄ with real storages: run, show --json, resume, lost workers, two workers.
+
+Every storage-backed check runs on SQLite and, when Debian's postgresql is available, on a
+throwaway PostgreSQL server on loopback (skipped with the reason otherwise); the journal file
+storage gets the basic round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import TINY_TASK
+from tests.test_cli import run_cli
+
+TASK1 = "cube-double-play-singletask-task1-v0"
+TWO_TASKS = f"{TASK1},{TINY_TASK}"
+# Tiny budgets: 20 steps, an evaluation every 10 (1 episode of at most 50 steps, smoke profile).
+TINY = ["--profile", "smoke", "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--threads", "1"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def study(tmp_path) -> str:
+    """A study name unique to the test: the PostgreSQL database is shared by the session."""
+    return "t" + str(abs(hash(str(tmp_path))))[:12]
+
+
+def run_args(storage: str, study: str, data_dir: Path, runs: Path, *extra: str) -> list[str]:
+    return ["run", "--storage", storage, "--study", study, "--data-dir", str(data_dir), "--runs-dir", str(runs),
+            "--no-make-data", "--quiet", *TINY, *extra]
+
+
+def load(storage: str, study: str, task: str) -> optuna.Study:
+    return optuna.load_study(study_name=f"{study}:{task}", storage=storage)
+
+
+def show_json(monkeypatch, capsys, storage: str, study: str) -> dict:
+    code, out, err = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", study, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_run_writes_trials_that_show_reads_back_and_rerun_resumes(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                                   storage_url, study):
+    runs = tmp_path / "runs"
+    args = run_args(storage_url, study, tiny_data_dir, runs, "--tasks", TWO_TASKS, "--trials", "2", "--seeds", "2")
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    summary = show_json(monkeypatch, capsys, storage_url, study)
+    assert [t["task"] for t in summary["tasks"]] == sorted([TASK1, TINY_TASK])
+    for task in summary["tasks"]:
+        assert task["counts"]["complete"] == 2 and task["data_kind"] == "generated" and task["n_tokens"] == 43
+        for trial in task["trials"]:
+            # Read each seed's own summary.json: the trial's successes and value must match them.
+            finals = [json.loads((Path(p).parent / "summary.json").read_text())["final_success"] for p in trial["metrics"]]
+            assert trial["successes"] == pytest.approx(finals)
+            assert trial["value"] == pytest.approx(sum(finals) / 2)
+            assert trial["target_entropy"] == pytest.approx(trial["rho"] * __import__("math").log(43))
+            assert trial["steps"] == 40 and sorted(map(int, trial["intermediate"])) == [10, 20, 30, 40]
+        best = max(task["trials"], key=lambda t: (t["value"], -t["number"]))
+        assert task["best"]["number"] == best["number"] and task["best"]["rho"] == best["rho"]
+        assert task["steps_total"] == 80
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.rglob("summary.json")}
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert all(len(load(storage_url, study, t).trials) == 2 for t in (TASK1, TINY_TASK))
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("summary.json")} == mtimes  # nothing re-ran
+
+
+def test_journal_storage_round_trip(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    storage = f"journal:{tmp_path / 'studies.log'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "2")
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    summary = show_json(monkeypatch, capsys, storage, study)
+    assert summary["tasks"][0]["counts"]["complete"] == 2
+
+
+def test_show_prints_tables_and_plots(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert run_cli(monkeypatch, capsys, *run_args(storage, study, tiny_data_dir, tmp_path / "runs",
+                                                  "--tasks", TINY_TASK, "--trials", "1"))[0] == 0
+    code, out, err = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", study)
+    assert code == 0, err
+    assert TINY_TASK in out and "success % of complete trials vs rho" in out
+    assert "attention entropy per layer/group" in out and "l1_value" in out and "H̄ (target)" in out
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "autotune.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_trial_is_retried_from_its_checkpoint(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                            storage_url, study):
+    runs = tmp_path / "runs"
+    base = run_args(storage_url, study, tiny_data_dir, runs, "--tasks", TINY_TASK)
+    assert run_cli(monkeypatch, capsys, *base, "--trials", "1")[0] == 0  # trial 0 finishes
+    finished = runs.rglob("trial-0000/seed-0/summary.json").__next__()
+    finished_mtime = finished.stat().st_mtime_ns
+    # Trial 1 trains for "ever" in a separate process; kill it after its first checkpoint.
+    worker = _cli(*base, "--trials", "2", "--steps", "100000", "--eval-every", "100000")
+    checkpoint = runs / study / TINY_TASK / "trial-0001" / "seed-0" / "checkpoint.pt"
+    try:
+        _wait_for(checkpoint.exists, 120, f"{checkpoint}")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate()
+    assert load(storage_url, study, TINY_TASK).trials[1].state == TrialState.RUNNING  # left behind
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--trials", "2", "--steps", "300", "--eval-every", "300")
+    assert code == 0, err
+    trials = load(storage_url, study, TINY_TASK).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    lost, retry = trials[1], trials[2]
+    assert lost.user_attrs["fail_kind"] == "worker_lost" and "is gone" in lost.user_attrs["fail_reason"]
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == lost.params
+    assert retry.user_attrs["run_dir"] == lost.user_attrs["run_dir"]
+    train_rows = [json.loads(line) for line in (checkpoint.parent / "metrics.jsonl").read_text().splitlines()]
+    assert train_rows[0]["step"] == 20 and train_rows[-1]["step"] == 300  # resumed, not restarted
+    assert finished.stat().st_mtime_ns == finished_mtime  # the finished trial was not re-run
+    counts = show_json(monkeypatch, capsys, storage_url, study)["tasks"][0]["counts"]
+    assert counts["complete"] == 2 and counts["retried"] == 1
+
+
+def test_two_workers_finish_exactly_n_trials(monkeypatch, capsys, tiny_data_dir, tmp_path, storage_url, study):
+    args = run_args(storage_url, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "3",
+                    "--workers", "2")
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    trials = load(storage_url, study, TINY_TASK).trials
+    counted = [t for t in trials if t.user_attrs.get("fail_kind") != "surplus"]
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    hosts = {t.system_attrs["tql:worker"] for t in counted}
+    assert all(h.rsplit(":", 1)[1] != str(os.getpid()) for h in hosts)  # run by the child processes
+
+
+def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
+    from autotune import studies
+    from autotune.spec import load_spec
+    from tql.tasks import get_task
+    from tql.train import TrainingDiverged
+
+    real_train, calls = studies.train, []
+
+    def flaky_train(config, out_dir, hooks=None, **kwargs):
+        calls.append(config.rho)
+        if len(calls) == 1:
+            raise TrainingDiverged(7, "critic/td_loss", float("nan"))
+        return real_train(config, out_dir, hooks, **kwargs)
+
+    monkeypatch.setattr(studies, "train", flaky_train)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    plan = studies.RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2,
+                           runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
+                           train_overrides=dict(steps=10, eval_every=10, eval_episodes=1))
+    studies.create_studies(plan, studies.open_storage(storage))
+    report = studies.work(plan)
+    trials = load(storage, "tql", TINY_TASK).trials
+    assert report.failed == 1 and report.complete == 1
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["fail_kind"] == "diverged"
+    assert "critic/td_loss = nan" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.COMPLETE and len(trials) == 2  # a diverged trial counts, no retry
+
+
+def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch):
+    """A pruner that always prunes: each trial stops after its first report, state PRUNED."""
+    from autotune import studies
+    from autotune.spec import load_spec
+    from tql.tasks import get_task
+
+    monkeypatch.setattr(studies, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    plan = studies.RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=2,
+                           runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
+                           train_overrides=dict(steps=20, eval_every=10, eval_episodes=1))
+    studies.create_studies(plan, studies.open_storage(storage))
+    assert studies.work(plan).pruned == 2
+    for trial in load(storage, "tql", TINY_TASK).trials:
+        assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [10]
+        assert trial.user_attrs["steps"] == 10 and trial.user_attrs["pruned_at"] == {"seed": 0, "step": 10}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--tasks", "cube-double-play-singletask-task9-v0"], "unknown task"),
+    (["--tasks", TINY_TASK, "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
+    (["--tasks", TINY_TASK, "--storage", "not a url"], "is not a valid URL; valid forms: sqlite:///"),
+    (["--tasks", TINY_TASK, "--sampler", "anneal"], "sampler.name='anneal' is not one of: tpe, gp, cmaes"),
+    (["--tasks", TINY_TASK, "--profile", "huge"], "unknown profile 'huge'; valid: smoke, cpu, paper"),
+    (["--tasks", TINY_TASK, "--trials", "0"], "--trials 0 must be >= 1"),
+])
+def test_bad_run_inputs_fail_with_one_line_and_write_nothing(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                              extra, expected):
+    monkeypatch.chdir(tmp_path)  # the default storage would be ./tql-tune.db
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--data-dir", str(tiny_data_dir), "--quiet", *extra)
+    assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_spec_range_fails_before_the_storage_is_touched(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("version = 1\n[search]\nrho_low = 0.8\nrho_high = 0.2\n")
+    db = tmp_path / "s.db"
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--tasks", TINY_TASK, "--spec", str(spec),
+                           "--storage", f"sqlite:///{db}", "--data-dir", str(tiny_data_dir), "--quiet")
+    assert code == 2 and "search.rho_low=0.8, search.rho_high=0.2" in err and "need 0 < rho_low < rho_high" in err
+    assert not db.exists()
+
+
+def test_rerun_with_another_search_range_is_refused(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "1")
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    spec = tmp_path / "narrow.toml"
+    spec.write_text("version = 1\n[search]\nrho_low = 0.3\nrho_high = 0.5\n")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--spec", str(spec))
+    assert code == 2 and "searched rho in [0.1, 1.0], this spec in [0.3, 0.5]" in err
+    assert len(load(storage, study, TINY_TASK).trials) == 1
+
+
+def test_show_unknown_study_lists_the_stored_ones(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert run_cli(monkeypatch, capsys, *run_args(storage, study, tiny_data_dir, tmp_path / "runs",
+                                                  "--tasks", TINY_TASK, "--trials", "1"))[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", "nope")
+    assert code == 2 and f"no study 'nope'" in err and study in err

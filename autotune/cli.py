@@ -48,6 +48,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="batch size (default: the profile's)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
+    schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
+    controller: str = typer.Option("none", help="adaptive H̄: none, feedback (writes the schedule it followed)"),
     fresh: bool = typer.Option(False, "--fresh", help="discard an existing run in --out instead of resuming"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -66,10 +68,37 @@ def train(
         eval_every=eval_every, device=device, threads=threads,
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
+    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy)
     console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} profile={profile} "
-                  f"steps={config.steps} H̄={config.constant_target():.3f} (log n = {config.spec.max_entropy:.3f})")
-    result = run_training(config, out, fresh=fresh, console=console, progress=not quiet)
+                  f"steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
+    result = run_training(config, out, hooks=hooks, fresh=fresh, console=console, progress=not quiet)
+    if hasattr(hooks, "followed_schedule"):
+        path = hooks.followed_schedule(task=task, seed=seed, steps=result.steps).save(Path(out) / "schedule.json")
+        console.print(f"the {controller} controller's schedule: {hooks.followed_schedule().describe()} -> {path}")
     _print_result(result)
+
+
+CONTROLLERS = ("none", "feedback")
+
+
+def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy):
+    """The hooks that set H̄ during training, and a description for the header line."""
+    from autotune.controllers import FeedbackController
+    from autotune.schedules import Schedule, ScheduleHooks
+
+    if controller not in CONTROLLERS:
+        raise TQLError(f"controller {controller!r} is not one of: {', '.join(CONTROLLERS)}")
+    given = [name for name, v in (("--schedule", schedule), ("--rho", rho), ("--target-entropy", target_entropy),
+                                  ("--controller", None if controller == "none" else controller)) if v is not None]
+    if len(given) > 1:
+        raise TQLError(f"give only one of {', '.join(given)}: each sets H̄")
+    if schedule is not None:
+        loaded = Schedule.load(schedule)
+        return ScheduleHooks(loaded, config.spec.n_tokens), f"schedule {loaded.describe()}"
+    if controller == "feedback":
+        hooks = FeedbackController(config.spec.n_tokens)
+        return hooks, f"feedback controller from rho={hooks.rho:.2f}"
+    return None, f"{config.constant_target():.3f}"
 
 
 def _print_result(result) -> None:

@@ -20,7 +20,8 @@ from tql.io import read_jsonl
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
     a = t.user_attrs
     return {
-        "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho"),
+        "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho", a.get("rho")),
+        "schedule": a.get("schedule"),
         "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
         "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
         "data_kind": a.get("data_kind"), "metrics": a.get("metrics", []), "host": a.get("host"),
@@ -46,7 +47,8 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
     if best is not None:
         successes = best.user_attrs.get("successes", [])
         summary["best"] = {
-            "number": best.number, "rho": best.params["rho"], "target_entropy": best.user_attrs.get("target_entropy"),
+            "number": best.number, "rho": best.params.get("rho", best.user_attrs.get("rho")),
+            "schedule": best.user_attrs.get("schedule"), "target_entropy": best.user_attrs.get("target_entropy"),
             "success_mean": best.value, "success_std": statistics.pstdev(successes) if successes else None,
             "successes": successes, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
         }

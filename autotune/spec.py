@@ -18,6 +18,7 @@ from tql.train import PROFILES
 
 SPEC_VERSION = 1
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
+SEARCH_KINDS = ("constant", "knots")
 PRUNERS = ("median", "none")
 
 
@@ -35,6 +36,8 @@ class StudySpec:
     rho_low: float = 0.1
     rho_high: float = 1.0
     log: bool = False
+    kind: str = "constant"  # constant: one rho per trial; knots: a piecewise-linear rho(p)
+    knots: int = 3  # kind 'knots': rho at progress 0, 1/(knots-1), ..., 1 are the parameters
     last_k: int = 1
     sampler: str = "tpe"
     grid_points: int = 5
@@ -52,7 +55,13 @@ class StudySpec:
 
     def search_space(self) -> dict[str, Any]:
         """What the stored study must agree with for a resumed run to continue it."""
-        return {"rho_low": self.rho_low, "rho_high": self.rho_high, "log": self.log}
+        space = {"rho_low": self.rho_low, "rho_high": self.rho_high, "log": self.log}
+        if self.kind != "constant":
+            space.update(kind=self.kind, knots=self.knots)
+        return space
+
+    def param_names(self) -> list[str]:
+        return ["rho"] if self.kind == "constant" else [f"rho_{i}" for i in range(self.knots)]
 
     def grid(self) -> list[float]:
         if self.grid_points == 1:
@@ -70,6 +79,11 @@ class StudySpec:
         if not 0.0 < self.rho_low < self.rho_high <= 1.0:
             raise ConfigError(f"{where}: search.rho_low={self.rho_low!r}, search.rho_high={self.rho_high!r}; "
                               "need 0 < rho_low < rho_high <= 1 (H̄ = rho * log n)")
+        _check_choice(where, "search.kind", self.kind, SEARCH_KINDS)
+        if not isinstance(self.knots, int) or isinstance(self.knots, bool) or self.knots < 2:
+            raise ConfigError(f"{where}: search.knots={self.knots!r} must be an integer >= 2")
+        if self.kind == "knots" and self.sampler == "grid":
+            raise ConfigError(f"{where}: sampler.name='grid' searches one constant rho; use search.kind='constant'")
         _check_choice(where, "sampler.name", self.sampler, SAMPLERS)
         _check_choice(where, "pruner.name", self.pruner, PRUNERS)
         for name, value in (("objective.last_k", self.last_k), ("sampler.grid_points", self.grid_points),
@@ -95,7 +109,8 @@ def _check_positive_int(where: str, name: str, value: Any) -> None:
 
 # TOML table -> (key -> StudySpec field). Unknown keys are errors: a typo must not pass silently.
 _FIELDS = {
-    "search": {"rho_low": "rho_low", "rho_high": "rho_high", "log": "log"},
+    "search": {"rho_low": "rho_low", "rho_high": "rho_high", "log": "log", "kind": "kind",
+               "knots": "knots"},
     "objective": {"last_k": "last_k"},
     "sampler": {"name": "sampler", "grid_points": "grid_points"},
     "pruner": {"name": "pruner", "startup_trials": "startup_trials", "warmup_evals": "warmup_evals"},

@@ -27,6 +27,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
 from autotune.spec import StudySpec
 from autotune.storage import open_storage
 from tql.errors import ConfigError, MissingDatasetError
@@ -326,6 +327,17 @@ class TrialHooks(TrainHooks):
         return self.pruned
 
 
+def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Schedule:
+    """The trial's H̄ schedule: one constant rho, or rho at evenly spaced knots of progress."""
+    names = spec.param_names()
+    values = [trial.suggest_float(name, spec.rho_low, spec.rho_high, log=spec.log) for name in names]
+    meta = {"source": f"optuna trial {trial.number}", "task": task.name, "n_tokens": task.n_tokens}
+    if spec.kind == "constant":
+        return Schedule.constant(values[0], **meta)
+    knots = [(i / (len(values) - 1), v) for i, v in enumerate(values)]
+    return Schedule.piecewise(knots, **meta)
+
+
 def objective_value(evals: list[dict], last_k: int) -> float:
     """Mean success of the last ``last_k`` evaluations of one run."""
     if not evals:
@@ -344,18 +356,21 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
               on_step: Callable[[int], None] | None = None) -> TrialOutcome:
     """Train every seed at the trial's rho; the trial's value is the mean objective over seeds."""
     spec = plan.spec
-    rho = trial.suggest_float("rho", spec.rho_low, spec.rho_high, log=spec.log)
+    schedule = suggest_schedule(trial, spec, task)
+    rho = schedule.rho if schedule.kind == "constant" else schedule.mean_rho()
     run_dir = Path(trial.user_attrs.get("run_dir") or plan.runs_dir / plan.study / task.name / f"trial-{trial.number:04d}")
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "seeds": plan.seed_list(),
-        "rho": rho, "target_entropy": task.target_entropy(rho), "run_dir": str(run_dir.resolve()),
+        "rho": rho, "target_entropy": task.target_entropy(rho), "schedule": schedule.to_dict(),
+        "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
     }
     _set_attrs(trial, attrs)
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
-        hooks = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step)
+        reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step)
+        hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks(schedule, task.n_tokens), reporter)
         seed_dir = run_dir / f"seed-{seed}"
         try:
             result = train(config, seed_dir, hooks, progress=False)
@@ -365,7 +380,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         attrs["metrics"].append(str((seed_dir / "metrics.jsonl").resolve()))
         attrs["steps"] += result.steps
         attrs["data_kind"] = result.data_kind
-        if hooks.pruned:
+        if reporter.pruned:
             attrs["pruned_at"] = {"seed": seed, "step": result.steps}
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
         attrs["successes"].append(objective_value(result.evals, spec.last_k))

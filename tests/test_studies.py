@@ -248,3 +248,22 @@ def test_show_unknown_study_lists_the_stored_ones(monkeypatch, capsys, tiny_data
                                                   "--tasks", TINY_TASK, "--trials", "1"))[0] == 0
     code, _, err = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", "nope")
     assert code == 2 and f"no study 'nope'" in err and study in err
+
+
+def test_knots_study_learns_a_schedule_and_trains_with_it(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    from autotune.schedules import Schedule
+
+    spec = tmp_path / "knots.toml"
+    spec.write_text('version = 1\n[search]\nkind = "knots"\nknots = 3\nrho_low = 0.2\nrho_high = 1.0\n')
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "2",
+                    "--spec", str(spec))
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    for trial in show_json(monkeypatch, capsys, storage, study)["tasks"][0]["trials"]:
+        schedule = Schedule.from_dict(trial["schedule"])
+        params = load(storage, study, TINY_TASK).trials[trial["number"]].params
+        assert [r for _, r in schedule.knots] == pytest.approx([params["rho_0"], params["rho_1"], params["rho_2"]])
+        assert trial["rho"] == pytest.approx(schedule.mean_rho())
+        rows = [json.loads(x) for x in Path(trial["metrics"][0]).read_text().splitlines()]
+        target = next(r["target_entropy"] for r in rows if r["type"] == "train" and r["step"] == 20)
+        assert target == pytest.approx(schedule.target_entropy(19 / 20, 43), rel=1e-5)

@@ -268,6 +268,144 @@ def show(
             print(entropy_plot(t))
 
 
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="schedule JSON file to write"),
+    study: Optional[str] = typer.Option(None, help="take the best schedule(s) of this study"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    task: Optional[str] = typer.Option(None, help="only this task's best (default: pool all the study's tasks)"),
+    exclude_domain: Optional[str] = typer.Option(None, help="pool every domain but this one (leave-one-domain-out)"),
+    run_dir: Optional[list[Path]] = typer.Option(None, "--run", help="controller run folder(s) with schedule.json"),
+) -> None:
+    """Export an H̄ schedule (rho over progress) from a study or controller runs, per task or pooled."""
+    from autotune.report import summarize
+    from autotune.transfer import pooled, schedule_from_run, study_schedules
+
+    if (study is None) == (not run_dir):
+        raise TQLError("give either --study (with --task or pooling) or --run DIR (one or more)")
+    if run_dir:
+        schedules = [schedule_from_run(d) for d in run_dir]
+    else:
+        schedules = study_schedules(summarize(storage, study, None), exclude_domain=exclude_domain, only_task=task)
+    schedule = schedules[0] if len(schedules) == 1 else pooled(schedules, excluded_domain=exclude_domain)
+    schedule.save(out)
+    console.print(f"wrote {out}: {schedule.describe()} ({schedule.meta.get('source')})")
+
+
+@app.command()
+def apply(
+    schedule: Path = typer.Option(..., "--schedule", help="schedule JSON (from `tql-tune export` or a controller run)"),
+    task: str = typer.Option(..., "--task", help="the new task to train with it (no tuning)"),
+    profile: str = typer.Option("cpu", help="smoke, cpu, paper"),
+    steps: Optional[int] = typer.Option(None, help="training steps (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    seed: int = typer.Option(0, help="random seed"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default runs/<task>/apply-seed<seed>)"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    make_data: bool = typer.Option(False, "--make-data", help="generate the dataset if it is missing"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task."""
+    import math
+
+    from autotune.schedules import Schedule, ScheduleHooks
+    from tql.train import TrainConfig
+    from tql.train import train as run_training
+
+    loaded = Schedule.load(schedule)
+    config = TrainConfig.from_profile(task, profile, steps=steps, seed=seed, data_dir=str(data_dir),
+                                      make_data=make_data, device=device, threads=threads, eval_every=eval_every,
+                                      eval_episodes=eval_episodes)
+    spec = config.spec
+    source_n = loaded.meta.get("n_tokens")
+    console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"
+                  f"{f' (n = {source_n})' if source_n else ''} applied to {task} (n = {spec.n_tokens}): "
+                  f"H̄ {loaded.rho_at(0) * math.log(spec.n_tokens):.3f} at the start, "
+                  f"{loaded.rho_at(1) * math.log(spec.n_tokens):.3f} at the end")
+    out = out or Path("runs") / task / f"apply-seed{seed}"
+    result = run_training(config, out, hooks=ScheduleHooks(loaded, spec.n_tokens), console=console,
+                          progress=not quiet)
+    _print_result(result)
+
+
+@app.command()
+def compare(
+    tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
+    approaches: str = typer.Option("default,tuned,feedback,transfer",
+                                   help="comma list: default, tuned, knots, feedback, transfer, file:NAME=PATH"),
+    seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
+    profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
+    study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),
+    knots_study: Optional[str] = typer.Option(None, help="knots study for 'knots'"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    out: Path = typer.Option(Path("runs/compare"), help="folder for runs, report.md, report.png, data.json"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    reps: int = typer.Option(2000, help="bootstrap resamples"),
+) -> None:
+    """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
+    import shlex
+
+    from autotune.compare import ComparePlan, run_comparison
+    from autotune.report_compare import rich_tables, write_markdown, write_png
+    from tql.tasks import resolve_tasks
+
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
+                 if v is not None}
+    plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a.strip() for a in approaches.split(",") if a.strip()],
+                       seeds=[100 + i for i in range(seeds)], out_dir=out, profile=profile, study=study,
+                       knots_study=knots_study, storage=storage, train_overrides=overrides, data_dir=data_dir,
+                       device=device, threads=threads)
+    plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
+
+    def said(approach: str, task: str, seed: int, value: float) -> None:
+        console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)
+
+    data = run_comparison(plan, on_run=said)
+    data.meta["command"] = "tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    data.save(out / "data.json")
+    for table in rich_tables(data, reps=reps):
+        console.print(table)
+    md, png = write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps)
+    console.print(f"wrote {md}, {png} and {out / 'data.json'}")
+
+
+@app.command()
+def lodo(
+    holdout: str = typer.Option(..., "--holdout", help="domain to hold out, e.g. scene-play"),
+    study: str = typer.Option(..., help="constant-rho study run on the other domains"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    seeds: int = typer.Option(3, help="seeds per held-out task and approach"),
+    profile: str = typer.Option("smoke", help="training profile: smoke, cpu, paper"),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    out: Path = typer.Option(Path("runs/lodo"), help="folder for the schedule, runs and report"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+) -> None:
+    """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
+    against the default constant (no tuning on the held-out domain)."""
+    from autotune.report import summarize
+    from autotune.transfer import leave_one_domain_out
+
+    schedule = leave_one_domain_out(summarize(storage, study), holdout)
+    path = schedule.save(out / f"schedule-without-{holdout}.json")
+    console.print(f"learned without {holdout}: {schedule.describe()} from {', '.join(schedule.meta['pooled_from'])} "
+                  f"-> {path}")
+    compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
+            storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+            data_dir=data_dir, threads=threads, device="auto", reps=2000)
+
+
 @data_app.command("make")
 def data_make(
     names: list[str] = typer.Argument(..., help="tasks or domains (all, cube-double-play, a task name, ...)"),

@@ -1,0 +1,178 @@
+"""`tql-tune compare`: every approach to H̄ on the same tasks, seeds and step budget.
+
+Approaches (each a way of choosing H̄ for a task without looking at its evaluation runs):
+
+- ``default``: the constant rho = 0.6 (H̄ = 0.6 log n), no tuning;
+- ``tuned``: the per-task best constant of a finished Optuna study (``--study``): the paper's
+  "manual tuning"; its compute includes every step the study spent on these tasks;
+- ``knots``: the per-task best Optuna-learned schedule of a knots study (``--knots-study``);
+- ``feedback``: the feedback controller, one run per task and seed, no tuning;
+- ``transfer``: leave-one-domain-out: the schedule pooled from ``--study``'s tasks of the
+  other domains; its compute includes those source tasks' study steps (once);
+- ``file:NAME=PATH``: any schedule file (e.g. exported with ``tql-tune export``).
+
+Evaluation runs go to ``OUT/runs/<approach>/<task>/seed-<k>``; re-running the command reuses
+finished runs (training resumes from checkpoints), so an interrupted comparison loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from autotune.controllers import FeedbackController
+from autotune.schedules import Schedule, ScheduleHooks
+from autotune.stats import ComparisonData
+from autotune.transfer import leave_one_domain_out, schedule_of_task
+from tql.errors import ConfigError
+from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
+from tql.train import TrainConfig, TrainHooks, TrainResult, train
+
+BUILTIN = ("default", "tuned", "knots", "feedback", "transfer")
+
+
+@dataclass
+class ComparePlan:
+    tasks: list[TaskSpec]
+    approaches: list[str]
+    seeds: list[int]
+    out_dir: Path
+    profile: str = "smoke"
+    study: str | None = None
+    knots_study: str | None = None
+    storage: str | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path = Path("data")
+    device: str = "auto"
+    threads: int | None = None
+    last_k: int = 1
+
+    def __post_init__(self) -> None:
+        for name in self.approaches:
+            if name not in BUILTIN and not name.startswith("file:"):
+                raise ConfigError(f"approach {name!r} is not one of: {', '.join(BUILTIN)}, file:NAME=PATH")
+        if len(set(self.approaches)) != len(self.approaches):
+            raise ConfigError(f"approaches repeat: {', '.join(self.approaches)}")
+        if not self.seeds:
+            raise ConfigError("--seeds must be >= 1")
+        if {"tuned", "transfer"} & set(self.approaches) and not self.study:
+            raise ConfigError("approaches 'tuned' and 'transfer' need --study (a finished constant-rho study)")
+        if "knots" in self.approaches and not self.knots_study:
+            raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
+
+    def config(self, task: TaskSpec, seed: int) -> TrainConfig:
+        return TrainConfig.from_profile(task.name, self.profile, seed=seed, data_dir=str(self.data_dir),
+                                        device=self.device, threads=self.threads, **self.train_overrides)
+
+
+@dataclass
+class Approach:
+    """How one approach sets H̄ for a task, plus the tuning compute it spent."""
+
+    name: str
+    hooks_for: Callable[[TaskSpec], Callable[[], TrainHooks | None]]
+    tuning_steps: int = 0
+    describe: dict[str, str] = field(default_factory=dict)
+
+
+def _summary(plan: ComparePlan, study: str) -> dict[str, Any]:
+    from autotune.report import summarize
+
+    return summarize(plan.storage, study)
+
+
+def _task_summaries(summary: dict[str, Any], tasks: list[TaskSpec]) -> dict[str, dict[str, Any]]:
+    by_task = {t["task"]: t for t in summary["tasks"]}
+    missing = [t.name for t in tasks if t.name not in by_task]
+    if missing:
+        raise ConfigError(f"study {summary['study']!r} has no trials for {', '.join(missing)}; "
+                          f"run `tql-tune run --study {summary['study']}` on them first")
+    return by_task
+
+
+def _schedule_approach(name: str, schedules: dict[str, Schedule], tuning_steps: int) -> Approach:
+    def hooks_for(task: TaskSpec):
+        return lambda: ScheduleHooks(schedules[task.name], task.n_tokens)
+
+    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()})
+
+
+def build_approach(plan: ComparePlan, name: str) -> Approach:
+    if name == "default":
+        constant = Schedule.constant(DEFAULT_RHO)
+        return _schedule_approach(name, {t.name: constant for t in plan.tasks}, 0)
+    if name == "feedback":
+        return Approach(name, lambda task: (lambda: FeedbackController(task.n_tokens)), 0,
+                        {t.name: "feedback controller" for t in plan.tasks})
+    if name in ("tuned", "knots"):
+        summary = _summary(plan, plan.study if name == "tuned" else plan.knots_study)
+        by_task = _task_summaries(summary, plan.tasks)
+        schedules = {t.name: schedule_of_task(by_task[t.name]) for t in plan.tasks}
+        return _schedule_approach(name, schedules, sum(by_task[t.name]["steps_total"] for t in plan.tasks))
+    if name == "transfer":
+        summary = _summary(plan, plan.study)
+        schedules = {t.name: leave_one_domain_out(summary, t.domain) for t in plan.tasks}
+        held_out = {t.domain for t in plan.tasks}
+        # Source tasks: those that fed at least one target's pooled schedule (counted once).
+        sources = [s for s in summary["tasks"] if any(get_task(s["task"]).domain != d for d in held_out)]
+        return _schedule_approach(name, schedules, sum(s["steps_total"] for s in sources))
+    label, _, path = name.removeprefix("file:").partition("=")
+    if not label or not path:
+        raise ConfigError(f"approach {name!r}: write file:NAME=PATH")
+    schedule = Schedule.load(path)
+    return _schedule_approach(name, {t.name: schedule for t in plan.tasks}, 0)
+
+
+def _finished(out: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of a run already finished in ``out`` with this budget (it is not re-run)."""
+    summary, config_file = out / "summary.json", out / "config.json"
+    if not (summary.is_file() and config_file.is_file()):
+        return None
+    saved = json.loads(config_file.read_text())["train"]
+    result = TrainResult(**json.loads(summary.read_text()))
+    same = saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
+    return result if same and result.steps == config.steps and not result.stopped_early else None
+
+
+def _train(config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
+    result = train(config, out, hooks, progress=False)
+    if hasattr(hooks, "followed_schedule"):
+        hooks.followed_schedule(task=config.task, seed=config.seed).save(out / "schedule.json")
+    return result
+
+
+def _finished_value(evals: list[dict], last_k: int) -> float:
+    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
+
+
+def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], None] | None = None) -> ComparisonData:
+    """Train every (approach, task, seed) and collect successes and compute into ComparisonData."""
+    approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
+    scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
+    steps = {a.name: a.tuning_steps for a in approaches}
+    kinds: set[str] = set()
+    for approach in approaches:
+        for task in plan.tasks:
+            make_hooks = approach.hooks_for(task)
+            for seed in plan.seeds:
+                out = plan.out_dir / "runs" / _safe(approach.name) / task.name / f"seed-{seed}"
+                result = _finished(out, plan.config(task, seed)) or _train(plan.config(task, seed), out, make_hooks())
+                value = _finished_value(result.evals, plan.last_k)
+                scores[approach.name].setdefault(task.name, []).append(value)
+                steps[approach.name] += result.steps
+                kinds.add(result.data_kind)
+                if on_run is not None:
+                    on_run(approach.name, task.name, seed, value)
+    meta = {"profile": plan.profile, "seeds": plan.seeds, "data_kind": ",".join(sorted(kinds)),
+            "study": plan.study, "knots_study": plan.knots_study, "train_overrides": plan.train_overrides,
+            "schedules": {a.name: a.describe for a in approaches},
+            "tuning_steps": {a.name: a.tuning_steps for a in approaches}}
+    return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
+                          scores=scores, steps=steps, meta=meta)
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "_").replace(":", "_").replace("=", "_")

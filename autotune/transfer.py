@@ -1,0 +1,83 @@
+"""Schedules out of studies and controller runs, pooled across tasks, carried to new tasks.
+
+A schedule is stored as rho(p) = H̄ / log n, so it applies unchanged to an environment with
+another token count n: H̄ there is rho(p) * log n_new.
+
+Pooling (several tasks' schedules -> one): the pointwise median of rho(p) on an even grid of
+progress (11 points, linear in between); constant schedules pool to the median constant. The
+median keeps one odd task from dragging the pooled schedule.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from autotune.schedules import Schedule
+from tql.errors import ConfigError
+
+POOL_POINTS = 11
+
+
+def schedule_of_task(task_summary: dict[str, Any]) -> Schedule:
+    """The best trial's schedule of one task's study summary (see ``report.summarize``)."""
+    best = task_summary.get("best")
+    if best is None:
+        raise ConfigError(f"study {task_summary['study_name']!r} has no complete trial yet; run it first")
+    meta = {"source": f"study {task_summary['study_name']} trial {best['number']}", "task": task_summary["task"],
+            "n_tokens": task_summary["n_tokens"], "success_mean": best["success_mean"]}
+    if best.get("schedule"):
+        return Schedule.from_dict({**best["schedule"], "meta": meta}, source=f"trial {best['number']}")
+    return Schedule.constant(best["rho"], **meta)
+
+
+def pooled(schedules: list[Schedule], **meta) -> Schedule:
+    """One schedule for many tasks: pointwise median of rho(p) (see the module docstring)."""
+    if not schedules:
+        raise ConfigError("nothing to pool: no schedules given")
+    sources = sorted({s.meta.get("task", "?") for s in schedules})
+    meta = {"source": "pooled (pointwise median)", "pooled_from": sources, **meta}
+    if all(s.kind == "constant" for s in schedules):
+        return Schedule.constant(statistics.median(s.rho for s in schedules), **meta)
+    grid = [i / (POOL_POINTS - 1) for i in range(POOL_POINTS)]
+    knots = [(p, statistics.median(s.rho_at(p) for s in schedules)) for p in grid]
+    return Schedule.piecewise(knots, **meta)
+
+
+def schedule_from_run(run_dir: str | Path) -> Schedule:
+    """The schedule a controller run followed (``schedule.json`` in its folder)."""
+    path = Path(run_dir) / "schedule.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no schedule.json; train with --controller to record one")
+    return Schedule.load(path)
+
+
+def study_schedules(summary: dict[str, Any], exclude_domain: str | None = None,
+                    only_task: str | None = None) -> list[Schedule]:
+    """Best schedules of a study's tasks, optionally leaving out one domain or keeping one task."""
+    from tql.tasks import get_task
+
+    chosen = []
+    for task_summary in summary["tasks"]:
+        name = task_summary["task"]
+        if only_task is not None and name != only_task:
+            continue
+        if exclude_domain is not None and get_task(name).domain == exclude_domain:
+            continue
+        if task_summary.get("best") is not None:
+            chosen.append(schedule_of_task(task_summary))
+    if not chosen:
+        what = f"task {only_task}" if only_task else f"tasks outside {exclude_domain}" if exclude_domain else "tasks"
+        raise ConfigError(f"study {summary['study']!r} has no complete trials for {what}")
+    return chosen
+
+
+def leave_one_domain_out(summary: dict[str, Any], holdout_domain: str) -> Schedule:
+    """Pooled schedule learned on every domain of the study except ``holdout_domain``."""
+    from tql.tasks import PAPER_DOMAINS, get_task
+
+    domains = set(PAPER_DOMAINS) | {get_task(t["task"]).domain for t in summary["tasks"]}
+    if holdout_domain not in domains:
+        raise ConfigError(f"unknown domain {holdout_domain!r}; valid: {', '.join(sorted(domains))}")
+    return pooled(study_schedules(summary, exclude_domain=holdout_domain), holdout_domain=holdout_domain)

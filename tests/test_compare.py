@@ -1,0 +1,110 @@
+"""`tql-tune compare`, `export`, `apply`, `lodo` on tiny real runs: schedules, compute, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from autotune.schedules import Schedule
+from tests.conftest import SCENE_TASK, TINY_TASK
+from tests.test_cli import run_cli
+from tests.test_studies import TINY, show_json
+
+TASKS = f"{TINY_TASK},{SCENE_TASK}"
+SHORT = ["--profile", "smoke", "--steps", "20", "--eval-every", "20", "--eval-episodes", "1", "--threads", "1"]
+
+
+@pytest.fixture
+def finished_study(monkeypatch, capsys, two_domain_data_dir, tmp_path) -> tuple[str, dict]:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--tasks", TASKS, "--trials", "2", "--storage", storage,
+                           "--data-dir", str(two_domain_data_dir), "--runs-dir", str(tmp_path / "study-runs"),
+                           "--no-make-data", "--quiet", *TINY)
+    assert code == 0, err
+    return storage, {t["task"]: t for t in show_json(monkeypatch, capsys, storage, "tql")["tasks"]}
+
+
+def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypatch, capsys, two_domain_data_dir,
+                                                                       tmp_path, finished_study):
+    storage, study = finished_study
+    out = tmp_path / "cmp"
+    args = ["compare", "--tasks", TASKS, "--approaches", "default,tuned,feedback,transfer", "--seeds", "2",
+            "--study", "tql", "--storage", storage, "--out", str(out), "--data-dir", str(two_domain_data_dir),
+            "--reps", "200", *SHORT]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    data = json.loads((out / "data.json").read_text())
+    assert data["approaches"] == ["default", "tuned", "feedback", "transfer"]
+    study_steps = {t: s["steps_total"] for t, s in study.items()}
+    runs = 2 * 2 * 20  # tasks x seeds x steps
+    assert data["steps"] == {"default": runs, "tuned": runs + sum(study_steps.values()), "feedback": runs,
+                             "transfer": runs + sum(study_steps.values())}
+    for task in (TINY_TASK, SCENE_TASK):
+        finals = [json.loads((out / "runs" / "tuned" / task / f"seed-{s}" / "summary.json").read_text())["final_success"]
+                  for s in (100, 101)]
+        assert data["scores"]["tuned"][task] == pytest.approx(finals)
+        assert data["meta"]["schedules"]["tuned"][task] == f"constant rho={study[task]['best']['rho']:.3f}"
+    # Leave-one-domain-out: each task gets the other domain's best rho (one source: the median is it).
+    assert data["meta"]["schedules"]["transfer"][TINY_TASK] == f"constant rho={study[SCENE_TASK]['best']['rho']:.3f}"
+    assert data["meta"]["schedules"]["transfer"][SCENE_TASK] == f"constant rho={study[TINY_TASK]['best']['rho']:.3f}"
+    rows = [json.loads(x) for x in (out / "runs" / "tuned" / SCENE_TASK / "seed-100" / "metrics.jsonl").read_text().splitlines()]
+    n_scene = json.loads((out / "runs" / "tuned" / SCENE_TASK / "seed-100" / "config.json").read_text())["n_tokens"]
+    targets = [r["target_entropy"] for r in rows if r["type"] == "train"]
+    assert targets and targets == pytest.approx([study[SCENE_TASK]["best"]["rho"] * math.log(n_scene)] * len(targets),
+                                                rel=1e-5)
+    assert Schedule.load(out / "runs" / "feedback" / TINY_TASK / "seed-100" / "schedule.json").kind == "piecewise"
+    report = (out / "report.md").read_text()
+    assert all(a in report for a in data["approaches"]) and "generated" in report.lower()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")}
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0  # re-run: every run is already finished
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == mtimes
+
+
+def test_export_and_apply_carry_a_schedule_to_a_task_with_another_n(monkeypatch, capsys, two_domain_data_dir,
+                                                                    tmp_path, finished_study):
+    storage, study = finished_study
+    one = tmp_path / "cube.json"
+    assert run_cli(monkeypatch, capsys, "export", "--study", "tql", "--storage", storage, "--task", TINY_TASK,
+                   "--out", str(one))[0] == 0
+    schedule = Schedule.load(one)
+    assert schedule.rho == pytest.approx(study[TINY_TASK]["best"]["rho"]) and schedule.meta["n_tokens"] == 43
+    both = tmp_path / "pooled.json"
+    assert run_cli(monkeypatch, capsys, "export", "--study", "tql", "--storage", storage, "--out", str(both))[0] == 0
+    rhos = sorted(study[t]["best"]["rho"] for t in study)
+    assert Schedule.load(both).rho == pytest.approx(sum(rhos) / 2)  # median of two = their mean
+    out = tmp_path / "applied"
+    code, stdout, err = run_cli(monkeypatch, capsys, "apply", "--schedule", str(one), "--task", SCENE_TASK, *SHORT,
+                                "--data-dir", str(two_domain_data_dir), "--out", str(out), "--quiet")
+    assert code == 0, err
+    n_scene = json.loads((out / "config.json").read_text())["n_tokens"]
+    assert n_scene != 43 and "(n = 43) applied to" in stdout
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert rows[0]["target_entropy"] == pytest.approx(schedule.rho * math.log(n_scene), rel=1e-5)
+
+
+def test_lodo_learns_without_the_holdout_domain(monkeypatch, capsys, two_domain_data_dir, tmp_path, finished_study):
+    storage, study = finished_study
+    out = tmp_path / "lodo"
+    code, stdout, err = run_cli(monkeypatch, capsys, "lodo", "--holdout", "scene-play", "--study", "tql",
+                                "--storage", storage, "--seeds", "1", "--out", str(out), *SHORT,
+                                "--data-dir", str(two_domain_data_dir))
+    assert code == 0, err
+    learned = Schedule.load(out / "schedule-without-scene-play.json")
+    assert learned.rho == pytest.approx(study[TINY_TASK]["best"]["rho"]) and learned.meta["pooled_from"] == [TINY_TASK]
+    data = json.loads((out / "data.json").read_text())
+    assert data["tasks"] == [f"scene-play-singletask-task{k}-v0" for k in range(1, 6)]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--approaches", "default,magic"], "approach 'magic' is not one of: default, tuned, knots"),
+    (["--approaches", "tuned"], "need --study"),
+    (["--approaches", "default,default"], "approaches repeat"),
+])
+def test_bad_compare_inputs(monkeypatch, capsys, tmp_path, args, expected):
+    code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--out", str(tmp_path / "c"), *args)
+    assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "c").exists()

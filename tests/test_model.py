@@ -185,6 +185,23 @@ def test_default_init_gradients_reach_every_input():
     assert torch.isfinite(ent).all() and (ent <= math.log(critic.n_tokens) + 1e-9).all()
 
 
+def test_entropies_false_same_q_and_action_gradient():
+    """The cheap path (target critic, actor loss) gives the same Q and d Q / d action."""
+    critic = _sharp_critic()
+    obs, act = _inputs(6)
+    grads = []
+    for entropies in (True, False):
+        a = act.clone().requires_grad_(True)
+        q, ent = critic(obs, a, entropies=entropies)
+        assert ent.shape == ((SMALL.depth, 2) if entropies else (0, 2))
+        q.sum().backward()
+        grads.append((q.detach(), a.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-10, atol=1e-12)
+    q_mlp, ent_mlp = MLPCritic(OBS, ACT).double()(obs, act, entropies=False)
+    assert q_mlp.shape == (2, 6) and ent_mlp.shape == (0, 2)
+
+
 # --------------------------------------------------------------------------- presets
 
 

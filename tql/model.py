@@ -194,32 +194,56 @@ class _Block(nn.Module):
         for lin in (self.proj, self.fc2):
             lin.weight.mul_(1.0 / math.sqrt(2 * depth))
 
-    def attention(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def attention(self, x: Tensor, entropy: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
         """Self-attention of ``LN(x) [B, n, d]``.
 
-        Returns (probs [B*H, n, n], row entropies [B*H, n], values [B*H, n, dh]). Softmax is
-        explicit so the entropy comes from the same probabilities, computed stably from
-        log-probabilities (no second attention pass, no log(0)).
+        Returns (probs [B*H, n, n], row entropies [B*H, n] or None, values [B*H, n, dh]).
+        With ``entropy`` the softmax is taken as log-softmax so the entropy comes from the
+        same pass, computed stably from log-probabilities (no second pass, no log(0));
+        without it, a plain softmax.
         """
         batch, n, _ = x.shape
         qkv = self.qkv(self.ln1(x)).view(batch, n, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, batch * self.heads, n, self.head_dim).unbind(0)
         logits = torch.bmm(q, k.transpose(1, 2)).mul_(self.scale)
+        if not entropy:
+            return torch.softmax(logits, dim=-1), None, v
         logp = torch.log_softmax(logits, dim=-1)
         probs = logp.exp()
-        entropy = -torch.linalg.vecdot(probs, logp)  # H_i = -sum_j A_ij log A_ij
-        return probs, entropy, v
+        return probs, -torch.linalg.vecdot(probs, logp), v  # H_i = -sum_j A_ij log A_ij
 
-    def forward(self, x: Tensor, value_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns (x', entropies [2] = ([VALUE] row, other rows) means, probs [B*H, n, n]).
+    def _value_row(self, x: Tensor) -> Tensor:
+        """``x' [B, 1, d]`` of the [VALUE] token alone, no entropies (the cheap last block).
+
+        Only the [VALUE] query is projected and attends (K and V still cover all tokens):
+        about 1/n of the block's work beyond the K/V projection.
+        """
+        batch, n, dim = x.shape
+        h = self.ln1(x)
+        w, b = self.qkv.weight, self.qkv.bias  # rows: [Q; K; V], each [d, d]
+        kv = F.linear(h, w[dim:], b[dim:]).view(batch, n, 2, self.heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).reshape(2, batch * self.heads, n, self.head_dim).unbind(0)
+        q = F.linear(h[:, 0], w[:dim], b[:dim]).view(batch * self.heads, 1, self.head_dim)
+        probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(self.scale), dim=-1)
+        out = torch.bmm(probs, v).view(batch, 1, dim)  # [B*H, 1, dh] is [B, 1, H*dh] already
+        x = x[:, :1] + self.proj(out)
+        return x + self.fc2(_gelu(self.fc1(self.ln2(x))))
+
+    def forward(self, x: Tensor, value_only: bool = False, entropy: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Returns (x', entropies [2] = ([VALUE] row, other rows) means or None, probs [B*H, n, n]).
 
         ``value_only``: compute the output for the [VALUE] token only (x' is [B, 1, d]). Used
         in the last block, whose other outputs nothing reads; its entropies still cover all
-        rows because every query row's attention depends on the keys.
+        rows because every query row's attention depends on the keys. With ``value_only``
+        and no ``entropy`` only the [VALUE] query row is computed (probs is then None).
         """
+        if value_only and not entropy:
+            return self._value_row(x), None, None
         batch, n, _ = x.shape
-        probs, entropy, v = self.attention(x)
-        groups = torch.stack((entropy[:, 0].mean(), entropy[:, 1:].mean()))
+        probs, row_entropy, v = self.attention(x, entropy)
+        groups = None
+        if row_entropy is not None:
+            groups = torch.stack((row_entropy[:, 0].mean(), row_entropy[:, 1:].mean()))
         if value_only:
             probs_out, x = probs[:, :1], x[:, :1]
         else:
@@ -292,22 +316,25 @@ class TQLCritic(nn.Module):
         lead = tuple(obs.shape[:-1])
         return obs.reshape(-1, self.obs_dim), act.reshape(-1, self.act_dim), lead
 
-    def forward(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, obs: Tensor, act: Tensor, entropies: bool = True) -> tuple[Tensor, Tensor]:
         """Q values ``[num_q, B]`` and attention entropies ``[depth, 2]``.
 
         ``entropies[l, 0]``: mean over batch and heads of the entropy of the [VALUE] query's
         attention row in layer l; ``entropies[l, 1]``: the same over the other n-1 rows.
         Extra leading dims are allowed: obs ``[..., obs_dim]`` gives Q ``[num_q, ...]``.
+        ``entropies=False`` (target critic, actor loss): skip them and return an empty
+        ``[0, 2]`` tensor; the same Q, cheaper (plain softmax, and the last block computes
+        the [VALUE] query row only).
         """
         obs, act, lead = self._check(obs, act)
         x = self.embed(obs, act)
-        entropies = []
+        groups = []
         for i, block in enumerate(self.blocks):
-            x, groups, _ = block(x, value_only=i == self.depth - 1)
-            entropies.append(groups)
+            x, group, _ = block(x, value_only=i == self.depth - 1, entropy=entropies)
+            groups.append(group)
         value = self.ln_f(x[:, 0])
-        q = self.q_heads(value)
-        return q.view(self.num_q, *lead), torch.stack(entropies)
+        q = self.q_heads(value).view(self.num_q, *lead)
+        return q, (torch.stack(groups) if entropies else value.new_zeros(0, 2))
 
     def attention_maps(self, obs: Tensor, act: Tensor) -> list[Tensor]:
         """Attention probabilities of every layer, each ``[B, heads, n, n]`` (for analysis)."""
@@ -333,7 +360,8 @@ class MLPCritic(nn.Module):
         self.n_tokens = 1 + obs_dim + act_dim  # for uniform reporting; unused by the MLP
         self.mlp = EnsembleMLP(obs_dim + act_dim, hidden, layers, num_q)
 
-    def forward(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, obs: Tensor, act: Tensor, entropies: bool = True) -> tuple[Tensor, Tensor]:
+        """``entropies`` is accepted for a uniform interface; there are none either way."""
         lead = tuple(obs.shape[:-1])
         x = torch.cat((obs, act), dim=-1).reshape(-1, self.obs_dim + self.act_dim)
         q = self.mlp(x).view(self.num_q, *lead)

@@ -1,0 +1,144 @@
+"""Seconds per update of a batched population of K agents vs K separate single-agent updates.
+
+For each K, one ``Population`` update (K members, each with its own batch and H̄) is timed
+against K consecutive ``TQLAgent.update`` calls on K separate agents with the same batches;
+the two settings alternate (interleaved, so drift in machine load hits both alike) and the
+medians of ``--repeats`` timings of ``--iters`` updates each are compared:
+
+    ratio = t(population of K) / (K x t(one single-agent update))
+
+The issue's goal is ratio <= 0.5 at K = 8. Data are random tensors of the task's shapes (the
+update's cost does not depend on their values); both settings get the same threads.
+
+    python benchmarks/population_speed.py --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Runnable as a plain script from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tql.agent import AgentConfig, TQLAgent  # noqa: E402
+from tql.population import Population  # noqa: E402
+from tql.tasks import get_task  # noqa: E402
+
+
+def random_batches(k: int, batch: int, obs_dim: int, act_dim: int, device, generator) -> dict:
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(device)
+
+    return {
+        "observations": rand(k, batch, obs_dim) * 2 - 1,
+        "actions": rand(k, batch, act_dim) * 2 - 1,
+        "next_observations": rand(k, batch, obs_dim) * 2 - 1,
+        "rewards": -rand(k, batch),
+        "masks": (rand(k, batch) > 0.01).float(),
+    }
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, iters: int, device: torch.device) -> float:
+    """Seconds per call, averaged over ``iters`` calls (one sync at the end)."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def measure_k(k: int, args, config: AgentConfig, task, device: torch.device) -> dict:
+    generator = torch.Generator().manual_seed(k)
+    batches = random_batches(k, args.batch_size, task.obs_dim, task.act_dim, device, generator)
+    singles = [{key: value[i] for key, value in batches.items()} for i in range(k)]
+    targets = torch.linspace(0.3, 0.8, k, device=device) * float(torch.log(torch.tensor(float(task.n_tokens))))
+    target_list = [float(t) for t in targets]
+    pop = Population(task.obs_dim, task.act_dim, config, k, device, seeds=list(range(k)),
+                     chunk_size=args.chunk_size)
+    agents = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        agents.append(TQLAgent(task.obs_dim, task.act_dim, config, device))
+
+    def population_update():
+        pop.update(batches, targets)
+
+    def separate_updates():
+        for agent, batch, target in zip(agents, singles, target_list):
+            agent.update(batch, target)
+
+    for _ in range(args.warmup):
+        population_update()
+        separate_updates()
+    pop_times, sep_times = [], []
+    for _ in range(args.repeats):
+        pop_times.append(time_calls(population_update, args.iters, device))
+        sep_times.append(time_calls(separate_updates, args.iters, device))
+    t_pop, t_sep = statistics.median(pop_times), statistics.median(sep_times)
+    return {
+        "k": k,
+        "population_s": t_pop,
+        "separate_s": t_sep,
+        "single_s": t_sep / k,
+        "ratio": t_pop / t_sep,
+        "population_runs_s": pop_times,
+        "separate_runs_s": sep_times,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="cube-double-play-singletask-task2-v0", help="sets obs/act dims")
+    p.add_argument("--preset", default="0.03M", help="TQL critic size preset")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--actor-hidden", default="256,256,256", help="comma-separated widths")
+    p.add_argument("--flow-steps", type=int, default=10)
+    p.add_argument("--ks", default="1,4,8", help="population sizes")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timings per setting")
+    p.add_argument("--iters", type=int, default=5, help="updates per timing")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="members per batched call (Population chunk_size; default: all K)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    task = get_task(args.task)
+    hidden = tuple(int(w) for w in args.actor_hidden.split(","))
+    config = AgentConfig.for_task(task, size=args.preset, batch_size=args.batch_size,
+                                  actor_hidden=hidden, flow_steps=args.flow_steps)
+    print(f"task {task.name} (obs {task.obs_dim}, act {task.act_dim}), preset {args.preset}, "
+          f"batch {args.batch_size}, actor {hidden}, flow_steps {args.flow_steps}, device {device}, "
+          f"threads {args.threads}, chunk_size {args.chunk_size}, torch {torch.__version__}")
+    print(f"medians of {args.repeats} interleaved timings of {args.iters} updates each")
+    print(f"{'K':>3} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}")
+    rows = []
+    for k in (int(x) for x in args.ks.split(",")):
+        row = measure_k(k, args, config, task, device)
+        rows.append(row)
+        print(f"{k:>3} {row['population_s'] * 1e3:>14.2f} {row['separate_s'] * 1e3:>14.2f} "
+              f"{row['single_s'] * 1e3:>10.2f} {row['ratio']:>7.3f}", flush=True)
+    print("ratio = K-batched / (K x single); goal: <= 0.5 at K = 8")
+    result = {"args": vars(args), "device": str(device), "torch": torch.__version__, "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

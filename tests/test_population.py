@@ -1,0 +1,222 @@
+"""A batched population equals K separate TQLAgents fed the same seeds, batches, noise and H̄."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tql.agent import AgentConfig, TQLAgent
+from tql.population import Population
+
+OBS, ACT, B = 6, 2, 16
+SEEDS = [3, 7, 11]
+TARGETS = [0.4, 1.3, 2.2]  # log n = log 9 ~ 2.197: below, mid, at the maximum
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _config(**overrides) -> AgentConfig:
+    return AgentConfig(size="0.03M", actor_hidden=(32, 32), batch_size=B, flow_steps=3).replace(**overrides)
+
+
+def _agents(config, seeds=SEEDS) -> list[TQLAgent]:
+    agents = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        agents.append(TQLAgent(OBS, ACT, config))
+    return agents
+
+
+def _batches(k: int, step: int, shared: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    lead = () if shared else (k,)
+    dtype = torch.get_default_dtype()
+    return {
+        "observations": torch.randn(*lead, B, OBS, generator=g, dtype=dtype),
+        "actions": torch.rand(*lead, B, ACT, generator=g, dtype=dtype) * 2 - 1,
+        "next_observations": torch.randn(*lead, B, OBS, generator=g, dtype=dtype),
+        "rewards": -torch.rand(*lead, B, generator=g, dtype=dtype),
+        "masks": (torch.rand(*lead, B, generator=g) > 0.2).to(dtype),
+    }
+
+
+def _member(tensors: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    return {key: value[i] for key, value in tensors.items()}
+
+
+def _assert_member_equals_agent(pop: Population, i: int, agent: TQLAgent, atol: float, rtol: float = 0.0):
+    for name, value in agent.state_dict().items():
+        torch.testing.assert_close(pop.state[name][i].detach(), value, atol=atol, rtol=rtol, msg=name)
+
+
+def _assert_metrics_equal(pop_metrics, i, agent_metrics, atol, rtol=0.0):
+    assert set(pop_metrics) == set(agent_metrics)
+    for key, value in agent_metrics.items():
+        torch.testing.assert_close(pop_metrics[key][i], value, atol=atol, rtol=rtol, msg=key)
+
+
+def _run_both(config, steps, shared=False, atol=1e-10, param_atol=1e-10, rtol=0.0, chunk_size=None):
+    k = len(SEEDS)
+    pop = Population(OBS, ACT, config, k, "cpu", SEEDS, chunk_size=chunk_size)
+    agents = _agents(config)
+    for i, agent in enumerate(agents):  # same initialisation
+        _assert_member_equals_agent(pop, i, agent, atol=0.0)
+    for step in range(steps):
+        batches = _batches(k, step, shared)
+        noise = pop.sample_noise(batches)
+        pop_metrics = pop.update(batches, torch.tensor(TARGETS), noise)
+        for i, agent in enumerate(agents):
+            batch = batches if shared else _member(batches, i)
+            metrics = agent.update(batch, TARGETS[i], _member(noise, i))
+            _assert_metrics_equal(pop_metrics, i, metrics, atol, rtol)
+            _assert_member_equals_agent(pop, i, agent, param_atol, rtol)
+    return pop, agents
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_population_update_equals_separate_agents_float64(float64, chunk_size):
+    pop, agents = _run_both(_config(), steps=3, chunk_size=chunk_size)
+    # Adam moments and step counts too (exported in TQLAgent's optimizer format).
+    for i, agent in enumerate(agents):
+        exported = pop.member_state(i)["optimizer"]["state"]
+        own = agent.optimizer.state_dict()["state"]
+        assert set(exported) == set(own)
+        for index, entry in own.items():
+            for key, value in entry.items():
+                torch.testing.assert_close(exported[index][key], value, atol=1e-12, rtol=0.0)
+
+
+def test_population_update_equals_separate_agents_float32():
+    # Metrics agree to float32 rounding; parameters to a few 1e-5: Adam's first steps are
+    # ~lr * sign(grad), so rounding in a near-zero gradient element moves its update.
+    _run_both(_config(), steps=2, atol=1e-5, param_atol=5e-5, rtol=1e-5)
+
+
+def test_shared_batch_equals_separate_agents(float64):
+    _run_both(_config(), steps=2, shared=True)
+
+
+@pytest.mark.parametrize("overrides", [{"entropy_control": False}, {"critic": "mlp", "actor_hidden": (16,)}])
+def test_population_without_attention_temperatures_equals_agents(float64, overrides):
+    pop, agents = _run_both(_config(**overrides), steps=1)
+    assert "temperatures.log_alpha" not in pop.trainable
+    alphas = pop.state["temperatures.log_alpha"].detach().exp()
+    torch.testing.assert_close(alphas, torch.full_like(alphas, 0.01))
+
+
+def test_member_noise_streams_do_not_depend_on_k(float64):
+    """Default noise: member i draws from its own generator, seeded by its seed."""
+    config = _config()
+    big = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    small = Population(OBS, ACT, config, 1, "cpu", SEEDS[1:2])
+    for step in range(2):
+        batches = _batches(3, step)
+        big_metrics = big.update(batches, torch.tensor(TARGETS))
+        small_metrics = small.update({k: v[1:2] for k, v in batches.items()}, TARGETS[1])
+        for key, value in small_metrics.items():
+            torch.testing.assert_close(big_metrics[key][1], value[0], atol=1e-12, rtol=0.0)
+
+
+def test_act_matches_each_agent_with_its_generator(float64):
+    config = _config()
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    agents = _agents(config)
+    obs = torch.randn(3, 5, OBS)
+    shared = pop.act(obs[0])  # one batch for all members
+    own = pop.act(obs)  # a batch per member (the generators have moved on)
+    assert shared.shape == own.shape == (3, 5, ACT)
+    for i, agent in enumerate(agents):
+        g = torch.Generator().manual_seed(SEEDS[i])
+        torch.testing.assert_close(shared[i], agent.act(obs[0], g), atol=1e-12, rtol=0.0)
+        torch.testing.assert_close(own[i], agent.act(obs[i], g), atol=1e-12, rtol=0.0)
+
+
+def test_member_state_round_trip_and_export(float64):
+    config = _config()
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    for step in range(2):
+        pop.update(_batches(3, step), torch.tensor(TARGETS))
+    # Export member 1 as a normal agent: its next update equals the member's.
+    agent = TQLAgent(OBS, ACT, config)
+    agent.load_full_state(pop.member_state(1))
+    _assert_member_equals_agent(pop, 1, agent, atol=0.0)
+    batches = _batches(3, 5)
+    noise = pop.sample_noise(batches)
+    agent_metrics = agent.update(_member(batches, 1), TARGETS[1], _member(noise, 1))
+    pop_metrics = pop.update(batches, torch.tensor(TARGETS), noise)
+    _assert_metrics_equal(pop_metrics, 1, agent_metrics, atol=1e-12)
+    _assert_member_equals_agent(pop, 1, agent, atol=1e-12)
+    # Import an agent trained elsewhere (another step count) into member 0.
+    torch.manual_seed(99)
+    outsider = TQLAgent(OBS, ACT, config)
+    outsider.update(_member(_batches(3, 7), 0), 1.0)
+    pop.load_member_state(0, outsider.full_state())
+    _assert_member_equals_agent(pop, 0, outsider, atol=0.0)
+    assert pop.steps.tolist() == [1.0, 3.0, 3.0]
+    noise = pop.sample_noise(batches)
+    outsider_metrics = outsider.update(_member(batches, 0), TARGETS[0], _member(noise, 0))
+    pop_metrics = pop.update(batches, torch.tensor(TARGETS), noise)
+    _assert_metrics_equal(pop_metrics, 0, outsider_metrics, atol=1e-12)
+    _assert_member_equals_agent(pop, 0, outsider, atol=1e-12)
+    # A fresh agent (no Adam state yet) round-trips as step 0.
+    fresh = TQLAgent(OBS, ACT, config)
+    pop.load_member_state(2, fresh.full_state())
+    assert pop.member_state(2)["optimizer"]["state"] == {}
+    assert float(pop.steps[2]) == 0.0
+
+
+def test_copy_member_copies_weights_moments_and_temperatures(float64):
+    config = _config()
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    for step in range(2):
+        pop.update(_batches(3, step), torch.tensor(TARGETS))
+    pop.copy_member(0, 2)
+    a, b = pop.member_state(0), pop.member_state(2)
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    for index, entry in a["optimizer"]["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][key])
+    assert torch.equal(pop.state["temperatures.log_alpha"][0], pop.state["temperatures.log_alpha"][2])
+    # With the same batch, noise and H̄ the copy then moves exactly like its source ...
+    batches = _batches(3, 9, shared=True)
+    noise = pop.sample_noise(batches)
+    noise = {k: v[[0, 1, 0]] for k, v in noise.items()}
+    metrics = pop.update(batches, torch.tensor([TARGETS[0], TARGETS[1], TARGETS[0]]), noise)
+    for key, value in metrics.items():
+        torch.testing.assert_close(value[2], value[0], atol=1e-12, rtol=0.0, msg=key)
+    for name, value in pop.state.items():
+        torch.testing.assert_close(value[2], value[0], atol=1e-12, rtol=0.0, msg=name)
+    # ... and member 1 was not touched by the copy.
+    assert not torch.equal(pop.state["critic.w_pos"][1], pop.state["critic.w_pos"][0])
+
+
+def test_full_state_round_trip_resumes_identically(float64):
+    config = _config()
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    pop.update(_batches(3, 0), torch.tensor(TARGETS))
+    saved = pop.full_state()
+    clone = Population(OBS, ACT, config, 3, "cpu", [0, 1, 2])
+    clone.load_full_state(saved)
+    a = pop.update(_batches(3, 1), torch.tensor(TARGETS))  # default noise: generators restored
+    b = clone.update(_batches(3, 1), torch.tensor(TARGETS))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for name in pop.state:
+        assert torch.equal(pop.state[name], clone.state[name]), name
+
+
+def test_bad_shapes_are_rejected():
+    pop = Population(OBS, ACT, _config(), 2, "cpu", [0, 1])
+    with pytest.raises(ValueError, match="target entropies"):
+        pop.update(_batches(2, 0), torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="seeds"):
+        Population(OBS, ACT, _config(), 2, "cpu", [0])
+    with pytest.raises(IndexError):
+        pop.member_state(5)

@@ -1,0 +1,334 @@
+"""Full TQL updates per second vs the machine's matmul peak, a reference critic and FQL's MLP.
+
+One "update" is ``TQLAgent.update``: critic TD + entropy penalty (online forward/backward and
+the target critic's forward on mu(s', z')), temperatures, flow BC loss, the 10-step flow
+teacher, the one-step policy through a frozen critic (forward + input backward), one Adam
+step, target EMA. Variants, all trained with exactly that update:
+
+- ``tql``: the TQL critic of ``tql.model`` (attention that also yields the row entropies);
+- ``reference``: a straightforward critic on ``nn.TransformerEncoderLayer`` (same tokens,
+  width, depth, heads, MLP ratio, norm_first=True, GELU-tanh, no dropout), same tokenizer
+  and Q heads, and no entropy output (its entropies are constant zeros, so the entropy
+  penalty has no gradient);
+- ``mlp``: FQL's 4 x 512 MLP critic (``critic='mlp'``; independent of the preset, measured
+  once);
+- ``tql+compile``: ``tql`` with ``AgentConfig(compile=True)`` (torch.compile of the critics'
+  forward; compile time is reported as warm-up, not timed);
+- ``tql@REV`` (with ``--baseline-rev REV``): the critic of ``tql/model.py`` at git revision
+  REV with a foreach (not fused) Adam, for before/after measurements of the current code.
+
+Model FLOPs per update are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
+full update (matmul-type ops: mm / addmm / bmm / baddbmm, forward and backward; elementwise
+ops are not counted). The matmul peak is a large float32 (or --bf16: bfloat16) square
+matmul with the same thread count, timed in the same rounds as the updates. MFU = achieved
+model FLOP/s / that peak. All variants and the peak are interleaved round by round
+(``--repeats`` rounds); medians are reported, because the machine may be shared.
+
+    python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1M \\
+        --json benchmarks/results/update_speed.json
+    python benchmarks/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# Runnable as a plain script from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tql.agent import AgentConfig, TQLAgent  # noqa: E402
+from tql.model import EnsembleMLP, get_preset  # noqa: E402
+
+_STATE, _ACTION, _VALUE = 0, 1, 2
+
+
+def _gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class ReferenceCritic(nn.Module):
+    """The same critic written the obvious way: ``nn.TransformerEncoderLayer`` blocks.
+
+    Tokenizer and Q heads as ``TQLCritic``; blocks are PyTorch's Pre-LN encoder layers. No
+    attention entropies: returns zeros ``[depth, 2]`` so the agent code runs unchanged.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, size: str, num_q: int = 2) -> None:
+        super().__init__()
+        s = get_preset(size)
+        self.obs_dim, self.act_dim, self.num_q, self.depth = obs_dim, act_dim, num_q, s.depth
+        n, d = 1 + obs_dim + act_dim, s.dim
+        self.n_tokens = n
+        self.value_token = nn.Parameter(torch.randn(1, d) * 0.02)
+        bound = d**-0.5
+        self.w_pos = nn.Parameter(torch.empty(n - 1, d).uniform_(-bound, bound))
+        self.b_pos = nn.Parameter(torch.empty(n - 1, d).uniform_(-bound, bound))
+        self.modality_emb = nn.Parameter(torch.randn(3, d) * 0.02)
+        self.pos_emb = nn.Parameter(torch.randn(n, d) * 0.02)
+        modality = torch.tensor([_VALUE] + [_STATE] * obs_dim + [_ACTION] * act_dim)
+        self.register_buffer("modality_ids", modality, persistent=False)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(d, s.heads, s.mlp_ratio * d, dropout=0.0, activation=_gelu_tanh,
+                                       batch_first=True, norm_first=True)
+            for _ in range(s.depth)
+        )
+        self.ln_f = nn.LayerNorm(d)
+        self.q_heads = EnsembleMLP(d, s.head_hidden, s.head_layers, num_q)
+
+    def forward(self, obs: Tensor, act: Tensor, entropies: bool = True) -> tuple[Tensor, Tensor]:
+        scalars = torch.cat((obs, act), dim=-1)
+        tokens = scalars.unsqueeze(-1) * self.w_pos + self.b_pos
+        value = self.value_token.expand(obs.shape[0], 1, -1)
+        x = torch.cat((value, tokens), dim=1) + self.pos_emb + self.modality_emb[self.modality_ids]
+        for layer in self.layers:
+            x = layer(x)
+        q = self.q_heads(self.ln_f(x[:, 0]))
+        return q, q.new_zeros(self.depth, 2)
+
+
+def load_critic_at(rev: str) -> type[nn.Module]:
+    """``TQLCritic`` of ``tql/model.py`` at git revision ``rev`` (forward ignores ``entropies``)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:tql/model.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "tql_model_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("tql_model_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+    class CriticAtRev(module.TQLCritic):
+        def forward(self, obs: Tensor, act: Tensor, entropies: bool = True) -> tuple[Tensor, Tensor]:
+            return super().forward(obs, act)
+
+    return CriticAtRev
+
+
+def make_agent(variant: str, preset: str, obs_dim: int, act_dim: int, device: str, compile_: bool,
+               rev_critic: type[nn.Module] | None = None) -> TQLAgent:
+    torch.manual_seed(0)
+    critic = "mlp" if variant == "mlp" else "tql"
+    config = AgentConfig(critic=critic, size=preset, alpha_fql=300.0)
+    if compile_ or variant == "tql+compile":
+        config = config.replace(compile=True)
+    agent = TQLAgent(obs_dim, act_dim, config, device)
+    if variant == "reference":
+        agent.critic = ReferenceCritic(obs_dim, act_dim, preset).to(device)
+        agent.target_critic = ReferenceCritic(obs_dim, act_dim, preset).to(device)
+        agent.target_critic.load_state_dict(agent.critic.state_dict())
+        agent.target_critic.requires_grad_(False)
+        agent.optimizer = torch.optim.Adam(agent._param_groups(), lr=config.lr, foreach=True)
+    elif variant.startswith("tql@"):
+        for name in ("critic", "target_critic"):
+            old = rev_critic(obs_dim, act_dim, preset).to(device)
+            old.load_state_dict(getattr(agent, name).state_dict())
+            setattr(agent, name, old)
+        agent.target_critic.requires_grad_(False)
+        agent.optimizer = torch.optim.Adam(agent._param_groups(), lr=config.lr, foreach=True)
+    return agent
+
+
+def make_batch(batch_size: int, obs_dim: int, act_dim: int, device: str) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "observations": torch.randn(batch_size, obs_dim, generator=g),
+        "actions": torch.rand(batch_size, act_dim, generator=g) * 2 - 1,
+        "next_observations": torch.randn(batch_size, obs_dim, generator=g),
+        "rewards": -torch.rand(batch_size, generator=g).round(),
+        "masks": torch.ones(batch_size),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Runner:
+    """Times ``inner`` back-to-back updates of one agent (optionally under bf16 autocast)."""
+
+    def __init__(self, agent: TQLAgent, batch: dict[str, Tensor], device: str, bf16: bool) -> None:
+        self.agent, self.batch, self.device, self.bf16 = agent, batch, device, bf16
+        self.target = torch.tensor(0.5 * math.log(1 + agent.obs_dim + agent.act_dim), device=device)
+
+    def step(self) -> dict[str, Tensor]:
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+            return self.agent.update(self.batch, self.target)
+
+    def time(self, inner: int) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            self.step()
+        _sync(self.device)
+        return (time.perf_counter() - t0) / inner
+
+    def flops(self) -> int:
+        with FlopCounterMode(display=False) as counter:
+            self.step()
+        return counter.get_total_flops()
+
+
+def matmul_peak(device: str, size: int, dtype: torch.dtype, seconds: float = 0.5) -> tuple[float, float]:
+    """FLOP/s of a square ``size`` matmul: (median, best) of the calls timed in ``seconds``.
+
+    The median is the peak MFU is computed against: on a shared machine it sees the same
+    contention as the updates' medians (the best call is reported too).
+    """
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    torch.mm(a, b, out=out)
+    times: list[float] = []
+    while sum(times) < seconds or len(times) < 3:
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times), 2 * size**3 / min(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="0.4M,1M", help="comma-separated TQL critic presets")
+    p.add_argument("--variants", default="tql,reference,mlp")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--obs-dim", type=int, default=37, help="cube-double: 37 (n = 1 + 37 + 5 = 43)")
+    p.add_argument("--act-dim", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (peak uses the same)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians reported")
+    p.add_argument("--inner", type=int, default=2, help="updates per timed sample")
+    p.add_argument("--warmup", type=int, default=2, help="untimed updates per agent first")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (peak in bf16 too)")
+    p.add_argument("--compile", action="store_true", help="AgentConfig(compile=True): torch.compile the critic")
+    p.add_argument("--baseline-rev", help="add variant tql@REV: the critic at this git revision, foreach Adam")
+    p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = args.device
+    peak_size = args.peak_size or (8192 if device.startswith("cuda") else 2048)
+    peak_dtype = torch.bfloat16 if args.bf16 else torch.float32
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - {"tql", "tql+compile", "reference", "mlp"}
+    if unknown:
+        p.error(f"unknown variant(s) {sorted(unknown)}; valid: tql, tql+compile, reference, mlp")
+    rev_critic = None
+    if args.baseline_rev:
+        rev_critic = load_critic_at(args.baseline_rev)
+        variants.insert(1, f"tql@{args.baseline_rev}")
+
+    batch = make_batch(args.batch_size, args.obs_dim, args.act_dim, device)
+    runners: dict[tuple[str, str], Runner] = {}
+    for preset in args.presets.split(","):
+        get_preset(preset)
+        for variant in variants:
+            key = ("-" if variant == "mlp" else preset, variant)
+            if key not in runners:
+                agent = make_agent(variant, preset, args.obs_dim, args.act_dim, device, args.compile, rev_critic)
+                runners[key] = Runner(agent, batch, device, args.bf16)
+    info: dict[tuple[str, str], dict] = {}
+    for key, runner in runners.items():
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            runner.step()
+        _sync(device)
+        info[key] = {"flops": runner.flops(), "warmup_s": time.perf_counter() - t0,
+                     "critic_params": sum(p.numel() for p in runner.agent.critic.parameters())}
+
+    samples: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
+    peaks: list[float] = []
+    peaks_best: list[float] = []
+    for r in range(args.repeats):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))  # alternate order
+        median_peak, best_peak = matmul_peak(device, peak_size, peak_dtype)
+        peaks.append(median_peak)
+        peaks_best.append(best_peak)
+        for key in order:
+            samples[key].append(runners[key].time(args.inner))
+    peak = statistics.median(peaks)
+
+    rows = []
+    for key in runners:
+        preset, variant = key
+        sec = statistics.median(samples[key])
+        flops = info[key]["flops"]
+        def paired(other: tuple[str, str]) -> float | None:
+            """Median over rounds of (other's time / this time), same round: robust to drift."""
+            if other not in samples:
+                return None
+            return statistics.median(o / t for o, t in zip(samples[other], samples[key]))
+
+        baseline = f"tql@{args.baseline_rev}" if args.baseline_rev else None
+        rows.append({
+            "preset": preset, "variant": variant, "critic_params": info[key]["critic_params"],
+            "updates_per_s": 1.0 / sec, "ms_per_update": 1e3 * sec,
+            "ms_samples": [1e3 * s for s in samples[key]],
+            "gflop_per_update": flops / 1e9, "gflop_per_s": flops / sec / 1e9, "mfu": flops / sec / peak,
+            "speedup_vs_reference": paired((preset, "reference")),
+            "speedup_vs_baseline_rev": paired((preset, baseline)) if baseline else None,
+            "warmup_s": info[key]["warmup_s"],
+        })
+    result = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "device": device, "threads": args.threads, "batch_size": args.batch_size,
+        "obs_dim": args.obs_dim, "act_dim": args.act_dim, "n_tokens": 1 + args.obs_dim + args.act_dim,
+        "bf16": args.bf16, "compile": args.compile, "repeats": args.repeats, "inner": args.inner,
+        "peak_matmul": {"size": peak_size, "dtype": str(peak_dtype), "gflop_per_s_median": peak / 1e9,
+                        "gflop_per_s_samples": [x / 1e9 for x in peaks],
+                        "best_call_gflop_per_s": max(peaks_best) / 1e9,
+                        "note": "per round: median of the timed calls; MFU uses the median over rounds"},
+        "flop_count": "torch.utils.flop_counter.FlopCounterMode, one full update (matmul-type ops)",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "load_avg": _loadavg(), "rows": rows,
+    }
+    print(f"device={device} threads={args.threads} batch={args.batch_size} n={result['n_tokens']} "
+          f"bf16={args.bf16} compile={args.compile} repeats={args.repeats}x{args.inner} load_avg={result['load_avg']}")
+    print(f"matmul peak ({peak_size}^2 {peak_dtype}): median {peak / 1e9:.1f} GFLOP/s "
+          f"(rounds {', '.join(f'{x / 1e9:.0f}' for x in peaks)}; best single call {max(peaks_best) / 1e9:.0f})")
+    print(f"{'preset':>6} {'variant':>10} {'params':>9} {'upd/s':>8} {'ms/upd':>9} {'GFLOP/upd':>9} "
+          f"{'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7} {'vs base':>7}")
+    for row in rows:
+        vs = f"{row['speedup_vs_reference']:.2f}x" if row["speedup_vs_reference"] else "-"
+        vb = f"{row['speedup_vs_baseline_rev']:.2f}x" if row["speedup_vs_baseline_rev"] else "-"
+        print(f"{row['preset']:>6} {row['variant']:>10} {row['critic_params']:>9,} {row['updates_per_s']:>8.2f} "
+              f"{row['ms_per_update']:>9.1f} {row['gflop_per_update']:>9.2f} {row['gflop_per_s']:>8.1f} "
+              f"{100 * row['mfu']:>5.1f}% {vs:>7} {vb:>7}")
+    print("vs ref / vs base: median over rounds of (that variant's time / this one's) in the same round")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        import os
+
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -49,11 +49,15 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
     schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
-    controller: str = typer.Option("none", help="adaptive H̄: none, feedback (writes the schedule it followed)"),
+    controller: str = typer.Option("none", help="adaptive H̄: none, feedback, population (each writes the schedule "
+                                                 "it followed)"),
+    members: int = typer.Option(4, help="population controller: members trained side by side (batched)"),
+    fitness: str = typer.Option("val_td", help="population controller: fitness signal, val_td (held-out TD error) "
+                                                "or success (a few evaluation episodes)"),
     fresh: bool = typer.Option(False, "--fresh", help="discard an existing run in --out instead of resuming"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Train one TQL (or FQL) agent; resumes from the last checkpoint in --out."""
+    """Train one TQL (or FQL) agent, or a population; resumes from the last checkpoint in --out."""
     from tql.train import TrainConfig
     from tql.train import train as run_training
 
@@ -68,22 +72,31 @@ def train(
         eval_every=eval_every, device=device, threads=threads,
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
-    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy)
+    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members)
     console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} profile={profile} "
                   f"steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
-    result = run_training(config, out, hooks=hooks, fresh=fresh, console=console, progress=not quiet)
-    if hasattr(hooks, "followed_schedule"):
-        path = hooks.followed_schedule(task=task, seed=seed, steps=result.steps).save(Path(out) / "schedule.json")
-        console.print(f"the {controller} controller's schedule: {hooks.followed_schedule().describe()} -> {path}")
+    if controller == "population":
+        from autotune.controllers import train_with_population
+
+        result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console,
+                                       progress=not quiet)
+    else:
+        result = run_training(config, out, hooks=hooks, fresh=fresh, console=console, progress=not quiet)
+    from autotune.controllers import followed_schedule_of
+
+    followed = followed_schedule_of(hooks, result, task=task, seed=seed, steps=result.steps)
+    if followed is not None:
+        path = followed.save(Path(out) / "schedule.json")
+        console.print(f"the {controller} controller's schedule: {followed.describe()} -> {path}")
     _print_result(result)
 
 
-CONTROLLERS = ("none", "feedback")
+CONTROLLERS = ("none", "feedback", "population")
 
 
-def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy):
+def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4):
     """The hooks that set H̄ during training, and a description for the header line."""
-    from autotune.controllers import FeedbackController
+    from autotune.controllers import FeedbackController, PBTRule, PopulationController
     from autotune.schedules import Schedule, ScheduleHooks
 
     if controller not in CONTROLLERS:
@@ -98,6 +111,9 @@ def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target
     if controller == "feedback":
         hooks = FeedbackController(config.spec.n_tokens)
         return hooks, f"feedback controller from rho={hooks.rho:.2f}"
+    if controller == "population":
+        hooks = PopulationController(config.spec.n_tokens, PBTRule(members=members, seed=config.seed))
+        return hooks, f"population of {members}, rho " + ", ".join(f"{r:.2f}" for r in hooks.rhos)
     return None, f"{config.constant_target():.3f}"
 
 
@@ -109,6 +125,9 @@ def _print_result(result) -> None:
         table.add_row(str(row["step"]), f"{100 * row['success_rate']:.1f}", f"{row['mean_return']:.1f}",
                       str(row["env_steps"]))
     console.print(table)
+    if result.members > 1:
+        console.print(f"population of {result.members}: evaluated the best member by "
+                      f"{result.extra['fitness_signal']} fitness, member {result.extra['best_member']}")
     console.print(f"{result.steps} steps in {result.wall_seconds:.1f}s; files in {result.out_dir}")
 
 
@@ -334,8 +353,9 @@ def apply(
 @app.command()
 def compare(
     tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
-    approaches: str = typer.Option("default,tuned,feedback,transfer",
-                                   help="comma list: default, tuned, knots, feedback, transfer, file:NAME=PATH"),
+    approaches: str = typer.Option("default,tuned,feedback,population,transfer",
+                                   help="comma list: default, tuned, knots, feedback, population, transfer, "
+                                        "file:NAME=PATH"),
     seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
     profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
     study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),

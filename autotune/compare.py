@@ -7,6 +7,9 @@ Approaches (each a way of choosing H̄ for a task without looking at its evaluat
   "manual tuning"; its compute includes every step the study spent on these tasks;
 - ``knots``: the per-task best Optuna-learned schedule of a knots study (``--knots-study``);
 - ``feedback``: the feedback controller, one run per task and seed, no tuning;
+- ``population``: the PBT controller, one population run (4 members, batched) per task and
+  seed, no tuning; the best member by held-out TD error is evaluated; its compute counts
+  every member's steps;
 - ``transfer``: leave-one-domain-out: the schedule pooled from ``--study``'s tasks of the
   other domains; its compute includes those source tasks' study steps (once);
 - ``file:NAME=PATH``: any schedule file (e.g. exported with ``tql-tune export``).
@@ -23,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autotune.controllers import FeedbackController
+from autotune.controllers import (FeedbackController, PBTRule, PopulationController, followed_schedule_of,
+                                  train_with_population)
 from autotune.schedules import Schedule, ScheduleHooks
 from autotune.stats import ComparisonData
 from autotune.transfer import leave_one_domain_out, schedule_of_task
@@ -31,7 +35,7 @@ from tql.errors import ConfigError
 from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 from tql.train import TrainConfig, TrainHooks, TrainResult, train
 
-BUILTIN = ("default", "tuned", "knots", "feedback", "transfer")
+BUILTIN = ("default", "tuned", "knots", "feedback", "population", "transfer")
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Approach:
     hooks_for: Callable[[TaskSpec], Callable[[], TrainHooks | None]]
     tuning_steps: int = 0
     describe: dict[str, str] = field(default_factory=dict)
+    population: bool = False  # runs are population runs (tql.population_train)
 
 
 def _summary(plan: ComparePlan, study: str) -> dict[str, Any]:
@@ -107,6 +112,10 @@ def build_approach(plan: ComparePlan, name: str) -> Approach:
     if name == "feedback":
         return Approach(name, lambda task: (lambda: FeedbackController(task.n_tokens)), 0,
                         {t.name: "feedback controller" for t in plan.tasks})
+    if name == "population":
+        return Approach(name, lambda task: (lambda: PopulationController(task.n_tokens, PBTRule())), 0,
+                        {t.name: f"population controller ({PBTRule().members} members)" for t in plan.tasks},
+                        population=True)
     if name in ("tuned", "knots"):
         summary = _summary(plan, plan.study if name == "tuned" else plan.knots_study)
         by_task = _task_summaries(summary, plan.tasks)
@@ -137,10 +146,14 @@ def _finished(out: Path, config: TrainConfig) -> TrainResult | None:
     return result if same and result.steps == config.steps and not result.stopped_early else None
 
 
-def _train(config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
-    result = train(config, out, hooks, progress=False)
-    if hasattr(hooks, "followed_schedule"):
-        hooks.followed_schedule(task=config.task, seed=config.seed).save(out / "schedule.json")
+def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
+    if approach.population:
+        result = train_with_population(config, out, hooks, progress=False)
+    else:
+        result = train(config, out, hooks, progress=False)
+    followed = followed_schedule_of(hooks, result, task=config.task, seed=config.seed)
+    if followed is not None:
+        followed.save(out / "schedule.json")
     return result
 
 
@@ -159,10 +172,11 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             make_hooks = approach.hooks_for(task)
             for seed in plan.seeds:
                 out = plan.out_dir / "runs" / _safe(approach.name) / task.name / f"seed-{seed}"
-                result = _finished(out, plan.config(task, seed)) or _train(plan.config(task, seed), out, make_hooks())
+                config = plan.config(task, seed)
+                result = _finished(out, config) or _train(approach, config, out, make_hooks())
                 value = _finished_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
-                steps[approach.name] += result.steps
+                steps[approach.name] += result.steps * result.members
                 kinds.add(result.data_kind)
                 if on_run is not None:
                     on_run(approach.name, task.name, seed, value)

@@ -31,17 +31,17 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
                                                                        tmp_path, finished_study):
     storage, study = finished_study
     out = tmp_path / "cmp"
-    args = ["compare", "--tasks", TASKS, "--approaches", "default,tuned,feedback,transfer", "--seeds", "2",
+    args = ["compare", "--tasks", TASKS, "--approaches", "default,tuned,feedback,population,transfer", "--seeds", "2",
             "--study", "tql", "--storage", storage, "--out", str(out), "--data-dir", str(two_domain_data_dir),
             "--reps", "200", *SHORT]
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     data = json.loads((out / "data.json").read_text())
-    assert data["approaches"] == ["default", "tuned", "feedback", "transfer"]
+    assert data["approaches"] == ["default", "tuned", "feedback", "population", "transfer"]
     study_steps = {t: s["steps_total"] for t, s in study.items()}
     runs = 2 * 2 * 20  # tasks x seeds x steps
     assert data["steps"] == {"default": runs, "tuned": runs + sum(study_steps.values()), "feedback": runs,
-                             "transfer": runs + sum(study_steps.values())}
+                             "population": 4 * runs, "transfer": runs + sum(study_steps.values())}
     for task in (TINY_TASK, SCENE_TASK):
         finals = [json.loads((out / "runs" / "tuned" / task / f"seed-{s}" / "summary.json").read_text())["final_success"]
                   for s in (100, 101)]
@@ -56,6 +56,9 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
     assert targets and targets == pytest.approx([study[SCENE_TASK]["best"]["rho"] * math.log(n_scene)] * len(targets),
                                                 rel=1e-5)
     assert Schedule.load(out / "runs" / "feedback" / TINY_TASK / "seed-100" / "schedule.json").kind == "piecewise"
+    population = out / "runs" / "population" / TINY_TASK / "seed-100"
+    best = json.loads((population / "summary.json").read_text())["extra"]["best_member"]
+    assert Schedule.load(population / "schedule.json").meta["source"] == f"population controller (member {best})"
     report = (out / "report.md").read_text()
     assert all(a in report for a in data["approaches"]) and "generated" in report.lower()
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -211,6 +211,19 @@ class Population:
         return metrics
 
     @torch.no_grad()
+    def measure(self, batch: dict[str, Tensor], target_entropies: float | Sequence[float] | Tensor,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Every member's update metrics on ``batch`` without changing anything (e.g. the TD
+        error on a held-out batch). The noise comes from ``generator``, not from the members'
+        update streams, so measuring does not change the training that follows."""
+        shared = self._is_shared(batch["observations"], 3)
+        noise = [self._template.sample_noise(self.member_batch(batch, i), generator) for i in range(self.k)]
+        stacked = {key: torch.stack([n[key] for n in noise]) for key in noise[0]}
+        _, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batch), self._targets(target_entropies),
+                                                  stacked)
+        return metrics
+
+    @torch.no_grad()
     def _adam_step(self) -> None:
         if not self.trainable:
             return

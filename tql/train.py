@@ -51,8 +51,9 @@ class TrainingDiverged(RuntimeError):
 class TrainHooks:
     """Callbacks a run calls; subclass and override what you need (all are optional)."""
 
-    def target_entropy(self, step: int, progress: float) -> float | None:
-        """H̄ for this update (progress = step / total steps); None keeps the run's constant."""
+    def target_entropy(self, step: int, progress: float) -> float | list[float] | None:
+        """H̄ for this update (progress = step / total steps); None keeps the run's constant.
+        In a population run (``tql.population_train``): one H̄ per member, or one for all."""
         return None
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
@@ -61,6 +62,12 @@ class TrainHooks:
     def on_eval(self, step: int, result: EvalResult) -> bool:
         """Called after each evaluation; return True to stop the run now (e.g. pruning)."""
         return False
+
+    def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
+        """Population runs only: called after each fitness measurement (higher is better,
+        -inf for a diverged member); returns the copies to make, as (src, dst) pairs: member
+        dst becomes a copy of src (weights, optimiser state, temperatures)."""
+        return []
 
     def state_dict(self) -> dict:
         """State saved in checkpoints so a resumed run continues the same controller."""
@@ -153,6 +160,8 @@ class TrainResult:
     data_kind: str
     out_dir: str
     stopped_early: bool = False
+    members: int = 1  # population runs: K members, each trained for ``steps`` updates
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -214,10 +223,17 @@ class Trainer:
         self.val_sampler = ReplaySampler(self.data.val, self.device)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.agent = TQLAgent(self.task.obs_dim, self.task.act_dim, config.agent, self.device)
+        self.agent = self._make_agent()
         self.step, self.evals, self.wall_before = 0, [], 0.0
         self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
         self._prepare_out_dir(fresh)
+
+    def _make_agent(self) -> Any:
+        return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device)
+
+    def _run_record(self) -> dict:
+        """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""
+        return {}
 
     # ----- files ---------------------------------------------------------------------------
     @property
@@ -235,19 +251,23 @@ class Trainer:
             for path in (self.checkpoint_path, self.metrics_path, config_path, self.out_dir / "summary.json"):
                 path.unlink(missing_ok=True)
         if self.checkpoint_path.exists():
-            saved = json.loads(config_path.read_text())["train"]
-            _check_resumable(saved, self.config, self.out_dir)
+            saved = json.loads(config_path.read_text())
+            _check_resumable(saved["train"], self.config, self.out_dir)
+            if any(saved.get(key) != value for key, value in self._run_record().items()):
+                raise ConfigError(f"{self.out_dir} holds a run with different settings "
+                                  f"({', '.join(self._run_record())}); use another --out, or --fresh to discard it")
             self._load_checkpoint()
         else:
             self.metrics_path.unlink(missing_ok=True)
         atomic_write_json(config_path, {"train": self.config.to_dict(), "task": self.task.name,
                                         "n_tokens": self.task.n_tokens, "data_kind": self.data.kind,
-                                        "data_meta": self.data.meta, "device": str(self.device)})
+                                        "data_meta": self.data.meta, "device": str(self.device),
+                                        **self._run_record()})
 
     def _save_checkpoint(self) -> None:
         state = {"step": self.step, "agent": self.agent.full_state(), "evals": self.evals,
                  "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
-                 "hooks": self.hooks.state_dict(), "wall_seconds": self._wall()}
+                 "hooks": self.hooks.state_dict(), "wall_seconds": self._wall(), **self._extra_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         atomic_torch_save(state, self.checkpoint_path)
@@ -261,9 +281,21 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.hooks.load_state_dict(state["hooks"])
+        self._load_extra_state(state)
         # Drop metrics logged after the checkpoint: those steps run again.
         rewrite_jsonl(self.metrics_path, [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step])
         self._say(f"resuming {self.task.name} from step {self.step} ({self.checkpoint_path})")
+
+    def _result_fields(self) -> dict:
+        """More ``TrainResult`` fields (subclasses)."""
+        return {}
+
+    def _extra_state(self) -> dict:
+        """More checkpointed state (subclasses)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
 
     def _say(self, text: str) -> None:
         if self.console is not None:
@@ -331,23 +363,31 @@ class Trainer:
         qs, _ = self.agent.critic(batch["observations"], batch["actions"])
         return float((qs - target).pow(2).mean())
 
-    def _evaluate(self) -> bool:
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
+    def _episodes(self, agent: TQLAgent, episodes: int, seed: int) -> EvalResult:
+        """Roll out ``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``)."""
+        generator = torch.Generator(device=self.device).manual_seed(seed + self.step)
 
         def policy(obs: np.ndarray) -> np.ndarray:
             tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            return self.agent.act(tensor, generator).cpu().numpy()
+            return agent.act(tensor, generator).cpu().numpy()
 
         if self._env_pool is None:
             # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one pool per run.
             self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
-        result = run_episodes(policy, self._env_pool, self.task, self.config.eval_episodes,
-                              seed=self.config.seed, max_steps=self.config.eval_max_steps)
+        return run_episodes(policy, self._env_pool, self.task, episodes, seed=seed,
+                            max_steps=self.config.eval_max_steps)
+
+    def _record_eval(self, result: EvalResult, **extra) -> dict:
         record = {"step": self.step, "success_rate": result.success_rate, "episodes": result.episodes,
-                  "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps}
+                  "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps, **extra}
         self.evals.append(record)
         append_jsonl(self.metrics_path, {"type": "eval", **record})
         self.last_success = result.success_rate
+        return record
+
+    def _evaluate(self) -> bool:
+        result = self._episodes(self.agent, self.config.eval_episodes, self.config.seed)
+        self._record_eval(result)
         return bool(self.hooks.on_eval(self.step, result))
 
     def _finish(self, stopped: bool) -> TrainResult:
@@ -355,7 +395,7 @@ class Trainer:
             task=self.task.name, steps=self.step,
             final_success=self.evals[-1]["success_rate"] if self.evals else None,
             evals=self.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
-            out_dir=str(self.out_dir), stopped_early=stopped,
+            out_dir=str(self.out_dir), stopped_early=stopped, **self._result_fields(),
         )
         atomic_write_json(self.out_dir / "summary.json", result.to_dict())
         return result

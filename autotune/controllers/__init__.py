@@ -1,8 +1,10 @@
-"""Adaptive-H̄ controllers: move rho = H̄ / log n during one training run and record the
-schedule actually followed. Each is a ``tql.train.TrainHooks``, the loop's one callback
-interface."""
+"""Adaptive-H̄ controllers: move rho = H̄ / log n during training and record the schedule
+actually followed. Each is a ``tql.train.TrainHooks``, the loop's one callback interface:
+``feedback`` drives one run, ``population`` (PBT) a population run of ``tql.population_train``."""
 
-from autotune.controllers.base import Controller
+from autotune.controllers.base import Controller, followed_schedule_of, schedule_from_history
 from autotune.controllers.feedback import FeedbackController, FeedbackRule
+from autotune.controllers.population import PBTRule, PopulationController, train_with_population
 
-__all__ = ["Controller", "FeedbackController", "FeedbackRule"]
+__all__ = ["Controller", "followed_schedule_of", "FeedbackController", "FeedbackRule", "PBTRule", "PopulationController",
+           "schedule_from_history", "train_with_population"]

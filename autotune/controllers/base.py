@@ -43,13 +43,7 @@ class Controller(TrainHooks):
 
     def followed_schedule(self, **meta) -> Schedule:
         """The schedule this controller followed, as a step-interpolated piecewise schedule."""
-        knots = [k for k in self.history if k[0] < 1.0]
-        if len(knots) == 1 and knots[0][0] == 0.0:
-            knots.append((1.0, knots[0][1]))
-        elif knots[-1][0] < 1.0:
-            knots.append((1.0, knots[-1][1]))
-        return Schedule.piecewise(knots, interpolation="step", source=f"{self.name} controller",
-                                  n_tokens=self.n_tokens, **meta)
+        return schedule_from_history(self.history, source=f"{self.name} controller", n_tokens=self.n_tokens, **meta)
 
     def state_dict(self) -> dict:
         return {"rho": self.rho, "history": [list(k) for k in self.history], "progress": self.progress}
@@ -58,3 +52,23 @@ class Controller(TrainHooks):
         if state:
             self.rho, self.progress = state["rho"], state["progress"]
             self.history = [tuple(k) for k in state["history"]]
+
+
+def schedule_from_history(history: list[tuple[float, float]], **meta) -> Schedule:
+    """A step-interpolated schedule from (progress, rho in force from then on) pairs."""
+    knots = [tuple(k) for k in history if k[0] < 1.0]
+    if len(knots) == 1 and knots[0][0] == 0.0:
+        knots.append((1.0, knots[0][1]))
+    elif knots[-1][0] < 1.0:
+        knots.append((1.0, knots[-1][1]))
+    return Schedule.piecewise(knots, interpolation="step", **meta)
+
+
+def followed_schedule_of(hooks, result, **meta) -> Schedule | None:
+    """The schedule a controller run followed (a population run: its result's best member),
+    or None when ``hooks`` is not a controller."""
+    if not hasattr(hooks, "followed_schedule"):
+        return None
+    if result.members > 1:
+        meta["member"] = result.extra["best_member"]
+    return hooks.followed_schedule(**meta)

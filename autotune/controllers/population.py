@@ -1,0 +1,135 @@
+"""Population (PBT) controller: K members with different rho trained side by side.
+
+Rule (documented in the README; every constant is a field of ``PBTRule``):
+
+- start: member i gets rho_i evenly spaced over [``rho_init_low``, ``rho_init_high``];
+- the training loop (``tql.population_train``) measures each member's fitness every
+  ``eval_every`` steps (minus the TD error on held-out ``-val`` data, or success on a few
+  evaluation episodes) and calls ``on_population``;
+- exploit, at measurements at least ``interval`` steps apart: the ``fraction`` of members with
+  the lowest fitness (at least one, a diverged member always) each copy a member drawn from
+  the same fraction with the highest fitness: weights, optimiser state, temperatures;
+- explore: the copy's rho is the source's times a factor drawn from ``perturb``, clipped to
+  [``rho_min``, ``rho_max``]; its history is the source's history plus that change, so each
+  member carries the schedule its weights actually trained under;
+- the result is the member with the best fitness at the end, and the schedule it followed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+from autotune.controllers.base import schedule_from_history
+from autotune.schedules import Schedule
+from tql.errors import ConfigError
+from tql.train import TrainHooks
+
+
+@dataclass(frozen=True)
+class PBTRule:
+    members: int = 4
+    interval: int = 500
+    fraction: float = 0.25
+    perturb: tuple[float, ...] = (0.8, 1.25)
+    rho_init_low: float = 0.3
+    rho_init_high: float = 0.9
+    rho_min: float = 0.1
+    rho_max: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.members < 2:
+            raise ConfigError(f"population rule: members={self.members!r} must be >= 2")
+        if self.interval < 1:
+            raise ConfigError(f"population rule: interval={self.interval!r} must be >= 1")
+        if not 0.0 < self.fraction <= 0.5:
+            raise ConfigError(f"population rule: fraction={self.fraction!r} must be in (0, 0.5]")
+        if not self.perturb or any(f <= 0 for f in self.perturb):
+            raise ConfigError(f"population rule: perturb={self.perturb!r} must be positive factors")
+        if not 0.0 < self.rho_min <= self.rho_init_low <= self.rho_init_high <= self.rho_max <= 1.0:
+            raise ConfigError("population rule: need 0 < rho_min <= rho_init_low <= rho_init_high <= rho_max <= 1, "
+                              f"got {self.rho_min!r}, {self.rho_init_low!r}, {self.rho_init_high!r}, {self.rho_max!r}")
+
+    def initial_rhos(self) -> list[float]:
+        k, lo, hi = self.members, self.rho_init_low, self.rho_init_high
+        return [lo + (hi - lo) * i / (k - 1) for i in range(k)]
+
+
+class PopulationController(TrainHooks):
+    name = "population"
+
+    def __init__(self, n_tokens: int, rule: PBTRule = PBTRule()):
+        rule.validate()
+        self.rule, self.n_tokens, self.log_n = rule, n_tokens, math.log(n_tokens)
+        self.rhos = rule.initial_rhos()
+        self.histories: list[list[tuple[float, float]]] = [[(0.0, r)] for r in self.rhos]
+        self.fitness: list[float] | None = None
+        self.progress, self.last_exploit = 0.0, 0
+        self.decisions: list[dict] = []
+        self.rng = random.Random(rule.seed)
+
+    @property
+    def members(self) -> int:
+        return self.rule.members
+
+    def target_entropy(self, step: int, progress: float) -> list[float]:
+        self.progress = progress
+        return [rho * self.log_n for rho in self.rhos]
+
+    def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
+        if len(fitness) != self.members:
+            raise ConfigError(f"population controller: got {len(fitness)} fitness values for {self.members} members")
+        self.fitness = list(fitness)
+        if step - self.last_exploit < self.rule.interval:
+            return []
+        self.last_exploit = step
+        copies = self._exploit(fitness)
+        for src, dst in copies:
+            self._explore(src, dst)
+        self.decisions.append({"step": step, "fitness": list(fitness), "copies": copies, "rhos": list(self.rhos)})
+        return copies
+
+    def _exploit(self, fitness: list[float]) -> list[tuple[int, int]]:
+        order = sorted(range(self.members), key=lambda i: fitness[i])  # worst first
+        n = max(1, int(self.members * self.rule.fraction), sum(1 for f in fitness if f == -math.inf))
+        n = min(n, self.members // 2)
+        losers, winners = order[:n], order[-n:]
+        return [(self.rng.choice(winners), dst) for dst in losers]
+
+    def _explore(self, src: int, dst: int) -> None:
+        factor = self.rng.choice(self.rule.perturb)
+        rho = min(max(self.rhos[src] * factor, self.rule.rho_min), self.rule.rho_max)
+        self.rhos[dst] = rho
+        self.histories[dst] = [k for k in self.histories[src] if k[0] < self.progress] + [(self.progress, rho)]
+
+    def best_member(self) -> int:
+        if self.fitness is None:
+            return 0
+        return max(range(self.members), key=lambda i: self.fitness[i])
+
+    def followed_schedule(self, member: int | None = None, **meta) -> Schedule:
+        """The schedule the best member (or ``member``) trained under, through its copies."""
+        member = self.best_member() if member is None else member
+        return schedule_from_history(self.histories[member], source=f"{self.name} controller (member {member})",
+                                     n_tokens=self.n_tokens, rule=asdict(self.rule), **meta)
+
+    def state_dict(self) -> dict:
+        return {"rhos": self.rhos, "histories": self.histories, "fitness": self.fitness,
+                "progress": self.progress, "last_exploit": self.last_exploit, "decisions": self.decisions,
+                "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.rhos, self.fitness, self.progress = list(state["rhos"]), state["fitness"], state["progress"]
+            self.histories = [[tuple(k) for k in h] for h in state["histories"]]
+            self.last_exploit, self.decisions = state["last_exploit"], state["decisions"]
+            self.rng.setstate(state["rng"])
+
+
+def train_with_population(config, out_dir, controller: PopulationController, fitness: str = "val_td", **options):
+    """Run ``config`` as a population driven by ``controller`` (``tql.population_train``)."""
+    from tql.population_train import train_population
+
+    return train_population(config, out_dir, controller.members, controller, fitness=fitness, **options)

@@ -19,11 +19,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tql.data import generate_dataset, load_task_data
-from tql.errors import MissingDatasetError
-from tql.io import read_jsonl
-from tql.tasks import get_task
-from tql.train import TrainConfig, train
+# Runnable as a plain script from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tql.data import generate_dataset, load_task_data  # noqa: E402
+from tql.errors import MissingDatasetError  # noqa: E402
+from tql.io import read_jsonl  # noqa: E402
+from tql.tasks import get_task  # noqa: E402
+from tql.train import TrainConfig, train  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -47,6 +47,8 @@ def test_exploits_only_every_interval_steps():
     assert len(ctl.on_population(500, [0, 1, 2, 3])) == 1
     assert ctl.on_population(800, [0, 1, 2, 3]) == []
     assert len(ctl.on_population(1000, [0, 1, 2, 3])) == 1
+    every = PopulationController(N, PBTRule(members=4))  # default interval 0: at every measurement
+    assert [len(every.on_population(step, [0, 1, 2, 3])) for step in (100, 150, 151)] == [1, 1, 1]
 
 
 def test_diverged_members_are_always_replaced():
@@ -87,6 +89,7 @@ def test_followed_schedule_replays_the_lineage_and_state_round_trips():
 
 @pytest.mark.parametrize("rule, expected", [
     (PBTRule(members=1), "members=1"),
+    (PBTRule(interval=-1), "interval=-1"),
     (PBTRule(fraction=0.7), "fraction=0.7"),
     (PBTRule(perturb=(0.8, -1.0)), "perturb="),
     (PBTRule(rho_init_low=0.05), "rho_min <= rho_init_low"),

@@ -6,7 +6,8 @@ Rule (documented in the README; every constant is a field of ``PBTRule``):
 - the training loop (``tql.population_train``) measures each member's fitness every
   ``eval_every`` steps (minus the TD error on held-out ``-val`` data, or success on a few
   evaluation episodes) and calls ``on_population``;
-- exploit, at measurements at least ``interval`` steps apart: the ``fraction`` of members with
+- exploit, at every measurement (or, with ``interval`` > 0, at measurements at least
+  ``interval`` steps apart): the ``fraction`` of members with
   the lowest fitness (at least one, a diverged member always) each copy a member drawn from
   the same fraction with the highest fitness: weights, optimiser state, temperatures;
 - explore: the copy's rho is the source's times a factor drawn from ``perturb``, clipped to
@@ -30,7 +31,7 @@ from tql.train import TrainHooks
 @dataclass(frozen=True)
 class PBTRule:
     members: int = 4
-    interval: int = 500
+    interval: int = 0  # 0: exploit at every fitness measurement (the loop's eval_every)
     fraction: float = 0.25
     perturb: tuple[float, ...] = (0.8, 1.25)
     rho_init_low: float = 0.3
@@ -42,8 +43,8 @@ class PBTRule:
     def validate(self) -> None:
         if self.members < 2:
             raise ConfigError(f"population rule: members={self.members!r} must be >= 2")
-        if self.interval < 1:
-            raise ConfigError(f"population rule: interval={self.interval!r} must be >= 1")
+        if self.interval < 0:
+            raise ConfigError(f"population rule: interval={self.interval!r} must be >= 0")
         if not 0.0 < self.fraction <= 0.5:
             raise ConfigError(f"population rule: fraction={self.fraction!r} must be in (0, 0.5]")
         if not self.perturb or any(f <= 0 for f in self.perturb):

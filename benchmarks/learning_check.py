@@ -68,11 +68,13 @@ def first_last_fifth(values: list[float]) -> tuple[float, float]:
 
 
 def td_trends(metrics_path: Path) -> dict[str, tuple[float, float]]:
-    """First- and last-fifth means of the raw TD loss and of the relative TD error."""
+    """First- and last-fifth means of the raw TD loss, the relative TD error and the mean target."""
     rows = [r for r in read_jsonl(metrics_path) if r["type"] == "train"]
     raw = [r["critic/td_loss"] for r in rows]
-    relative = [math.sqrt(r["critic/td_loss"]) / max(abs(r["critic/target_q"]), 1e-6) for r in rows]
-    return {"td_loss": first_last_fifth(raw), "relative_td_error": first_last_fifth(relative)}
+    targets = [r["critic/target_q"] for r in rows]
+    relative = [math.sqrt(loss) / max(abs(target), 1e-6) for loss, target in zip(raw, targets)]
+    return {"td_loss": first_last_fifth(raw), "relative_td_error": first_last_fifth(relative),
+            "target_q": first_last_fifth(targets)}
 
 
 def success_p_value(agent: float, random: float, episodes: int) -> float:
@@ -80,12 +82,6 @@ def success_p_value(agent: float, random: float, episodes: int) -> float:
     wins_agent, wins_random = round(agent * episodes), round(random * episodes)
     table = [[wins_agent, episodes - wins_agent], [wins_random, episodes - wins_random]]
     return float(fisher_exact(table, alternative="greater").pvalue)
-
-
-def _mean_target(metrics_path: Path) -> str:
-    targets = [r["critic/target_q"] for r in read_jsonl(metrics_path) if r["type"] == "train"]
-    first, last = first_last_fifth(targets)
-    return f"{first:.1f} -> {last:.1f}"
 
 
 def main() -> int:
@@ -115,7 +111,7 @@ def main() -> int:
     print(f"relative TD error (RMS TD error / |mean target|): first fifth {rel_first:.4f} -> last fifth "
           f"{rel_last:.4f}  (ratio {rel_last / rel_first:.3f})")
     print(f"raw TD loss: first fifth {first:.5f} -> last fifth {last:.5f}  (ratio {last / first:.3f}; grows with "
-          f"the value scale, mean target {_mean_target(Path(args.out) / 'metrics.jsonl')})")
+          f"the value scale, mean target {trends['target_q'][0]:.1f} -> {trends['target_q'][1]:.1f})")
     print("success by step: " + ", ".join(f"{e['step']}: {100 * e['success_rate']:.0f}%" for e in result.evals))
     print(f"final success {100 * result.final_success:.1f}% vs random policy {100 * rand.success_rate:.1f}% "
           f"over {args.eval_episodes} episodes (one-sided Fisher exact p = {numbers['fisher_p']:.3f})")

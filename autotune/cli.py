@@ -254,13 +254,17 @@ def _print_summary(summary: dict) -> None:
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for t in summary["tasks"]:
         best = t["best"] or {}
-        rho, target = best.get("rho"), best.get("target_entropy")
-        table.add_row(t["task"], str(t["n_tokens"] or "-"), f"{rho:.3f}" if rho is not None else "-",
+        rho, target, tied = best.get("rho"), best.get("target_entropy"), best.get("tied", 1)
+        rho_text = "-" if rho is None else f"{rho:.3f}" + (f" (tie x{tied})" if tied > 1 else "")
+        table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text,
                       f"{target:.3f}" if target is not None else "-",
                       fmt_success(best.get("success_mean"), best.get("success_std")),
                       str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
                       f"{t['steps_total']:,}", t["data_kind"] or "-")
     console.print(table)
+    if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
+        console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
+                      "better than the others' (more steps, seeds or evaluation episodes can separate them)")
 
 
 @app.command()

@@ -51,6 +51,9 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             "schedule": best.user_attrs.get("schedule"), "target_entropy": best.user_attrs.get("target_entropy"),
             "success_mean": best.value, "success_std": statistics.pstdev(successes) if successes else None,
             "successes": successes, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
+            # Complete trials sharing the best value (itself included): > 1 means the best rho
+            # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
+            "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),
         }
     return summary
 

@@ -1,0 +1,42 @@
+"""``autotune.report.summarize_study`` on studies built in memory (no training)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from autotune import cli
+from autotune.report import summarize_study
+
+RHO = {"rho": FloatDistribution(0.1, 1.0)}
+
+
+def _study(values: list[float | None]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", study_name="tql:cube-double-play-singletask-task1-v0")
+    for i, value in enumerate(values):
+        state = TrialState.FAIL if value is None else TrialState.COMPLETE
+        study.add_trial(create_trial(params={"rho": 0.1 + 0.1 * i}, distributions=RHO, value=value, state=state,
+                                     user_attrs={"successes": [value] if value is not None else []}))
+    return study
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.0, 0.0], [0.2, 0.5, 0.5, None, 0.1], [0.3, 0.1], [None, 0.4]])
+def test_best_reports_how_many_complete_trials_share_its_value(values):
+    best = summarize_study(_study(values))["best"]
+    finished = [(v, i) for i, v in enumerate(values) if v is not None]
+    top = max(v for v, _ in finished)
+    assert best["success_mean"] == top
+    assert best["number"] == min(i for v, i in finished if v == top)  # the earliest of equals
+    assert best["tied"] == sum(1 for v, _ in finished if v == top)
+
+
+def test_show_marks_a_tied_best_and_explains_it(monkeypatch, capsys):
+    tied, clear = summarize_study(_study([0.0, 0.0])), summarize_study(_study([0.0, 0.5]))
+    cli._print_summary({"study": "tql", "storage": "memory", "tasks": [tied]})
+    out = capsys.readouterr().out
+    assert "0.100 (tie x2)" in out and "K complete trials share the best success" in out
+    cli._print_summary({"study": "tql", "storage": "memory", "tasks": [clear]})
+    out = capsys.readouterr().out
+    assert "0.200" in out and "tie" not in out

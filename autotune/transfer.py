@@ -58,6 +58,10 @@ def study_schedules(summary: dict[str, Any], exclude_domain: str | None = None,
     """Best schedules of a study's tasks, optionally leaving out one domain or keeping one task."""
     from tql.tasks import get_task
 
+    if exclude_domain is not None:
+        _check_domain(summary, exclude_domain)
+    if only_task is not None and only_task not in (names := [t["task"] for t in summary["tasks"]]):
+        raise ConfigError(f"study {summary['study']!r} has no task {only_task!r}; its tasks: {', '.join(names)}")
     chosen = []
     for task_summary in summary["tasks"]:
         name = task_summary["task"]
@@ -73,11 +77,15 @@ def study_schedules(summary: dict[str, Any], exclude_domain: str | None = None,
     return chosen
 
 
-def leave_one_domain_out(summary: dict[str, Any], holdout_domain: str) -> Schedule:
-    """Pooled schedule learned on every domain of the study except ``holdout_domain``."""
+def _check_domain(summary: dict[str, Any], domain: str) -> None:
+    """A misspelt domain would silently leave nothing out: refuse it, naming the valid ones."""
     from tql.tasks import PAPER_DOMAINS, get_task
 
     domains = set(PAPER_DOMAINS) | {get_task(t["task"]).domain for t in summary["tasks"]}
-    if holdout_domain not in domains:
-        raise ConfigError(f"unknown domain {holdout_domain!r}; valid: {', '.join(sorted(domains))}")
+    if domain not in domains:
+        raise ConfigError(f"unknown domain {domain!r}; valid: {', '.join(sorted(domains))}")
+
+
+def leave_one_domain_out(summary: dict[str, Any], holdout_domain: str) -> Schedule:
+    """Pooled schedule learned on every domain of the study except ``holdout_domain``."""
     return pooled(study_schedules(summary, exclude_domain=holdout_domain), holdout_domain=holdout_domain)

@@ -111,3 +111,22 @@ def test_bad_compare_inputs(monkeypatch, capsys, tmp_path, args, expected):
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--out", str(tmp_path / "c"), *args)
     assert code == 2 and expected in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "c").exists()
+
+
+def _summary(rhos: dict[str, float]) -> dict:
+    tasks = [{"task": t, "study_name": f"s:{t}", "n_tokens": 43,
+              "best": {"number": 0, "rho": r, "schedule": None, "success_mean": 0.0}} for t, r in rhos.items()]
+    return {"study": "s", "tasks": tasks}
+
+
+def test_export_refuses_a_misspelt_domain_or_task_instead_of_pooling_everything():
+    from autotune.transfer import study_schedules
+    from tql.errors import ConfigError
+
+    summary = _summary({TINY_TASK: 0.3, SCENE_TASK: 0.7})
+    with pytest.raises(ConfigError, match=r"unknown domain 'scene'; valid: .*scene-play"):
+        study_schedules(summary, exclude_domain="scene")
+    with pytest.raises(ConfigError, match=rf"study 's' has no task 'nope'; its tasks: {TINY_TASK}, {SCENE_TASK}"):
+        study_schedules(summary, only_task="nope")
+    kept = study_schedules(summary, exclude_domain="scene-play")
+    assert [s.rho for s in kept] == [0.3]

@@ -51,9 +51,10 @@ def train(
     schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
     controller: str = typer.Option("none", help="adaptive H̄: none, feedback, population (each writes the schedule "
                                                  "it followed)"),
-    members: int = typer.Option(4, help="population controller: members trained side by side (batched)"),
-    fitness: str = typer.Option("val_td", help="population controller: fitness signal, val_td (held-out TD error) "
-                                                "or success (a few evaluation episodes)"),
+    members: Optional[int] = typer.Option(None, help="population controller: members trained side by side "
+                                                      "(batched; default 4)"),
+    fitness: Optional[str] = typer.Option(None, help="population controller: fitness signal, val_td (held-out TD "
+                                                      "error, the default) or success (a few evaluation episodes)"),
     fresh: bool = typer.Option(False, "--fresh", help="discard an existing run in --out instead of resuming"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -61,6 +62,7 @@ def train(
     from tql.train import TrainConfig
     from tql.train import train as run_training
 
+    members, fitness = _population_options(controller, members, fitness)
     agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control}
     if size is not None:
         agent_overrides["size"] = size
@@ -94,13 +96,28 @@ def train(
 CONTROLLERS = ("none", "feedback", "population")
 
 
+def _population_options(controller: str, members: Optional[int], fitness: Optional[str]) -> tuple[int, str]:
+    """--members and --fitness with their defaults; refused (not ignored) without the population controller."""
+    from tql.population_train import FITNESS
+
+    if controller not in CONTROLLERS:
+        raise TQLError(f"controller {controller!r} is not one of: {', '.join(CONTROLLERS)}")
+    if controller != "population":
+        given = [name for name, v in (("--members", members), ("--fitness", fitness)) if v is not None]
+        if given:
+            raise TQLError(f"{' and '.join(given)} apply only with --controller population (got --controller "
+                           f"{controller})")
+    fitness = fitness or "val_td"
+    if fitness not in FITNESS:
+        raise TQLError(f"fitness signal {fitness!r} is not one of: {', '.join(FITNESS)}")
+    return (4 if members is None else members), fitness
+
+
 def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4):
     """The hooks that set H̄ during training, and a description for the header line."""
     from autotune.controllers import FeedbackController, PBTRule, PopulationController
     from autotune.schedules import Schedule, ScheduleHooks
 
-    if controller not in CONTROLLERS:
-        raise TQLError(f"controller {controller!r} is not one of: {', '.join(CONTROLLERS)}")
     given = [name for name, v in (("--schedule", schedule), ("--rho", rho), ("--target-entropy", target_entropy),
                                   ("--controller", None if controller == "none" else controller)) if v is not None]
     if len(given) > 1:

@@ -29,6 +29,12 @@ def run_cli(monkeypatch, capsys, *args):
     (["--task", TINY_TASK, "--rho", "0"], "rho 0.0 is outside (0, 1]"),
     (["--task", TINY_TASK, "--profile", "huge"], "unknown profile 'huge'; valid: smoke, cpu, paper"),
     (["--task", TINY_TASK, "--critic", "cnn"], "critic 'cnn' is not one of: tql, mlp"),
+    (["--task", TINY_TASK, "--controller", "magic"], "controller 'magic' is not one of: none, feedback, population"),
+    (["--task", TINY_TASK, "--fitness", "success"], "--fitness apply only with --controller population (got "
+                                                    "--controller none)"),
+    (["--task", TINY_TASK, "--controller", "feedback", "--members", "8"], "--members apply only with --controller"),
+    (["--task", TINY_TASK, "--controller", "population", "--fitness", "bogus"],
+     "fitness signal 'bogus' is not one of: val_td, success"),
 ])
 def test_bad_train_arguments_fail_with_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args, expected):
     code, _, err = run_cli(monkeypatch, capsys, "train", *args, "--data-dir", str(tmp_path), "--quiet")

@@ -105,7 +105,8 @@ def _population_options(controller: str, members: Optional[int], fitness: Option
     if controller != "population":
         given = [name for name, v in (("--members", members), ("--fitness", fitness)) if v is not None]
         if given:
-            raise TQLError(f"{' and '.join(given)} apply only with --controller population (got --controller "
+            verb = "apply" if len(given) > 1 else "applies"
+            raise TQLError(f"{' and '.join(given)} {verb} only with --controller population (got --controller "
                            f"{controller})")
     fitness = fitness or "val_td"
     if fitness not in FITNESS:

@@ -30,9 +30,10 @@ def run_cli(monkeypatch, capsys, *args):
     (["--task", TINY_TASK, "--profile", "huge"], "unknown profile 'huge'; valid: smoke, cpu, paper"),
     (["--task", TINY_TASK, "--critic", "cnn"], "critic 'cnn' is not one of: tql, mlp"),
     (["--task", TINY_TASK, "--controller", "magic"], "controller 'magic' is not one of: none, feedback, population"),
-    (["--task", TINY_TASK, "--fitness", "success"], "--fitness apply only with --controller population (got "
+    (["--task", TINY_TASK, "--fitness", "success"], "--fitness applies only with --controller population (got "
                                                     "--controller none)"),
-    (["--task", TINY_TASK, "--controller", "feedback", "--members", "8"], "--members apply only with --controller"),
+    (["--task", TINY_TASK, "--controller", "feedback", "--members", "8"], "--members applies only with --controller"),
+    (["--task", TINY_TASK, "--members", "8", "--fitness", "success"], "--members and --fitness apply only with"),
     (["--task", TINY_TASK, "--controller", "population", "--fitness", "bogus"],
      "fitness signal 'bogus' is not one of: val_td, success"),
 ])

@@ -32,7 +32,7 @@ def test_best_reports_how_many_complete_trials_share_its_value(values):
     assert best["tied"] == sum(1 for v, _ in finished if v == top)
 
 
-def test_show_marks_a_tied_best_and_explains_it(monkeypatch, capsys):
+def test_show_marks_a_tied_best_and_explains_it(capsys):
     tied, clear = summarize_study(_study([0.0, 0.0])), summarize_study(_study([0.0, 0.5]))
     cli._print_summary({"study": "tql", "storage": "memory", "tasks": [tied]})
     out = capsys.readouterr().out

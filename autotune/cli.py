@@ -98,7 +98,7 @@ CONTROLLERS = ("none", "feedback", "population")
 
 def _population_options(controller: str, members: Optional[int], fitness: Optional[str]) -> tuple[int, str]:
     """--members and --fitness with their defaults; refused (not ignored) without the population controller."""
-    from tql.population_train import FITNESS
+    from tql.population_train import check_fitness
 
     if controller not in CONTROLLERS:
         raise TQLError(f"controller {controller!r} is not one of: {', '.join(CONTROLLERS)}")
@@ -108,10 +108,7 @@ def _population_options(controller: str, members: Optional[int], fitness: Option
             verb = "apply" if len(given) > 1 else "applies"
             raise TQLError(f"{' and '.join(given)} {verb} only with --controller population (got --controller "
                            f"{controller})")
-    fitness = fitness or "val_td"
-    if fitness not in FITNESS:
-        raise TQLError(f"fitness signal {fitness!r} is not one of: {', '.join(FITNESS)}")
-    return (4 if members is None else members), fitness
+    return (4 if members is None else members), check_fitness(fitness or "val_td")
 
 
 def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4):

@@ -42,6 +42,12 @@ FITNESS_SEED_OFFSET = 10_000
 VAL_BATCH = 512
 
 
+def check_fitness(fitness: str) -> str:
+    if fitness not in FITNESS:
+        raise ConfigError(f"fitness signal {fitness!r} is not one of: {', '.join(FITNESS)}")
+    return fitness
+
+
 class PopulationTrainer(Trainer):
     """Runs ``config`` with ``members`` agents (member i initialised from seed
     ``config.seed * 1000 + i``) and a controller given as ``hooks``."""
@@ -51,8 +57,7 @@ class PopulationTrainer(Trainer):
                  fresh: bool = False, console: Any = None, progress: bool = True):
         if members < 2:
             raise ConfigError(f"population members={members!r} must be >= 2")
-        if fitness not in FITNESS:
-            raise ConfigError(f"fitness signal {fitness!r} is not one of: {', '.join(FITNESS)}")
+        check_fitness(fitness)
         if fitness_episodes < 1:
             raise ConfigError(f"fitness_episodes={fitness_episodes!r} must be >= 1")
         self.members, self.fitness_kind, self.fitness_episodes = members, fitness, fitness_episodes
@@ -183,4 +188,4 @@ def train_population(config: TrainConfig, out_dir: str | Path, members: int, hoo
     return PopulationTrainer(config, out_dir, members, hooks, **options).run()
 
 
-__all__ = ["FITNESS", "PopulationTrainer", "train_population"]
+__all__ = ["FITNESS", "PopulationTrainer", "check_fitness", "train_population"]

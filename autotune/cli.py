@@ -26,6 +26,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 DATA_DIR_HELP = "folder with OGBench .npz files (generated ones live in its generated/ subfolder)"
+PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
+                  "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")
 
 
 @app.command()
@@ -48,6 +50,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="batch size (default: the profile's)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
     controller: str = typer.Option("none", help="adaptive H̄: none, feedback, population (each writes the schedule "
                                                  "it followed)"),
@@ -63,7 +66,7 @@ def train(
     from tql.train import train as run_training
 
     members, fitness = _population_options(controller, members, fitness)
-    agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control}
+    agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control, "precision": precision}
     if size is not None:
         agent_overrides["size"] = size
     if batch_size is not None:
@@ -75,7 +78,7 @@ def train(
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
     hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members)
-    console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} profile={profile} "
+    console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} profile={profile} "
                   f"steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
     if controller == "population":
         from autotune.controllers import train_with_population
@@ -202,6 +205,7 @@ def run(
     runs_dir: Path = typer.Option(Path("runs/studies"), help="where trial runs (metrics, checkpoints) go"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP + " (a study keeps the precision it began with)"),
     heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
     grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
@@ -219,7 +223,7 @@ def run(
                  if v is not None}
     plan = RunPlan(tasks=resolve_tasks(tasks), spec=study_spec, study=study, storage=storage, profile=profile,
                    trials=trials, seeds=seeds, workers=workers, runs_dir=runs_dir, data_dir=data_dir,
-                   data_kind=data_kind, make_data=make_data, device=device, threads=threads,
+                   data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    train_overrides=overrides, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)  # bad overrides fail here, before any write
     opened = open_storage(storage)
@@ -227,7 +231,8 @@ def run(
     kinds = ensure_data(plan, say=console.print)
     create_studies(plan, opened)
     console.print(f"study [bold]{study}[/]: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
-                  f"profile {profile}, sampler {study_spec.sampler}, {workers} worker(s); storage {describe(storage)}; "
+                  f"profile {profile} ({precision}), sampler {study_spec.sampler}, {workers} worker(s); "
+                  f"storage {describe(storage)}; "
                   f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")
     _run_with_progress(plan, opened, quiet)
     _print_summary(_summary(storage, study, None, plan))
@@ -344,6 +349,7 @@ def apply(
     make_data: bool = typer.Option(False, "--make-data", help="generate the dataset if it is missing"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task."""
@@ -354,7 +360,8 @@ def apply(
     from tql.train import train as run_training
 
     loaded = Schedule.load(schedule)
-    config = TrainConfig.from_profile(task, profile, steps=steps, seed=seed, data_dir=str(data_dir),
+    config = TrainConfig.from_profile(task, profile, {"precision": precision}, steps=steps, seed=seed,
+                                      data_dir=str(data_dir),
                                       make_data=make_data, device=device, threads=threads, eval_every=eval_every,
                                       eval_episodes=eval_episodes)
     spec = config.spec
@@ -387,6 +394,7 @@ def compare(
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples"),
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
@@ -401,7 +409,7 @@ def compare(
     plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a.strip() for a in approaches.split(",") if a.strip()],
                        seeds=[100 + i for i in range(seeds)], out_dir=out, profile=profile, study=study,
                        knots_study=knots_study, storage=storage, train_overrides=overrides, data_dir=data_dir,
-                       device=device, threads=threads)
+                       device=device, threads=threads, precision=precision)
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
@@ -442,7 +450,7 @@ def lodo(
                   f"-> {path}")
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
-            data_dir=data_dir, threads=threads, device="auto", reps=2000)
+            data_dir=data_dir, threads=threads, device="auto", precision="fp32", reps=2000)
 
 
 @data_app.command("make")

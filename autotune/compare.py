@@ -52,6 +52,7 @@ class ComparePlan:
     data_dir: Path = Path("data")
     device: str = "auto"
     threads: int | None = None
+    precision: str = "fp32"  # AgentConfig.precision of every run
     last_k: int = 1
 
     def __post_init__(self) -> None:
@@ -68,8 +69,9 @@ class ComparePlan:
             raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
 
     def config(self, task: TaskSpec, seed: int) -> TrainConfig:
-        return TrainConfig.from_profile(task.name, self.profile, seed=seed, data_dir=str(self.data_dir),
-                                        device=self.device, threads=self.threads, **self.train_overrides)
+        return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision}, seed=seed,
+                                        data_dir=str(self.data_dir), device=self.device, threads=self.threads,
+                                        **self.train_overrides)
 
 
 @dataclass
@@ -180,7 +182,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 kinds.add(result.data_kind)
                 if on_run is not None:
                     on_run(approach.name, task.name, seed, value)
-    meta = {"profile": plan.profile, "seeds": plan.seeds, "data_kind": ",".join(sorted(kinds)),
+    meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds, "data_kind": ",".join(sorted(kinds)),
             "study": plan.study, "knots_study": plan.knots_study, "train_overrides": plan.train_overrides,
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches}}

@@ -65,6 +65,7 @@ class RunPlan:
     make_data: bool = True
     device: str = "auto"
     threads: int | None = None
+    precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 30.0
     grace_period: float = 120.0
@@ -93,8 +94,8 @@ class RunPlan:
 
     def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
         return TrainConfig.from_profile(
-            task.name, self.profile, rho=rho, seed=seed, data_dir=str(self.data_dir), data_kind=self.data_kind,
-            device=self.device, threads=self.threads, **self.train_overrides)
+            task.name, self.profile, {"precision": self.precision}, rho=rho, seed=seed, data_dir=str(self.data_dir),
+            data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
 
 
 # ----- study creation and checks -------------------------------------------------------------
@@ -121,11 +122,13 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 def study_attrs(plan: RunPlan, task: TaskSpec) -> dict[str, Any]:
     return {"tql:task": task.name, "tql:n_tokens": task.n_tokens, "tql:profile": plan.profile,
-            "tql:search": plan.spec.search_space(), "tql:spec_source": plan.spec.source}
+            "tql:precision": plan.precision, "tql:search": plan.spec.search_space(),
+            "tql:spec_source": plan.spec.source}
 
 
 def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> None:
-    """A stored study may only be continued with the same search space and profile."""
+    """A stored study may only be continued with the same search space, profile and precision
+    (studies made before precision was recorded were float32 ones)."""
     attrs = existing.user_attrs
     name = existing.study_name
     if attrs.get("tql:search") not in (None, plan.spec.search_space()):
@@ -134,6 +137,9 @@ def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> N
     if attrs.get("tql:profile") not in (None, plan.profile):
         raise ConfigError(f"study {name!r} was run with profile {attrs['tql:profile']!r}, not {plan.profile!r}; "
                           "use another --study name or the same --profile")
+    if attrs.get("tql:precision", "fp32") != plan.precision:
+        raise ConfigError(f"study {name!r} was run with precision {attrs.get('tql:precision', 'fp32')!r}, not "
+                          f"{plan.precision!r}; use another --study name or the same --precision")
 
 
 def _range(search: dict) -> str:

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="members per batched call (Population chunk_size; default: all K)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--precision", default="fp32", help="AgentConfig.precision: fp32 or bf16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
@@ -121,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     task = get_task(args.task)
     hidden = tuple(int(w) for w in args.actor_hidden.split(","))
     config = AgentConfig.for_task(task, size=args.preset, batch_size=args.batch_size,
-                                  actor_hidden=hidden, flow_steps=args.flow_steps)
+                                  actor_hidden=hidden, flow_steps=args.flow_steps, precision=args.precision)
     print(f"task {task.name} (obs {task.obs_dim}, act {task.act_dim}), preset {args.preset}, "
           f"batch {args.batch_size}, actor {hidden}, flow_steps {args.flow_steps}, device {device}, "
-          f"threads {args.threads}, chunk_size {args.chunk_size}, torch {torch.__version__}")
+          f"threads {args.threads}, chunk_size {args.chunk_size}, precision {args.precision}, torch {torch.__version__}")
     print(f"medians of {args.repeats} interleaved timings of {args.iters} updates each")
     print(f"{'K':>3} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}")
     rows = []

@@ -14,18 +14,22 @@ step, target EMA. Variants, all trained with exactly that update:
   once);
 - ``tql+compile``: ``tql`` with ``AgentConfig(compile=True)`` (torch.compile of the critics'
   forward; compile time is reported as warm-up, not timed);
+- ``tql+bf16``: ``tql`` with ``AgentConfig(precision="bf16")`` (bfloat16 autocast of the
+  forward passes, attention core / outputs / losses in float32; see precision_check.py for
+  whether the losses agree);
 - ``tql@REV`` (with ``--baseline-rev REV``): the critic of ``tql/model.py`` at git revision
   REV with a foreach (not fused) Adam, for before/after measurements of the current code.
 
 Model FLOPs per update are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
 full update (matmul-type ops: mm / addmm / bmm / baddbmm, forward and backward; elementwise
-ops are not counted). The matmul peak is a large float32 (or --bf16: bfloat16) square
-matmul with the same thread count, timed in the same rounds as the updates. MFU = achieved
-model FLOP/s / that peak. All variants and the peak are interleaved round by round
+ops are not counted). The matmul peak is a large float32 square matmul with the same thread
+count, timed in the same rounds as the updates (and a bfloat16 one when a variant runs in
+bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All variants and the peak are interleaved round by round
 (``--repeats`` rounds); medians are reported, because the machine may be shared.
 
     python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1M \\
         --json benchmarks/results/update_speed.json
+    python benchmarks/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1M   # bf16 vs fp32
     python benchmarks/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
 """
 
@@ -122,10 +126,11 @@ def load_critic_at(rev: str) -> type[nn.Module]:
 
 
 def make_agent(variant: str, preset: str, obs_dim: int, act_dim: int, device: str, compile_: bool,
-               rev_critic: type[nn.Module] | None = None) -> TQLAgent:
+               rev_critic: type[nn.Module] | None = None, bf16: bool = False) -> TQLAgent:
     torch.manual_seed(0)
     critic = "mlp" if variant == "mlp" else "tql"
-    config = AgentConfig(critic=critic, size=preset, alpha_fql=300.0)
+    precision = "bf16" if bf16 or variant == "tql+bf16" else "fp32"
+    config = AgentConfig(critic=critic, size=preset, alpha_fql=300.0, precision=precision)
     if compile_ or variant == "tql+compile":
         config = config.replace(compile=True)
     agent = TQLAgent(obs_dim, act_dim, config, device)
@@ -163,15 +168,15 @@ def _sync(device: str) -> None:
 
 
 class Runner:
-    """Times ``inner`` back-to-back updates of one agent (optionally under bf16 autocast)."""
+    """Times ``inner`` back-to-back updates of one agent (in the agent's own precision)."""
 
-    def __init__(self, agent: TQLAgent, batch: dict[str, Tensor], device: str, bf16: bool) -> None:
-        self.agent, self.batch, self.device, self.bf16 = agent, batch, device, bf16
+    def __init__(self, agent: TQLAgent, batch: dict[str, Tensor], device: str) -> None:
+        self.agent, self.batch, self.device = agent, batch, device
         self.target = torch.tensor(0.5 * math.log(1 + agent.obs_dim + agent.act_dim), device=device)
+        self.dtype = torch.bfloat16 if agent.config.precision == "bf16" else torch.float32
 
     def step(self) -> dict[str, Tensor]:
-        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
-            return self.agent.update(self.batch, self.target)
+        return self.agent.update(self.batch, self.target)
 
     def time(self, inner: int) -> float:
         _sync(self.device)
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--inner", type=int, default=2, help="updates per timed sample")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per agent first")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (peak in bf16 too)")
+    p.add_argument("--bf16", action="store_true", help="every variant with precision='bf16' (bfloat16 autocast)")
     p.add_argument("--compile", action="store_true", help="AgentConfig(compile=True): torch.compile the critic")
     p.add_argument("--baseline-rev", help="add variant tql@REV: the critic at this git revision, foreach Adam")
     p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
@@ -228,11 +233,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     device = args.device
     peak_size = args.peak_size or (8192 if device.startswith("cuda") else 2048)
-    peak_dtype = torch.bfloat16 if args.bf16 else torch.float32
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - {"tql", "tql+compile", "reference", "mlp"}
+    valid = ("tql", "tql+compile", "tql+bf16", "reference", "mlp")
+    unknown = set(variants) - set(valid)
     if unknown:
-        p.error(f"unknown variant(s) {sorted(unknown)}; valid: tql, tql+compile, reference, mlp")
+        p.error(f"unknown variant(s) {sorted(unknown)}; valid: {', '.join(valid)}")
     rev_critic = None
     if args.baseline_rev:
         rev_critic = load_critic_at(args.baseline_rev)
@@ -245,8 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
         for variant in variants:
             key = ("-" if variant == "mlp" else preset, variant)
             if key not in runners:
-                agent = make_agent(variant, preset, args.obs_dim, args.act_dim, device, args.compile, rev_critic)
-                runners[key] = Runner(agent, batch, device, args.bf16)
+                agent = make_agent(variant, preset, args.obs_dim, args.act_dim, device, args.compile, rev_critic,
+                                   args.bf16)
+                runners[key] = Runner(agent, batch, device)
     info: dict[tuple[str, str], dict] = {}
     for key, runner in runners.items():
         t0 = time.perf_counter()
@@ -257,16 +263,18 @@ def main(argv: list[str] | None = None) -> dict:
                      "critic_params": sum(p.numel() for p in runner.agent.critic.parameters())}
 
     samples: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
-    peaks: list[float] = []
-    peaks_best: list[float] = []
+    peak_dtypes = sorted({r.dtype for r in runners.values()}, key=str)
+    peaks: dict[torch.dtype, list[float]] = {d: [] for d in peak_dtypes}
+    peaks_best: dict[torch.dtype, list[float]] = {d: [] for d in peak_dtypes}
     for r in range(args.repeats):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))  # alternate order
-        median_peak, best_peak = matmul_peak(device, peak_size, peak_dtype)
-        peaks.append(median_peak)
-        peaks_best.append(best_peak)
+        for dtype in peak_dtypes:
+            median_peak, best_peak = matmul_peak(device, peak_size, dtype)
+            peaks[dtype].append(median_peak)
+            peaks_best[dtype].append(best_peak)
         for key in order:
             samples[key].append(runners[key].time(args.inner))
-    peak = statistics.median(peaks)
+    peak = {d: statistics.median(v) for d, v in peaks.items()}
 
     rows = []
     for key in runners:
@@ -284,8 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
             "preset": preset, "variant": variant, "critic_params": info[key]["critic_params"],
             "updates_per_s": 1.0 / sec, "ms_per_update": 1e3 * sec,
             "ms_samples": [1e3 * s for s in samples[key]],
-            "gflop_per_update": flops / 1e9, "gflop_per_s": flops / sec / 1e9, "mfu": flops / sec / peak,
+            "gflop_per_update": flops / 1e9, "gflop_per_s": flops / sec / 1e9,
+            "mfu": flops / sec / peak[runners[key].dtype], "matmul_dtype": str(runners[key].dtype),
             "speedup_vs_reference": paired((preset, "reference")),
+            "speedup_vs_tql": paired((preset, "tql")) if variant != "tql" else None,
             "speedup_vs_baseline_rev": paired((preset, baseline)) if baseline else None,
             "warmup_s": info[key]["warmup_s"],
         })
@@ -294,27 +304,29 @@ def main(argv: list[str] | None = None) -> dict:
         "device": device, "threads": args.threads, "batch_size": args.batch_size,
         "obs_dim": args.obs_dim, "act_dim": args.act_dim, "n_tokens": 1 + args.obs_dim + args.act_dim,
         "bf16": args.bf16, "compile": args.compile, "repeats": args.repeats, "inner": args.inner,
-        "peak_matmul": {"size": peak_size, "dtype": str(peak_dtype), "gflop_per_s_median": peak / 1e9,
-                        "gflop_per_s_samples": [x / 1e9 for x in peaks],
-                        "best_call_gflop_per_s": max(peaks_best) / 1e9,
-                        "note": "per round: median of the timed calls; MFU uses the median over rounds"},
+        "peak_matmul": {str(d): {"size": peak_size, "gflop_per_s_median": peak[d] / 1e9,
+                                 "gflop_per_s_samples": [x / 1e9 for x in peaks[d]],
+                                 "best_call_gflop_per_s": max(peaks_best[d]) / 1e9} for d in peak_dtypes},
+        "peak_note": "per round: median of the timed calls; MFU uses the median over rounds",
         "flop_count": "torch.utils.flop_counter.FlopCounterMode, one full update (matmul-type ops)",
         "torch": torch.__version__, "python": platform.python_version(),
         "load_avg": _loadavg(), "rows": rows,
     }
     print(f"device={device} threads={args.threads} batch={args.batch_size} n={result['n_tokens']} "
           f"bf16={args.bf16} compile={args.compile} repeats={args.repeats}x{args.inner} load_avg={result['load_avg']}")
-    print(f"matmul peak ({peak_size}^2 {peak_dtype}): median {peak / 1e9:.1f} GFLOP/s "
-          f"(rounds {', '.join(f'{x / 1e9:.0f}' for x in peaks)}; best single call {max(peaks_best) / 1e9:.0f})")
-    print(f"{'preset':>6} {'variant':>10} {'params':>9} {'upd/s':>8} {'ms/upd':>9} {'GFLOP/upd':>9} "
-          f"{'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7} {'vs base':>7}")
+    for d in peak_dtypes:
+        print(f"matmul peak ({peak_size}^2 {d}): median {peak[d] / 1e9:.1f} GFLOP/s (rounds "
+              f"{', '.join(f'{x / 1e9:.0f}' for x in peaks[d])}; best single call {max(peaks_best[d]) / 1e9:.0f})")
+    print(f"{'preset':>6} {'variant':>11} {'params':>9} {'upd/s':>8} {'ms/upd':>9} {'GFLOP/upd':>9} "
+          f"{'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7} {'vs tql':>7} {'vs base':>7}")
+    ratio = lambda x: f"{x:.2f}x" if x else "-"  # noqa: E731
     for row in rows:
-        vs = f"{row['speedup_vs_reference']:.2f}x" if row["speedup_vs_reference"] else "-"
-        vb = f"{row['speedup_vs_baseline_rev']:.2f}x" if row["speedup_vs_baseline_rev"] else "-"
-        print(f"{row['preset']:>6} {row['variant']:>10} {row['critic_params']:>9,} {row['updates_per_s']:>8.2f} "
+        print(f"{row['preset']:>6} {row['variant']:>11} {row['critic_params']:>9,} {row['updates_per_s']:>8.2f} "
               f"{row['ms_per_update']:>9.1f} {row['gflop_per_update']:>9.2f} {row['gflop_per_s']:>8.1f} "
-              f"{100 * row['mfu']:>5.1f}% {vs:>7} {vb:>7}")
-    print("vs ref / vs base: median over rounds of (that variant's time / this one's) in the same round")
+              f"{100 * row['mfu']:>5.1f}% {ratio(row['speedup_vs_reference']):>7} "
+              f"{ratio(row['speedup_vs_tql']):>7} {ratio(row['speedup_vs_baseline_rev']):>7}")
+    print("vs ref / vs tql / vs base: median over rounds of (that variant's time / this one's) in the same round; "
+          "MFU against the peak of the variant's matmul dtype")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -29,6 +29,7 @@ def run_cli(monkeypatch, capsys, *args):
     (["--task", TINY_TASK, "--rho", "0"], "rho 0.0 is outside (0, 1]"),
     (["--task", TINY_TASK, "--profile", "huge"], "unknown profile 'huge'; valid: smoke, cpu, paper"),
     (["--task", TINY_TASK, "--critic", "cnn"], "critic 'cnn' is not one of: tql, mlp"),
+    (["--task", TINY_TASK, "--precision", "fp16"], "precision 'fp16' is not one of: fp32, bf16"),
     (["--task", TINY_TASK, "--controller", "magic"], "controller 'magic' is not one of: none, feedback, population"),
     (["--task", TINY_TASK, "--fitness", "success"], "--fitness applies only with --controller population (got "
                                                     "--controller none)"),

@@ -106,6 +106,7 @@ def test_lodo_learns_without_the_holdout_domain(monkeypatch, capsys, two_domain_
     (["--approaches", "default,magic"], "approach 'magic' is not one of: default, tuned, knots"),
     (["--approaches", "tuned"], "need --study"),
     (["--approaches", "default,default"], "approaches repeat"),
+    (["--approaches", "default", "--precision", "half"], "precision 'half' is not one of: fp32, bf16"),
 ])
 def test_bad_compare_inputs(monkeypatch, capsys, tmp_path, args, expected):
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--out", str(tmp_path / "c"), *args)

@@ -212,6 +212,7 @@ def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch
     (["--tasks", TINY_TASK, "--sampler", "anneal"], "sampler.name='anneal' is not one of: tpe, gp, cmaes"),
     (["--tasks", TINY_TASK, "--profile", "huge"], "unknown profile 'huge'; valid: smoke, cpu, paper"),
     (["--tasks", TINY_TASK, "--trials", "0"], "--trials 0 must be >= 1"),
+    (["--tasks", TINY_TASK, "--precision", "fp16"], "precision 'fp16' is not one of: fp32, bf16"),
 ])
 def test_bad_run_inputs_fail_with_one_line_and_write_nothing(monkeypatch, capsys, tiny_data_dir, tmp_path,
                                                               extra, expected):
@@ -239,6 +240,19 @@ def test_rerun_with_another_search_range_is_refused(monkeypatch, capsys, tiny_da
     spec.write_text("version = 1\n[search]\nrho_low = 0.3\nrho_high = 0.5\n")
     code, _, err = run_cli(monkeypatch, capsys, *args, "--spec", str(spec))
     assert code == 2 and "searched rho in [0.1, 1.0], this spec in [0.3, 0.5]" in err
+    assert len(load(storage, study, TINY_TASK).trials) == 1
+
+
+def test_bf16_study_trains_in_bf16_and_refuses_to_continue_in_fp32(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                                     study):
+    storage, runs = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    args = run_args(storage, study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    assert run_cli(monkeypatch, capsys, *args, "--precision", "bf16")[0] == 0
+    saved = json.loads((runs / study / TINY_TASK / "trial-0000" / "seed-0" / "config.json").read_text())
+    assert saved["train"]["agent"]["precision"] == "bf16"
+    assert load(storage, study, TINY_TASK).user_attrs["tql:precision"] == "bf16"
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "was run with precision 'bf16', not 'fp32'" in err
     assert len(load(storage, study, TINY_TASK).trials) == 1
 
 

@@ -106,6 +106,18 @@ def test_resume_refuses_a_run_with_other_settings(tiny_data_dir, tmp_path):
     assert fresh.steps == 10
 
 
+def test_a_run_saved_before_an_agent_option_existed_resumes_with_its_default(tiny_data_dir, tmp_path):
+    train(_config(tiny_data_dir, steps=10), tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["train"]["agent"]["precision"]  # as written by a version without the option
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert train(_config(tiny_data_dir, steps=20), tmp_path, progress=False).steps == 20
+    bf16 = _config(tiny_data_dir, steps=30)
+    bf16.agent = bf16.agent.replace(precision="bf16")
+    with pytest.raises(ConfigError, match="different settings.*agent"):
+        train(bf16, tmp_path, progress=False)
+
+
 def test_nan_losses_stop_the_run_as_diverged(tiny_data_dir, tmp_path):
     trainer = Trainer(_config(tiny_data_dir), tmp_path, progress=False)
     trainer.sampler.tensors["rewards"][:] = float("nan")

@@ -22,8 +22,13 @@ from torch.func import functional_call
 
 from tql.entropy import EntropyTemperatures
 from tql.errors import ConfigError
-from tql.model import build_critic, get_preset
+from tql.model import FP32Linear, build_critic, get_preset
 from tql.tasks import TaskSpec
+
+
+# 'bf16': linear layers under bfloat16 autocast, attention core, residual stream, outputs and
+# losses in float32 (tql.model); benchmarks/precision_check.py measures the loss agreement.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class AgentConfig:
     alpha_init: float = 0.01  # initial temperature (our default)
     entropy_control: bool = True  # False: no penalty, temperatures frozen (shows collapse)
     compile: bool = False  # torch.compile the critics' forward (speed only; first steps compile)
+    precision: str = "fp32"  # 'bf16': forward passes under bfloat16 autocast (see tql.model)
 
     @classmethod
     def for_task(cls, task: TaskSpec, **overrides) -> "AgentConfig":
@@ -65,6 +71,8 @@ class AgentConfig:
             raise ConfigError(f"critic {self.critic!r} is not one of: tql, mlp")
         if self.critic == "tql":
             get_preset(self.size)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of: {', '.join(PRECISIONS)}")
         for name in ("lr", "batch_size", "flow_steps", "num_q", "alpha_lr", "alpha_init"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
@@ -82,12 +90,13 @@ class AgentConfig:
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    """FQL's actor MLP: GELU (tanh approximation) hidden layers, linear output."""
+    """FQL's actor MLP: GELU (tanh approximation) hidden layers, linear output (float32 under
+    bf16 autocast too: actions and velocities are what the losses compare)."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_dim, width), nn.GELU(approximate="tanh")]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(FP32Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
@@ -174,11 +183,17 @@ class TQLAgent(nn.Module):
             groups.append({"params": list(self.temperatures.parameters()), "lr": self.config.alpha_lr})
         return groups
 
+    def autocast(self) -> torch.autocast:
+        """The forward passes' precision region: bfloat16 autocast with ``precision='bf16'``
+        (off otherwise). Backward and optimiser steps run outside it, as autocast wants."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
     @torch.no_grad()
     def act(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One-step policy action for a batch of observations, clipped to [-1, 1]."""
         noise = torch.randn(obs.shape[0], self.act_dim, device=obs.device, generator=generator)
-        return self.actor(obs, noise).clamp(-1.0, 1.0)
+        with self.autocast():
+            return self.actor(obs, noise).clamp(-1.0, 1.0)
 
     def sample_noise(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The random draws of one update, from ``generator`` (default: torch's global one).
@@ -253,7 +268,8 @@ class TQLAgent(nn.Module):
         target = torch.as_tensor(target_entropy, dtype=torch.float32, device=self.device)
         if noise is None:
             noise = self.sample_noise(batch)
-        loss, metrics = self.losses(batch, target, noise)
+        with self.autocast():
+            loss, metrics = self.losses(batch, target, noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -293,5 +309,5 @@ def flat_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
     return out
 
 
-__all__ = ["AgentConfig", "TQLAgent", "FlowPolicy", "OneStepPolicy", "flow_matching_loss",
+__all__ = ["AgentConfig", "PRECISIONS", "TQLAgent", "FlowPolicy", "OneStepPolicy", "flow_matching_loss",
            "td_target", "flat_metrics"]

@@ -6,10 +6,19 @@ so the agent treats them alike; the MLP critic has ``depth == 0`` and empty entr
 Written for throughput on CPU and GPU: one fused QKV projection per block, all heads in one
 batched matmul, the ensemble of Q heads as stacked weights (one GEMM / bmm per layer), no
 Python loops over samples, tokens, heads or ensemble members, and no host synchronisation.
+
+Mixed precision (``AgentConfig.precision = "bf16"``: the agent runs the forward passes under
+``torch.autocast`` with bfloat16): the linear layers' matmuls run in bf16, but these stay
+float32 whatever autocast says, because bf16's 8-bit mantissa would distort what the losses
+read: the attention core (scores, log-softmax, row entropies, probs @ V: about 3% of the
+FLOPs at n = 43), the residual stream (the embedding is float32 and a bf16 branch added to
+it promotes), and every output layer (Q heads, policy outputs: a Q near -70 has a bf16 step
+of 0.25).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -31,6 +40,8 @@ __all__ = [
     "build_critic",
     "preset_table",
     "CRITIC_KINDS",
+    "FP32Linear",
+    "full_precision",
 ]
 
 # Token groups of the entropy control: row 0 is the [VALUE] query, row 1 all other queries.
@@ -116,6 +127,28 @@ def _gelu(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def full_precision(x: Tensor) -> contextlib.AbstractContextManager:
+    """A region where autocast is off (float32 math even inside a bf16 autocast region);
+    a no-op outside autocast, so float32 runs pay nothing for it."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def upcast(x: Tensor) -> Tensor:
+    """A half-precision tensor (autocast's output) as float32; any other tensor unchanged
+    (a float64 model stays float64)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+class FP32Linear(nn.Linear):
+    """``nn.Linear`` computed in full precision under autocast too (the output layers)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with full_precision(x):
+            return F.linear(upcast(x), self.weight, self.bias)
+
+
 class EnsembleMLP(nn.Module):
     """``num_q`` independent MLPs on a shared input, evaluated together.
 
@@ -166,7 +199,8 @@ class EnsembleMLP(nn.Module):
         h = self._norm(_gelu(h), 0)
         for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
             h = self._norm(_gelu(torch.baddbmm(b, h, w)), i)
-        return torch.baddbmm(self.b_out, h, self.w_out).squeeze(-1)
+        with full_precision(h):
+            return torch.baddbmm(self.b_out, upcast(h), self.w_out).squeeze(-1)
 
 
 class _Block(nn.Module):
@@ -204,13 +238,14 @@ class _Block(nn.Module):
         """
         batch, n, _ = x.shape
         qkv = self.qkv(self.ln1(x)).view(batch, n, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, batch * self.heads, n, self.head_dim).unbind(0)
-        logits = torch.bmm(q, k.transpose(1, 2)).mul_(self.scale)
-        if not entropy:
-            return torch.softmax(logits, dim=-1), None, v
-        logp = torch.log_softmax(logits, dim=-1)
-        probs = logp.exp()
-        return probs, -torch.linalg.vecdot(probs, logp), v  # H_i = -sum_j A_ij log A_ij
+        q, k, v = upcast(qkv).permute(2, 0, 3, 1, 4).reshape(3, batch * self.heads, n, self.head_dim).unbind(0)
+        with full_precision(x):
+            logits = torch.bmm(q, k.transpose(1, 2)).mul_(self.scale)
+            if not entropy:
+                return torch.softmax(logits, dim=-1), None, v
+            logp = torch.log_softmax(logits, dim=-1)
+            probs = logp.exp()
+            return probs, -torch.linalg.vecdot(probs, logp), v  # H_i = -sum_j A_ij log A_ij
 
     def _value_row(self, x: Tensor) -> Tensor:
         """``x' [B, 1, d]`` of the [VALUE] token alone, no entropies (the cheap last block).
@@ -221,11 +256,12 @@ class _Block(nn.Module):
         batch, n, dim = x.shape
         h = self.ln1(x)
         w, b = self.qkv.weight, self.qkv.bias  # rows: [Q; K; V], each [d, d]
-        kv = F.linear(h, w[dim:], b[dim:]).view(batch, n, 2, self.heads, self.head_dim)
+        kv = upcast(F.linear(h, w[dim:], b[dim:])).view(batch, n, 2, self.heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).reshape(2, batch * self.heads, n, self.head_dim).unbind(0)
-        q = F.linear(h[:, 0], w[:dim], b[:dim]).view(batch * self.heads, 1, self.head_dim)
-        probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(self.scale), dim=-1)
-        out = torch.bmm(probs, v).view(batch, 1, dim)  # [B*H, 1, dh] is [B, 1, H*dh] already
+        q = upcast(F.linear(h[:, 0], w[:dim], b[:dim])).view(batch * self.heads, 1, self.head_dim)
+        with full_precision(x):
+            probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)).mul_(self.scale), dim=-1)
+            out = torch.bmm(probs, v).view(batch, 1, dim)  # [B*H, 1, dh] is [B, 1, H*dh] already
         x = x[:, :1] + self.proj(out)
         return x + self.fc2(_gelu(self.fc1(self.ln2(x))))
 
@@ -249,7 +285,8 @@ class _Block(nn.Module):
         else:
             probs_out = probs
         rows = probs_out.shape[1]
-        out = torch.bmm(probs_out, v).view(batch, self.heads, rows, self.head_dim)
+        with full_precision(x):
+            out = torch.bmm(probs_out, v).view(batch, self.heads, rows, self.head_dim)
         x = x + self.proj(out.transpose(1, 2).reshape(batch, rows, self.dim))
         x = x + self.fc2(_gelu(self.fc1(self.ln2(x))))
         return x, groups, probs

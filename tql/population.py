@@ -201,7 +201,8 @@ class Population:
         target = self._targets(target_entropies)
         if noise is None:
             noise = self.sample_noise(batches)
-        loss, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batches), target, noise)
+        with self._template.autocast():  # the agent's precision (AgentConfig.precision)
+            loss, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batches), target, noise)
         for name in self.trainable:
             self.state[name].grad = None
         loss.sum().backward()  # members are independent: each slice gets its own gradient
@@ -219,8 +220,9 @@ class Population:
         shared = self._is_shared(batch["observations"], 3)
         noise = [self._template.sample_noise(self.member_batch(batch, i), generator) for i in range(self.k)]
         stacked = {key: torch.stack([n[key] for n in noise]) for key in noise[0]}
-        _, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batch), self._targets(target_entropies),
-                                                  stacked)
+        with self._template.autocast():
+            _, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batch),
+                                                      self._targets(target_entropies), stacked)
         return metrics
 
     @torch.no_grad()
@@ -274,7 +276,8 @@ class Population:
         if noise is None:
             noise = torch.stack([torch.randn(batch, self.act_dim, device=obs.device, generator=g)
                                  for g in self.generators])
-        return self._vmapped_act[shared](self._prefixed(), obs, noise)
+        with self._template.autocast():
+            return self._vmapped_act[shared](self._prefixed(), obs, noise)
 
     # ---------------------------------------------------------------- members
     def _check_index(self, i: int) -> int:

@@ -185,6 +185,8 @@ _RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "devi
 def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
     """A checkpoint may only be resumed by the same run (budget fields may change)."""
     current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
+    if isinstance(saved.get("agent"), dict):  # agent options added since the run began take their defaults
+        saved = {**saved, "agent": json.loads(json.dumps(AgentConfig.from_dict(saved["agent"]).to_dict()))}
     diffs = [k for k in current if k not in _RESUME_IGNORED and saved.get(k) != current[k]]
     if diffs:
         raise ConfigError(

@@ -24,7 +24,8 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "schedule": a.get("schedule"),
         "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
         "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
-        "data_kind": a.get("data_kind"), "metrics": a.get("metrics", []), "host": a.get("host"),
+        "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
+        "metrics": a.get("metrics", []), "host": a.get("host"),
         "fail_kind": fail_kind(t), "fail_reason": a.get("fail_reason"), "retry_of": a.get("retry_of"),
         "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
     }
@@ -38,7 +39,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
     summary = {
         "study_name": study.study_name, "task": attrs.get("tql:task", study.study_name.split(":", 1)[-1]),
         "n_tokens": attrs.get("tql:n_tokens"), "profile": attrs.get("tql:profile"),
-        "search": attrs.get("tql:search"), "data_kind": ",".join(kinds) or None,
+        "precision": attrs.get("tql:precision", "fp32"), "search": attrs.get("tql:search"), "data_kind": ",".join(kinds) or None,
         "counts": trial_counts(trials),
         # Compute spent: every training step any trial took, retried and pruned ones included.
         "steps_total": sum(t.user_attrs.get("steps", 0) for t in trials),

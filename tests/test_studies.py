@@ -251,6 +251,8 @@ def test_bf16_study_trains_in_bf16_and_refuses_to_continue_in_fp32(monkeypatch, 
     saved = json.loads((runs / study / TINY_TASK / "trial-0000" / "seed-0" / "config.json").read_text())
     assert saved["train"]["agent"]["precision"] == "bf16"
     assert load(storage, study, TINY_TASK).user_attrs["tql:precision"] == "bf16"
+    shown = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    assert shown["precision"] == "bf16" and shown["trials"][0]["precision"] == "bf16"
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "was run with precision 'bf16', not 'fp32'" in err
     assert len(load(storage, study, TINY_TASK).trials) == 1

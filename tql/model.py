@@ -12,8 +12,11 @@ Mixed precision (``AgentConfig.precision = "bf16"``: the agent runs the forward 
 float32 whatever autocast says, because bf16's 8-bit mantissa would distort what the losses
 read: the attention core (scores, log-softmax, row entropies, probs @ V: about 3% of the
 FLOPs at n = 43), the residual stream (the embedding is float32 and a bf16 branch added to
-it promotes), and every output layer (Q heads, policy outputs: a Q near -70 has a bf16 step
-of 0.25).
+it promotes), the Q heads (about 1% of the FLOPs: they see the [VALUE] token only) and the
+policies' output layers. The Q heads matter most: the TD loss is a small residual of large
+Q values (RMS TD error ~0.08 next to |Q| ~ 6 after 300 updates of the 0.03M critic), and
+bf16 heads made that loss differ by 6% from float32 on the same weights, float32 heads by
+0.75% (benchmarks/precision_check.py). So ``critic='mlp'`` (an EnsembleMLP) stays float32.
 """
 
 from __future__ import annotations
@@ -192,15 +195,19 @@ class EnsembleMLP(nn.Module):
         return torch.addcmul(self.ln_bias[layer], x, self.ln_weight[layer])
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x [B, in_dim] -> [num_q, B]``."""
+        """``x [B, in_dim] -> [num_q, B]``, in full precision under autocast too (see the
+        module text: the TD loss is a small residual of large Q values)."""
+        with full_precision(x):
+            return self._forward(upcast(x))
+
+    def _forward(self, x: Tensor) -> Tensor:
         batch = x.shape[0]
         # One GEMM for all members; [B, q*h] -> [q, B, h] is a strided view bmm accepts.
         h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
         h = self._norm(_gelu(h), 0)
         for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
             h = self._norm(_gelu(torch.baddbmm(b, h, w)), i)
-        with full_precision(h):
-            return torch.baddbmm(self.b_out, upcast(h), self.w_out).squeeze(-1)
+        return torch.baddbmm(self.b_out, h, self.w_out).squeeze(-1)
 
 
 class _Block(nn.Module):

@@ -438,19 +438,22 @@ def lodo(
     out: Path = typer.Option(Path("runs/lodo"), help="folder for the schedule, runs and report"),
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ) -> None:
     """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
     against the default constant (no tuning on the held-out domain)."""
     from autotune.report import summarize
     from autotune.transfer import leave_one_domain_out
+    from tql.agent import AgentConfig
 
+    AgentConfig().replace(precision=precision)  # a bad value fails before the schedule is written
     schedule = leave_one_domain_out(summarize(storage, study), holdout)
     path = schedule.save(out / f"schedule-without-{holdout}.json")
     console.print(f"learned without {holdout}: {schedule.describe()} from {', '.join(schedule.meta['pooled_from'])} "
                   f"-> {path}")
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
-            data_dir=data_dir, threads=threads, device="auto", precision="fp32", reps=2000)
+            data_dir=data_dir, threads=threads, device="auto", precision=precision, reps=2000)
 
 
 @data_app.command("make")

@@ -361,9 +361,8 @@ def apply(
 
     loaded = Schedule.load(schedule)
     config = TrainConfig.from_profile(task, profile, {"precision": precision}, steps=steps, seed=seed,
-                                      data_dir=str(data_dir),
-                                      make_data=make_data, device=device, threads=threads, eval_every=eval_every,
-                                      eval_episodes=eval_episodes)
+                                      data_dir=str(data_dir), make_data=make_data, device=device, threads=threads,
+                                      eval_every=eval_every, eval_episodes=eval_episodes)
     spec = config.spec
     source_n = loaded.meta.get("n_tokens")
     console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"

@@ -182,8 +182,9 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 kinds.add(result.data_kind)
                 if on_run is not None:
                     on_run(approach.name, task.name, seed, value)
-    meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds, "data_kind": ",".join(sorted(kinds)),
-            "study": plan.study, "knots_study": plan.knots_study, "train_overrides": plan.train_overrides,
+    meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
+            "data_kind": ",".join(sorted(kinds)), "study": plan.study, "knots_study": plan.knots_study,
+            "train_overrides": plan.train_overrides,
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches}}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],

@@ -39,7 +39,8 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
     summary = {
         "study_name": study.study_name, "task": attrs.get("tql:task", study.study_name.split(":", 1)[-1]),
         "n_tokens": attrs.get("tql:n_tokens"), "profile": attrs.get("tql:profile"),
-        "precision": attrs.get("tql:precision", "fp32"), "search": attrs.get("tql:search"), "data_kind": ",".join(kinds) or None,
+        "precision": attrs.get("tql:precision", "fp32"), "search": attrs.get("tql:search"),
+        "data_kind": ",".join(kinds) or None,
         "counts": trial_counts(trials),
         # Compute spent: every training step any trial took, retried and pruned ones included.
         "steps_total": sum(t.user_attrs.get("steps", 0) for t in trials),

@@ -367,7 +367,8 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     run_dir = Path(trial.user_attrs.get("run_dir") or plan.runs_dir / plan.study / task.name / f"trial-{trial.number:04d}")
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
-        "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho), "schedule": schedule.to_dict(),
+        "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
+        "schedule": schedule.to_dict(),
         "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
     }

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                                   actor_hidden=hidden, flow_steps=args.flow_steps, precision=args.precision)
     print(f"task {task.name} (obs {task.obs_dim}, act {task.act_dim}), preset {args.preset}, "
           f"batch {args.batch_size}, actor {hidden}, flow_steps {args.flow_steps}, device {device}, "
-          f"threads {args.threads}, chunk_size {args.chunk_size}, precision {args.precision}, torch {torch.__version__}")
+          f"threads {args.threads}, chunk_size {args.chunk_size}, precision {args.precision}, "
+          f"torch {torch.__version__}")
     print(f"medians of {args.repeats} interleaved timings of {args.iters} updates each")
     print(f"{'K':>3} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}")
     rows = []

@@ -184,7 +184,8 @@ def verdict(checks: list[dict], drifts: dict, args) -> tuple[bool, list[str]]:
     for key in ("q_rel", "td_loss_rel", "entropy_gap_log_n"):
         largest = max(d[key] for d in references)
         if drifts["bf16"][key] > largest:
-            reasons.append(f"bf16 drift in {key} {drifts['bf16'][key]:.3g} > every reshuffled run's (max {largest:.3g})")
+            reasons.append(f"bf16 drift in {key} {drifts['bf16'][key]:.3g} > every reshuffled run's "
+                           f"(max {largest:.3g})")
     return not reasons, reasons
 
 

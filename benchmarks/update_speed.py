@@ -24,8 +24,9 @@ Model FLOPs per update are counted by ``torch.utils.flop_counter.FlopCounterMode
 full update (matmul-type ops: mm / addmm / bmm / baddbmm, forward and backward; elementwise
 ops are not counted). The matmul peak is a large float32 square matmul with the same thread
 count, timed in the same rounds as the updates (and a bfloat16 one when a variant runs in
-bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All variants and the peak are interleaved round by round
-(``--repeats`` rounds); medians are reported, because the machine may be shared.
+bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All variants
+and the peak are interleaved round by round (``--repeats`` rounds); medians are reported,
+because the machine may be shared.
 
     python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1M \\
         --json benchmarks/results/update_speed.json

@@ -1,7 +1,8 @@
 """bf16 autocast vs float32: do the losses agree, and how much faster is an update?
 
 ``AgentConfig(precision="bf16")`` runs the forward passes under bfloat16 autocast with the
-attention core, residual stream, output layers and losses kept in float32 (``tql.model``).
+attention core, residual stream, Q heads, output layers and losses kept in float32
+(``tql.model``).
 On one task's dataset (generated if missing) this script trains these agents from the same
 initialisation, one update of each in turn:
 
@@ -15,12 +16,12 @@ and measures
 
 1. per-update agreement: at evenly spaced points of the fp32 run, every loss term and the
    per-layer attention entropies on held-out batches with the same weights and noise, once in
-   float32 and once under autocast: relative difference |bf16 - fp32| / |fp32| (for the Q
-   loss -mean Q, which is near 0 at initialisation, / max(|fp32|, 1): Q is in reward units),
+   float32 and once under autocast: relative difference |bf16 - fp32| / |fp32| (for mean Q
+   and the Q loss -mean Q, near 0 at initialisation, / max(|fp32|, 1): Q is in reward units),
    and the entropy difference in units of log n. Beside it, the noise reference: the same
    float32 losses with the update's random draws (z', flow noise and t, z) drawn again, i.e.
    how much a loss moves from one update's own sampling. The TD loss is a small residual of
-   large Q values, so bf16's ~0.1% error in Q shows up magnified in it;
+   large Q values, so bf16's ~1e-4 relative error in Q shows up magnified in it;
 2. drift: at the end, each run's Q values, TD loss and entropies on the held-out batches, as
    distances from the fp32 run: bf16's distance against the references';
 3. speed: ms per update of each run (interleaved, so the machine's load hits all alike).
@@ -197,8 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     log_n = math.log(task.n_tokens)
     target = torch.tensor(args.rho * log_n, device=args.device)
     sampler, val_sampler = load_samplers(task, args)
-    val_gen = torch.Generator().manual_seed(args.seed + 200)
-    gens = lambda seed: (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))  # noqa: E731
+    # Generators on the agents' device: noise is drawn there (and batch indices too).
+    generator = lambda seed: torch.Generator(device=args.device).manual_seed(seed)  # noqa: E731
+    val_gen = generator(args.seed + 200)
+    gens = lambda seed: (generator(seed), generator(seed + 1))  # noqa: E731
     runs = {"fp32": (make_agent(task, args, "fp32"), *gens(args.seed + 1)),
             "bf16": (make_agent(task, args, "bf16"), *gens(args.seed + 1))}
     for i in range(1, args.references + 1):

@@ -137,9 +137,10 @@ def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> N
     if attrs.get("tql:profile") not in (None, plan.profile):
         raise ConfigError(f"study {name!r} was run with profile {attrs['tql:profile']!r}, not {plan.profile!r}; "
                           "use another --study name or the same --profile")
-    if attrs.get("tql:precision", "fp32") != plan.precision:
-        raise ConfigError(f"study {name!r} was run with precision {attrs.get('tql:precision', 'fp32')!r}, not "
-                          f"{plan.precision!r}; use another --study name or the same --precision")
+    stored_precision = attrs.get("tql:precision", "fp32")
+    if stored_precision != plan.precision:
+        raise ConfigError(f"study {name!r} was run with precision {stored_precision!r}, not {plan.precision!r}; "
+                          "use another --study name or the same --precision")
 
 
 def _range(search: dict) -> str:

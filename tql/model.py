@@ -14,9 +14,10 @@ read: the attention core (scores, log-softmax, row entropies, probs @ V: about 3
 FLOPs at n = 43), the residual stream (the embedding is float32 and a bf16 branch added to
 it promotes), the Q heads (about 1% of the FLOPs: they see the [VALUE] token only) and the
 policies' output layers. The Q heads matter most: the TD loss is a small residual of large
-Q values (RMS TD error ~0.08 next to |Q| ~ 6 after 300 updates of the 0.03M critic), and
-bf16 heads made that loss differ by 6% from float32 on the same weights, float32 heads by
-0.75% (benchmarks/precision_check.py). So ``critic='mlp'`` (an EnsembleMLP) stays float32.
+Q values; with the heads' hidden layers in bf16 it differed by 6.0% from float32 on the same
+weights, with the heads in float32 by 0.8%, and with the heads wholly in bf16 by 0.6% but Q
+itself 0.2% off (benchmarks/q_head_precision.py). So ``critic='mlp'`` (an EnsembleMLP)
+stays float32.
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ from tql.data import (
     task_goal,
     write_npz_atomic,
 )
+from tql.data import generate as generate_module
+from tql.data.generate import (
+    P_RANDOM_ACTION_CUBE_SCENE,
+    P_RANDOM_ACTION_PUZZLE,
+    maybe_random_action,
+    random_action_probability,
+)
 from tql.errors import MissingDatasetError, TQLError
 from tql.tasks import TaskSpec, get_task
 
@@ -111,7 +118,7 @@ def test_generated_files_round_trip(domain, generated, data_dir):
 
         meta = read_generated_meta(path)
         assert meta["generator"] == "tql.data.generate"
-        assert meta["dataset_type"] == "play" and meta["seed"] == 0
+        assert meta["dataset_type"] == "play" and meta["seed"] == 0 and meta["p_random_action"] == 0.0
         assert meta["episodes"] == n_eps and meta["episode_length"] == LENGTH
         assert meta["ogbench_version"] and meta["created"]
 
@@ -141,16 +148,54 @@ def test_generation_is_reproducible(generated, tmp_path):
         assert not np.array_equal(a["observations"][:20], b["observations"])
 
 
-def test_noisy_dataset_type(tmp_path):
-    """'noisy' uses the Markov oracles (all four of them in scene)."""
+def test_noisy_dataset_type(tmp_path, monkeypatch):
+    """'noisy' uses the Markov oracles (all four of them in scene) and OGBench's random actions:
+    each step's draw is recorded, and the random ones are exactly the stored actions."""
+    draws: list = []
+
+    def recording(rng, p, act_dim):
+        draws.append(maybe_random_action(rng, p, act_dim))
+        return draws[-1]
+
+    monkeypatch.setattr(generate_module, "maybe_random_action", recording)
     paths = generate_dataset(
         _task("scene-play"), tmp_path, episodes=1, episode_length=60, seed=0, dataset_type="noisy", progress=False
     )
     assert paths.train.name == "scene-noisy-v0.npz"
     meta = read_generated_meta(paths.train)
-    assert meta["dataset_type"] == "noisy"
-    with np.load(paths.train) as raw:
+    assert meta["dataset_type"] == "noisy" and meta["p_random_action"] == P_RANDOM_ACTION_CUBE_SCENE == 0.1
+    assert meta["redone_episodes"] == 0  # so the draws line up with the stored rows
+    with np.load(paths.train) as raw, np.load(paths.val) as val:
         assert raw["actions"].shape == (60, 5) and np.abs(raw["actions"]).max() <= 1.0
+        actions = np.concatenate([raw["actions"], val["actions"]])
+    assert len(draws) == len(actions) == 120
+    rows = [i for i, d in enumerate(draws) if d is not None]
+    p = meta["p_random_action"]
+    assert abs(len(rows) - p * len(draws)) <= 3 * np.sqrt(len(draws) * p * (1 - p))
+    np.testing.assert_array_equal(actions[rows], np.asarray([draws[i] for i in rows], dtype=np.float32))
+
+
+def test_random_action_probability_is_ogbenchs():
+    """OGBench's noisy datasets: 0.1 for cube and scene, 0.2 for puzzles; play has none."""
+    assert P_RANDOM_ACTION_PUZZLE == 0.2
+    for env_base, p in (("cube-double", 0.1), ("cube-triple", 0.1), ("scene", 0.1),
+                        ("puzzle-3x3", 0.2), ("puzzle-4x4", 0.2)):
+        assert random_action_probability(env_base, "noisy") == p
+        assert random_action_probability(env_base, "play") == 0.0
+
+
+def test_maybe_random_action_decides_with_probability_p():
+    rng = np.random.default_rng(0)
+    always = [maybe_random_action(rng, 1.0, 5) for _ in range(2000)]
+    stacked = np.stack(always)
+    assert stacked.shape == (2000, 5) and np.abs(stacked).max() <= 1.0
+    assert stacked.min() < -0.99 and stacked.max() > 0.99 and abs(stacked.mean()) < 0.05  # uniform
+    state = np.random.get_state()
+    assert all(maybe_random_action(np.random, 0.0, 5) is None for _ in range(1000))
+    assert np.array_equal(np.random.get_state()[1], state[1])  # p = 0 draws nothing: 'play' unchanged
+    n, p, legacy = 10_000, 0.2, np.random.RandomState(1)  # the generator passes numpy's global RNG
+    hits = sum(maybe_random_action(legacy, p, 5) is not None for _ in range(n))
+    assert abs(hits - n * p) <= 3 * np.sqrt(n * p * (1 - p))
 
 
 def test_unsupported_domain_raises():

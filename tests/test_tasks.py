@@ -6,6 +6,7 @@ import gymnasium
 import ogbench  # noqa: F401  (registers the environments)
 import pytest
 
+import tql.tasks as tasks_module
 from tql.errors import ConfigError, UnknownTaskError
 from tql.tasks import (PAPER_DOMAINS, check_rho, check_target_entropy, get_task, paper_task_names,
                        resolve_tasks)
@@ -42,11 +43,42 @@ def test_domain_and_comma_lists_and_names():
     assert task.alpha_fql == 300 and get_task("puzzle-4x4-play-singletask-task1-v0").alpha_fql == 1000
 
 
-def test_other_ogbench_singletask_names_are_accepted():
+def test_other_manipulation_singletask_names_are_accepted():
     task = get_task("cube-single-play-singletask-task3-v0")
-    assert task.obs_dim == 28 and task.episode_length == 200
-    loco = get_task("antmaze-large-navigate-singletask-task1-v0")  # dimensions read from the env
-    assert (loco.obs_dim, loco.act_dim) == (29, 8) and not loco.is_manipulation
+    assert task.obs_dim == 28 and task.episode_length == 200 and task.is_manipulation
+    noisy = get_task("cube-double-noisy-singletask-task1-v0")
+    assert noisy.dataset_name == "cube-double-noisy-v0" and noisy.env_name == "cube-double-singletask-task1-v0"
+    bigger = get_task("puzzle-4x5-play-singletask-task1-v0")  # dimensions read from the env
+    assert bigger.act_dim == 5 and bigger.alpha_fql == 1000
+
+
+LOCOMOTION = ["antmaze-large-navigate-singletask-task1-v0", "humanoidmaze-medium-stitch-singletask-task2-v0",
+              "antsoccer-arena-navigate-singletask-task1-v0", "pointmaze-medium-navigate-singletask-v0"]
+
+
+@pytest.mark.parametrize("name", LOCOMOTION)
+def test_locomotion_tasks_are_refused_by_name(name, monkeypatch):
+    """Relabelling only knows manipulation subgoals, so these fail up front, from the name alone."""
+    def no_lookup(*args):
+        raise AssertionError("a locomotion name must be refused before any env or registry lookup")
+
+    monkeypatch.setattr(tasks_module, "_registered_env_ids", no_lookup)
+    monkeypatch.setattr(tasks_module, "_env_dims", no_lookup)
+    for call in (get_task, resolve_tasks, lambda n: resolve_tasks(f"scene-play,{n}")):
+        with pytest.raises(UnknownTaskError) as info:
+            call(name)
+        message = str(info.value)
+        assert "\n" not in message and repr(name) in message and "locomotion" in message
+        assert all(s in message for s in ("cube-*", "scene", "puzzle-*", "cube-double-play"))
+
+
+@pytest.mark.parametrize("bad", ["visual-cube-double-play-singletask-task1-v0",
+                                 "cube-double-navigate-singletask-task1-v0"])
+def test_non_state_manipulation_names_are_refused(bad):
+    """Pixel-based domains and locomotion dataset types have no data or relabelling here."""
+    with pytest.raises(UnknownTaskError, match="manipulation") as info:
+        get_task(bad)
+    assert repr(bad) in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("bad", ["cube-double", "cube-double-play-singletask-task7-v0",

@@ -22,8 +22,14 @@ PAPER_DOMAINS = (
     "cube-triple-play",
 )
 TASK_IDS = (1, 2, 3, 4, 5)
-DATASET_TYPES = ("play", "noisy", "navigate", "stitch", "explore")
+# OGBench's manipulation datasets come in these two types only ('navigate', 'stitch' and
+# 'explore' are locomotion datasets).
+DATASET_TYPES = ("play", "noisy")
+# Reward relabelling (tql.data.datasets.goal_from_env) reads cube, button, drawer and window
+# targets, which only these environments have; every other OGBench family is refused by name.
 MANIPULATION_ENVS = ("cube-", "scene", "puzzle-")
+LOCOMOTION_ENVS = ("pointmaze-", "antmaze-", "humanoidmaze-", "antsoccer-")
+_SUPPORTED_HINT = "tql-tune relabels rewards for the state-based manipulation domains only (cube-*, scene, puzzle-*)"
 
 # (obs_dim, act_dim, evaluation episode length) of the environments we know without
 # instantiating them; checked against the real environments in tests/test_tasks.py.
@@ -105,7 +111,8 @@ def paper_task_names() -> list[str]:
 def _valid_choices_hint() -> str:
     return (
         "valid: 'all', a domain (" + ", ".join(PAPER_DOMAINS) + "), a comma list, or any OGBench "
-        "singletask name such as cube-double-play-singletask-task2-v0"
+        "manipulation singletask name (cube-*, scene, puzzle-*; play or noisy data) such as "
+        "cube-double-play-singletask-task2-v0"
     )
 
 
@@ -135,13 +142,31 @@ def _env_dims(env_base: str, env_name: str) -> tuple[int, int, int]:
     return dims
 
 
+def _check_manipulation(name: str, env_base: str, dtype: str) -> None:
+    """Refuse non-manipulation names from the name alone, before any env or registry lookup.
+
+    Locomotion names are valid OGBench tasks, but our reward relabelling cannot handle them and
+    would fail only after loading data; saying so up front is cheaper and clearer.
+    """
+    if env_base.startswith(LOCOMOTION_ENVS):
+        raise UnknownTaskError(f"task {name!r} is a locomotion task; {_SUPPORTED_HINT}; {_valid_choices_hint()}")
+    if not env_base.startswith(MANIPULATION_ENVS):
+        raise UnknownTaskError(f"unknown task {name!r}: {_SUPPORTED_HINT}; {_valid_choices_hint()}")
+    if dtype not in DATASET_TYPES:
+        raise UnknownTaskError(
+            f"unknown task {name!r}: dataset type {dtype!r} is not one of OGBench's manipulation "
+            f"types ({', '.join(DATASET_TYPES)}); {_valid_choices_hint()}"
+        )
+
+
 @functools.lru_cache(maxsize=None)
 def get_task(name: str) -> TaskSpec:
-    """Parse and validate one OGBench single-task name; raise UnknownTaskError otherwise."""
+    """Parse and validate one OGBench manipulation single-task name; raise UnknownTaskError otherwise."""
     match = _NAME_RE.match(name.strip())
-    if not match or match["dtype"] not in DATASET_TYPES:
+    if not match:
         raise UnknownTaskError(f"unknown task {name!r}; {_valid_choices_hint()}")
     env_base, task = match["env"], match["task"]
+    _check_manipulation(name.strip(), env_base, match["dtype"])
     task_id = int(task) if task is not None else None
     env_name = f"{env_base}-singletask{'-task' + task if task else ''}-v0"
     if env_base not in _KNOWN_ENVS and env_name not in _registered_env_ids():

@@ -3,7 +3,8 @@
 OGBench's datasets are downloaded from a web server, which our machines cannot reach. The
 ``ogbench`` package does ship the manipulation environments and the scripted oracles its
 authors used to collect the "play" (plan oracles, temporally correlated noise) and "noisy"
-(Markov oracles, per-episode Gaussian action noise) datasets, so we re-run that procedure:
+(Markov oracles, per-episode Gaussian action noise, and at each step with probability
+``p_random_action`` a uniformly random action instead) datasets, so we re-run that procedure:
 
 * reset the multi-task env in ``mode='data_collection'`` (random scene + random sub-task);
 * the oracle for the current sub-task (cube / button / drawer / window) acts; when it is
@@ -35,7 +36,9 @@ from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths
 from tql.errors import TQLError
 from tql.tasks import TaskSpec, get_task
 
-GENERATOR_VERSION = 1
+# 2: 'noisy' files gained OGBench's random actions (version-1 noisy files have none); 'play'
+# files are unchanged (same arrays for the same seed).
+GENERATOR_VERSION = 2
 SUPPORTED_ENVS = (
     "cube-single",
     "cube-double",
@@ -55,6 +58,10 @@ NOISE_SMOOTHING = 0.5
 MIN_NORM = 0.4  # Markov oracles' minimum norm of the relative position
 MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # std = xi * this (xyz, yaw, gripper)
 DEFAULT_EPISODE_LENGTH = 1001
+# OGBench's p_random_action for its 'noisy' datasets (its data_gen_scripts/commands.sh);
+# 'play' datasets use none.
+P_RANDOM_ACTION_CUBE_SCENE = 0.1
+P_RANDOM_ACTION_PUZZLE = 0.2
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +132,31 @@ def make_oracles(env, env_base: str, dataset_type: str) -> dict:
     return {"button": ButtonMarkovOracle(**kw, gripper_always_closed=True)}
 
 
+def random_action_probability(env_base: str, dataset_type: str) -> float:
+    """Per-step probability that a uniformly random action replaces the oracle's.
+
+    OGBench's 'noisy' datasets contain such actions (0.2 for puzzles, 0.1 for cube and scene), so
+    ours must too to be the same kind of data; its 'play' datasets have none.
+    """
+    if dataset_type != "noisy":
+        return 0.0
+    return P_RANDOM_ACTION_PUZZLE if env_base.startswith("puzzle") else P_RANDOM_ACTION_CUBE_SCENE
+
+
+def maybe_random_action(rng, p: float, act_dim: int) -> np.ndarray | None:
+    """With probability ``p`` a uniform action in [-1, 1]^act_dim, else None (the oracle acts).
+
+    Deciding before the oracle is queried mirrors OGBench: on a random step the oracle is not
+    called (its step counter, which times sub-tasks out, does not advance) and no Gaussian noise
+    is added. ``p <= 0`` draws nothing, so 'play' generation consumes the same random numbers as
+    before. ``rng``: anything with numpy's ``uniform`` (``np.random``, a RandomState, a Generator);
+    the generator passes numpy's seeded global RNG so files are reproducible per seed.
+    """
+    if p <= 0.0 or rng.uniform() >= p:
+        return None
+    return rng.uniform(-1.0, 1.0, size=act_dim)
+
+
 def sample_p_stack(env_base: str) -> float:
     """Per-episode probability that a cube sub-task stacks onto another cube (OGBench's schedule)."""
     if "single" in env_base:
@@ -160,8 +192,13 @@ def scene_is_healthy(qpos: np.ndarray) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def run_episode(env, agents: dict, env_base: str, markov: bool, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Collect one episode (until time-out) and return its arrays (rows = steps)."""
+def run_episode(
+    env, agents: dict, env_base: str, markov: bool, seed: int | None = None, p_random: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Collect one episode (until time-out) and return its arrays (rows = steps).
+
+    p_random: per-step probability of a uniformly random action (``random_action_probability``).
+    """
     ob, info = env.reset(seed=seed)
     p_stack = sample_p_stack(env_base)
     xi = np.random.uniform(0.0, NOISE) if markov else 0.0
@@ -174,9 +211,11 @@ def run_episode(env, agents: dict, env_base: str, markov: bool, seed: int | None
 
     done = False
     while not done:
-        action = agent.select_action(ob, info)
-        if markov:
-            action = action + np.random.normal(0.0, xi * MARKOV_NOISE_SCALE, size=np.shape(action))
+        action = maybe_random_action(np.random, p_random, env.action_space.shape[0])
+        if action is None:
+            action = agent.select_action(ob, info)
+            if markov:
+                action = action + np.random.normal(0.0, xi * MARKOV_NOISE_SCALE, size=np.shape(action))
         action = np.clip(action, -1.0, 1.0)
         next_ob, _, terminated, truncated, info = env.step(action)
         done = bool(terminated or truncated)
@@ -203,14 +242,16 @@ def run_episode(env, agents: dict, env_base: str, markov: bool, seed: int | None
 
 
 def collect_episodes(
-    env, agents: dict, env_base: str, markov: bool, n_episodes: int, seed: int, on_episode=None
+    env, agents: dict, env_base: str, markov: bool, n_episodes: int, seed: int, on_episode=None,
+    p_random: float = 0.0,
 ) -> tuple[list[dict[str, np.ndarray]], int]:
     """Collect ``n_episodes`` healthy episodes; returns them and the number of redone ones."""
     episodes: list[dict[str, np.ndarray]] = []
     redone = 0
     while len(episodes) < n_episodes:
         # Only the very first reset is seeded: later resets continue the env's own RNG.
-        ep = run_episode(env, agents, env_base, markov, seed=seed if not episodes and not redone else None)
+        first = not episodes and not redone
+        ep = run_episode(env, agents, env_base, markov, seed=seed if first else None, p_random=p_random)
         if env_base == "scene" and not scene_is_healthy(ep["qpos"]):
             redone += 1
             continue
@@ -359,7 +400,9 @@ def generate_dataset(
     episodes: training episodes; ``max(1, episodes // 10)`` more go to the validation file.
     episode_length: steps per episode (OGBench: 1001, giving 1000 transitions each).
     seed: seeds numpy's global RNG (restored afterwards) and the env's first reset.
-    dataset_type: 'play' (plan oracles) or 'noisy' (Markov oracles); default: the task's.
+    dataset_type: 'play' (plan oracles) or 'noisy' (Markov oracles plus OGBench's random actions,
+        ``random_action_probability``, recorded as ``p_random_action`` in the metadata); default:
+        the task's.
     Raises TQLError for a non-manipulation domain or an unsupported dataset type.
     """
     task = _as_task(task_or_domain)
@@ -370,6 +413,7 @@ def generate_dataset(
     name = f"{task.env_base}-{dataset_type}-v0"
     paths = dataset_paths(out_dir, name, generated=True)
     n_val = max(1, episodes // 10)
+    p_random = random_action_probability(task.env_base, dataset_type)
 
     env = make_data_env(task, episode_length)
     start = time.perf_counter()
@@ -377,7 +421,7 @@ def generate_dataset(
         with _seeded_numpy(seed), _progress_bar(progress, f"generating {name}", episodes + n_val) as tick:
             agents = make_oracles(env, task.env_base, dataset_type)
             collected, redone = collect_episodes(
-                env, agents, task.env_base, dataset_type == "noisy", episodes + n_val, seed, tick
+                env, agents, task.env_base, dataset_type == "noisy", episodes + n_val, seed, tick, p_random
             )
     finally:
         env.close()
@@ -385,6 +429,7 @@ def generate_dataset(
 
     common = dict(
         dataset_type=dataset_type,
+        p_random_action=p_random,
         episode_length=episode_length,
         seed=seed,
         train_episodes=episodes,

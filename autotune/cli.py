@@ -26,6 +26,11 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 DATA_DIR_HELP = "folder with OGBench .npz files (generated ones live in its generated/ subfolder)"
+SETTINGS_HELP = ("agent settings: published (TQL as published, the default), fql (FQL's optimiser: Adam 3e-4, no "
+                 "decay or schedule, no actor LayerNorm), legacy (tql-tune 0.1: alpha from 0.01 at lr 3e-4, sums)")
+AGENT_OPTION_HELP = "one agent option KEY=VALUE (repeatable), e.g. alpha_init=0.01 or two_sided=true"
+TARGET_HELP = ("constant H̄ in (0, log n]: 3.0 (every layer), 3.0,2.5 (per layer) or 3.0:2.8,2.5:2.4 "
+               "([VALUE]:other rows per layer)")
 PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
                   "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")
 
@@ -37,8 +42,11 @@ def train(
     size: Optional[str] = typer.Option(None, help="critic size preset (see `tql-tune sizes`)"),
     critic: str = typer.Option("tql", help="critic: tql (transformer) or mlp (FQL baseline)"),
     steps: Optional[int] = typer.Option(None, help="training steps (default: the profile's)"),
-    target_entropy: Optional[float] = typer.Option(None, "--target-entropy", help="constant H̄ in (0, log n]"),
-    rho: Optional[float] = typer.Option(None, help="constant H̄ as a fraction of log n, in (0, 1]"),
+    target_entropy: Optional[str] = typer.Option(None, "--target-entropy", help=TARGET_HELP),
+    rho: Optional[str] = typer.Option(None, help="constant H̄ as a fraction of log n, in (0, 1]; same forms"),
+    targets: Optional[str] = typer.Option(None, help="published: the paper's per-domain targets (DESIGN.md 3a)"),
+    settings: str = typer.Option("published", help=SETTINGS_HELP),
+    agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
     no_entropy_control: bool = typer.Option(False, "--no-entropy-control", help="turn the entropy penalty off"),
     seed: int = typer.Option(0, help="random seed"),
     out: Optional[Path] = typer.Option(None, help="output folder (default runs/<task>/<critic>-seed<seed>)"),
@@ -65,19 +73,23 @@ def train(
     from tql.train import TrainConfig
     from tql.train import train as run_training
 
+    from autotune.agent_options import agent_overrides as named_overrides
+    from autotune.agent_options import target_options
+
     members, fitness = _population_options(controller, members, fitness)
-    agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control, "precision": precision}
+    agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control, "precision": precision,
+                       **named_overrides(settings, agent)}
     if size is not None:
         agent_overrides["size"] = size
     if batch_size is not None:
         agent_overrides["batch_size"] = batch_size
     config = TrainConfig.from_profile(
-        task, profile, agent_overrides, steps=steps, rho=rho, target_entropy=target_entropy, seed=seed,
+        task, profile, agent_overrides, steps=steps, **target_options(rho, target_entropy, targets), seed=seed,
         data_dir=str(data_dir), data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes,
         eval_every=eval_every, device=device, threads=threads,
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
-    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members)
+    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members, targets)
     console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} profile={profile} "
                   f"steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
     if controller == "population":
@@ -114,13 +126,16 @@ def _population_options(controller: str, members: Optional[int], fitness: Option
     return (4 if members is None else members), check_fitness(fitness or "val_td")
 
 
-def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4):
+def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4,
+                  targets: Optional[str] = None):
     """The hooks that set H̄ during training, and a description for the header line."""
+    from autotune.agent_options import describe_table
     from autotune.controllers import FeedbackController, PBTRule, PopulationController
     from autotune.schedules import Schedule, ScheduleHooks
 
     given = [name for name, v in (("--schedule", schedule), ("--rho", rho), ("--target-entropy", target_entropy),
-                                  ("--controller", None if controller == "none" else controller)) if v is not None]
+                                  ("--targets", targets), ("--controller", None if controller == "none" else controller))
+             if v is not None]
     if len(given) > 1:
         raise TQLError(f"give only one of {', '.join(given)}: each sets H̄")
     if schedule is not None:
@@ -132,7 +147,7 @@ def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target
     if controller == "population":
         hooks = PopulationController(config.spec.n_tokens, PBTRule(members=members, seed=config.seed))
         return hooks, f"population of {members}, rho " + ", ".join(f"{r:.2f}" for r in hooks.rhos)
-    return None, f"{config.constant_target():.3f}"
+    return None, describe_table(config.constant_target())
 
 
 def _print_result(result) -> None:
@@ -379,8 +394,8 @@ def apply(
 def compare(
     tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
     approaches: str = typer.Option("default,tuned,feedback,population,transfer",
-                                   help="comma list: default, tuned, knots, feedback, population, transfer, "
-                                        "file:NAME=PATH"),
+                                   help="comma list: default, published, tuned, knots, feedback, population, "
+                                        "transfer, file:NAME=PATH"),
     seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
     profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
     study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),

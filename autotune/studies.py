@@ -120,10 +120,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
                                        n_min_trials=1)
 
 
+# The agent settings a study's trials train with; a study recorded under other settings (or
+# none: tql-tune 0.1) is not continued, because its trials would not compare with new ones.
+AGENT_SETTINGS = "published-1"
+
+
 def study_attrs(plan: RunPlan, task: TaskSpec) -> dict[str, Any]:
     return {"tql:task": task.name, "tql:n_tokens": task.n_tokens, "tql:profile": plan.profile,
             "tql:precision": plan.precision, "tql:search": plan.spec.search_space(),
-            "tql:spec_source": plan.spec.source}
+            "tql:spec_source": plan.spec.source, "tql:settings": AGENT_SETTINGS}
 
 
 def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> None:
@@ -137,6 +142,10 @@ def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> N
     if attrs.get("tql:profile") not in (None, plan.profile):
         raise ConfigError(f"study {name!r} was run with profile {attrs['tql:profile']!r}, not {plan.profile!r}; "
                           "use another --study name or the same --profile")
+    if attrs.get("tql:settings") != AGENT_SETTINGS and attrs.get("tql:task") is not None:
+        raise ConfigError(f"study {name!r} was run with tql-tune 0.1's agent (alpha from 0.01 at lr 3e-4, summed "
+                          "penalty, Adam 3e-4, deeper presets); today's is TQL as published, so its trials would "
+                          "not compare: use another --study name")
     stored_precision = attrs.get("tql:precision", "fp32")
     if stored_precision != plan.precision:
         raise ConfigError(f"study {name!r} was run with precision {stored_precision!r}, not {plan.precision!r}; "

@@ -131,6 +131,6 @@ def test_bad_agent_options_are_rejected_with_choices():
     with pytest.raises(ConfigError, match="tql, mlp"):
         AgentConfig(critic="cnn").validate()
     with pytest.raises(ConfigError, match="lr"):
-        AgentConfig().replace(lr=0.0)
+        AgentConfig().replace(critic_lr=0.0)
     with pytest.raises(ConfigError, match="unknown agent option"):
         AgentConfig().replace(learning_rate=1.0)

@@ -103,7 +103,7 @@ def test_lodo_learns_without_the_holdout_domain(monkeypatch, capsys, two_domain_
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--approaches", "default,magic"], "approach 'magic' is not one of: default, tuned, knots"),
+    (["--approaches", "default,magic"], "approach 'magic' is not one of: default, published, tuned, knots"),
     (["--approaches", "tuned"], "need --study"),
     (["--approaches", "default,default"], "approaches repeat"),
     (["--approaches", "default", "--precision", "half"], "precision 'half' is not one of: fp32, bf16"),

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 
-from tql.entropy import EntropyTemperatures, attention_entropy
+from tql.entropy import ALPHA_RANGE, EntropyTemperatures, attention_entropy
 from tql.errors import ConfigError
 from tql.model import MLPCritic, TQLCritic
 
@@ -30,9 +30,9 @@ def test_attention_entropy_matches_scipy_and_edge_cases():
     assert attention_entropy(one_hot).item() == 0.0  # 0 log 0 = 0, no NaN
 
 
-@pytest.mark.parametrize("as_tensor", [False, True])
-def test_sgd_step_moves_alpha_toward_control(as_tensor):
-    temps = EntropyTemperatures(depth=3, init_alpha=0.1)
+@pytest.mark.parametrize("as_tensor,reduction", [(False, "mean"), (True, "mean"), (False, "sum")])
+def test_sgd_step_moves_alpha_toward_control(as_tensor, reduction):
+    temps = EntropyTemperatures(depth=3, init_alpha=0.1, reduction=reduction)
     target = torch.tensor(TARGET) if as_tensor else TARGET
     entropies = TARGET + GAPS
     before = temps.alphas().detach().clone()
@@ -42,8 +42,9 @@ def test_sgd_step_moves_alpha_toward_control(as_tensor):
     after = temps.alphas().detach()
     assert (after[GAPS < 0] > before[GAPS < 0]).all(), "alpha must grow while H < target"
     assert (after[GAPS > 0] < before[GAPS > 0]).all(), "alpha must shrink once H > target"
-    # d loss / d log_alpha = alpha * (H - target)
-    torch.testing.assert_close(temps.log_alpha.grad, before * GAPS)
+    # d loss / d log_alpha = alpha * (H - target), divided by the 6 (layer, group)s for a mean
+    scale = 1 / GAPS.numel() if reduction == "mean" else 1.0
+    torch.testing.assert_close(temps.log_alpha.grad, before * GAPS * scale)
 
 
 def test_critic_penalty_gradient_is_minus_alpha_and_stops_at_alpha():
@@ -53,9 +54,9 @@ def test_critic_penalty_gradient_is_minus_alpha_and_stops_at_alpha():
     entropies = (TARGET + GAPS).requires_grad_(True)
     penalty = temps.critic_penalty(entropies, TARGET)
     alpha = temps.alphas().detach()
-    assert penalty.item() == pytest.approx((alpha * -GAPS).sum().item(), rel=1e-6)
+    assert penalty.item() == pytest.approx((alpha * -GAPS).mean().item(), rel=1e-6)  # published: a mean
     penalty.backward()
-    torch.testing.assert_close(entropies.grad, -alpha)
+    torch.testing.assert_close(entropies.grad, -alpha / GAPS.numel())
     assert temps.log_alpha.grad is None
 
 
@@ -82,12 +83,13 @@ def test_gradients_reach_critic_through_entropies():
     assert temps.log_alpha.grad.abs().sum() > 0
 
 
-def _control_loop(preferred: float, steps: int = 1500):
+def _control_loop(preferred: float, steps: int = 1500, signed: bool = False):
     """Entropies as directly learnable numbers, one per (layer, group), started on both sides
     of the target. A stand-in task loss pulls each toward ``preferred`` (its own optimum)
-    with unit stiffness; the controller acts on top. Returns (trajectory, final alphas)."""
+    with unit stiffness; the controller acts on top (summed over (layer, group), so each
+    entry sees its own alpha at unit scale). Returns (trajectory, final alphas)."""
     entropies = torch.tensor([[0.2, 1.0], [2.5, 1.5], [3.0, 0.5]], requires_grad=True)
-    temps = EntropyTemperatures(depth=3, init_alpha=0.01)
+    temps = EntropyTemperatures(depth=3, init_alpha=0.01, reduction="sum", signed=signed)
     opt = torch.optim.SGD([entropies], lr=0.1)
     opt_temp = torch.optim.SGD(temps.parameters(), lr=0.1)
     history = []
@@ -122,6 +124,46 @@ def test_control_is_one_sided():
     assert (alphas < 0.02).all()
 
 
+def test_signed_temperature_makes_the_target_a_set_point():
+    """Two-sided option: the same task that keeps entropy above target under the one-sided
+    control is pulled down to it; alpha settles at the negative balance 1 * (2.0 - 2.5)."""
+    history, alphas = _control_loop(preferred=2.5, steps=3000, signed=True)
+    torch.testing.assert_close(history[-1], torch.full((3, 2), TARGET), atol=1e-2, rtol=0)
+    torch.testing.assert_close(alphas, torch.full((3, 2), TARGET - 2.5), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("sharing,shape", [("layer_group", (3, 2)), ("layer", (3, 1)), ("global", (1, 1))])
+def test_shared_temperatures_get_the_mean_gap_of_what_they_share(sharing, shape):
+    temps = EntropyTemperatures(depth=3, init_alpha=0.5, sharing=sharing)
+    assert tuple(temps.log_alpha.shape) == shape and tuple(temps.alphas().shape) == (3, 2)
+    temps.temperature_loss(TARGET + GAPS, TARGET).backward()
+    # mean over 6 entries of alpha * gap; a shared alpha collects the gaps of its entries.
+    summed = {"layer_group": GAPS, "layer": GAPS.sum(1, keepdim=True), "global": GAPS.sum().view(1, 1)}[sharing]
+    torch.testing.assert_close(temps.log_alpha.grad, 0.5 * summed / 6)
+
+
+def test_target_table_per_layer_and_group():
+    temps = EntropyTemperatures(depth=3, init_alpha=2.0)
+    table = torch.tensor([[3.0, 2.0], [2.5, 1.5], [1.0, 0.5]])
+    entropies = torch.full((3, 2), 2.0)
+    assert temps.critic_penalty(entropies, table).item() == pytest.approx(2.0 * (table - 2.0).mean().item())
+    assert temps.temperature_loss(entropies, table).item() == pytest.approx(2.0 * (2.0 - table).mean().item())
+
+
+def test_clip_keeps_temperatures_in_range():
+    low, high = ALPHA_RANGE
+    temps = EntropyTemperatures(depth=2)
+    with torch.no_grad():
+        temps.log_alpha.copy_(torch.tensor([[-100.0, 0.0], [100.0, 1.0]]))
+    temps.clip_()
+    torch.testing.assert_close(temps.alphas(), torch.tensor([[low, 1.0], [high, math.e]]))
+    signed = EntropyTemperatures(depth=1, signed=True)
+    with torch.no_grad():
+        signed.alpha.copy_(torch.tensor([[-1e9, -3.0]]))
+    signed.clip_()
+    torch.testing.assert_close(signed.alphas(), torch.tensor([[-high, -3.0]]))
+
+
 def test_without_control_entropy_goes_to_task_optimum():
     """Sanity check of the loop above: no penalty, no convergence to the target."""
     entropies = torch.tensor([[0.2, 1.0], [2.5, 1.5], [3.0, 0.5]], requires_grad=True)
@@ -141,8 +183,8 @@ def test_target_may_change_every_step_as_tensor():
     for t in (0.5, 1.0, 1.5):
         target.fill_(t)  # a schedule writes in place: same tensor, new value
         values.append(temps.critic_penalty(entropies, target).item())
-    alpha_sum = temps.alphas().sum().item()
-    assert values == pytest.approx([alpha_sum * (t - 1.0) for t in (0.5, 1.0, 1.5)])
+    alpha_mean = temps.alphas().mean().item()
+    assert values == pytest.approx([alpha_mean * (t - 1.0) for t in (0.5, 1.0, 1.5)])
 
 
 def test_depth_zero_mlp_critic():
@@ -158,8 +200,12 @@ def test_depth_zero_mlp_critic():
 
 
 def test_validation():
-    with pytest.raises(ConfigError, match="init_alpha"):
+    with pytest.raises(ConfigError, match="alpha_init"):
         EntropyTemperatures(2, init_alpha=0.0)
+    with pytest.raises(ConfigError, match="'max' is not one of: mean, sum"):
+        EntropyTemperatures(2, reduction="max")
+    with pytest.raises(ConfigError, match="'head' is not one of: layer_group, layer, global"):
+        EntropyTemperatures(2, sharing="head")
     with pytest.raises(ConfigError):
         EntropyTemperatures(-1)
     with pytest.raises(ValueError, match="expected"):

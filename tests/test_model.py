@@ -25,7 +25,8 @@ from tql.model import (
 )
 
 OBS, ACT = 37, 5  # cube-double
-SMALL = CriticSize("test", dim=32, depth=3, heads=4, head_hidden=16, head_layers=2)
+SMALL = CriticSize("test", dim=32, depth=3, heads=4, head_hidden=16, head_layers=2, head_activation="gelu_ln")
+RELU = CriticSize("relu", dim=32, depth=2, heads=4, head_hidden=16, head_layers=2)
 
 
 def _inputs(batch: int, obs_dim: int = OBS, act_dim: int = ACT, dtype=torch.float64, seed: int = 0):
@@ -78,12 +79,15 @@ def _reference_forward(critic: TQLCritic, obs, act):
     value = critic.ln_f(x[:, 0])
     mlp, hdim = critic.q_heads, size.head_hidden
     qs = []
+    def act(h, i, m):
+        if size.head_activation == "relu":
+            return F.relu(h)
+        return F.layer_norm(F.gelu(h, approximate="tanh"), (hdim,), mlp.ln_weight[i, m, 0], mlp.ln_bias[i, m, 0])
+
     for m in range(critic.num_q):
-        h = value @ mlp.w_in[:, m * hdim : (m + 1) * hdim] + mlp.b_in[m * hdim : (m + 1) * hdim]
-        h = F.layer_norm(F.gelu(h, approximate="tanh"), (hdim,), mlp.ln_weight[0, m, 0], mlp.ln_bias[0, m, 0])
+        h = act(value @ mlp.w_in[:, m * hdim : (m + 1) * hdim] + mlp.b_in[m * hdim : (m + 1) * hdim], 0, m)
         for i, (w, b) in enumerate(zip(mlp.w_hidden, mlp.b_hidden), start=1):
-            h = F.gelu(h @ w[m] + b[m, 0], approximate="tanh")
-            h = F.layer_norm(h, (hdim,), mlp.ln_weight[i, m, 0], mlp.ln_bias[i, m, 0])
+            h = act(h @ w[m] + b[m, 0], i, m)
         qs.append((h @ mlp.w_out[m] + mlp.b_out[m, 0]).squeeze(-1))
     return torch.stack(qs), maps
 
@@ -96,12 +100,13 @@ def _closed_form_params(s: CriticSize, obs_dim: int, act_dim: int, num_q: int = 
     attn = d * 3 * d + 3 * d + d * d + d
     mlp = d * s.mlp_ratio * d + s.mlp_ratio * d + s.mlp_ratio * d * d + d
     blocks = s.depth * (2 * ln + attn + mlp)
-    head = (d * h + h + 2 * h) + (s.head_layers - 1) * (h * h + h + 2 * h) + (h + 1)
+    norm = 2 * h if s.head_activation == "gelu_ln" else 0  # LayerNorm affine per hidden layer
+    head = (d * h + h + norm) + (s.head_layers - 1) * (h * h + h + norm) + (h + 1)
     return embed + blocks + ln + num_q * head
 
 
 def _nominal(name: str) -> float:
-    return float(re.fullmatch(r"([\d.]+)M", name).group(1)) * 1e6
+    return float(re.match(r"([\d.]+)M", name).group(1)) * 1e6
 
 
 # --------------------------------------------------------------------------- TQL critic
@@ -132,8 +137,9 @@ def test_bad_input_shape():
         critic(torch.zeros(2, OBS + 1), torch.zeros(2, ACT))
 
 
-def test_entropies_match_scipy_and_reference():
-    critic = _sharp_critic()
+@pytest.mark.parametrize("size", [SMALL, RELU], ids=["gelu_ln_heads", "relu_heads"])
+def test_entropies_match_scipy_and_reference(size):
+    critic = _sharp_critic(size)
     obs, act = _inputs(6, seed=1)
     with torch.no_grad():
         q, ent = critic(obs, act)
@@ -206,7 +212,7 @@ def test_entropies_false_same_q_and_action_gradient():
 
 
 def test_count_parameters_matches_closed_form():
-    for size in (SMALL, get_preset("0.03M"), get_preset("0.4M"), get_preset("1M")):
+    for size in (SMALL, get_preset("0.03M"), get_preset("0.4M"), get_preset("1M-d5"), get_preset("0.03M-v1")):
         for dims in ((OBS, ACT), (83, 5)):
             critic = TQLCritic(*dims, size)
             assert count_parameters(critic) == _closed_form_params(size, *dims), size.name
@@ -221,11 +227,21 @@ def test_preset_table_counts_monotone_and_span():
         assert row["params"] == _closed_form_params(size, OBS, ACT)
         assert {"dim", "depth", "heads", "params"} <= row.keys()
         assert abs(row["params"] / _nominal(row["name"]) - 1) < 0.15, row
-    params = [r["params"] for r in rows]
+    published = [r for r in rows if "-" not in r["name"]]
+    # Published sizes (DESIGN.md 3a): depth 2, width 128 / 256 / 512 / 1024, heads 4 / 4 / 16 / 32.
+    assert [(r["name"], r["dim"], r["depth"], r["heads"]) for r in published[1:]] == [
+        ("0.4M", 128, 2, 4), ("1.6M", 256, 2, 4), ("7M", 512, 2, 16), ("26M", 1024, 2, 32)]
+    assert all(PRESETS[r["name"]].head_hidden == r["dim"] // 2 for r in published)
+    params = [r["params"] for r in published]
     assert params == sorted(params) and len(set(params)) == len(params)
-    assert len([n for n in PRESETS if _nominal(n) >= 0.4e6]) >= 5
-    assert {"0.4M", "26M"} <= PRESETS.keys()
     assert DEFAULT_PRESET == "0.4M"
+
+
+def test_old_preset_names_say_what_they_are_now():
+    with pytest.raises(ConfigError) as err:
+        get_preset("1M")
+    assert "'1M'" in str(err.value) and "'1M-d5'" in str(err.value) and "\n" not in str(err.value)
+    assert get_preset("1M-d5").depth == 5 and get_preset("26M-d8").head_activation == "gelu_ln"
 
 
 def test_bad_preset_lists_valid_names():

@@ -12,6 +12,7 @@ from autotune.controllers import PBTRule, PopulationController
 from autotune.schedules import Schedule
 from tests.conftest import TINY_TASK
 from tql.errors import ConfigError
+from tql.io import read_jsonl
 from tql.population_train import PopulationTrainer
 from tql.train import TrainConfig, TrainHooks
 
@@ -203,7 +204,11 @@ def test_cli_population_controller_writes_the_best_members_schedule(monkeypatch,
     best = json.loads((out / "summary.json").read_text())["extra"]["best_member"]
     followed = Schedule.load(out / "schedule.json")
     assert followed.meta["source"] == f"population controller (member {best})"
-    assert followed.rho_at(0.0) == pytest.approx([0.3, 0.6, 0.9][best])
+    # The best member's schedule starts at its lineage's first rho: its own, or that of the
+    # member it copied at the one exploit (step 10) if it lost there.
+    fitness = [r for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "fitness"]
+    origin = dict((dst, src) for src, dst in fitness[0]["copies"]).get(best, best)
+    assert followed.rho_at(0.0) == pytest.approx([0.3, 0.6, 0.9][origin])
     code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--controller",
                            "population", "--fitness", "reward", "--data-dir", str(tiny_data_dir),
                            "--out", str(tmp_path / "bad"), "--quiet")

@@ -107,7 +107,7 @@ def test_population_without_attention_temperatures_equals_agents(float64, overri
     pop, agents = _run_both(_config(**overrides), steps=1)
     assert "temperatures.log_alpha" not in pop.trainable
     alphas = pop.state["temperatures.log_alpha"].detach().exp()
-    torch.testing.assert_close(alphas, torch.full_like(alphas, 0.01))
+    torch.testing.assert_close(alphas, torch.full_like(alphas, AgentConfig().alpha_init))
 
 
 def test_member_noise_streams_do_not_depend_on_k(float64):

@@ -79,7 +79,8 @@ def test_attention_core_runs_in_float32_and_entropies_stay_close():
 
 def test_q_values_agree_closely_because_the_q_heads_stay_float32():
     torch.manual_seed(0)
-    agent, batch = TQLAgent(OBS, ACT, _config()), _batch()
+    # A constant 3e-4 (no warm-up) so that 20 updates move Q far from its initial ~0.
+    agent, batch = TQLAgent(OBS, ACT, _config(lr_schedule="constant", critic_lr=3e-4, actor_lr=3e-4)), _batch()
     for _ in range(20):  # |Q| grows to ~5
         agent.update(batch, 1.5)
     with torch.no_grad():

@@ -135,7 +135,7 @@ def test_bad_configs_are_rejected():
         TrainConfig.from_profile(TINY_TASK, "fast")
     with pytest.raises(ConfigError, match="outside"):
         TrainConfig.from_profile(TINY_TASK, "smoke", target_entropy=9.0)
-    with pytest.raises(ConfigError, match="either --rho or --target-entropy"):
+    with pytest.raises(ConfigError, match="give one of --rho, --target-entropy, --targets, not --rho and --target-entropy"):
         TrainConfig.from_profile(TINY_TASK, "smoke", target_entropy=1.0, rho=0.5)
     with pytest.raises(ConfigError, match="unknown critic size '5M'"):
         TrainConfig.from_profile(TINY_TASK, "smoke", {"size": "5M"})

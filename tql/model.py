@@ -44,6 +44,8 @@ __all__ = [
     "build_critic",
     "preset_table",
     "CRITIC_KINDS",
+    "LEGACY_PRESETS",
+    "HEAD_ACTIVATIONS",
     "FP32Linear",
     "full_precision",
 ]
@@ -62,9 +64,9 @@ class CriticSize:
     """Shape of a TQL critic.
 
     ``head_hidden`` / ``head_layers``: width and number of hidden layers of each Q head (a
-    small MLP on the [VALUE] output). ``mlp_ratio``: hidden width of the blocks' MLP as a
-    multiple of ``dim`` (it comes last only because a dataclass field with a default must
-    follow those without).
+    small MLP on the [VALUE] output); ``head_activation``: ``relu`` (as published) or
+    ``gelu_ln`` (GELU then LayerNorm, FQL's critic MLP; the first presets used it).
+    ``mlp_ratio``: hidden width of the blocks' MLP as a multiple of ``dim``.
     """
 
     name: str
@@ -74,6 +76,7 @@ class CriticSize:
     head_hidden: int
     head_layers: int
     mlp_ratio: int = 4
+    head_activation: str = "relu"
 
     def __post_init__(self) -> None:
         for field in ("dim", "depth", "heads", "head_hidden", "head_layers", "mlp_ratio"):
@@ -84,26 +87,47 @@ class CriticSize:
             raise ConfigError(
                 f"critic size {self.name!r}: dim={self.dim} is not divisible by heads={self.heads}"
             )
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            raise ConfigError(f"critic size {self.name!r}: head_activation={self.head_activation!r} is not one "
+                              f"of: {', '.join(HEAD_ACTIVATIONS)}")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 
 
+HEAD_ACTIVATIONS = ("relu", "gelu_ln")
+
+
+def _published(name: str, dim: int, heads: int) -> CriticSize:
+    """DESIGN.md 3a: depth 2, MLP ratio 4, Q heads of width dim/2 (two ReLU layers: the
+    number of layers is ours), size grown by width."""
+    return CriticSize(name, dim=dim, depth=2, heads=heads, head_hidden=dim // 2, head_layers=2)
+
+
 # Named by their parameter count with cube-double's n = 43 tokens and num_q = 2 (see
-# preset_table); they span the paper's 0.4M..26M. Width and depth grow together; head dims
-# are 32 or 64 to keep the attention matmuls aligned. '0.03M' is for smoke tests only.
+# preset_table). The published sizes grow by width at depth 2; '0.03M' is for smoke tests
+# and CPU budgets. The deeper presets of tql-tune 0.1 (width and depth grown together, GELU +
+# LayerNorm heads) stay under names that say their depth.
 PRESETS: dict[str, CriticSize] = {
     s.name: s
     for s in (
-        CriticSize("0.03M", dim=32, depth=2, heads=2, head_hidden=32, head_layers=1),
-        CriticSize("0.4M", dim=128, depth=2, heads=4, head_hidden=64, head_layers=2),
-        CriticSize("1M", dim=128, depth=5, heads=4, head_hidden=128, head_layers=2),
-        CriticSize("3M", dim=192, depth=6, heads=6, head_hidden=192, head_layers=2),
-        CriticSize("9M", dim=320, depth=7, heads=5, head_hidden=320, head_layers=2),
-        CriticSize("26M", dim=512, depth=8, heads=8, head_hidden=512, head_layers=2),
+        _published("0.03M", 32, 2),
+        _published("0.4M", 128, 4),
+        _published("1.6M", 256, 4),
+        _published("7M", 512, 16),
+        _published("26M", 1024, 32),
+        CriticSize("0.03M-v1", dim=32, depth=2, heads=2, head_hidden=32, head_layers=1, head_activation="gelu_ln"),
+        CriticSize("0.4M-v1", dim=128, depth=2, heads=4, head_hidden=64, head_layers=2, head_activation="gelu_ln"),
+        CriticSize("1M-d5", dim=128, depth=5, heads=4, head_hidden=128, head_layers=2, head_activation="gelu_ln"),
+        CriticSize("3M-d6", dim=192, depth=6, heads=6, head_hidden=192, head_layers=2, head_activation="gelu_ln"),
+        CriticSize("9M-d7", dim=320, depth=7, heads=5, head_hidden=320, head_layers=2, head_activation="gelu_ln"),
+        CriticSize("26M-d8", dim=512, depth=8, heads=8, head_hidden=512, head_layers=2, head_activation="gelu_ln"),
     )
 }
+# Preset names of tql-tune 0.1 -> the same critic today (old run folders load through this).
+LEGACY_PRESETS = {"0.03M": "0.03M-v1", "0.4M": "0.4M-v1", "1M": "1M-d5", "3M": "3M-d6", "9M": "9M-d7",
+                  "26M": "26M-d8"}
 DEFAULT_PRESET = "0.4M"
 CRITIC_KINDS = ("tql", "mlp")
 
@@ -113,9 +137,9 @@ def get_preset(name: str) -> CriticSize:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown critic size {name!r}; valid: {', '.join(PRESETS)}"
-        ) from None
+        renamed = f" ({name} was a deeper preset of tql-tune 0.1, now {LEGACY_PRESETS[name]!r})" \
+            if name in LEGACY_PRESETS else ""
+        raise ConfigError(f"unknown critic size {name!r}{renamed}; valid: {', '.join(PRESETS)}") from None
 
 
 def _resolve_size(size: CriticSize | str) -> CriticSize:
@@ -156,28 +180,38 @@ class FP32Linear(nn.Linear):
 class EnsembleMLP(nn.Module):
     """``num_q`` independent MLPs on a shared input, evaluated together.
 
-    Each hidden layer is Linear -> GELU(tanh) -> LayerNorm (FQL's critic MLP), then a linear
-    output to one scalar. The first layer is a single GEMM over the concatenated members
-    (the input is shared); later layers are one bmm over stacked weights ``[num_q, h, h]``.
+    Each hidden layer is Linear -> GELU(tanh) -> LayerNorm (``activation='gelu_ln'``, FQL's
+    critic MLP) or Linear -> ReLU (``'relu'``, TQL's published Q heads), then a linear output
+    to one scalar. The first layer is a single GEMM over the concatenated members (the input
+    is shared); later layers are one bmm over stacked weights ``[num_q, h, h]``.
     Initialisation follows FQL (Xavier-uniform per member, zero bias).
     """
 
-    def __init__(self, in_dim: int, hidden: int, layers: int, num_q: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, layers: int, num_q: int, activation: str = "gelu_ln") -> None:
         super().__init__()
         if num_q < 1 or layers < 1:
             raise ConfigError(f"ensemble needs num_q >= 1 and layers >= 1, got {num_q}, {layers}")
+        if activation not in HEAD_ACTIVATIONS:
+            raise ConfigError(f"activation {activation!r} is not one of: {', '.join(HEAD_ACTIVATIONS)}")
         self.in_dim, self.hidden, self.layers, self.num_q = in_dim, hidden, layers, num_q
+        self.activation = activation
         q, h = num_q, hidden
         self.w_in = nn.Parameter(torch.empty(in_dim, q * h))
         self.b_in = nn.Parameter(torch.zeros(q * h))
         self.w_hidden = nn.ParameterList([nn.Parameter(torch.empty(q, h, h)) for _ in range(layers - 1)])
         self.b_hidden = nn.ParameterList([nn.Parameter(torch.zeros(q, 1, h)) for _ in range(layers - 1)])
-        # LayerNorm affine per member and layer, shaped to broadcast over [q, B, h].
-        self.ln_weight = nn.Parameter(torch.ones(layers, q, 1, h))
-        self.ln_bias = nn.Parameter(torch.zeros(layers, q, 1, h))
+        if activation == "gelu_ln":
+            # LayerNorm affine per member and layer, shaped to broadcast over [q, B, h].
+            self.ln_weight = nn.Parameter(torch.ones(layers, q, 1, h))
+            self.ln_bias = nn.Parameter(torch.zeros(layers, q, 1, h))
         self.w_out = nn.Parameter(torch.empty(q, h, 1))
         self.b_out = nn.Parameter(torch.zeros(q, 1, 1))
         self.reset_parameters()
+
+    @property
+    def weight_matrices(self) -> list[Tensor]:
+        """The tensors a weight decay applies to (not biases or LayerNorm affines)."""
+        return [self.w_in, *self.w_hidden, self.w_out]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -187,12 +221,16 @@ class EnsembleMLP(nn.Module):
         for w in self.w_hidden:
             w.uniform_(-1.0, 1.0).mul_(math.sqrt(6.0 / (2 * h)))
         self.w_out.uniform_(-1.0, 1.0).mul_(math.sqrt(6.0 / (h + 1)))
-        for p in (self.b_in, *self.b_hidden, self.ln_bias, self.b_out):
+        for p in (self.b_in, *self.b_hidden, self.b_out):
             p.zero_()
-        self.ln_weight.fill_(1.0)
+        if self.activation == "gelu_ln":
+            self.ln_bias.zero_()
+            self.ln_weight.fill_(1.0)
 
-    def _norm(self, x: Tensor, layer: int) -> Tensor:
-        x = F.layer_norm(x, (self.hidden,))
+    def _act(self, x: Tensor, layer: int) -> Tensor:
+        if self.activation == "relu":
+            return F.relu(x)
+        x = F.layer_norm(_gelu(x), (self.hidden,))
         return torch.addcmul(self.ln_bias[layer], x, self.ln_weight[layer])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -205,9 +243,9 @@ class EnsembleMLP(nn.Module):
         batch = x.shape[0]
         # One GEMM for all members; [B, q*h] -> [q, B, h] is a strided view bmm accepts.
         h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
-        h = self._norm(_gelu(h), 0)
+        h = self._act(h, 0)
         for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
-            h = self._norm(_gelu(torch.baddbmm(b, h, w)), i)
+            h = self._act(torch.baddbmm(b, h, w), i)
         return torch.baddbmm(self.b_out, h, self.w_out).squeeze(-1)
 
 
@@ -331,7 +369,8 @@ class TQLCritic(nn.Module):
             _Block(dim, self.size.heads, self.size.mlp_ratio, self.depth) for _ in range(self.depth)
         )
         self.ln_f = nn.LayerNorm(dim)
-        self.q_heads = EnsembleMLP(dim, self.size.head_hidden, self.size.head_layers, num_q)
+        self.q_heads = EnsembleMLP(dim, self.size.head_hidden, self.size.head_layers, num_q,
+                                   self.size.head_activation)
         self._init_embeddings()
 
     @torch.no_grad()

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from tql.agent import AgentConfig, TQLAgent
+from tql.agent import AgentConfig, TQLAgent, lr_factor
+from tql.entropy import clip_temperatures_
 
 __all__ = ["Population"]
 
@@ -77,8 +78,9 @@ class Population:
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, k: int,
                  device: str | torch.device = "cpu", seeds: Sequence[int] | None = None,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, total_steps: int = 1_000_000) -> None:
         config.validate()
+        self.total_steps = int(total_steps)
         if k < 1:
             raise ValueError(f"population size k={k} must be >= 1")
         seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
@@ -96,7 +98,7 @@ class Population:
         with torch.random.fork_rng(devices=cuda):
             for seed in seeds:
                 torch.manual_seed(seed)
-                members.append(TQLAgent(obs_dim, act_dim, config, self.device))
+                members.append(TQLAgent(obs_dim, act_dim, config, self.device, total_steps=self.total_steps))
         # The template supplies the modules that functional_call runs (its own values are never
         # read during updates) and is the scratch agent of member_state / load_member_state.
         self._template = members[0]
@@ -104,12 +106,13 @@ class Population:
 
         names = {id(p): n for n, p in self._template.named_parameters()}
         self._lr: dict[str, float] = {}
+        self._wd: dict[str, float] = {}
         group_defaults = None
-        for group in self._template.optimizer.param_groups:
-            if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
-                raise NotImplementedError("Population's Adam supports plain Adam only")
+        for group, peak in zip(self._template.optimizer.param_groups, self._template.peak_lrs):
+            if group["amsgrad"] or group["maximize"]:
+                raise NotImplementedError("Population's Adam supports Adam / AdamW without amsgrad or maximize")
             for p in group["params"]:
-                self._lr[names[id(p)]] = group["lr"]
+                self._lr[names[id(p)]], self._wd[names[id(p)]] = peak, group["weight_decay"]
             group_defaults = group
         assert group_defaults is not None
         self._betas: tuple[float, float] = tuple(group_defaults["betas"])
@@ -122,6 +125,8 @@ class Population:
             self.state[name] = stacked.requires_grad_(name in self._lr)
         del members, member_states
         self.trainable = [n for n in self.state if n in self._lr]
+        self._temperatures = self._template.temperatures
+        self._temperature_key = "temperatures." + self._temperatures.param_name
         # The target EMA follows the agent's: over the critic's parameters (not its buffers).
         self._online = ["critic." + n for n, _ in self._template.critic.named_parameters()]
         self._target = ["target_" + n for n in self._online]
@@ -165,11 +170,20 @@ class Population:
         raise ValueError(f"observations of shape {tuple(obs.shape)}: expected [K, B, obs_dim] or [B, obs_dim]")
 
     def _targets(self, target_entropies: float | Sequence[float] | Tensor) -> Tensor:
+        """H̄ as ``[K, depth, 2]``: from one number, one per member ``[K]``, one table for all
+        ``[depth, 2]`` or one per member ``[K, depth, 2]`` (a critic without attention: numbers
+        ``[K]`` stay as they are, as ``TQLAgent`` shows them)."""
         target = torch.as_tensor(target_entropies, dtype=torch.float32, device=self.device)
-        if target.dim() == 0:
-            target = target.expand(self.k)
-        if tuple(target.shape) != (self.k,):
-            raise ValueError(f"target entropies of shape {tuple(target.shape)}, expected ({self.k},)")
+        table = (self._template.critic.depth, 2)
+        if not table[0] and tuple(target.shape) in ((), (self.k,)):  # no attention: the number as given
+            return target.expand(self.k)
+        if target.dim() == 0 or tuple(target.shape) == (self.k,):
+            target = target.expand(self.k).reshape(self.k, 1, 1).expand(self.k, *table)
+        elif tuple(target.shape) == table:
+            target = target.expand(self.k, *table)
+        if tuple(target.shape) != (self.k, *table):
+            raise ValueError(f"target entropies of shape {tuple(target.shape)}: expected (), ({self.k},), "
+                             f"{table} or ({self.k}, {table[0]}, {table[1]})")
         return target
 
     def member_batch(self, batches: dict[str, Tensor], i: int) -> dict[str, Tensor]:
@@ -208,7 +222,7 @@ class Population:
         loss.sum().backward()  # members are independent: each slice gets its own gradient
         self._adam_step()
         self._update_target()
-        metrics["alphas"] = self.state["temperatures.log_alpha"].detach().exp()  # after the step
+        metrics["alphas"] = self._temperatures.to_alphas(self.state[self._temperature_key].detach())  # after the step
         return metrics
 
     @torch.no_grad()
@@ -225,17 +239,26 @@ class Population:
                                                       self._targets(target_entropies), stacked)
         return metrics
 
+    def _lr_factors(self) -> Tensor:
+        """Each member's learning-rate factor for its next update ``[K]`` (its own step count)."""
+        if self.config.lr_schedule == "constant":
+            return torch.ones(self.k, dtype=torch.float64, device=self.device)
+        return lr_factor(self.steps.double(), self.total_steps, self.config.warmup_fraction)
+
     @torch.no_grad()
     def _adam_step(self) -> None:
+        """Adam(W) on the stacked tensors, per-member bias corrections and learning rates."""
         if not self.trainable:
             return
         beta1, beta2 = self._betas
+        factors = self._lr_factors()
         self.steps += 1
         steps = self.steps.double()
         bias1 = 1.0 - torch.pow(beta1, steps)
         bias2_sqrt = (1.0 - torch.pow(beta2, steps)).sqrt()
         params = [self.state[n] for n in self.trainable]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        self._decay_weights(factors)
         exp_avg = [self.exp_avg[n] for n in self.trainable]
         exp_avg_sq = [self.exp_avg_sq[n] for n in self.trainable]
         torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
@@ -249,7 +272,8 @@ class Population:
             key = (p.dim(), self._lr[name])
             if key not in views:
                 shape = (self.k,) + (1,) * (p.dim() - 1)
-                views[key] = (bias2_sqrt.to(dtype).view(shape), (-self._lr[name] / bias1).to(dtype).view(shape))
+                size = -self._lr[name] * factors / bias1
+                views[key] = (bias2_sqrt.to(dtype).view(shape), size.to(dtype).view(shape))
             denom_div.append(views[key][0])
             step_size.append(views[key][1])
         denom = torch._foreach_sqrt(exp_avg_sq)
@@ -258,6 +282,16 @@ class Population:
         update = torch._foreach_div(exp_avg, denom)
         torch._foreach_mul_(update, step_size)
         torch._foreach_add_(params, update)
+        if self._temperature_key in self.state:
+            clip_temperatures_(self.state[self._temperature_key], self._temperatures.signed)
+
+    def _decay_weights(self, factors: Tensor) -> None:
+        """AdamW's decoupled decay ``p *= 1 - lr * wd`` (before the Adam update, as torch)."""
+        decayed = [n for n in self.trainable if self._wd[n]]
+        for name in decayed:
+            p = self.state[name]
+            shape = (self.k,) + (1,) * (p.dim() - 1)
+            p.mul_((1.0 - self._lr[name] * self._wd[name] * factors).to(p.dtype).view(shape))
 
     @torch.no_grad()
     def _update_target(self) -> None:
@@ -301,6 +335,7 @@ class Population:
                     "exp_avg": self.exp_avg[name][i].clone(),
                     "exp_avg_sq": self.exp_avg_sq[name][i].clone(),
                 }
+        agent.lr_step = int(step)
         state = agent.full_state()
         state["model"] = {n: t.clone() for n, t in state["model"].items()}
         agent.optimizer.state.clear()
@@ -361,6 +396,7 @@ class Population:
         return {
             "k": self.k,
             "seeds": list(self.seeds),
+            "total_steps": self.total_steps,
             "config": self.config.to_dict(),
             "state": {n: t.detach().clone() for n, t in self.state.items()},
             "exp_avg": {n: t.clone() for n, t in self.exp_avg.items()},
@@ -387,3 +423,4 @@ class Population:
         for g, g_state in zip(self.generators, state["generators"]):
             g.set_state(g_state)
         self.seeds = list(state["seeds"])
+        self.total_steps = int(state.get("total_steps", self.total_steps))

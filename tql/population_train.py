@@ -34,7 +34,8 @@ from tql.agent import flat_metrics
 from tql.errors import ConfigError
 from tql.io import append_jsonl
 from tql.population import Population
-from tql.train import TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult
+from tql.targets import target_table
+from tql.train import TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen
 
 FITNESS = ("val_td", "success")
 # Fitness episodes use env seeds far from the final evaluation's (which start at the run seed).
@@ -64,11 +65,13 @@ class PopulationTrainer(Trainer):
         self.final_eval_all = final_eval_all
         self.fitness: list[float] = [0.0] * members
         self.fitness_log: list[dict] = []
+        self._last_members: tuple = (object(), None)
         super().__init__(config, out_dir, hooks, fresh, console, progress)
 
     def _make_agent(self) -> Population:
         seeds = [self.config.seed * 1000 + i for i in range(self.members)]
-        return Population(self.task.obs_dim, self.task.act_dim, self.config.agent, self.members, self.device, seeds)
+        return Population(self.task.obs_dim, self.task.act_dim, self.config.agent, self.members, self.device, seeds,
+                          total_steps=self.config.steps)
 
     def _run_record(self) -> dict:
         return {"population": {"members": self.members, "fitness": self.fitness_kind,
@@ -81,18 +84,23 @@ class PopulationTrainer(Trainer):
         self.fitness, self.fitness_log = state["fitness"], state["fitness_log"]
 
     # ----- the loop ------------------------------------------------------------------------
-    def targets_at(self, step: int) -> list[float]:
-        target = self.hooks.target_entropy(step, step / self.config.steps)
-        if target is None:
-            return [self.config.constant_target()] * self.members
-        targets = [float(t) for t in target] if isinstance(target, (list, tuple)) else [float(target)] * self.members
-        if len(targets) != self.members:
-            raise ConfigError(f"a hook gave {len(targets)} target entropies for {self.members} members")
-        for t in targets:
-            if not 0.0 < t <= self.task.max_entropy + 1e-6:
-                raise ConfigError(f"a hook asked for H̄={t!r} at step {step}, "
-                                  f"outside (0, {self.task.max_entropy:.4f}]")
-        return targets
+    def targets_at(self, step: int) -> torch.Tensor:
+        """H̄ per member ``[K, depth, 2]``: the hook's (one value per member, or one number
+        for all; each a number, one per layer or a table) or the run's constant."""
+        value = self.hooks.target_entropy(step, step / self.config.steps)
+        if value is None:
+            return self._target_tensor(self.constant_table).expand(self.members, -1, -1)
+        if not isinstance(value, (list, tuple)):
+            return self._target_tensor(self._hook_table(value, step)).expand(self.members, -1, -1)
+        if len(value) != self.members:
+            raise ConfigError(f"a hook gave {len(value)} target entropies for {self.members} members")
+        key = _frozen(value)
+        if key != self._last_members[0]:
+            what = f"H̄ a hook asked for at step {step}"
+            tables = [target_table(v, self.depth, self.task.max_entropy, what) for v in value]
+            tensor = torch.tensor(tables, dtype=torch.float32).reshape(self.members, -1, 2)
+            self._last_members = (key, tensor.to(self.device, non_blocking=True))
+        return self._last_members[1]
 
     def _sample_batches(self) -> dict[str, torch.Tensor]:
         size = self.config.agent.batch_size

@@ -18,11 +18,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tql.agent import AgentConfig, TQLAgent, flat_metrics
+from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics
 from tql.errors import ConfigError
 from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
-from tql.tasks import DEFAULT_RHO, TaskSpec, check_rho, check_target_entropy, get_task
+from tql.targets import TARGET_SOURCES, Table, published_targets, rho_table, target_table
+from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 
 # Profiles: budgets that fit a machine. 'smoke' runs in seconds (tests, CI), 'cpu' in minutes
 # on 2 cores, 'paper' is the paper's setting (1M steps, batch 256) for GPU machines.
@@ -51,9 +52,11 @@ class TrainingDiverged(RuntimeError):
 class TrainHooks:
     """Callbacks a run calls; subclass and override what you need (all are optional)."""
 
-    def target_entropy(self, step: int, progress: float) -> float | list[float] | None:
-        """H̄ for this update (progress = step / total steps); None keeps the run's constant.
-        In a population run (``tql.population_train``): one H̄ per member, or one for all."""
+    def target_entropy(self, step: int, progress: float) -> Any:
+        """H̄ in nats for this update (progress = step / total steps); None keeps the run's
+        constant. A number, one per layer, or a ``[depth, 2]`` table (``tql.targets``). In a
+        population run (``tql.population_train``): a list with one such value per member, or
+        one number for all."""
         return None
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
@@ -84,8 +87,9 @@ class TrainConfig:
     task: str
     steps: int = 3000
     seed: int = 0
-    rho: float | None = None
-    target_entropy: float | None = None
+    rho: float | list | None = None  # a number, one per layer, or a [depth, 2] table
+    target_entropy: float | list | None = None  # the same in nats
+    targets: str | None = None  # 'published': the paper's per-domain targets (tql.targets)
     eval_every: int = 1000
     eval_episodes: int = 8
     eval_max_steps: int | None = None
@@ -124,19 +128,25 @@ class TrainConfig:
         for name in ("steps", "eval_episodes", "log_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
-        if self.rho is not None and self.target_entropy is not None:
-            raise ConfigError("give either --rho or --target-entropy, not both")
-        if self.rho is not None:
-            check_rho(self.rho)
+        given = [name for name, value in (("--rho", self.rho), ("--target-entropy", self.target_entropy),
+                                          ("--targets", self.targets)) if value is not None]
+        if len(given) > 1:
+            raise ConfigError(f"give one of --rho, --target-entropy, --targets, not {' and '.join(given)}")
+        if self.targets is not None and self.targets not in TARGET_SOURCES:
+            raise ConfigError(f"targets {self.targets!r} is not one of: {', '.join(TARGET_SOURCES)}")
         self.constant_target()
         if self.data_kind not in ("auto", "official", "generated"):
             raise ConfigError(f"data kind {self.data_kind!r} is not one of: auto, official, generated")
 
-    def constant_target(self) -> float:
-        """H̄ used when no hook overrides it: explicit value, else rho (default) * log n."""
+    def constant_target(self) -> Table:
+        """H̄ per (layer, group) used when no hook overrides it: explicit values, the
+        published table, else rho (default DEFAULT_RHO) * log n. Checked here, once."""
+        depth, max_entropy = critic_depth(self.agent), self.spec.max_entropy
+        if self.targets == "published":
+            return published_targets(self.spec.env_base, depth, max_entropy) if depth else []
         if self.target_entropy is not None:
-            return check_target_entropy(self.target_entropy, self.spec)
-        return self.spec.target_entropy(self.rho if self.rho is not None else DEFAULT_RHO)
+            return target_table(self.target_entropy, depth, max_entropy)
+        return rho_table(self.rho if self.rho is not None else DEFAULT_RHO, depth, max_entropy)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -225,13 +235,18 @@ class Trainer:
         self.val_sampler = ReplaySampler(self.data.val, self.device)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.depth = critic_depth(config.agent)
+        self.constant_table = config.constant_target()
+        self._last_hook: tuple[Any, Table | None] = (object(), None)
+        self._last_table: tuple[Any, torch.Tensor | None] = (None, None)
         self.agent = self._make_agent()
         self.step, self.evals, self.wall_before = 0, [], 0.0
         self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
         self._prepare_out_dir(fresh)
 
     def _make_agent(self) -> Any:
-        return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device)
+        return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
+                        total_steps=self.config.steps)
 
     def _run_record(self) -> dict:
         """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""
@@ -307,13 +322,26 @@ class Trainer:
         return self.wall_before + (time.perf_counter() - self._t0)
 
     # ----- the loop ------------------------------------------------------------------------
-    def target_at(self, step: int) -> float:
-        target = self.hooks.target_entropy(step, step / self.config.steps)
-        if target is None:
-            return self.config.constant_target()
-        if not 0.0 < target <= self.task.max_entropy + 1e-6:
-            raise ConfigError(f"a hook asked for H̄={target!r} at step {step}, outside (0, {self.task.max_entropy:.4f}]")
-        return float(target)
+    def target_at(self, step: int) -> torch.Tensor:
+        """H̄ ``[depth, 2]`` for this update on the agent's device: the hook's, else the run's
+        constant. Checked when it changes (a bad hook value is a ConfigError naming it)."""
+        return self._target_tensor(self._hook_table(self.hooks.target_entropy(step, step / self.config.steps), step))
+
+    def _hook_table(self, value: Any, step: int) -> Table:
+        if value is None:
+            return self.constant_table
+        key = _frozen(value)
+        if key != self._last_hook[0]:
+            what = f"H̄ a hook asked for at step {step}"
+            self._last_hook = (key, target_table(value, self.depth, self.task.max_entropy, what))
+        return self._last_hook[1]
+
+    def _target_tensor(self, table: Table) -> torch.Tensor:
+        """One host-to-device copy per new table, not per step."""
+        if table is not self._last_table[0]:
+            tensor = torch.tensor(table, dtype=torch.float32).reshape(-1, 2).to(self.device, non_blocking=True)
+            self._last_table = (table, tensor)
+        return self._last_table[1]
 
     def run(self) -> TrainResult:
         self._t0 = time.perf_counter()
@@ -406,6 +434,15 @@ class Trainer:
         return _ProgressBar(self, enabled=self.show_progress)
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable, comparable copy of a hook's target (number, list, table, array)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 class _ProgressBar:
     """A rich progress bar with the latest TD loss, entropy gap and success, or nothing."""
 
@@ -435,7 +472,8 @@ class _ProgressBar:
         parts = []
         if getattr(t, "last_log", None):
             parts.append(f"td {t.last_log['critic/td_loss']:.4f}")
-            parts.append(f"H̄ {t.last_log['target_entropy']:.2f}")
+            if "target_entropy" in t.last_log:
+                parts.append(f"H̄ {t.last_log['target_entropy']:.2f}")
         if getattr(t, "last_success", None) is not None:
             parts.append(f"success {100 * t.last_success:.0f}%")
         return "  ".join(parts)

@@ -1,0 +1,72 @@
+"""Agent settings from the command line: a named set (``--settings``) plus single options
+(``--agent KEY=VALUE``), and H̄ given as a number, one per layer or a table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tql.agent import FQL_SETTINGS, LEGACY_SETTINGS, AgentConfig
+from tql.errors import ConfigError
+from tql.targets import GROUP_NAMES, Table, parse_targets
+
+# Named sets of agent options: the published TQL configuration (the defaults), FQL's own
+# optimiser settings, and tql-tune 0.1's (alpha from 0.01 at lr 3e-4, sums, Adam 3e-4).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "published": {},
+    "fql": dict(FQL_SETTINGS),
+    "legacy": {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4},
+}
+
+
+def _parse_value(name: str, text: str, default: Any) -> Any:
+    text = text.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        if default is None or isinstance(default, float):
+            return None if text.lower() == "none" else float(text)
+        if isinstance(default, int):
+            return int(text)
+    except ValueError:
+        kind = "true or false" if isinstance(default, bool) else type(default or 0.0).__name__
+        raise ConfigError(f"agent option {name}={text!r}: expected {kind}") from None
+    return text
+
+
+def agent_overrides(settings: str = "published", options: list[str] | None = None) -> dict[str, Any]:
+    """The overrides of a named settings set plus ``KEY=VALUE`` options (these win)."""
+    if settings not in SETTINGS:
+        raise ConfigError(f"settings {settings!r} is not one of: {', '.join(SETTINGS)}")
+    defaults = {f.name: getattr(AgentConfig(), f.name) for f in dataclasses.fields(AgentConfig)}
+    overrides = dict(SETTINGS[settings])
+    for option in options or []:
+        name, sep, text = option.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in defaults:
+            raise ConfigError(f"agent option {option!r}: write KEY=VALUE with KEY one of: {', '.join(defaults)}")
+        overrides[name] = _parse_value(name, text, defaults[name])
+    return overrides
+
+
+def target_options(rho: str | None, target_entropy: str | None, targets: str | None) -> dict[str, Any]:
+    """``TrainConfig`` fields from ``--rho`` / ``--target-entropy`` text (3.0 | 3.0,2.5 |
+    3.0:2.8,2.5:2.4) and ``--targets``."""
+    return {"rho": None if rho is None else parse_targets(rho, "rho"),
+            "target_entropy": None if target_entropy is None else parse_targets(target_entropy),
+            "targets": targets}
+
+
+def describe_table(table: Table) -> str:
+    """``l0 3.00/3.00, l1 2.50/2.50`` ([VALUE] row / other rows per layer), or one number."""
+    values = {v for row in table for v in row}
+    if len(values) == 1:
+        return f"{values.pop():.3f}"
+    if not table:
+        return "none (no attention)"
+    return ", ".join(f"l{i} " + "/".join(f"{v:.2f}" for v in row) for i, row in enumerate(table)) + \
+        f" ({'/'.join(GROUP_NAMES)})"

@@ -1,9 +1,15 @@
 """Learning check: on one generated task, the TD error falls and TQL beats the random policy.
 
 Slow (minutes), so it lives here and not in the unit suite. It generates the dataset if it is
-missing, trains with the given profile, and prints the numbers side by side:
+missing, trains with the given profile for every (agent settings, seed) pair - e.g. the
+published settings beside tql-tune 0.1's, on the same data, steps and seeds - and prints the
+numbers side by side:
 
     python benchmarks/learning_check.py --task cube-single-play-singletask-task1-v0 --steps 30000
+    python benchmarks/learning_check.py --settings published,legacy --seeds 0,1 --jobs 2 --steps 10000
+
+``legacy`` runs tql-tune 0.1 exactly: its settings and its critic preset (``0.03M-v1`` for
+the CPU profiles' ``0.03M``).
 
 Which TD error: with rewards of -1 per step and gamma 0.99, the values start near 0 and move
 toward about -100 while training propagates them, so the raw squared TD error grows with the
@@ -42,15 +48,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--size", default=None, help="critic preset (default: the profile's)")
     parser.add_argument("--critic", default="tql", choices=["tql", "mlp"])
+    parser.add_argument("--settings", default="published", help="comma list of: published, fql, legacy")
+    parser.add_argument("--seeds", default="0", help="comma list of seeds (every settings runs each)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--data-episodes", type=int, default=100)
     parser.add_argument("--eval-episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (with --jobs 1)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="runs/learning_check")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     parser.add_argument("--resume", action="store_true",
-                        help="continue (or reuse, if finished) the run in --out instead of starting afresh")
+                        help="continue (or reuse, if finished) the runs in --out instead of starting afresh")
     return parser.parse_args()
 
 
@@ -84,41 +92,84 @@ def success_p_value(agent: float, random: float, episodes: int) -> float:
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
+def agent_options(args, settings: str) -> dict:
+    from autotune.agent_options import agent_overrides
+    from tql.model import LEGACY_PRESETS
+    from tql.train import PROFILES
+
+    agent = {"critic": args.critic, **agent_overrides(settings)}
+    size = args.size or PROFILES[args.profile]["agent"].get("size", "0.4M")
+    agent["size"] = LEGACY_PRESETS.get(size, size) if settings == "legacy" else size
+    return agent
+
+
+def run_one(args, settings: str, seed: int) -> dict:
+    """Train one (settings, seed) run and measure it against the random policy."""
+    task = get_task(args.task)
+    threads = args.threads if args.jobs == 1 else 1
+    config = TrainConfig.from_profile(task.name, args.profile, agent_options(args, settings), steps=args.steps,
+                                      seed=seed, eval_every=max(1, args.steps // 5), eval_episodes=args.eval_episodes,
+                                      data_dir=args.data_dir, threads=threads)
+    out = Path(args.out) / f"{settings}-seed{seed}"
+    result = train(config, out, fresh=not args.resume, progress=sys.stdout.isatty() and args.jobs == 1)
+    trends = td_trends(out / "metrics.jsonl")
+    (first, last), (rel_first, rel_last) = trends["td_loss"], trends["relative_td_error"]
+    rand = evaluate(random_policy(task.act_dim, seed), task, args.eval_episodes, seed=seed)
+    return {
+        "settings": settings, "seed": seed, "critic": args.critic, "size": config.agent.size,
+        "steps": result.steps, "td_loss_first_fifth": first, "td_loss_last_fifth": last,
+        "relative_td_error_first_fifth": rel_first, "relative_td_error_last_fifth": rel_last,
+        "target_q_first_fifth": trends["target_q"][0], "target_q_last_fifth": trends["target_q"][1],
+        "success_tql": result.final_success, "success_random": rand.success_rate,
+        "fisher_p": success_p_value(result.final_success, rand.success_rate, args.eval_episodes),
+        "evals": result.evals, "train_seconds": result.wall_seconds, "threads": threads,
+    }
+
+
+def run_all(args) -> list[dict]:
+    pairs = [(settings.strip(), int(seed)) for settings in args.settings.split(",") for seed in args.seeds.split(",")]
+    if args.jobs == 1:
+        return [run_one(args, *pair) for pair in pairs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(run_one, [args] * len(pairs), *zip(*pairs)))
+
+
+def print_runs(task, kind: str, runs: list[dict], episodes: int) -> dict[str, bool]:
+    print(f"task {task.name} ({kind} data), {runs[0]['steps']} steps, {episodes} evaluation episodes per run")
+    checks = {}
+    for run in runs:
+        name = f"{run['settings']} seed {run['seed']} ({run['critic']} {run['size']})"
+        print(f"{name}: {run['train_seconds']:.0f}s; relative TD error {run['relative_td_error_first_fifth']:.4f} -> "
+              f"{run['relative_td_error_last_fifth']:.4f}; raw TD loss {run['td_loss_first_fifth']:.4f} -> "
+              f"{run['td_loss_last_fifth']:.4f} (mean target {run['target_q_first_fifth']:.1f} -> "
+              f"{run['target_q_last_fifth']:.1f}); success by step "
+              + ", ".join(f"{e['step']}: {100 * e['success_rate']:.0f}%" for e in run["evals"])
+              + f"; final {100 * run['success_tql']:.0f}% vs random {100 * run['success_random']:.0f}% "
+                f"(one-sided Fisher p = {run['fisher_p']:.3f})")
+        checks[f"{name}: relative TD error falls"] = run["relative_td_error_last_fifth"] < \
+            run["relative_td_error_first_fifth"]
+        checks[f"{name}: success > random"] = run["success_tql"] > run["success_random"]
+    for settings in dict.fromkeys(r["settings"] for r in runs):
+        mine = [r for r in runs if r["settings"] == settings]
+        print(f"{settings}: mean final success {100 * statistics.fmean(r['success_tql'] for r in mine):.1f}% over "
+              f"{len(mine)} seed(s)")
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}: {name}")
+    return checks
+
+
 def main() -> int:
     args = parse_args()
     task = get_task(args.task)
     kind = ensure_data(task, args.data_dir, args.data_episodes)
-    agent = {"critic": args.critic, **({"size": args.size} if args.size else {})}
-    config = TrainConfig.from_profile(task.name, args.profile, agent, steps=args.steps, seed=args.seed,
-                                      eval_every=max(1, args.steps // 5), eval_episodes=args.eval_episodes,
-                                      data_dir=args.data_dir, threads=args.threads)
-    result = train(config, args.out, fresh=not args.resume, progress=sys.stdout.isatty())
-    trends = td_trends(Path(args.out) / "metrics.jsonl")
-    (first, last), (rel_first, rel_last) = trends["td_loss"], trends["relative_td_error"]
-    rand = evaluate(random_policy(task.act_dim, args.seed), task, args.eval_episodes, seed=args.seed)
-    numbers = {
-        "task": task.name, "data_kind": kind, "critic": args.critic, "size": config.agent.size,
-        "steps": result.steps, "td_loss_first_fifth": first, "td_loss_last_fifth": last,
-        "relative_td_error_first_fifth": rel_first, "relative_td_error_last_fifth": rel_last,
-        "success_tql": result.final_success, "success_random": rand.success_rate,
-        "fisher_p": success_p_value(result.final_success, rand.success_rate, args.eval_episodes),
-        "evals": result.evals, "train_seconds": result.wall_seconds, "threads": torch.get_num_threads(),
-    }
-    checks = {"relative TD error falls": rel_last < rel_first,
-              "success > random": result.final_success > rand.success_rate}
-    print(f"task {task.name} ({kind} data), critic {args.critic} {config.agent.size}, {result.steps} steps, "
-          f"{result.wall_seconds:.0f}s of training")
-    print(f"relative TD error (RMS TD error / |mean target|): first fifth {rel_first:.4f} -> last fifth "
-          f"{rel_last:.4f}  (ratio {rel_last / rel_first:.3f})")
-    print(f"raw TD loss: first fifth {first:.5f} -> last fifth {last:.5f}  (ratio {last / first:.3f}; grows with "
-          f"the value scale, mean target {trends['target_q'][0]:.1f} -> {trends['target_q'][1]:.1f})")
-    print("success by step: " + ", ".join(f"{e['step']}: {100 * e['success_rate']:.0f}%" for e in result.evals))
-    print(f"final success {100 * result.final_success:.1f}% vs random policy {100 * rand.success_rate:.1f}% "
-          f"over {args.eval_episodes} episodes (one-sided Fisher exact p = {numbers['fisher_p']:.3f})")
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}: {name}")
+    runs = run_all(args)
+    checks = print_runs(task, kind, runs, args.eval_episodes)
     if args.json:
-        Path(args.json).write_text(json.dumps({**numbers, "checks": checks}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"task": task.name, "data_kind": kind, "runs": runs, "checks": checks},
+                                              indent=2) + "\n")
     return 0 if all(checks.values()) else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -213,3 +214,93 @@ def test_cli_population_controller_writes_the_best_members_schedule(monkeypatch,
                            "population", "--fitness", "reward", "--data-dir", str(tiny_data_dir),
                            "--out", str(tmp_path / "bad"), "--quiet")
     assert code == 2 and "fitness signal 'reward' is not one of: val_td, success" in err
+
+
+# ----- depth profiles: members carry (rho_first, rho_last) ----------------------------------------
+
+OLD_RULE_FIELDS = {"members", "interval", "fraction", "perturb", "rho_init_low", "rho_init_high", "rho_min",
+                   "rho_max", "seed"}
+
+
+def test_profile_members_start_flat_and_give_one_h_per_layer():
+    ctl = PopulationController(N, PBTRule(members=3, rho_init_low=0.3, rho_init_high=0.9, profile=True), depth=3)
+    assert ctl.rhos == ctl.rhos_last == pytest.approx([0.3, 0.6, 0.9])
+    targets = ctl.target_entropy(0, 0.0)
+    assert len(targets) == 3 and targets[1] == pytest.approx([0.6 * math.log(N)] * 3)
+    with pytest.raises(ConfigError, match="needs the critic's depth"):
+        PopulationController(N, PBTRule(profile=True))
+
+
+def test_profile_members_perturb_first_and_last_independently():
+    perturb = (0.5, 0.8, 1.25, 2.0)
+    rule = PBTRule(members=4, interval=1, fraction=0.25, perturb=perturb, rho_min=0.1, rho_max=1.0, seed=7,
+                   profile=True)
+    ctl = PopulationController(N, rule, depth=2)
+    twin = random.Random(7)  # the controller's draws, replayed: src, then first's factor, then last's
+
+    def clip(x):
+        return min(max(x, 0.1), 1.0)
+
+    differed = False
+    for step in range(1, 6):
+        ctl.target_entropy(step, step / 10)
+        before = (list(ctl.rhos), list(ctl.rhos_last))
+        fitness = [float((i + step) % 4) for i in range(4)]  # one worst, one best, rotating
+        [(src, dst)] = ctl.on_population(step, fitness)
+        worst, best = fitness.index(0.0), fitness.index(3.0)
+        assert (src, dst) == (twin.choice([best]), worst)
+        f_first, f_last = twin.choice(perturb), twin.choice(perturb)
+        differed |= f_first != f_last
+        assert ctl.rhos[dst] == pytest.approx(clip(before[0][src] * f_first))
+        assert ctl.rhos_last[dst] == pytest.approx(clip(before[1][src] * f_last))
+        assert ctl.histories[dst][-1] == (step / 10, ctl.rhos[dst], ctl.rhos_last[dst])
+        assert ctl.target_entropy(step, step / 10)[dst] == pytest.approx(
+            [ctl.rhos[dst] * math.log(N), ctl.rhos_last[dst] * math.log(N)])
+    assert differed  # the check above would not see a shared factor otherwise
+
+
+def test_profile_members_follow_a_profile_schedule_and_state_round_trips(tmp_path):
+    rule = PBTRule(members=4, interval=10, seed=3, perturb=(0.5, 2.0), profile=True)
+    ctl, twin = PopulationController(N, rule, depth=2), PopulationController(N, rule, depth=2)
+    for step in range(10, 60, 10):
+        ctl.target_entropy(step, step / 60)
+        ctl.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
+        if step == 30:
+            twin.load_state_dict(ctl.state_dict())
+        elif step > 30:
+            twin.target_entropy(step, step / 60)
+            twin.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
+    assert (twin.rhos, twin.rhos_last) == (ctl.rhos, ctl.rhos_last)
+    for member in range(4):
+        schedule = Schedule.load(ctl.followed_schedule(member).save(tmp_path / f"m{member}.json"))
+        assert schedule.is_profile and schedule.meta["rule"]["profile"] is True
+        for progress, first, last in ctl.histories[member]:
+            assert schedule.layer_rhos(progress, 2) == pytest.approx([first, last])
+        assert schedule.layer_rhos(1.0, 2) == pytest.approx([ctl.rhos[member], ctl.rhos_last[member]])
+
+
+def test_without_profile_the_schedule_file_is_as_before():
+    ctl = PopulationController(N, PBTRule(members=4, interval=1))
+    ctl.on_population(1, [0, 1, 2, 3])
+    data = ctl.followed_schedule(0).to_dict()
+    assert data["version"] == 1 and set(data["meta"]["rule"]) == OLD_RULE_FIELDS
+    assert "rhos_last" not in ctl.state_dict() and ctl.rhos_last is None
+
+
+def test_cli_population_with_depth_profiles_writes_a_profile(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    from tests.test_cli import run_cli
+
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "20",
+                                "--eval-every", "10", "--eval-episodes", "1", "--controller", "population",
+                                "--members", "3", "--depth-profile", "--data-dir", str(tiny_data_dir),
+                                "--out", str(out), "--quiet", "--threads", "1")
+    assert code == 0, err
+    followed = Schedule.load(out / "schedule.json")
+    first, last = followed.layer_rhos(0.0, 2)
+    assert followed.is_profile and first == last and any(first == pytest.approx(r) for r in (0.3, 0.6, 0.9))
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "train"]
+    assert all("target_entropy/l1_value" in r for r in rows) and rows
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--depth-profile",
+                           "--data-dir", str(tiny_data_dir), "--out", str(tmp_path / "bad"), "--quiet")
+    assert code == 2 and "--depth-profile applies only with --controller population (got --controller none)" in err

@@ -139,3 +139,31 @@ def test_bad_configs_are_rejected():
         TrainConfig.from_profile(TINY_TASK, "smoke", target_entropy=1.0, rho=0.5)
     with pytest.raises(ConfigError, match="unknown critic size '5M'"):
         TrainConfig.from_profile(TINY_TASK, "smoke", {"size": "5M"})
+
+
+class TableTarget(TrainHooks):
+    """A per-layer table from step 10 on, a bad one from step ``bad`` on."""
+
+    def __init__(self, bad=None):
+        self.bad = bad
+
+    def target_entropy(self, step, progress):
+        if self.bad is not None and step >= self.bad:
+            return [[3.0, 3.0], [2.5, 9.0]]
+        return 3.0 if step < 10 else [[3.0, 2.0], [1.5, 1.0]]
+
+
+def test_hook_tables_reach_the_metrics_per_layer_and_group(tiny_data_dir, tmp_path):
+    train(_config(tiny_data_dir, steps=20), tmp_path, TableTarget(), progress=False)
+    rows = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["type"] == "train"}
+    assert [rows[5][f"target_entropy/l{k}_{g}"] for k in (0, 1) for g in ("value", "other")] == [3.0] * 4
+    assert [rows[15][f"target_entropy/l{k}_{g}"] for k in (0, 1) for g in ("value", "other")] == [3.0, 2.0, 1.5, 1.0]
+    assert rows[15]["target_entropy"] == pytest.approx(1.875)
+
+
+def test_a_bad_hook_table_is_refused_naming_the_entry(tiny_data_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"H̄ \(from a hook at step 12\) 9.0 at layer 1 \(other\) is outside \(0, "
+                                          r"log n\]"):
+        train(_config(tiny_data_dir, steps=20), tmp_path, TableTarget(bad=12), progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())  # the run's files are intact
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 10  # work before it kept

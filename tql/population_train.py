@@ -96,7 +96,7 @@ class PopulationTrainer(Trainer):
             raise ConfigError(f"a hook gave {len(value)} target entropies for {self.members} members")
         key = _frozen(value)
         if key != self._last_members[0]:
-            what = f"H̄ a hook asked for at step {step}"
+            what = f"H̄ (from a hook at step {step})"
             tables = [target_table(v, self.depth, self.task.max_entropy, what) for v in value]
             tensor = torch.tensor(tables, dtype=torch.float32).reshape(self.members, -1, 2)
             self._last_members = (key, tensor.to(self.device, non_blocking=True))

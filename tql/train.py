@@ -332,7 +332,7 @@ class Trainer:
             return self.constant_table
         key = _frozen(value)
         if key != self._last_hook[0]:
-            what = f"H̄ a hook asked for at step {step}"
+            what = f"H̄ (from a hook at step {step})"
             self._last_hook = (key, target_table(value, self.depth, self.task.max_entropy, what))
         return self._last_hook[1]
 

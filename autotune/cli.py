@@ -66,6 +66,10 @@ def train(
                                                       "(batched; default 4)"),
     fitness: Optional[str] = typer.Option(None, help="population controller: fitness signal, val_td (held-out TD "
                                                       "error, the default) or success (a few evaluation episodes)"),
+    depth_profile: bool = typer.Option(False, "--depth-profile", help="population controller: each member carries "
+                                       "rho of the first and of the last layer, perturbed independently"),
+    last_layer_offset: Optional[float] = typer.Option(None, help="feedback controller: the last layer's rho minus "
+                                                      "the first's (default 0), kept while rho moves"),
     fresh: bool = typer.Option(False, "--fresh", help="discard an existing run in --out instead of resuming"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
@@ -77,6 +81,7 @@ def train(
     from autotune.agent_options import target_options
 
     members, fitness = _population_options(controller, members, fitness)
+    _profile_options(controller, depth_profile, last_layer_offset)
     agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control, "precision": precision,
                        **named_overrides(settings, agent)}
     if size is not None:
@@ -89,7 +94,8 @@ def train(
         eval_every=eval_every, device=device, threads=threads,
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
-    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members, targets)
+    hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
+                                       depth_profile, last_layer_offset or 0.0)
     console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} profile={profile} "
                   f"steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
     if controller == "population":
@@ -126,12 +132,21 @@ def _population_options(controller: str, members: Optional[int], fitness: Option
     return (4 if members is None else members), check_fitness(fitness or "val_td")
 
 
+def _profile_options(controller: str, depth_profile: bool, last_layer_offset: Optional[float]) -> None:
+    """--depth-profile and --last-layer-offset belong to one controller each; refused (not ignored) elsewhere."""
+    if depth_profile and controller != "population":
+        raise TQLError(f"--depth-profile applies only with --controller population (got --controller {controller})")
+    if last_layer_offset is not None and controller != "feedback":
+        raise TQLError(f"--last-layer-offset applies only with --controller feedback (got --controller {controller})")
+
+
 def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target_entropy, members: int = 4,
-                  targets: Optional[str] = None):
+                  targets: Optional[str] = None, depth_profile: bool = False, last_layer_offset: float = 0.0):
     """The hooks that set H̄ during training, and a description for the header line."""
     from autotune.agent_options import describe_table
-    from autotune.controllers import FeedbackController, PBTRule, PopulationController
+    from autotune.controllers import FeedbackController, FeedbackRule, PBTRule, PopulationController
     from autotune.schedules import Schedule, ScheduleHooks
+    from tql.agent import critic_depth
 
     given = [name for name, v in (("--schedule", schedule), ("--rho", rho), ("--target-entropy", target_entropy),
                                   ("--targets", targets), ("--controller", None if controller == "none" else controller))
@@ -140,13 +155,17 @@ def _target_hooks(config, schedule: Optional[Path], controller: str, rho, target
         raise TQLError(f"give only one of {', '.join(given)}: each sets H̄")
     if schedule is not None:
         loaded = Schedule.load(schedule)
-        return ScheduleHooks(loaded, config.spec.n_tokens), f"schedule {loaded.describe()}"
+        return ScheduleHooks.for_config(loaded, config), f"schedule {loaded.describe()}"
+    depth = critic_depth(config.agent)
     if controller == "feedback":
-        hooks = FeedbackController(config.spec.n_tokens)
-        return hooks, f"feedback controller from rho={hooks.rho:.2f}"
+        hooks = FeedbackController(config.spec.n_tokens, FeedbackRule(profile_offset=last_layer_offset), depth)
+        offset = f", last layer at rho {last_layer_offset:+.2f}" if last_layer_offset else ""
+        return hooks, f"feedback controller from rho={hooks.rho:.2f}{offset}"
     if controller == "population":
-        hooks = PopulationController(config.spec.n_tokens, PBTRule(members=members, seed=config.seed))
-        return hooks, f"population of {members}, rho " + ", ".join(f"{r:.2f}" for r in hooks.rhos)
+        rule = PBTRule(members=members, seed=config.seed, profile=depth_profile)
+        hooks = PopulationController(config.spec.n_tokens, rule, depth)
+        layers = " (first and last layer, perturbed apart)" if depth_profile else ""
+        return hooks, f"population of {members}, rho{layers} " + ", ".join(f"{r:.2f}" for r in hooks.rhos)
     return None, describe_table(config.constant_target())
 
 
@@ -289,17 +308,40 @@ def _print_summary(summary: dict) -> None:
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for t in summary["tasks"]:
         best = t["best"] or {}
-        rho, target, tied = best.get("rho"), best.get("target_entropy"), best.get("tied", 1)
-        rho_text = "-" if rho is None else f"{rho:.3f}" + (f" (tie x{tied})" if tied > 1 else "")
-        table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text,
-                      f"{target:.3f}" if target is not None else "-",
+        rho, tied = best.get("rho"), best.get("tied", 1)
+        rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied})" if tied > 1 else "")
+        table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
                       fmt_success(best.get("success_mean"), best.get("success_std")),
                       str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
                       f"{t['steps_total']:,}", t["data_kind"] or "-")
     console.print(table)
+    if _layered(summary):
+        console.print("a -> b: the first and the last attention layer's rho (and H̄) of a layers study; layers "
+                      "between are linear")
     if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
         console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
                       "better than the others' (more steps, seeds or evaluation episodes can separate them)")
+
+
+def _layered(summary: dict) -> bool:
+    return any("rho_first" in (t["best"] or {}) for t in summary["tasks"])
+
+
+def _rho_text(best: dict) -> str:
+    """The best rho; a layers study's as first -> last layer (its "rho" is their mean)."""
+    if "rho_first" in best:
+        return f"{best['rho_first']:.3f} -> {best['rho_last']:.3f}"
+    return f"{best['rho']:.3f}"
+
+
+def _target_text(best: dict, n_tokens: Optional[int]) -> str:
+    """The best H̄ in nats; a layers study's as first -> last layer."""
+    import math
+
+    if "rho_first" in best and n_tokens:
+        return f"{best['rho_first'] * math.log(n_tokens):.3f} -> {best['rho_last'] * math.log(n_tokens):.3f}"
+    target = best.get("target_entropy")
+    return f"{target:.3f}" if target is not None else "-"
 
 
 @app.command()
@@ -367,9 +409,8 @@ def apply(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task."""
-    import math
-
+    """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
+    layer of its critic (printed first as a table)."""
     from autotune.schedules import Schedule, ScheduleHooks
     from tql.train import TrainConfig
     from tql.train import train as run_training
@@ -378,16 +419,34 @@ def apply(
     config = TrainConfig.from_profile(task, profile, {"precision": precision}, steps=steps, seed=seed,
                                       data_dir=str(data_dir), make_data=make_data, device=device, threads=threads,
                                       eval_every=eval_every, eval_episodes=eval_episodes)
-    spec = config.spec
+    hooks = ScheduleHooks.for_config(loaded, config)
     source_n = loaded.meta.get("n_tokens")
     console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"
-                  f"{f' (n = {source_n})' if source_n else ''} applied to {task} (n = {spec.n_tokens}): "
-                  f"H̄ {loaded.rho_at(0) * math.log(spec.n_tokens):.3f} at the start, "
-                  f"{loaded.rho_at(1) * math.log(spec.n_tokens):.3f} at the end")
+                  f"{f' (n = {source_n})' if source_n else ''} applied to {task} (n = {config.spec.n_tokens}), "
+                  f"a depth-{hooks.depth} critic:")
+    console.print(_layer_table(loaded, hooks.depth, config.spec.n_tokens))
     out = out or Path("runs") / task / f"apply-seed{seed}"
-    result = run_training(config, out, hooks=ScheduleHooks(loaded, spec.n_tokens), console=console,
-                          progress=not quiet)
+    result = run_training(config, out, hooks=hooks, console=console, progress=not quiet)
     _print_result(result)
+
+
+APPLY_POINTS = (("start", 0.0), ("middle", 0.5), ("end", 1.0))
+
+
+def _layer_table(schedule, depth: int, n_tokens: int) -> Table:
+    """H̄ in nats (and rho) per layer of the critic at the start, middle and end of training:
+    what a schedule means for this task's n and this critic's depth, shown before training."""
+    import math
+
+    table = Table(title=f"H̄ in nats (rho = H̄ / log n, log n = {math.log(n_tokens):.3f})",
+                  caption="both token groups of a layer share its H̄")
+    table.add_column("layer", justify="right")
+    for name, progress in APPLY_POINTS:
+        table.add_column(f"{name} (p = {progress:g})", justify="right")
+    columns = [schedule.layer_rhos(progress, depth) for _, progress in APPLY_POINTS]
+    for layer in range(depth):
+        table.add_row(str(layer), *(f"{rhos[layer] * math.log(n_tokens):.3f} ({rhos[layer]:.3f})" for rhos in columns))
+    return table
 
 
 @app.command()

@@ -103,9 +103,10 @@ def _task_summaries(summary: dict[str, Any], tasks: list[TaskSpec]) -> dict[str,
     return by_task
 
 
-def _schedule_approach(name: str, schedules: dict[str, Schedule], tuning_steps: int) -> Approach:
+def _schedule_approach(plan: ComparePlan, name: str, schedules: dict[str, Schedule], tuning_steps: int) -> Approach:
     def hooks_for(task: TaskSpec):
-        return lambda: ScheduleHooks(schedules[task.name], task.n_tokens)
+        config = plan.config(task, plan.seeds[0])  # every seed's critic has this depth
+        return lambda: ScheduleHooks.for_config(schedules[task.name], config)
 
     return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()})
 
@@ -113,7 +114,7 @@ def _schedule_approach(name: str, schedules: dict[str, Schedule], tuning_steps: 
 def build_approach(plan: ComparePlan, name: str) -> Approach:
     if name == "default":
         constant = Schedule.constant(DEFAULT_RHO)
-        return _schedule_approach(name, {t.name: constant for t in plan.tasks}, 0)
+        return _schedule_approach(plan, name, {t.name: constant for t in plan.tasks}, 0)
     if name == "published":
         for task in plan.tasks:  # a domain without published targets fails before any run
             plan.config(task, plan.seeds[0], targets="published")
@@ -130,19 +131,19 @@ def build_approach(plan: ComparePlan, name: str) -> Approach:
         summary = _summary(plan, plan.study if name == "tuned" else plan.knots_study)
         by_task = _task_summaries(summary, plan.tasks)
         schedules = {t.name: schedule_of_task(by_task[t.name]) for t in plan.tasks}
-        return _schedule_approach(name, schedules, sum(by_task[t.name]["steps_total"] for t in plan.tasks))
+        return _schedule_approach(plan, name, schedules, sum(by_task[t.name]["steps_total"] for t in plan.tasks))
     if name == "transfer":
         summary = _summary(plan, plan.study)
         schedules = {t.name: leave_one_domain_out(summary, t.domain) for t in plan.tasks}
         held_out = {t.domain for t in plan.tasks}
         # Source tasks: those that fed at least one target's pooled schedule (counted once).
         sources = [s for s in summary["tasks"] if any(get_task(s["task"]).domain != d for d in held_out)]
-        return _schedule_approach(name, schedules, sum(s["steps_total"] for s in sources))
+        return _schedule_approach(plan, name, schedules, sum(s["steps_total"] for s in sources))
     label, _, path = name.removeprefix("file:").partition("=")
     if not label or not path:
         raise ConfigError(f"approach {name!r}: write file:NAME=PATH")
     schedule = Schedule.load(path)
-    return _schedule_approach(name, {t.name: schedule for t in plan.tasks}, 0)
+    return _schedule_approach(plan, name, {t.name: schedule for t in plan.tasks}, 0)
 
 
 def _finished(out: Path, config: TrainConfig) -> TrainResult | None:

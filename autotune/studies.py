@@ -344,12 +344,15 @@ class TrialHooks(TrainHooks):
 
 
 def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Schedule:
-    """The trial's H̄ schedule: one constant rho, or rho at evenly spaced knots of progress."""
+    """The trial's H̄ schedule: one constant rho, rho at evenly spaced knots of progress, or
+    (kind 'layers') a depth profile of constant first and last layer rho."""
     names = spec.param_names()
     values = [trial.suggest_float(name, spec.rho_low, spec.rho_high, log=spec.log) for name in names]
     meta = {"source": f"optuna trial {trial.number}", "task": task.name, "n_tokens": task.n_tokens}
     if spec.kind == "constant":
         return Schedule.constant(values[0], **meta)
+    if spec.kind == "layers":
+        return Schedule.profile(*values, **meta)
     knots = [(i / (len(values) - 1), v) for i, v in enumerate(values)]
     return Schedule.piecewise(knots, **meta)
 
@@ -378,7 +381,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
-        "schedule": schedule.to_dict(),
+        "schedule": schedule.to_dict(), **_layer_attrs(schedule),
         "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
     }
@@ -387,7 +390,8 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
         reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step)
-        hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks(schedule, task.n_tokens), reporter)
+        hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),
+                                                                           reporter)
         seed_dir = run_dir / f"seed-{seed}"
         try:
             result = train(config, seed_dir, hooks, progress=False)
@@ -405,6 +409,14 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     value = float(statistics.fmean(attrs["successes"]))
     attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
     return _outcome(trial, attrs, t0, TrialState.COMPLETE, value)
+
+
+def _layer_attrs(schedule: Schedule) -> dict[str, float]:
+    """A profile trial's first and last layer rho (its "rho" is their mean, as ``rho_at``)."""
+    if not schedule.is_profile:
+        return {}
+    return {f"rho_{name}": curve.rho if curve.kind == "constant" else curve.mean_rho()
+            for name, curve in zip(("first", "last"), schedule.curves())}
 
 
 def _outcome(trial: optuna.Trial, attrs: dict, t0: float, state: TrialState, value: float | None) -> TrialOutcome:

@@ -5,7 +5,9 @@ another token count n: H̄ there is rho(p) * log n_new.
 
 Pooling (several tasks' schedules -> one): the pointwise median of rho(p) on an even grid of
 progress (11 points, linear in between); constant schedules pool to the median constant. The
-median keeps one odd task from dragging the pooled schedule.
+median keeps one odd task from dragging the pooled schedule. When any schedule is a depth
+profile, the first layers' curves and the last layers' curves are pooled apart into a profile
+(a one-curve schedule gives both the same curve).
 """
 
 from __future__ import annotations
@@ -38,10 +40,18 @@ def pooled(schedules: list[Schedule], **meta) -> Schedule:
         raise ConfigError("nothing to pool: no schedules given")
     sources = sorted({s.meta.get("task", "?") for s in schedules})
     meta = {"source": "pooled (pointwise median)", "pooled_from": sources, **meta}
-    if all(s.kind == "constant" for s in schedules):
-        return Schedule.constant(statistics.median(s.rho for s in schedules), **meta)
+    if any(s.is_profile for s in schedules):
+        first, last = ([s.curves()[i] for s in schedules] for i in (0, 1))
+        return Schedule.profile(_pooled_curve(first), _pooled_curve(last), **meta)
+    return _pooled_curve(schedules, **meta)
+
+
+def _pooled_curve(curves: list[Schedule], **meta) -> Schedule:
+    """The pointwise median of one-curve schedules (constants: the median constant)."""
+    if all(s.kind == "constant" for s in curves):
+        return Schedule.constant(statistics.median(s.rho for s in curves), **meta)
     grid = [i / (POOL_POINTS - 1) for i in range(POOL_POINTS)]
-    knots = [(p, statistics.median(s.rho_at(p) for s in schedules)) for p in grid]
+    knots = [(p, statistics.median(s.rho_at(p) for s in curves)) for p in grid]
     return Schedule.piecewise(knots, **meta)
 
 

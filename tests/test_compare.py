@@ -131,3 +131,14 @@ def test_export_refuses_a_misspelt_domain_or_task_instead_of_pooling_everything(
         study_schedules(summary, only_task="nope")
     kept = study_schedules(summary, exclude_domain="scene-play")
     assert [s.rho for s in kept] == [0.3]
+
+
+def test_pooling_profiles_pools_first_and_last_layers_apart():
+    from autotune.transfer import pooled
+
+    schedules = [Schedule.profile(0.8, 0.6, task="a"), Schedule.profile(0.6, 0.4, task="b"),
+                 Schedule.constant(0.7, task="c")]  # one curve: the same for both layers
+    result = pooled(schedules)
+    assert result.is_profile and result.meta["pooled_from"] == ["a", "b", "c"]
+    assert result.layer_rhos(0.5, 2) == pytest.approx([0.7, 0.6])  # medians of 0.8, 0.6, 0.7 and 0.6, 0.4, 0.7
+    assert not pooled(schedules[2:]).is_profile

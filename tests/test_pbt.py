@@ -291,9 +291,9 @@ def test_cli_population_with_depth_profiles_writes_a_profile(monkeypatch, capsys
     from tests.test_cli import run_cli
 
     out = tmp_path / "run"
-    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "20",
-                                "--eval-every", "10", "--eval-episodes", "1", "--controller", "population",
-                                "--members", "3", "--depth-profile", "--data-dir", str(tiny_data_dir),
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke",
+                                "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--controller",
+                                "population", "--members", "3", "--depth-profile", "--data-dir", str(tiny_data_dir),
                                 "--out", str(out), "--quiet", "--threads", "1")
     assert code == 0, err
     followed = Schedule.load(out / "schedule.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, fields
 
 from autotune.schedules import Schedule
 from tql.errors import ConfigError
@@ -62,6 +63,20 @@ def schedule_from_history(history: list[tuple[float, float]], **meta) -> Schedul
     elif knots[-1][0] < 1.0:
         knots.append((1.0, knots[-1][1]))
     return Schedule.piecewise(knots, interpolation="step", **meta)
+
+
+def profile_from_history(history: list[tuple[float, float, float]], **meta) -> Schedule:
+    """A depth profile of two step curves from (progress, rho_first, rho_last) triples."""
+    first = schedule_from_history([(k[0], k[1]) for k in history])
+    last = schedule_from_history([(k[0], k[2]) for k in history])
+    return Schedule.profile(first, last, **meta)
+
+
+def rule_meta(rule, added: tuple[str, ...]) -> dict:
+    """A rule's fields for a schedule's meta; the ``added`` options (those that came with
+    depth profiles) only when set, so runs without them write the files they always did."""
+    defaults = {f.name: f.default for f in fields(rule)}
+    return {k: v for k, v in asdict(rule).items() if k not in added or v != defaults[k]}
 
 
 def followed_schedule_of(hooks, result, **meta) -> Schedule | None:

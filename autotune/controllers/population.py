@@ -14,17 +14,25 @@ Rule (documented in the README; every constant is a field of ``PBTRule``):
   [``rho_min``, ``rho_max``]; its history is the source's history plus that change, so each
   member carries the schedule its weights actually trained under;
 - the result is the member with the best fitness at the end, and the schedule it followed.
+
+Depth profiles (``profile=True``; default False: one rho per member, as above): each member
+carries (rho_first, rho_last), the rho of the critic's first and last attention layer, the
+layers between linear. They start equal (rho_last = rho_first, evenly spaced as above: every
+member starts with one rho for all layers), exploit copies both, and explore multiplies each
+by its own factor drawn from ``perturb`` (first, then last), each clipped to the bounds. A
+member's followed schedule is then a profile of two step curves (a version 2 file).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from autotune.controllers.base import schedule_from_history
+from autotune.controllers.base import profile_from_history, rule_meta, schedule_from_history
 from autotune.schedules import Schedule
 from tql.errors import ConfigError
+from tql.targets import layer_profile
 from tql.train import TrainHooks
 
 
@@ -39,6 +47,7 @@ class PBTRule:
     rho_min: float = 0.1
     rho_max: float = 1.0
     seed: int = 0
+    profile: bool = False  # members carry (rho_first, rho_last), perturbed independently
 
     def validate(self) -> None:
         if self.members < 2:
@@ -58,14 +67,24 @@ class PBTRule:
         return [lo + (hi - lo) * i / (k - 1) for i in range(k)]
 
 
+ADDED_OPTIONS = ("profile",)  # left out of schedule files while at their defaults
+
+
 class PopulationController(TrainHooks):
     name = "population"
 
-    def __init__(self, n_tokens: int, rule: PBTRule = PBTRule()):
+    def __init__(self, n_tokens: int, rule: PBTRule = PBTRule(), depth: int | None = None):
+        """``depth``: the critic's attention layers (``tql.agent.critic_depth``), needed only
+        with ``profile`` (hooks are built before the trainer that knows it)."""
         rule.validate()
-        self.rule, self.n_tokens, self.log_n = rule, n_tokens, math.log(n_tokens)
-        self.rhos = rule.initial_rhos()
-        self.histories: list[list[tuple[float, float]]] = [[(0.0, r)] for r in self.rhos]
+        if rule.profile and depth is None:
+            raise ConfigError("population rule: profile=True gives each layer its own H̄, so the controller needs "
+                              "the critic's depth (tql.agent.critic_depth)")
+        self.rule, self.n_tokens, self.log_n, self.depth = rule, n_tokens, math.log(n_tokens), depth
+        self.rhos = rule.initial_rhos()  # the first layer's with a profile, else every layer's
+        self.rhos_last: list[float] | None = list(self.rhos) if rule.profile else None
+        # (progress, rho) from then on; with a profile (progress, rho_first, rho_last).
+        self.histories: list[list[tuple]] = [[(0.0, *self._values(i))] for i in range(rule.members)]
         self.fitness: list[float] | None = None
         self.progress, self.last_exploit = 0.0, 0
         self.decisions: list[dict] = []
@@ -75,9 +94,19 @@ class PopulationController(TrainHooks):
     def members(self) -> int:
         return self.rule.members
 
-    def target_entropy(self, step: int, progress: float) -> list[float]:
+    def _values(self, member: int) -> tuple[float, ...]:
+        """What a member carries: (rho,) or, with a profile, (rho_first, rho_last)."""
+        if self.rhos_last is None:
+            return (self.rhos[member],)
+        return self.rhos[member], self.rhos_last[member]
+
+    def target_entropy(self, step: int, progress: float) -> list:
+        """One H̄ per member: a number, or with a profile one per layer."""
         self.progress = progress
-        return [rho * self.log_n for rho in self.rhos]
+        if self.rhos_last is None:
+            return [rho * self.log_n for rho in self.rhos]
+        return [layer_profile(first * self.log_n, last * self.log_n, self.depth)
+                for first, last in zip(self.rhos, self.rhos_last)]
 
     def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
         if len(fitness) != self.members:
@@ -89,7 +118,10 @@ class PopulationController(TrainHooks):
         copies = self._exploit(fitness)
         for src, dst in copies:
             self._explore(src, dst)
-        self.decisions.append({"step": step, "fitness": list(fitness), "copies": copies, "rhos": list(self.rhos)})
+        decision = {"step": step, "fitness": list(fitness), "copies": copies, "rhos": list(self.rhos)}
+        if self.rhos_last is not None:
+            decision["rhos_last"] = list(self.rhos_last)
+        self.decisions.append(decision)
         return copies
 
     def _exploit(self, fitness: list[float]) -> list[tuple[int, int]]:
@@ -100,10 +132,15 @@ class PopulationController(TrainHooks):
         return [(self.rng.choice(winners), dst) for dst in losers]
 
     def _explore(self, src: int, dst: int) -> None:
+        self.rhos[dst] = self._perturbed(self.rhos[src])
+        if self.rhos_last is not None:  # drawn after the first layer's: its own factor
+            self.rhos_last[dst] = self._perturbed(self.rhos_last[src])
+        kept = [k for k in self.histories[src] if k[0] < self.progress]
+        self.histories[dst] = kept + [(self.progress, *self._values(dst))]
+
+    def _perturbed(self, rho: float) -> float:
         factor = self.rng.choice(self.rule.perturb)
-        rho = min(max(self.rhos[src] * factor, self.rule.rho_min), self.rule.rho_max)
-        self.rhos[dst] = rho
-        self.histories[dst] = [k for k in self.histories[src] if k[0] < self.progress] + [(self.progress, rho)]
+        return min(max(rho * factor, self.rule.rho_min), self.rule.rho_max)
 
     def best_member(self) -> int:
         if self.fitness is None:
@@ -113,17 +150,23 @@ class PopulationController(TrainHooks):
     def followed_schedule(self, member: int | None = None, **meta) -> Schedule:
         """The schedule the best member (or ``member``) trained under, through its copies."""
         member = self.best_member() if member is None else member
-        return schedule_from_history(self.histories[member], source=f"{self.name} controller (member {member})",
-                                     n_tokens=self.n_tokens, rule=asdict(self.rule), **meta)
+        from_history = schedule_from_history if self.rhos_last is None else profile_from_history
+        return from_history(self.histories[member], source=f"{self.name} controller (member {member})",
+                            n_tokens=self.n_tokens, rule=rule_meta(self.rule, ADDED_OPTIONS), **meta)
 
     def state_dict(self) -> dict:
-        return {"rhos": self.rhos, "histories": self.histories, "fitness": self.fitness,
-                "progress": self.progress, "last_exploit": self.last_exploit, "decisions": self.decisions,
-                "rng": self.rng.getstate()}
+        state = {"rhos": self.rhos, "histories": self.histories, "fitness": self.fitness,
+                 "progress": self.progress, "last_exploit": self.last_exploit, "decisions": self.decisions,
+                 "rng": self.rng.getstate()}
+        if self.rhos_last is not None:
+            state["rhos_last"] = self.rhos_last
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.rhos, self.fitness, self.progress = list(state["rhos"]), state["fitness"], state["progress"]
+            if self.rhos_last is not None:
+                self.rhos_last = list(state["rhos_last"])
             self.histories = [[tuple(k) for k in h] for h in state["histories"]]
             self.last_exploit, self.decisions = state["last_exploit"], state["decisions"]
             self.rng.setstate(state["rng"])

@@ -56,8 +56,11 @@ class StudyProgress:
 
     def trial_done(self, task: str, outcome: TrialOutcome) -> None:
         value = "-" if outcome.value is None else f"{100 * outcome.value:.0f}%"
-        line = (f"{task} rho={outcome.attrs['rho']:.3f} H̄={outcome.attrs['target_entropy']:.3f}: "
-                f"{outcome.state.name.lower()} {value}")
+        attrs = outcome.attrs
+        rho = f"rho={attrs['rho']:.3f}"
+        if "rho_first" in attrs:  # a layers trial: its rho is the mean of the two
+            rho = f"rho first={attrs['rho_first']:.3f} last={attrs['rho_last']:.3f} (mean {attrs['rho']:.3f})"
+        line = f"{task} {rho} H̄={attrs['target_entropy']:.3f}: {outcome.state.name.lower()} {value}"
         if outcome.attrs.get("fail_reason"):
             line += f" ({outcome.attrs['fail_reason']})"
         if self.progress is not None:

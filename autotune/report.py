@@ -28,7 +28,15 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "metrics": a.get("metrics", []), "host": a.get("host"),
         "fail_kind": fail_kind(t), "fail_reason": a.get("fail_reason"), "retry_of": a.get("retry_of"),
         "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        **layer_rhos(t),
     }
+
+
+def layer_rhos(t: FrozenTrial) -> dict[str, float]:
+    """A layers trial's rho_first and rho_last (its "rho" is their mean); {} for other kinds,
+    so summaries of constant and knots studies read as they did."""
+    return {key: t.params.get(key, t.user_attrs.get(key)) for key in ("rho_first", "rho_last")
+            if key in t.params or key in t.user_attrs}
 
 
 def summarize_study(study: optuna.Study) -> dict[str, Any]:
@@ -56,6 +64,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             # Complete trials sharing the best value (itself included): > 1 means the best rho
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),
+            **layer_rhos(best),
         }
     return summary
 
@@ -101,14 +110,18 @@ def _titled(title: str, canvas: str) -> str:
 
 
 def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14) -> str:
-    points = [(t["rho"], 100 * t["value"]) for t in task_summary["trials"]
-              if t["state"] == "complete" and t["value"] is not None]
-    if not points:
+    """Success of each complete trial against its rho; a layers study's trials appear twice,
+    at rho_first and at rho_last (labelled), as their mean would hide the profile."""
+    complete = [t for t in task_summary["trials"] if t["state"] == "complete" and t["value"] is not None]
+    if not complete:
         return f"{task_summary['task']}: no complete trials yet"
     plt = _plotext()
     plt.plotsize(width, height)
-    xs, ys = zip(*sorted(points))
-    plt.scatter(xs, ys, marker="o")
+    layered = all("rho_first" in t for t in complete)
+    keys = (("rho_first", "first layer", "o"), ("rho_last", "last layer", "x")) if layered else (("rho", None, "o"),)
+    for key, label, marker in keys:
+        xs, ys = zip(*sorted((t[key], 100 * t["value"]) for t in complete))
+        plt.scatter(xs, ys, marker=marker, label=label)
     search = task_summary.get("search") or {"rho_low": 0.0, "rho_high": 1.0}
     plt.xlim(search["rho_low"], search["rho_high"])
     plt.ylim(0, 100)

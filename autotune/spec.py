@@ -18,7 +18,7 @@ from tql.train import PROFILES
 
 SPEC_VERSION = 1
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
-SEARCH_KINDS = ("constant", "knots")
+SEARCH_KINDS = ("constant", "knots", "layers")
 PRUNERS = ("median", "none")
 
 
@@ -36,7 +36,9 @@ class StudySpec:
     rho_low: float = 0.1
     rho_high: float = 1.0
     log: bool = False
-    kind: str = "constant"  # constant: one rho per trial; knots: a piecewise-linear rho(p)
+    # constant: one rho per trial; knots: a piecewise-linear rho(p); layers: rho_first and
+    # rho_last, the first and last attention layer's rho (linear between), constant over p
+    kind: str = "constant"
     knots: int = 3  # kind 'knots': rho at progress 0, 1/(knots-1), ..., 1 are the parameters
     last_k: int = 1
     sampler: str = "tpe"
@@ -56,11 +58,16 @@ class StudySpec:
     def search_space(self) -> dict[str, Any]:
         """What the stored study must agree with for a resumed run to continue it."""
         space = {"rho_low": self.rho_low, "rho_high": self.rho_high, "log": self.log}
-        if self.kind != "constant":
+        if self.kind == "knots":
             space.update(kind=self.kind, knots=self.knots)
+        elif self.kind == "layers":
+            space.update(kind=self.kind)
         return space
 
     def param_names(self) -> list[str]:
+        """The Optuna parameters of a trial, each a rho in [rho_low, rho_high]."""
+        if self.kind == "layers":
+            return ["rho_first", "rho_last"]
         return ["rho"] if self.kind == "constant" else [f"rho_{i}" for i in range(self.knots)]
 
     def grid(self) -> list[float]:
@@ -82,7 +89,7 @@ class StudySpec:
         _check_choice(where, "search.kind", self.kind, SEARCH_KINDS)
         if not isinstance(self.knots, int) or isinstance(self.knots, bool) or self.knots < 2:
             raise ConfigError(f"{where}: search.knots={self.knots!r} must be an integer >= 2")
-        if self.kind == "knots" and self.sampler == "grid":
+        if self.kind != "constant" and self.sampler == "grid":
             raise ConfigError(f"{where}: sampler.name='grid' searches one constant rho; use search.kind='constant'")
         _check_choice(where, "sampler.name", self.sampler, SAMPLERS)
         _check_choice(where, "pruner.name", self.pruner, PRUNERS)

@@ -39,6 +39,8 @@ def test_budget_overrides_keep_other_profiles_defaults():
     ({"budget": {"cpu": {"runs": 2}}}, "unknown key budget.cpu.runs; valid: trials, seeds"),
     ({"version": 2}, "version=2; this tql-tune reads version 1"),
     ({"searchspace": {}}, "unknown table or key 'searchspace'"),
+    ({"search": {"kind": "depth"}}, "search.kind='depth' is not one of: constant, knots, layers"),
+    ({"search": {"kind": "layers"}, "sampler": {"name": "grid"}}, "sampler.name='grid' searches one constant rho"),
 ])
 def test_bad_specs_name_the_field_and_the_valid_choices(raw, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -57,3 +59,10 @@ def test_unreadable_and_missing_files(tmp_path):
 
 def test_grid_points_span_the_range():
     assert StudySpec(rho_low=0.2, rho_high=1.0, grid_points=5).grid() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_a_layers_search_has_two_parameters_and_its_own_search_space():
+    layers = spec_from_dict({"search": {"kind": "layers", "rho_low": 0.2}})
+    assert layers.param_names() == ["rho_first", "rho_last"]
+    assert layers.search_space() == {"rho_low": 0.2, "rho_high": 1.0, "log": False, "kind": "layers"}
+    assert layers.search_space() != spec_from_dict({"search": {"rho_low": 0.2}}).search_space()

@@ -283,3 +283,49 @@ def test_knots_study_learns_a_schedule_and_trains_with_it(monkeypatch, capsys, t
         rows = [json.loads(x) for x in Path(trial["metrics"][0]).read_text().splitlines()]
         target = next(r["target_entropy"] for r in rows if r["type"] == "train" and r["step"] == 20)
         assert target == pytest.approx(schedule.target_entropy(19 / 20, 43), rel=1e-5)
+
+
+def test_layers_study_records_both_rhos_exports_a_profile_and_apply_prints_its_table(monkeypatch, capsys,
+                                                                                      tiny_data_dir, tmp_path, study):
+    import math
+
+    from autotune.schedules import Schedule
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    spec = Path(__file__).resolve().parents[1] / "studies" / "layers.toml"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "2",
+                    "--spec", str(spec))
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    summary = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    assert summary["search"]["kind"] == "layers" and len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        params = load(storage, study, TINY_TASK).trials[trial["number"]].params
+        assert set(params) == {"rho_first", "rho_last"}
+        assert (trial["rho_first"], trial["rho_last"]) == (params["rho_first"], params["rho_last"])
+        assert trial["rho"] == pytest.approx((params["rho_first"] + params["rho_last"]) / 2)
+        schedule = Schedule.from_dict(trial["schedule"])
+        assert schedule.layer_rhos(0.3, 2) == pytest.approx([params["rho_first"], params["rho_last"]])
+        rows = [json.loads(x) for x in Path(trial["metrics"][0]).read_text().splitlines()]
+        row = next(r for r in rows if r["type"] == "train")
+        assert row["target_entropy/l0_value"] == pytest.approx(params["rho_first"] * math.log(43), rel=1e-5)
+        assert row["target_entropy/l1_other"] == pytest.approx(params["rho_last"] * math.log(43), rel=1e-5)
+    best = summary["best"]
+    code, out, err = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", study, "--no-plots")
+    assert code == 0 and "the first and the last attention layer's rho" in out
+    assert f"{best['rho_first']:.3f} -> {best['rho_last']:.3f}" in out
+
+    exported = tmp_path / "layers.json"
+    code, _, err = run_cli(monkeypatch, capsys, "export", "--study", study, "--storage", storage, "--out", str(exported))
+    assert code == 0, err
+    data = json.loads(exported.read_text())
+    assert data["version"] == 2 and data["kind"] == "profile"
+    assert Schedule.load(exported).layer_rhos(0.0, 2) == pytest.approx([best["rho_first"], best["rho_last"]])
+
+    code, out, err = run_cli(monkeypatch, capsys, "apply", "--schedule", str(exported), "--task", TINY_TASK,
+                             "--profile", "smoke", "--steps", "10", "--eval-every", "10", "--eval-episodes", "1",
+                             "--data-dir", str(tiny_data_dir), "--out", str(tmp_path / "applied"), "--quiet")
+    assert code == 0, err
+    assert "a depth-2 critic" in out and "H̄ in nats (rho = H̄ / log n, log n = 3.761)" in out
+    for layer, rho in enumerate((best["rho_first"], best["rho_last"])):
+        line = next(x for x in out.splitlines() if x.strip(" │|").startswith(f"{layer} "))
+        assert line.count(f"{rho * math.log(43):.3f} ({rho:.3f})") == 3  # start, middle, end

@@ -32,7 +32,7 @@ or below that term's noise reference, every entropy differs by <= --entropy-tol 
 (default 0.005), and bf16's drift is within the references' (no larger than the largest).
 
     python benchmarks/precision_check.py --threads 2 --steps 600 --json benchmarks/results/precision_check.json
-    python benchmarks/precision_check.py --device cuda --size 1M --steps 5000     # on a GPU
+    python benchmarks/precision_check.py --device cuda --size 1.6M --steps 5000     # on a GPU
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.model import PRESETS  # noqa: E402
 
-DEFAULT_PRESETS = "0.4M,1M,3M,9M,26M"
+DEFAULT_PRESETS = "0.4M,1.6M,7M,26M"
 
 
 def _maxrss_mb() -> float:

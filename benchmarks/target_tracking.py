@@ -9,7 +9,10 @@ against its target over training, side by side for:
 - ``legacy``: tql-tune 0.1's settings (alpha from 0.01 at lr 3e-4, summed, Adam 3e-4,
   no schedule, no actor LayerNorm) with the published targets;
 - ``two_sided``: the published settings with a signed temperature (the public code's
-  option): H̄ becomes a set-point, so entropy above target is pulled down too.
+  option): H̄ becomes a set-point, so entropy above target is pulled down too;
+- ``two_sided_fast``: the same with a fast temperature (from 0.01 at lr 1e-2, ours): the
+  signed alpha starts at 1.0 and moves about lr per step, so at the published rate it needs
+  ~10k updates just to change sign; this run shows the set-point within a CPU budget.
 
 The run trains the critic alone on generated data (no evaluation episodes): the entropies
 are what is measured. Verdicts over the last 25% of the logged steps:
@@ -44,7 +47,7 @@ from tql.targets import GROUP_NAMES, published_targets, rho_table  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.train import resolve_device  # noqa: E402
 
-RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided")
+RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided", "two_sided_fast")
 LEGACY = {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4}
 TOLERANCE = 0.1  # nats
 
@@ -60,7 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=None, help="default: steps / 40")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (with --jobs 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--data-episodes", type=int, default=40)
     parser.add_argument("--json", default=None)
@@ -72,13 +76,28 @@ def run_settings(name: str, task, depth: int) -> tuple[dict, list[list[float]]]:
     published = published_targets(task.env_base, depth, task.max_entropy)
     if name.startswith("rho"):
         return {}, rho_table(float(name[3:]), depth, task.max_entropy)
-    overrides = {"free": {"entropy_control": False}, "legacy": LEGACY, "two_sided": {"two_sided": True}}
+    overrides = {"free": {"entropy_control": False}, "legacy": LEGACY, "two_sided": {"two_sided": True},
+                 "two_sided_fast": {"two_sided": True, "alpha_init": 0.01, "alpha_lr": 1e-2}}
     if name not in RUNS:
         raise SystemExit(f"unknown run {name!r}; valid: {', '.join(RUNS)}")
     return overrides.get(name, {}), published
 
 
-def train_run(args, task, sampler: ReplaySampler, name: str, device: torch.device) -> dict:
+def load_sampler(args, task, device) -> tuple[ReplaySampler, str]:
+    try:
+        data = load_task_data(task, args.data_dir)
+    except MissingDatasetError:
+        generate_dataset(task, args.data_dir, episodes=args.data_episodes, seed=0)
+        data = load_task_data(task, args.data_dir)
+    return ReplaySampler(data.train, device), data.kind
+
+
+def train_run(args, name: str) -> dict:
+    """One run, in this process or a worker (which loads the data itself)."""
+    if args.jobs > 1 or args.threads:
+        torch.set_num_threads(1 if args.jobs > 1 else args.threads)
+    task, device = get_task(args.task), resolve_device(args.device)
+    sampler, _ = load_sampler(args, task, device)
     base = AgentConfig.for_task(task, size=args.size, batch_size=args.batch_size,
                                 actor_hidden=tuple(int(w) for w in args.actor_hidden.split(",")))
     overrides, table = run_settings(name, task, critic_depth(base))
@@ -93,6 +112,9 @@ def train_run(args, task, sampler: ReplaySampler, name: str, device: torch.devic
         metrics = agent.update(sampler.sample(args.batch_size, generator), target)
         if step % log_every == 0:
             logs.append({"step": step, **flat_metrics(metrics)})
+            if step % (10 * log_every) == 0:  # a sign of life on long CPU runs
+                entropies = " ".join(f"{logs[-1][k]:.2f}" for k in logs[-1] if k.startswith("entropy/"))
+                print(f"  {name} step {step}: entropies {entropies}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     return {"name": name, "config": {k: v for k, v in config.to_dict().items() if k in overrides or k == "size"},
             "targets": table, "logs": logs, "seconds": seconds, **verdict(name, table, logs)}
@@ -110,7 +132,7 @@ def verdict(name: str, table, logs) -> dict:
     lowest = min(min(v) for v in gaps.values())
     summary = {"min_gap": lowest, "mean_gap": {k: statistics.fmean(v) for k, v in gaps.items()},
                "max_abs_gap": max(max(abs(x) for x in v) for v in gaps.values())}
-    if name == "two_sided":
+    if name.startswith("two_sided"):
         summary["pass"] = summary["max_abs_gap"] <= TOLERANCE
         summary["rule"] = f"every entropy within {TOLERANCE} nats of its target over the last 25%"
     elif name == "free":
@@ -145,27 +167,33 @@ def print_run(run: dict, log_n: float, console: Console) -> None:
                   f"{run['max_abs_gap']:.3f}; mean H - H̄ over the last 25%: {above}; {run['seconds']:.0f} s\n")
 
 
+def run_all(args, names: list[str]) -> list[dict]:
+    if args.jobs == 1:
+        return [train_run(args, name) for name in names]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(train_run, [args] * len(names), names))
+
+
 def main() -> int:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     task, device = get_task(args.task), resolve_device(args.device)
-    try:
-        data = load_task_data(task, args.data_dir)
-    except MissingDatasetError:
-        generate_dataset(task, args.data_dir, episodes=args.data_episodes, seed=0)
-        data = load_task_data(task, args.data_dir)
-    sampler = ReplaySampler(data.train, device)
+    names = [name.strip() for name in args.runs.split(",")]
+    for name in names:
+        run_settings(name, task, 2)  # a bad name fails before any training
+    sampler, kind = load_sampler(args, task, device)  # makes the data once, before the workers start
     console = Console(width=220)
-    console.print(f"{task.name}: {data.kind} data, {len(data.train['observations'])} transitions; size {args.size}, "
-                  f"batch {args.batch_size}, {args.steps} steps, device {device}, threads {torch.get_num_threads()}")
-    runs = []
-    for name in args.runs.split(","):
-        runs.append(train_run(args, task, sampler, name.strip(), device))
-        print_run(runs[-1], task.max_entropy, console)
+    threads = 1 if args.jobs > 1 else (args.threads or torch.get_num_threads())
+    console.print(f"{task.name}: {kind} data, {len(sampler)} transitions; size {args.size}, batch {args.batch_size}, "
+                  f"{args.steps} steps, device {device}, {threads} thread(s) per run, {args.jobs} run(s) at once")
+    runs = run_all(args, names)
+    for run in runs:
+        print_run(run, task.max_entropy, console)
     if args.json:
         Path(args.json).write_text(json.dumps({"task": task.name, "log_n": task.max_entropy, "args": vars(args),
-                                               "data_kind": data.kind, "runs": runs}, indent=1) + "\n")
+                                               "data_kind": kind, "runs": runs}, indent=1) + "\n")
     return 0
 
 

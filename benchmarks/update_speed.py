@@ -28,9 +28,9 @@ bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All
 and the peak are interleaved round by round (``--repeats`` rounds); medians are reported,
 because the machine may be shared.
 
-    python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1M \\
+    python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1.6M \\
         --json benchmarks/results/update_speed.json
-    python benchmarks/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1M   # bf16 vs fp32
+    python benchmarks/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
     python benchmarks/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
 """
 
@@ -140,14 +140,14 @@ def make_agent(variant: str, preset: str, obs_dim: int, act_dim: int, device: st
         agent.target_critic = ReferenceCritic(obs_dim, act_dim, preset).to(device)
         agent.target_critic.load_state_dict(agent.critic.state_dict())
         agent.target_critic.requires_grad_(False)
-        agent.optimizer = torch.optim.Adam(agent._param_groups(), lr=config.lr, foreach=True)
+        agent.optimizer = agent.build_optimizer(fused=False)
     elif variant.startswith("tql@"):
         for name in ("critic", "target_critic"):
             old = rev_critic(obs_dim, act_dim, preset).to(device)
             old.load_state_dict(getattr(agent, name).state_dict())
             setattr(agent, name, old)
         agent.target_critic.requires_grad_(False)
-        agent.optimizer = torch.optim.Adam(agent._param_groups(), lr=config.lr, foreach=True)
+        agent.optimizer = agent.build_optimizer(fused=False)
     return agent
 
 
@@ -215,7 +215,7 @@ def matmul_peak(device: str, size: int, dtype: torch.dtype, seconds: float = 0.5
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", default="0.4M,1M", help="comma-separated TQL critic presets")
+    p.add_argument("--presets", default="0.4M,1.6M", help="comma-separated TQL critic presets")
     p.add_argument("--variants", default="tql,reference,mlp")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--obs-dim", type=int, default=37, help="cube-double: 37 (n = 1 + 37 + 5 = 43)")

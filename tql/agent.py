@@ -266,15 +266,7 @@ class TQLAgent(nn.Module):
         self.flow = FlowPolicy(obs_dim, act_dim, config.actor_hidden, **policy)
         self.actor = OneStepPolicy(obs_dim, act_dim, config.actor_hidden, **policy)
         self.to(device)
-        # Fused Adam(W) (one kernel over all tensors): measured 1.02-1.05x per update on CPU
-        # (benchmarks/README.md); float32 parameters on CPU / CUDA only, else foreach.
-        fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in self.parameters()) \
-            and self.device.type in ("cpu", "cuda")
-        adam = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
-        self.optimizer = adam(self._param_groups(), lr=config.critic_lr, weight_decay=0.0,
-                              **({"fused": True} if fused else {"foreach": True}))
-        self.peak_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self._set_learning_rates()
+        self.optimizer = self.build_optimizer()
         if config.compile:
             # The instances' forward, not the modules: state_dict keys, functional_call and
             # the parameter structure stay as they are. dynamic=False: fixed batch shapes.
@@ -300,6 +292,22 @@ class TQLAgent(nn.Module):
             groups.append({"params": list(self.temperatures.parameters()),
                            "lr": config.alpha_lr or config.critic_lr, "weight_decay": 0.0})
         return groups
+
+    def build_optimizer(self, fused: bool | None = None) -> torch.optim.Optimizer:
+        """Adam(W) over ``_param_groups`` at the schedule's current rates (benchmarks rebuild it
+        after swapping modules). Fused (one kernel over all tensors: measured 1.02-1.05x per
+        update on CPU, benchmarks/README.md) where torch has it: float parameters on CPU / CUDA."""
+        if fused is None:
+            fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in self.parameters()) \
+                and self.device.type in ("cpu", "cuda")
+        adam = torch.optim.AdamW if self.config.weight_decay > 0 else torch.optim.Adam
+        optimizer = adam(self._param_groups(), lr=self.config.critic_lr, weight_decay=0.0,
+                         **({"fused": True} if fused else {"foreach": True}))
+        self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        factor = self.lr_factor()
+        for group, peak in zip(optimizer.param_groups, self.peak_lrs):
+            group["lr"] = peak * factor
+        return optimizer
 
     def lr_factor(self, step: int | None = None) -> float:
         """The schedule's factor of the peak rates at update ``step`` (default: the next)."""

@@ -131,17 +131,27 @@ def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: i
 
 
 ENTROPY_KEY = re.compile(r"entropy/l(\d+)_(value|other)$")
+TARGET_KEY = re.compile(r"target_entropy/(l\d+_(?:value|other))$")
 
 
 def entropy_series(metrics_path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-layer, per-group attention entropy (and H̄) over training from a metrics.jsonl."""
+    """Per-layer, per-group attention entropy and its target over training from a
+    metrics.jsonl: ``l0_value`` ..., and ``target_entropy`` when every (layer, group) had the
+    same target at every logged step, else one ``H̄ l0_value`` ... per (layer, group)."""
     series: dict[str, list[tuple[int, float]]] = {}
+    targets: dict[str, list[tuple[int, float]]] = {}
     for row in read_jsonl(Path(metrics_path)):
         if row.get("type") != "train":
             continue
         for key, value in row.items():
             if ENTROPY_KEY.match(key) or key == "target_entropy":
                 series.setdefault(key.removeprefix("entropy/"), []).append((row["step"], value))
+            elif match := TARGET_KEY.match(key):
+                targets.setdefault(f"H̄ {match[1]}", []).append((row["step"], value))
+    mean = dict(series.get("target_entropy", []))
+    if any(abs(value - mean.get(step, value)) > 1e-6 for points in targets.values() for step, value in points):
+        series.pop("target_entropy", None)
+        series.update(targets)
     return series
 
 

@@ -40,3 +40,20 @@ def test_show_marks_a_tied_best_and_explains_it(capsys):
     cli._print_summary({"study": "tql", "storage": "memory", "tasks": [clear]})
     out = capsys.readouterr().out
     assert "0.200" in out and "tie" not in out
+
+
+def test_entropy_series_shows_per_layer_targets_only_when_they_differ(tmp_path):
+    from autotune.report import entropy_series
+    from tql.io import append_jsonl
+
+    flat, table = tmp_path / "flat.jsonl", tmp_path / "table.jsonl"
+    for step in (10, 20):
+        common = {"step": step, "type": "train", "entropy/l0_value": 3.5, "entropy/l1_other": 3.0}
+        append_jsonl(flat, {**common, "target_entropy": 2.0, "target_entropy/l0_value": 2.0,
+                            "target_entropy/l1_other": 2.0})
+        append_jsonl(table, {**common, "target_entropy": 2.75, "target_entropy/l0_value": 3.0,
+                             "target_entropy/l1_other": 2.5})
+    assert set(entropy_series(flat)) == {"l0_value", "l1_other", "target_entropy"}
+    series = entropy_series(table)
+    assert set(series) == {"l0_value", "l1_other", "H̄ l0_value", "H̄ l1_other"}
+    assert series["H̄ l1_other"] == [(10, 2.5), (20, 2.5)] and series["l0_value"] == [(10, 3.5), (20, 3.5)]

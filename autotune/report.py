@@ -12,7 +12,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from autotune.storage import describe, open_storage
-from autotune.studies import best_trial, fail_kind, trial_counts
+from autotune.studies import best_trial
+from autotune.trial_lifecycle import fail_kind, trial_counts
 from tql.errors import ConfigError
 from tql.io import read_jsonl
 

@@ -142,3 +142,22 @@ def test_pooling_profiles_pools_first_and_last_layers_apart():
     assert result.is_profile and result.meta["pooled_from"] == ["a", "b", "c"]
     assert result.layer_rhos(0.5, 2) == pytest.approx([0.7, 0.6])  # medians of 0.8, 0.6, 0.7 and 0.6, 0.4, 0.7
     assert not pooled(schedules[2:]).is_profile
+
+
+def test_published_approach_trains_with_the_published_table(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    from tql.io import read_jsonl
+
+    out = tmp_path / "c"
+    code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,published",
+                           "--seeds", "1", "--out", str(out), "--data-dir", str(tiny_data_dir), *SHORT)
+    assert code == 0, err
+    data = json.loads((out / "data.json").read_text())
+    assert data["approaches"] == ["default", "published"] and data["steps"]["published"] == 20
+    assert data["meta"]["tuning_steps"]["published"] == 0
+    run = out / "runs" / "published" / TINY_TASK / "seed-100"
+    assert json.loads((run / "config.json").read_text())["train"]["targets"] == "published"
+    row = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "train"][-1]
+    assert (row["target_entropy/l0_value"], row["target_entropy/l1_other"]) == (3.0, 2.5)  # cube-double's
+    code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", "cube-single-play-singletask-task1-v0",
+                           "--approaches", "published", "--out", str(tmp_path / "d"), "--data-dir", str(tmp_path))
+    assert code == 2 and "no published targets for domain 'cube-single'" in err

@@ -329,3 +329,16 @@ def test_layers_study_records_both_rhos_exports_a_profile_and_apply_prints_its_t
     for layer, rho in enumerate((best["rho_first"], best["rho_last"])):
         line = next(x for x in out.splitlines() if x.strip(" │|").startswith(f"{layer} "))
         assert line.count(f"{rho * math.log(43):.3f} ({rho:.3f})") == 3  # start, middle, end
+
+
+def test_a_study_of_tql_tune_0_1_is_not_continued(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    """Its trials trained the 0.1 agent (no 'tql:settings' attr); new trials would not compare."""
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "1")
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    stored = load(storage, study, TINY_TASK)
+    assert stored.user_attrs["tql:settings"] == "published-1"
+    stored._storage.set_study_user_attr(stored._study_id, "tql:settings", None)  # as 0.1 left it
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-2], "--trials", "2")
+    assert code == 2 and "was run with tql-tune 0.1's agent" in err and "use another --study name" in err
+    assert len(load(storage, study, TINY_TASK).trials) == 1

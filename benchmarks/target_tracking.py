@@ -12,7 +12,10 @@ against its target over training, side by side for:
   option): H̄ becomes a set-point, so entropy above target is pulled down too;
 - ``two_sided_fast``: the same with a fast temperature (from 0.01 at lr 1e-2, ours): the
   signed alpha starts at 1.0 and moves about lr per step, so at the published rate it needs
-  ~10k updates just to change sign; this run shows the set-point within a CPU budget.
+  ~10k updates just to change sign; this run shows the set-point within a CPU budget;
+- ``two_sided_bounded``: the fast one with |alpha| <= 1 (``alpha_max``, ours): near-uniform
+  attention has a vanishing entropy gradient, so an unbounded integrator winds up while
+  nothing moves and then overshoots into collapse; the bound limits that wind-up.
 
 The run trains the critic alone on generated data (no evaluation episodes): the entropies
 are what is measured. Verdicts over the last 25% of the logged steps:
@@ -47,7 +50,7 @@ from tql.targets import GROUP_NAMES, published_targets, rho_table  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.train import resolve_device  # noqa: E402
 
-RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided", "two_sided_fast")
+RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided", "two_sided_fast", "two_sided_bounded")
 LEGACY = {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4}
 TOLERANCE = 0.1  # nats
 
@@ -77,7 +80,8 @@ def run_settings(name: str, task, depth: int) -> tuple[dict, list[list[float]]]:
     if name.startswith("rho"):
         return {}, rho_table(float(name[3:]), depth, task.max_entropy)
     overrides = {"free": {"entropy_control": False}, "legacy": LEGACY, "two_sided": {"two_sided": True},
-                 "two_sided_fast": {"two_sided": True, "alpha_init": 0.01, "alpha_lr": 1e-2}}
+                 "two_sided_fast": {"two_sided": True, "alpha_init": 0.01, "alpha_lr": 1e-2},
+                 "two_sided_bounded": {"two_sided": True, "alpha_init": 0.01, "alpha_lr": 1e-2, "alpha_max": 1.0}}
     if name not in RUNS:
         raise SystemExit(f"unknown run {name!r}; valid: {', '.join(RUNS)}")
     return overrides.get(name, {}), published

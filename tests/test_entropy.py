@@ -216,3 +216,13 @@ def test_attention_entropy_gradient_finite_at_zero_probability():
     probs = torch.tensor([0.0, 0.25, 0.75], requires_grad=True)
     attention_entropy(probs).backward()
     assert torch.isfinite(probs.grad).all()
+
+
+def test_alpha_max_bounds_a_signed_temperature_and_is_checked():
+    signed = EntropyTemperatures(depth=1, init_alpha=0.5, signed=True, alpha_max=1.0)
+    with torch.no_grad():
+        signed.alpha.copy_(torch.tensor([[-3.0, 2.0]]))
+    signed.clip_()
+    torch.testing.assert_close(signed.alphas(), torch.tensor([[-1.0, 1.0]]))
+    with pytest.raises(ConfigError, match="alpha_max 0.1 must be in .* and >= alpha_init 1.0"):
+        EntropyTemperatures(depth=1, alpha_max=0.1)

@@ -72,6 +72,7 @@ class AgentConfig:
     entropy_reduction: str = "mean"  # published: mean over (layer, group); 'sum' was ours
     temperature_sharing: str = "layer_group"  # paper's ablation: 'layer_group', 'layer', 'global'
     two_sided: bool = False  # signed temperature: H̄ becomes a set-point (public code's option)
+    alpha_max: float = 1e4  # ours: |alpha| clipped to this after each step (bounds two-sided wind-up)
     entropy_control: bool = True  # False: no penalty, temperatures frozen (shows collapse)
     compile: bool = False  # torch.compile the critics' forward (speed only; first steps compile)
     precision: str = "fp32"  # 'bf16': forward passes under bfloat16 autocast (see tql.model)
@@ -260,7 +261,7 @@ class TQLAgent(nn.Module):
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
         self.temperatures = EntropyTemperatures(self.critic.depth, 2, config.alpha_init, config.entropy_reduction,
-                                                config.temperature_sharing, config.two_sided)
+                                                config.temperature_sharing, config.two_sided, config.alpha_max)
         self.temperatures.requires_grad_(config.entropy_control)
         policy = dict(layer_norm=config.actor_layer_norm, init=config.actor_init)
         self.flow = FlowPolicy(obs_dim, act_dim, config.actor_hidden, **policy)

@@ -67,9 +67,10 @@ def _param_shape(depth: int, groups: int, sharing: str) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def clip_temperatures_(raw: Tensor, signed: bool) -> None:
-    """Clip a temperature parameter in place to ``ALPHA_RANGE`` (``[-max, max]`` when signed)."""
-    low, high = ALPHA_RANGE
+def clip_temperatures_(raw: Tensor, signed: bool, alpha_max: float = ALPHA_RANGE[1]) -> None:
+    """Clip a temperature parameter in place to [ALPHA_RANGE[0], alpha_max] (``[-alpha_max,
+    alpha_max]`` when signed: the bound also limits a two-sided controller's wind-up)."""
+    low, high = ALPHA_RANGE[0], alpha_max
     if signed:
         raw.clamp_(-high, high)
     else:
@@ -85,17 +86,21 @@ class EntropyTemperatures(nn.Module):
     """
 
     def __init__(self, depth: int, groups: int = 2, init_alpha: float = 1.0, reduction: str = "mean",
-                 sharing: str = "layer_group", signed: bool = False) -> None:
+                 sharing: str = "layer_group", signed: bool = False, alpha_max: float = ALPHA_RANGE[1]) -> None:
         super().__init__()
         if depth < 0 or groups < 1:
             raise ConfigError(f"entropy temperatures need depth >= 0 and groups >= 1, got {depth}, {groups}")
         if not init_alpha > 0 or math.isinf(init_alpha):
             raise ConfigError(f"alpha_init {init_alpha!r} must be a finite number > 0")
+        if not ALPHA_RANGE[0] < alpha_max <= ALPHA_RANGE[1] or init_alpha > alpha_max:
+            raise ConfigError(f"alpha_max {alpha_max!r} must be in ({ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}] and "
+                              f">= alpha_init {init_alpha!r}")
         if reduction not in REDUCTIONS:
             raise ConfigError(f"entropy reduction {reduction!r} is not one of: {', '.join(REDUCTIONS)}")
         if sharing not in SHARINGS:
             raise ConfigError(f"temperature sharing {sharing!r} is not one of: {', '.join(SHARINGS)}")
         self.depth, self.groups, self.reduction, self.sharing, self.signed = depth, groups, reduction, sharing, signed
+        self.alpha_max = float(alpha_max)
         init = torch.full(_param_shape(depth, groups, sharing), init_alpha if signed else math.log(init_alpha))
         self.param_name = "alpha" if signed else "log_alpha"
         self.register_parameter(self.param_name, nn.Parameter(init))
@@ -116,7 +121,7 @@ class EntropyTemperatures(nn.Module):
 
     def clip_(self) -> None:
         """Clip to ``ALPHA_RANGE`` (after an optimiser step)."""
-        clip_temperatures_(self.raw, self.signed)
+        clip_temperatures_(self.raw, self.signed, self.alpha_max)
 
     def _reduce(self, x: Tensor) -> Tensor:
         return x.mean() if self.reduction == "mean" and x.numel() else x.sum()

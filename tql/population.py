@@ -283,7 +283,8 @@ class Population:
         torch._foreach_mul_(update, step_size)
         torch._foreach_add_(params, update)
         if self._temperature_key in self.state:
-            clip_temperatures_(self.state[self._temperature_key], self._temperatures.signed)
+            clip_temperatures_(self.state[self._temperature_key], self._temperatures.signed,
+                               self._temperatures.alpha_max)
 
     def _decay_weights(self, factors: Tensor) -> None:
         """AdamW's decoupled decay ``p *= 1 - lr * wd`` (before the Adam update, as torch)."""

@@ -16,7 +16,10 @@ optimiser's pace. ``signed=True`` is the published code's two-sided option: alph
 signed parameter, a negative alpha lowers the entropy, and H̄ becomes a set-point (an
 integral controller). Temperatures may be shared (the paper's ablation): one per (layer,
 group), one per layer, or one for all. After each optimiser step the values are clipped to
-``ALPHA_RANGE`` (ours; the public code clips to a range it does not document here).
+``ALPHA_RANGE`` with the upper bound ``alpha_max`` (ours; the public code clips to a range
+it does not document here). Near-uniform attention has a vanishing entropy gradient, so a
+fast signed temperature winds up before anything moves and then overshoots; ``alpha_max``
+bounds that. ``benchmarks/target_tracking.py`` measures both rules against their targets.
 
 Groups: g = 0 is the [VALUE] query row, g = 1 the other rows (``tql.model``). The target may
 be a float or a tensor broadcastable to ``[depth, groups]`` (a table of H̄ per (layer,

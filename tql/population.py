@@ -10,9 +10,10 @@ dispatcher and kernel-launch overhead is paid once per population instead of onc
 The loss code is the agent's own, so a member's update is the single agent's update (exact up
 to floating-point reassociation in the batched kernels; ``tests/test_population.py``).
 
-Adam is elementwise, so Adam on the stacked tensors is K independent Adams; the one thing that
-is not elementwise, the step count in the bias corrections, is kept per member (a ``[K]``
-tensor), so a member loaded from an agent at another step count keeps its own.
+Adam(W) is elementwise, so Adam(W) on the stacked tensors is K independent ones; what is not
+elementwise, the step count in the bias corrections and in the learning-rate schedule, is
+kept per member (a ``[K]`` tensor), so a member loaded from an agent at another step count
+keeps its own bias corrections and learning rate.
 
     pop = Population(obs_dim, act_dim, config, k=8, device="cuda", seeds=list(range(8)))
     metrics = pop.update(batches, target_entropies)   # batches: [K, B, ...] (or one [B, ...])

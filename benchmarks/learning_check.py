@@ -27,7 +27,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 from scipy.stats import fisher_exact
 
 # Runnable as a plain script from a checkout without installing the package.

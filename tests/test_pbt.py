@@ -69,9 +69,9 @@ def test_rho_stays_in_bounds_over_many_rounds():
         assert all(0.15 <= r <= 0.8 for r in ctl.rhos)
 
 
-def test_followed_schedule_replays_the_lineage_and_state_round_trips():
-    ctl = PopulationController(N, PBTRule(members=4, interval=10, seed=3))
-    twin = PopulationController(N, PBTRule(members=4, interval=10, seed=3))
+def _drive_with_a_resumed_twin(ctl, twin) -> None:
+    """Five measurements of 4 members; ``twin`` takes ``ctl``'s state after the third and
+    sees the same fitness from then on, so both must end alike."""
     for step in range(10, 60, 10):
         ctl.target_entropy(step, step / 60)
         ctl.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
@@ -80,6 +80,12 @@ def test_followed_schedule_replays_the_lineage_and_state_round_trips():
         elif step > 30:
             twin.target_entropy(step, step / 60)
             twin.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
+
+
+def test_followed_schedule_replays_the_lineage_and_state_round_trips():
+    ctl = PopulationController(N, PBTRule(members=4, interval=10, seed=3))
+    twin = PopulationController(N, PBTRule(members=4, interval=10, seed=3))
+    _drive_with_a_resumed_twin(ctl, twin)
     assert twin.rhos == ctl.rhos and twin.histories == ctl.histories
     for member in range(4):
         schedule = ctl.followed_schedule(member)
@@ -262,14 +268,7 @@ def test_profile_members_perturb_first_and_last_independently():
 def test_profile_members_follow_a_profile_schedule_and_state_round_trips(tmp_path):
     rule = PBTRule(members=4, interval=10, seed=3, perturb=(0.5, 2.0), profile=True)
     ctl, twin = PopulationController(N, rule, depth=2), PopulationController(N, rule, depth=2)
-    for step in range(10, 60, 10):
-        ctl.target_entropy(step, step / 60)
-        ctl.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
-        if step == 30:
-            twin.load_state_dict(ctl.state_dict())
-        elif step > 30:
-            twin.target_entropy(step, step / 60)
-            twin.on_population(step, [math.sin(step * (i + 1)) for i in range(4)])
+    _drive_with_a_resumed_twin(ctl, twin)
     assert (twin.rhos, twin.rhos_last) == (ctl.rhos, ctl.rhos_last)
     for member in range(4):
         schedule = Schedule.load(ctl.followed_schedule(member).save(tmp_path / f"m{member}.json"))

@@ -49,6 +49,15 @@ def test_json_round_trip(tmp_path, schedule):
 BASE = {"format": "tql-tune-schedule", "version": 1}
 
 
+def _assert_load_refused(tmp_path, data, message: str) -> None:
+    """Loading ``data`` from a file fails with one line that names the file and ``message``."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        Schedule.load(path)
+    assert message in str(info.value) and "bad.json" in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("data, message", [
     ({**BASE, "kind": "constant", "rho": 1.5}, "rho=1.5 is outside (0, 1]"),
     ({**BASE, "kind": "constant", "rho": "high"}, "rho='high' must be a number"),
@@ -66,11 +75,7 @@ BASE = {"format": "tql-tune-schedule", "version": 1}
     ({**BASE, "kind": "cosine", "start": 0.5, "end": 0.4, "rho": 0.3}, "unknown field 'rho' for kind 'cosine'"),
 ])
 def test_invalid_files_are_rejected_naming_the_field(tmp_path, data, message):
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError) as info:
-        Schedule.load(path)
-    assert message in str(info.value) and "bad.json" in str(info.value) and "\n" not in str(info.value)
+    _assert_load_refused(tmp_path, data, message)
 
 
 def test_not_json_and_missing_file(tmp_path):
@@ -296,11 +301,7 @@ CONST = {"kind": "constant", "rho": 0.5}
      "kind='steps' is not one of: constant, piecewise, cosine, profile"),
 ])
 def test_bad_version_2_files_are_rejected_naming_the_field(tmp_path, data, message):
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError) as info:
-        Schedule.load(path)
-    assert message in str(info.value) and "bad.json" in str(info.value) and "\n" not in str(info.value)
+    _assert_load_refused(tmp_path, data, message)
 
 
 def test_a_version_2_file_may_hold_one_curve():

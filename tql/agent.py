@@ -8,9 +8,9 @@ One update does, on one batch (as FQL does, all from the same pre-update paramet
 - one-step policy mu(s, z): alpha_fql * ||mu(s,z) - flow(s,z)||^2 - mean_j Q_j(s, clip(mu(s,z)));
 - target critic EMA.
 Optimisers as published: AdamW (weight decay on weight matrices only), critic 1e-4, actor
-5e-4, warm-up then cosine decay over the run. The plain MLP critic (FQL) shares this code with ``critic="mlp"``; it has no attention, so the
-entropy terms vanish;
-``AgentConfig.for_task`` gives it FQL's optimiser settings.
+5e-4, warm-up then cosine decay over the run. The plain MLP critic (FQL) shares this code with
+``critic="mlp"``; it has no attention, so the entropy terms vanish; ``AgentConfig.for_task``
+gives it FQL's optimiser settings.
 """
 
 from __future__ import annotations
@@ -305,9 +305,7 @@ class TQLAgent(nn.Module):
         optimizer = adam(self._param_groups(), lr=self.config.critic_lr, weight_decay=0.0,
                          **({"fused": True} if fused else {"foreach": True}))
         self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
-        factor = self.lr_factor()
-        for group, peak in zip(optimizer.param_groups, self.peak_lrs):
-            group["lr"] = peak * factor
+        self._set_learning_rates(optimizer)
         return optimizer
 
     def lr_factor(self, step: int | None = None) -> float:
@@ -317,9 +315,10 @@ class TQLAgent(nn.Module):
         step = self.lr_step if step is None else step
         return float(lr_factor(step, self.total_steps, self.config.warmup_fraction))
 
-    def _set_learning_rates(self) -> None:
+    def _set_learning_rates(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Every group at its peak rate times the schedule's factor for the next update."""
         factor = self.lr_factor()
-        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+        for group, peak in zip((optimizer or self.optimizer).param_groups, self.peak_lrs):
             group["lr"] = peak * factor
 
     def autocast(self) -> torch.autocast:

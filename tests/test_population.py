@@ -1,4 +1,5 @@
-"""A batched population equals K separate TQLAgents fed the same seeds, batches, noise and H̄."""
+"""A batched population equals K separate TQLAgents fed the same seeds, batches, noise and H̄,
+with either backend (``native``: tql.batched; ``vmap``: the agent's own losses under vmap)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from tql.agent import AgentConfig, TQLAgent
-from tql.population import Population
+from tql.batched import BatchedAgent
+from tql.population import BACKENDS, Population
 
 OBS, ACT, B = 6, 2, 16
 SEEDS = [3, 7, 11]
@@ -61,9 +63,10 @@ def _assert_metrics_equal(pop_metrics, i, agent_metrics, atol, rtol=0.0):
         torch.testing.assert_close(pop_metrics[key][i], value, atol=atol, rtol=rtol, msg=key)
 
 
-def _run_both(config, steps, shared=False, atol=1e-10, param_atol=1e-10, rtol=0.0, chunk_size=None):
+def _run_both(config, steps, shared=False, atol=1e-10, param_atol=1e-10, rtol=0.0, chunk_size=None,
+              backend="native"):
     k = len(SEEDS)
-    pop = Population(OBS, ACT, config, k, "cpu", SEEDS, chunk_size=chunk_size)
+    pop = Population(OBS, ACT, config, k, "cpu", SEEDS, chunk_size=chunk_size, backend=backend)
     agents = _agents(config)
     for i, agent in enumerate(agents):  # same initialisation
         _assert_member_equals_agent(pop, i, agent, atol=0.0)
@@ -79,9 +82,9 @@ def _run_both(config, steps, shared=False, atol=1e-10, param_atol=1e-10, rtol=0.
     return pop, agents
 
 
-@pytest.mark.parametrize("chunk_size", [None, 2])
-def test_population_update_equals_separate_agents_float64(float64, chunk_size):
-    pop, agents = _run_both(_config(), steps=3, chunk_size=chunk_size)
+@pytest.mark.parametrize("backend, chunk_size", [("native", None), ("vmap", None), ("vmap", 2)])
+def test_population_update_equals_separate_agents_float64(float64, backend, chunk_size):
+    pop, agents = _run_both(_config(), steps=3, chunk_size=chunk_size, backend=backend)
     # Adam moments and step counts too (exported in TQLAgent's optimizer format).
     for i, agent in enumerate(agents):
         exported = pop.member_state(i)["optimizer"]["state"]
@@ -92,19 +95,22 @@ def test_population_update_equals_separate_agents_float64(float64, chunk_size):
                 torch.testing.assert_close(exported[index][key], value, atol=1e-12, rtol=0.0)
 
 
-def test_population_update_equals_separate_agents_float32():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_population_update_equals_separate_agents_float32(backend):
     # Metrics agree to float32 rounding; parameters to a few 1e-5: Adam's first steps are
     # ~lr * sign(grad), so rounding in a near-zero gradient element moves its update.
-    _run_both(_config(), steps=2, atol=1e-5, param_atol=5e-5, rtol=1e-5)
+    _run_both(_config(), steps=2, atol=1e-5, param_atol=5e-5, rtol=1e-5, backend=backend)
 
 
-def test_shared_batch_equals_separate_agents(float64):
-    _run_both(_config(), steps=2, shared=True)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shared_batch_equals_separate_agents(float64, backend):
+    _run_both(_config(), steps=2, shared=True, backend=backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("overrides", [{"entropy_control": False}, {"critic": "mlp", "actor_hidden": (16,)}])
-def test_population_without_attention_temperatures_equals_agents(float64, overrides):
-    pop, agents = _run_both(_config(**overrides), steps=1)
+def test_population_without_attention_temperatures_equals_agents(float64, overrides, backend):
+    pop, agents = _run_both(_config(**overrides), steps=1, backend=backend)
     assert "temperatures.log_alpha" not in pop.trainable
     alphas = pop.state["temperatures.log_alpha"].detach().exp()
     torch.testing.assert_close(alphas, torch.full_like(alphas, AgentConfig().alpha_init))
@@ -123,9 +129,10 @@ def test_member_noise_streams_do_not_depend_on_k(float64):
             torch.testing.assert_close(big_metrics[key][1], value[0], atol=1e-12, rtol=0.0)
 
 
-def test_act_matches_each_agent_with_its_generator(float64):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_act_matches_each_agent_with_its_generator(float64, backend):
     config = _config()
-    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS)
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS, backend=backend)
     agents = _agents(config)
     obs = torch.randn(3, 5, OBS)
     shared = pop.act(obs[0])  # one batch for all members
@@ -220,3 +227,107 @@ def test_bad_shapes_are_rejected():
         Population(OBS, ACT, _config(), 2, "cpu", [0])
     with pytest.raises(IndexError):
         pop.member_state(5)
+
+
+def test_bad_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend 'jax' is not one of: native, vmap"):
+        Population(OBS, ACT, _config(), 2, "cpu", [0, 1], backend="jax")
+    with pytest.raises(ValueError, match="chunk_size"):
+        Population(OBS, ACT, _config(), 2, "cpu", [0, 1], chunk_size=1, backend="native")
+
+
+# ---------------------------------------------------------------- the native backend (tql.batched)
+# Options whose code paths differ: '0.03M' has ReLU Q heads, '0.03M-v1' GELU + LayerNorm heads.
+NATIVE_OPTIONS = [
+    {},
+    {"size": "0.03M-v1"},
+    {"q_agg": "min", "normalize_q_loss": True},
+    {"temperature_sharing": "global", "entropy_reduction": "sum"},
+    {"two_sided": True, "temperature_sharing": "layer"},
+    {"entropy_control": False},
+    {"actor_layer_norm": False},
+    {"critic": "mlp", "actor_hidden": (16,)},
+]
+
+
+def _stacked(agents: list[TQLAgent]) -> dict[str, torch.Tensor]:
+    """The agents' state stacked as ``Population.state``: leaves with grads where the agent's
+    optimiser trains the tensor."""
+    trained = {id(p) for group in agents[0].optimizer.param_groups for p in group["params"]}
+    params = {n: p for n, p in agents[0].named_parameters()}
+    return {name: torch.stack([a.state_dict()[name] for a in agents]).detach().clone()
+            .requires_grad_(name in params and id(params[name]) in trained) for name in agents[0].state_dict()}
+
+
+def _targets(config: AgentConfig) -> torch.Tensor:
+    """Per-member H̄: ``[K, depth, 2]`` tables (numbers ``[K]`` for a critic without attention)."""
+    if config.critic == "mlp":
+        return torch.tensor(TARGETS, dtype=torch.float32)
+    return torch.tensor(TARGETS, dtype=torch.float32).view(-1, 1, 1) * torch.tensor([[1.0, 0.8], [0.9, 0.6]])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("overrides", NATIVE_OPTIONS)
+def test_native_losses_metrics_and_gradients_equal_single_agents(float64, overrides, shared):
+    config = _config(**overrides)
+    agents = _agents(config)
+    state, k = _stacked(agents), len(agents)
+    batches, target = _batches(k, 0, shared), _targets(config)
+    noises = [a.sample_noise(batches if shared else _member(batches, i), torch.Generator().manual_seed(i))
+              for i, a in enumerate(agents)]
+    noise = {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
+    loss, metrics = BatchedAgent(agents[0]).losses(state, batches, target, noise)
+    assert loss.shape == (k,)
+    loss.sum().backward()
+    for i, agent in enumerate(agents):
+        own_loss, own = agent.losses(batches if shared else _member(batches, i), target[i], noises[i])
+        agent.optimizer.zero_grad(set_to_none=True)
+        own_loss.backward()
+        torch.testing.assert_close(loss[i], own_loss.detach(), rtol=1e-10, atol=1e-12)
+        assert set(metrics) == set(own)
+        for key, value in own.items():
+            assert metrics[key][i].dtype == value.dtype, key
+            torch.testing.assert_close(metrics[key][i], value, rtol=1e-10, atol=1e-12, msg=key)
+        for name, p in agent.named_parameters():
+            if state[name].requires_grad:
+                torch.testing.assert_close(state[name].grad[i], p.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("overrides", NATIVE_OPTIONS)
+def test_native_updates_equal_single_agent_updates(float64, overrides):
+    """Parameters, Adam moments and metrics after a few updates (per-member batches, H̄ per
+    member)."""
+    _run_both(_config(**overrides), steps=2)
+
+
+def test_native_measure_and_act_equal_vmap_float32():
+    config = _config()
+    pops = [Population(OBS, ACT, config, 3, "cpu", SEEDS, backend=b) for b in BACKENDS]
+    for step in range(3):
+        batches, noise = _batches(3, step), pops[0].sample_noise(_batches(3, step))
+        metrics = [pop.update(batches, torch.tensor(TARGETS), noise) for pop in pops]
+        for key in metrics[1]:
+            torch.testing.assert_close(metrics[0][key], metrics[1][key], rtol=1e-5, atol=1e-5, msg=key)
+    for name in pops[1].state:
+        torch.testing.assert_close(pops[0].state[name], pops[1].state[name], rtol=1e-4, atol=5e-5, msg=name)
+    held_out = _batches(3, 50, shared=True)
+    measured = [pop.measure(held_out, torch.tensor(TARGETS), torch.Generator().manual_seed(0)) for pop in pops]
+    for key in measured[1]:
+        torch.testing.assert_close(measured[0][key], measured[1][key], rtol=1e-4, atol=1e-4, msg=key)
+    obs, noise = held_out["observations"], torch.randn(3, B, ACT)
+    torch.testing.assert_close(pops[0].act(obs, noise), pops[1].act(obs, noise), rtol=1e-4, atol=1e-4)
+
+
+def test_native_bf16_follows_vmap_bf16():
+    """bf16 autocast: the native backend keeps the same float32 islands as tql.model, so both
+    backends agree to bf16 rounding."""
+    config = _config(precision="bf16")
+    pops = [Population(OBS, ACT, config, 3, "cpu", SEEDS, backend=b) for b in BACKENDS]
+    batches = _batches(3, 0)
+    noise = pops[0].sample_noise(batches)
+    metrics = [pop.update(batches, torch.tensor(TARGETS), noise) for pop in pops]
+    for key in ("critic/td_loss", "actor/bc_flow_loss", "actor/q_loss"):
+        torch.testing.assert_close(metrics[0][key], metrics[1][key], rtol=2e-2, atol=1e-3, msg=key)
+    torch.testing.assert_close(metrics[0]["entropies"], metrics[1]["entropies"], rtol=0.0, atol=1e-3)
+    assert all(t.dtype == torch.float32 for t in pops[0].state.values())
+    assert pops[0].act(batches["observations"]).dtype == torch.float32

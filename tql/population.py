@@ -3,12 +3,19 @@
 Every member has the architecture and hyperparameters of one ``TQLAgent`` (same
 ``AgentConfig``), its own initialisation (``seeds[i]``), its own data batch, its own noise
 stream, its own target entropy H̄_i and its own optimiser state. The K members' tensors are
-stacked along a leading dim (``[K, *shape]``) and one update evaluates
-``TQLAgent.losses`` for all members at once with ``torch.func.functional_call`` under
-``torch.func.vmap``: every matmul becomes one batched matmul over the members, so Python,
+stacked along a leading dim (``[K, *shape]``) and one update evaluates ``TQLAgent.losses``
+for all members at once: every matmul becomes one batched matmul over the members, so Python,
 dispatcher and kernel-launch overhead is paid once per population instead of once per member.
-The loss code is the agent's own, so a member's update is the single agent's update (exact up
-to floating-point reassociation in the batched kernels; ``tests/test_population.py``).
+Two backends compute it:
+
+- ``native`` (default): ``tql.batched.BatchedAgent``, the forward passes and losses written
+  with an explicit member dim (``baddbmm`` on contiguous ``[K, rows, features]``
+  activations). Written because vmap's layouts cost a GPU most of the batching's gain.
+- ``vmap``: ``torch.func.functional_call`` of the agent's own ``losses`` under
+  ``torch.func.vmap``; the reference the native backend is tested against.
+
+Either way a member's update is the single agent's update (exact up to floating-point
+reassociation in the batched kernels; ``tests/test_population.py``).
 
 Adam(W) is elementwise, so Adam(W) on the stacked tensors is K independent ones; what is not
 elementwise, the step count in the bias corrections and in the learning-rate schedule, is
@@ -31,9 +38,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from tql.agent import AgentConfig, TQLAgent, lr_factor
+from tql.batched import BatchedAgent
 from tql.entropy import clip_temperatures_
 
-__all__ = ["Population"]
+__all__ = ["Population", "BACKENDS"]
+
+BACKENDS = ("native", "vmap")
 
 
 def _adam_step_dtype() -> torch.dtype:
@@ -64,12 +74,14 @@ class _Act(nn.Module):
 class Population:
     """K ``TQLAgent`` members with stacked parameters, updated together.
 
-    ``chunk_size``: members per batched call (``torch.func.vmap``'s ``chunk_size``); None runs
-    all K in one call, the setting meant for a GPU, where one small agent's update is bound by
-    kernel launches. On a CPU an update is compute-bound and batching saves nothing: measured
-    1.1-1.4x the time of K separate updates on one thread (``benchmarks/results/
-    population_speed.txt``); a small ``chunk_size`` bounds the working set of large presets
-    but did not measurably help there. Results are the same either way (up to rounding).
+    ``backend``: ``'native'`` (``tql.batched``) or ``'vmap'`` (the reference; see the module
+    text). ``chunk_size`` (vmap only): members per batched call (``torch.func.vmap``'s
+    ``chunk_size``); None runs all K in one call, the setting meant for a GPU, where one small
+    agent's update is bound by kernel launches. On a CPU an update is compute-bound and vmap's
+    batching saves nothing: measured 1.1-1.4x the time of K separate updates on one thread
+    (``benchmarks/results/population_speed.txt``); a small ``chunk_size`` bounds the working
+    set of large presets but did not measurably help there. Results are the same either way
+    (up to rounding).
 
     ``state[name]`` holds every entry of a member's ``TQLAgent.state_dict()`` (networks,
     target critic, temperatures, persistent buffers) stacked to ``[K, *shape]``. The trainable
@@ -79,8 +91,13 @@ class Population:
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, k: int,
                  device: str | torch.device = "cpu", seeds: Sequence[int] | None = None,
-                 chunk_size: int | None = None, total_steps: int = 1_000_000) -> None:
+                 chunk_size: int | None = None, total_steps: int = 1_000_000, backend: str = "native") -> None:
         config.validate()
+        if backend not in BACKENDS:
+            raise ValueError(f"population backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+        if chunk_size is not None and backend != "vmap":
+            raise ValueError(f"chunk_size={chunk_size} applies to backend='vmap' only (got {backend!r})")
+        self.backend = backend
         self.total_steps = int(total_steps)
         if k < 1:
             raise ValueError(f"population size k={k} must be >= 1")
@@ -143,6 +160,7 @@ class Population:
         # Per-member noise streams for updates and act().
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
 
+        self._native = BatchedAgent(self._template) if backend == "native" else None
         self._vmapped_losses = {
             shared: vmap(self._member_losses, in_dims=(0, None if shared else 0, 0, 0), chunk_size=chunk_size)
             for shared in (False, True)
@@ -161,6 +179,13 @@ class Population:
 
     def _prefixed(self) -> dict[str, Tensor]:
         return {"agent." + n: t for n, t in self.state.items()}
+
+    def _losses_of(self, batch: dict[str, Tensor], target: Tensor, noise: dict[str, Tensor]):
+        """``(loss [K], metrics [K, ...])`` of every member, by the population's backend."""
+        if self._native is not None:
+            return self._native.losses(self.state, batch, target, noise)
+        shared = self._is_shared(batch["observations"], 3)
+        return self._vmapped_losses[shared](self._prefixed(), dict(batch), target, noise)
 
     @staticmethod
     def _is_shared(obs: Tensor, per_member_ndim: int) -> bool:
@@ -212,12 +237,12 @@ class Population:
         keyed like ``TQLAgent.sample_noise`` (default: from the members' generators).
         No host synchronisation.
         """
-        shared = self._is_shared(batches["observations"], 3)
+        self._is_shared(batches["observations"], 3)  # shape check
         target = self._targets(target_entropies)
         if noise is None:
             noise = self.sample_noise(batches)
         with self._template.autocast():  # the agent's precision (AgentConfig.precision)
-            loss, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batches), target, noise)
+            loss, metrics = self._losses_of(batches, target, noise)
         for name in self.trainable:
             self.state[name].grad = None
         loss.sum().backward()  # members are independent: each slice gets its own gradient
@@ -232,12 +257,10 @@ class Population:
         """Every member's update metrics on ``batch`` without changing anything (e.g. the TD
         error on a held-out batch). The noise comes from ``generator``, not from the members'
         update streams, so measuring does not change the training that follows."""
-        shared = self._is_shared(batch["observations"], 3)
         noise = [self._template.sample_noise(self.member_batch(batch, i), generator) for i in range(self.k)]
         stacked = {key: torch.stack([n[key] for n in noise]) for key in noise[0]}
         with self._template.autocast():
-            _, metrics = self._vmapped_losses[shared](self._prefixed(), dict(batch),
-                                                      self._targets(target_entropies), stacked)
+            _, metrics = self._losses_of(batch, self._targets(target_entropies), stacked)
         return metrics
 
     def _lr_factors(self) -> Tensor:
@@ -313,6 +336,8 @@ class Population:
             noise = torch.stack([torch.randn(batch, self.act_dim, device=obs.device, generator=g)
                                  for g in self.generators])
         with self._template.autocast():
+            if self._native is not None:
+                return self._native.act(self.state, obs, noise)
             return self._vmapped_act[shared](self._prefixed(), obs, noise)
 
     # ---------------------------------------------------------------- members

@@ -1,16 +1,20 @@
 """Seconds per update of a batched population of K agents vs K separate single-agent updates.
 
-For each K, one ``Population`` update (K members, each with its own batch and H̄) is timed
-against K consecutive ``TQLAgent.update`` calls on K separate agents with the same batches;
-the two settings alternate (interleaved, so drift in machine load hits both alike) and the
-medians of ``--repeats`` timings of ``--iters`` updates each are compared:
+For each K, one ``Population`` update (K members, each with its own batch and H̄) per
+population backend (``--backends``: ``native`` = tql.batched, ``vmap`` = vmap over the agent's
+own losses) is timed against K consecutive ``TQLAgent.update`` calls on K separate agents with
+the same batches; all settings alternate within each round (interleaved, so drift in machine
+load hits them alike) and the medians of ``--repeats`` timings of ``--iters`` updates each are
+compared:
 
     ratio = t(population of K) / (K x t(one single-agent update))
+    native / vmap = t(native population of K) / t(vmap population of K)
 
 The issue's goal is ratio <= 0.5 at K = 8. Data are random tensors of the task's shapes (the
-update's cost does not depend on their values); both settings get the same threads.
+update's cost does not depend on their values); all settings get the same threads.
 
     python benchmarks/population_speed.py --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
+    python benchmarks/population_speed.py --device cuda --preset 0.4M --batch-size 256 --actor-hidden 512,512,512,512
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.population import Population  # noqa: E402
+from tql.population import BACKENDS, Population  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 
@@ -66,37 +70,35 @@ def measure_k(k: int, args, config: AgentConfig, task, device: torch.device) -> 
     singles = [{key: value[i] for key, value in batches.items()} for i in range(k)]
     targets = torch.linspace(0.3, 0.8, k, device=device) * float(torch.log(torch.tensor(float(task.n_tokens))))
     target_list = [float(t) for t in targets]
-    pop = Population(task.obs_dim, task.act_dim, config, k, device, seeds=list(range(k)),
-                     chunk_size=args.chunk_size)
+    pops = {backend: Population(task.obs_dim, task.act_dim, config, k, device, seeds=list(range(k)),
+                                chunk_size=args.chunk_size if backend == "vmap" else None, backend=backend)
+            for backend in args.backends}
     agents = []
     for seed in range(k):
         torch.manual_seed(seed)
         agents.append(TQLAgent(task.obs_dim, task.act_dim, config, device))
 
-    def population_update():
-        pop.update(batches, targets)
-
     def separate_updates():
         for agent, batch, target in zip(agents, singles, target_list):
             agent.update(batch, target)
 
+    settings = {backend: (lambda pop=pop: pop.update(batches, targets)) for backend, pop in pops.items()}
+    settings["separate"] = separate_updates
     for _ in range(args.warmup):
-        population_update()
-        separate_updates()
-    pop_times, sep_times = [], []
-    for _ in range(args.repeats):
-        pop_times.append(time_calls(population_update, args.iters, device))
-        sep_times.append(time_calls(separate_updates, args.iters, device))
-    t_pop, t_sep = statistics.median(pop_times), statistics.median(sep_times)
-    return {
-        "k": k,
-        "population_s": t_pop,
-        "separate_s": t_sep,
-        "single_s": t_sep / k,
-        "ratio": t_pop / t_sep,
-        "population_runs_s": pop_times,
-        "separate_runs_s": sep_times,
-    }
+        for fn in settings.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(args.repeats):  # one round: every setting once, in the same order
+        for name, fn in settings.items():
+            times[name].append(time_calls(fn, args.iters, device))
+    medians = {name: statistics.median(runs) for name, runs in times.items()}
+    t_sep = medians["separate"]
+    row = {"k": k, "separate_s": t_sep, "single_s": t_sep / k, "separate_runs_s": times["separate"],
+           "backends": {b: {"population_s": medians[b], "ratio": medians[b] / t_sep, "runs_s": times[b]}
+                        for b in pops}}
+    if {"native", "vmap"} <= set(pops):
+        row["native_over_vmap"] = medians["native"] / medians["vmap"]
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,13 +112,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5, help="interleaved timings per setting")
     p.add_argument("--iters", type=int, default=5, help="updates per timing")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--backends", default=",".join(BACKENDS), help="population backends to time side by side")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="members per batched call (Population chunk_size; default: all K)")
+                   help="vmap backend: members per batched call (Population chunk_size; default: all K)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--precision", default="fp32", help="AgentConfig.precision: fp32 or bf16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
+    args.backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(args.backends) - set(BACKENDS))
+    if unknown or not args.backends:
+        p.error(f"--backends {','.join(args.backends)}: valid are {', '.join(BACKENDS)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     task = get_task(args.task)
@@ -125,17 +132,20 @@ def main(argv: list[str] | None = None) -> dict:
                                   actor_hidden=hidden, flow_steps=args.flow_steps, precision=args.precision)
     print(f"task {task.name} (obs {task.obs_dim}, act {task.act_dim}), preset {args.preset}, "
           f"batch {args.batch_size}, actor {hidden}, flow_steps {args.flow_steps}, device {device}, "
-          f"threads {args.threads}, chunk_size {args.chunk_size}, precision {args.precision}, "
-          f"torch {torch.__version__}")
-    print(f"medians of {args.repeats} interleaved timings of {args.iters} updates each")
-    print(f"{'K':>3} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}")
+          f"threads {args.threads}, backends {','.join(args.backends)}, chunk_size (vmap) {args.chunk_size}, "
+          f"precision {args.precision}, torch {torch.__version__}")
+    print(f"medians of {args.repeats} interleaved rounds, each timing {args.iters} updates of every setting")
+    print(f"{'K':>3} {'backend':>8} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}"
+          f" {'native/vmap':>12}")
     rows = []
     for k in (int(x) for x in args.ks.split(",")):
         row = measure_k(k, args, config, task, device)
         rows.append(row)
-        print(f"{k:>3} {row['population_s'] * 1e3:>14.2f} {row['separate_s'] * 1e3:>14.2f} "
-              f"{row['single_s'] * 1e3:>10.2f} {row['ratio']:>7.3f}", flush=True)
-    print("ratio = K-batched / (K x single); goal: <= 0.5 at K = 8")
+        for backend, timing in row["backends"].items():
+            versus = f"{row['native_over_vmap']:>12.3f}" if backend == "native" and "native_over_vmap" in row else ""
+            print(f"{k:>3} {backend:>8} {timing['population_s'] * 1e3:>14.2f} {row['separate_s'] * 1e3:>14.2f} "
+                  f"{row['single_s'] * 1e3:>10.2f} {timing['ratio']:>7.3f} {versus}".rstrip(), flush=True)
+    print("ratio = K-batched / (K x single), goal: <= 0.5 at K = 8; native/vmap = native time / vmap time")
     result = {"args": vars(args), "device": str(device), "torch": torch.__version__, "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

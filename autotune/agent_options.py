@@ -21,6 +21,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def _parse_value(name: str, text: str, default: Any) -> Any:
     text = text.strip()
+    if name in _BOOL_OR_NONE:  # compile: true, false, or none (the device decides)
+        if text.lower() == "none":
+            return None
+        default = False
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0"):
@@ -36,6 +40,9 @@ def _parse_value(name: str, text: str, default: Any) -> Any:
         kind = "true or false" if isinstance(default, bool) else type(default or 0.0).__name__
         raise ConfigError(f"agent option {name}={text!r}: expected {kind}") from None
     return text
+
+
+_BOOL_OR_NONE = {f.name for f in dataclasses.fields(AgentConfig) if str(f.type) == "bool | None"}
 
 
 def agent_overrides(settings: str = "published", options: list[str] | None = None) -> dict[str, Any]:

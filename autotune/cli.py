@@ -31,6 +31,9 @@ SETTINGS_HELP = ("agent settings: published (TQL as published, the default), fql
 AGENT_OPTION_HELP = "one agent option KEY=VALUE (repeatable), e.g. alpha_init=0.01 or two_sided=true"
 TARGET_HELP = ("constant H̄ in (0, log n]: 3.0 (every layer), 3.0,2.5 (per layer) or 3.0:2.8,2.5:2.4 "
                "([VALUE]:other rows per layer)")
+CUDA_GRAPH_HELP = "auto (on for CUDA), on, off: replay each update from a CUDA graph (no per-step launch overhead)"
+COMPILE_HELP = "torch.compile the whole loss (default: on for CUDA, off on CPUs, where it measured no faster)"
+TF32_HELP = "CUDA: float32 matmuls on TF32 tensor cores (the default; --no-tf32 for full float32)"
 PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
                   "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")
 
@@ -59,6 +62,9 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
+    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
     schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
     controller: str = typer.Option("none", help="adaptive H̄: none, feedback, population (each writes the schedule "
                                                  "it followed)"),
@@ -83,7 +89,7 @@ def train(
     members, fitness = _population_options(controller, members, fitness)
     _profile_options(controller, depth_profile, last_layer_offset)
     agent_overrides = {"critic": critic, "entropy_control": not no_entropy_control, "precision": precision,
-                       **named_overrides(settings, agent)}
+                       "compile": compile_loss, **named_overrides(settings, agent)}
     if size is not None:
         agent_overrides["size"] = size
     if batch_size is not None:
@@ -91,7 +97,7 @@ def train(
     config = TrainConfig.from_profile(
         task, profile, agent_overrides, steps=steps, **target_options(rho, target_entropy, targets), seed=seed,
         data_dir=str(data_dir), data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes,
-        eval_every=eval_every, device=device, threads=threads,
+        eval_every=eval_every, device=device, threads=threads, cuda_graph=cuda_graph, tf32=tf32,
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
     hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
@@ -240,6 +246,9 @@ def run(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP + " (a study keeps the precision it began with)"),
+    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
+    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
     heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
     grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
@@ -255,10 +264,12 @@ def run(
         study_spec = study_spec.replace(sampler=sampler)
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
                  if v is not None}
+    overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     plan = RunPlan(tasks=resolve_tasks(tasks), spec=study_spec, study=study, storage=storage, profile=profile,
                    trials=trials, seeds=seeds, workers=workers, runs_dir=runs_dir, data_dir=data_dir,
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
-                   train_overrides=overrides, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                   compile=compile_loss, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
+                   grace_period=grace_period)
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)  # bad overrides fail here, before any write
     opened = open_storage(storage)
     check_studies(plan, opened)
@@ -407,6 +418,9 @@ def apply(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
+    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
@@ -416,9 +430,10 @@ def apply(
     from tql.train import train as run_training
 
     loaded = Schedule.load(schedule)
-    config = TrainConfig.from_profile(task, profile, {"precision": precision}, steps=steps, seed=seed,
-                                      data_dir=str(data_dir), make_data=make_data, device=device, threads=threads,
-                                      eval_every=eval_every, eval_episodes=eval_episodes)
+    config = TrainConfig.from_profile(task, profile, {"precision": precision, "compile": compile_loss}, steps=steps,
+                                      seed=seed, data_dir=str(data_dir), make_data=make_data, device=device,
+                                      threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
+                                      cuda_graph=cuda_graph, tf32=tf32)
     hooks = ScheduleHooks.for_config(loaded, config)
     source_n = loaded.meta.get("n_tokens")
     console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"
@@ -468,6 +483,9 @@ def compare(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
+    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
+    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples"),
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
@@ -479,10 +497,11 @@ def compare(
 
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
                  if v is not None}
+    overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a.strip() for a in approaches.split(",") if a.strip()],
                        seeds=[100 + i for i in range(seeds)], out_dir=out, profile=profile, study=study,
                        knots_study=knots_study, storage=storage, train_overrides=overrides, data_dir=data_dir,
-                       device=device, threads=threads, precision=precision)
+                       device=device, threads=threads, precision=precision, compile=compile_loss)
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
@@ -526,7 +545,8 @@ def lodo(
                   f"-> {path}")
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
-            data_dir=data_dir, threads=threads, device="auto", precision=precision, reps=2000)
+            data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
+            compile_loss=None, tf32=True, reps=2000)
 
 
 @data_app.command("make")

@@ -55,6 +55,7 @@ class ComparePlan:
     device: str = "auto"
     threads: int | None = None
     precision: str = "fp32"  # AgentConfig.precision of every run
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: on for CUDA)
     last_k: int = 1
 
     def __post_init__(self) -> None:
@@ -71,7 +72,8 @@ class ComparePlan:
             raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
 
     def config(self, task: TaskSpec, seed: int, **overrides) -> TrainConfig:
-        return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision}, seed=seed,
+        return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision, "compile": self.compile},
+                                        seed=seed,
                                         data_dir=str(self.data_dir), device=self.device, threads=self.threads,
                                         **{**self.train_overrides, **overrides})
 

@@ -61,6 +61,7 @@ class RunPlan:
     device: str = "auto"
     threads: int | None = None
     precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: on for CUDA)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 30.0
     grace_period: float = 120.0
@@ -89,7 +90,7 @@ class RunPlan:
 
     def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
         return TrainConfig.from_profile(
-            task.name, self.profile, {"precision": self.precision}, rho=rho, seed=seed, data_dir=str(self.data_dir),
+            task.name, self.profile, {"precision": self.precision, "compile": self.compile}, rho=rho, seed=seed, data_dir=str(self.data_dir),
             data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
 
 

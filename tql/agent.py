@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +75,7 @@ class AgentConfig:
     two_sided: bool = False  # signed temperature: H̄ becomes a set-point (public code's option)
     alpha_max: float = 1e4  # ours: |alpha| clipped to this after each step (bounds two-sided wind-up)
     entropy_control: bool = True  # False: no penalty, temperatures frozen (shows collapse)
-    compile: bool = False  # torch.compile the critics' forward (speed only; first steps compile)
+    compile: bool | None = None  # torch.compile of the whole loss; None: on CUDA only (see TQLAgent)
     precision: str = "fp32"  # 'bf16': forward passes under bfloat16 autocast (see tql.model)
 
     @classmethod
@@ -255,7 +256,7 @@ class TQLAgent(nn.Module):
         if total_steps < 1:
             raise ConfigError(f"total_steps={total_steps!r} must be >= 1")
         self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
-        self.total_steps, self.lr_step = int(total_steps), 0
+        self.total_steps = int(total_steps)
         self.critic = build_critic(config.critic, obs_dim, act_dim, config.size, config.num_q)
         self.target_critic = build_critic(config.critic, obs_dim, act_dim, config.size, config.num_q)
         self.target_critic.load_state_dict(self.critic.state_dict())
@@ -267,12 +268,17 @@ class TQLAgent(nn.Module):
         self.flow = FlowPolicy(obs_dim, act_dim, config.actor_hidden, **policy)
         self.actor = OneStepPolicy(obs_dim, act_dim, config.actor_hidden, **policy)
         self.to(device)
+        # The schedule's step counter lives on the device: a graph-captured update advances it
+        # (and the learning rates it gives) without the host (tql.graphs).
+        self._lr_step = torch.zeros((), dtype=torch.float64, device=self.device)
         self.optimizer = self.build_optimizer()
-        if config.compile:
-            # The instances' forward, not the modules: state_dict keys, functional_call and
-            # the parameter structure stay as they are. dynamic=False: fixed batch shapes.
-            for critic in (self.critic, self.target_critic):
-                critic.forward = torch.compile(critic.forward, dynamic=False)
+        # torch.compile of the whole loss (forward of every network, losses, metrics); AOTAutograd
+        # compiles its backward too. ``losses`` itself stays eager: the population calls it
+        # under vmap. dynamic=False: a run's shapes are fixed. By default on CUDA only, where
+        # it measured faster; on a CPU it did not (benchmarks/README.md).
+        self.compiled = config.compile if config.compile is not None else self.device.type == "cuda"
+        self._losses = torch.compile(self.losses, dynamic=False) if self.compiled else self.losses
+        self._compile_checked = not self.compiled or config.compile is True
 
     @property
     def device(self) -> torch.device:
@@ -294,19 +300,47 @@ class TQLAgent(nn.Module):
                            "lr": config.alpha_lr or config.critic_lr, "weight_decay": 0.0})
         return groups
 
+    @property
+    def lr_step(self) -> int:
+        """Updates the learning-rate schedule has seen (reading it syncs with the device)."""
+        return int(self._lr_step.item())
+
+    @lr_step.setter
+    def lr_step(self, value: int) -> None:
+        self._lr_step.fill_(float(value))
+
     def build_optimizer(self, fused: bool | None = None) -> torch.optim.Optimizer:
         """Adam(W) over ``_param_groups`` at the schedule's current rates (benchmarks rebuild it
         after swapping modules). Fused (one kernel over all tensors: measured 1.02-1.05x per
-        update on CPU, benchmarks/README.md) where torch has it: float parameters on CPU / CUDA."""
+        update on CPU, benchmarks/README.md) where torch has it: float parameters on CPU / CUDA.
+
+        A fused optimiser holds each group's rate as a device tensor that ``update`` rewrites
+        in place, so a CUDA graph replays the schedule too; on CUDA it is also ``capturable``
+        (the update may be captured whole, ``tql.graphs``). Otherwise (float64 parameters:
+        foreach Adam, which needs host numbers) the rates are Python floats.
+        """
         if fused is None:
             fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in self.parameters()) \
                 and self.device.type in ("cpu", "cuda")
         adam = torch.optim.AdamW if self.config.weight_decay > 0 else torch.optim.Adam
-        optimizer = adam(self._param_groups(), lr=self.config.critic_lr, weight_decay=0.0,
-                         **({"fused": True} if fused else {"foreach": True}))
-        self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        options = {"fused": True, "capturable": self.device.type == "cuda"} if fused else {"foreach": True}
+        groups = self._param_groups()
+        self.peak_lrs = [group["lr"] for group in groups]
+        if fused:
+            for group in groups:
+                group["lr"] = torch.tensor(group["lr"], dtype=torch.float32, device=self.device)
+        optimizer = adam(groups, lr=self.config.critic_lr, weight_decay=0.0, **options)
+        # Warm-up updates run uncaptured by design: torch's one-time warning about a capturable
+        # optimiser stepping outside a graph says nothing here.
+        optimizer._warned_capturable_if_run_uncaptured = True
         self._set_learning_rates(optimizer)
         return optimizer
+
+    def _lr_factor_tensor(self) -> Tensor:
+        """The schedule's factor for the next update, on the device (no host sync)."""
+        if self.config.lr_schedule == "constant":
+            return torch.ones((), dtype=torch.float64, device=self.device)
+        return lr_factor(self._lr_step, self.total_steps, self.config.warmup_fraction)
 
     def lr_factor(self, step: int | None = None) -> float:
         """The schedule's factor of the peak rates at update ``step`` (default: the next)."""
@@ -316,15 +350,27 @@ class TQLAgent(nn.Module):
         return float(lr_factor(step, self.total_steps, self.config.warmup_fraction))
 
     def _set_learning_rates(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Every group at its peak rate times the schedule's factor for the next update."""
-        factor = self.lr_factor()
-        for group, peak in zip((optimizer or self.optimizer).param_groups, self.peak_lrs):
-            group["lr"] = peak * factor
+        """Every group at its peak rate times the schedule's factor for the next update:
+        written into the group's rate tensor (a fused optimiser; no host sync) or set as a
+        float. A loaded optimiser state may bring floats back: they become tensors again."""
+        optimizer = optimizer or self.optimizer
+        factor = self._lr_factor_tensor()
+        for group, peak in zip(optimizer.param_groups, self.peak_lrs):
+            if not group.get("fused"):
+                group["lr"] = peak * float(factor)
+            elif isinstance(group["lr"], Tensor) and group["lr"].device == self.device:
+                group["lr"].copy_(factor * peak)
+            else:
+                group["lr"] = (factor * peak).to(torch.float32)
 
     def autocast(self) -> torch.autocast:
         """The forward passes' precision region: bfloat16 autocast with ``precision='bf16'``
         (off otherwise). Backward and optimiser steps run outside it, as autocast wants."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        # No cast cache while a CUDA graph is captured: cached bf16 weight copies would be
+        # stale in later replays (torch's advice for autocast in graphs).
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16",
+                              cache_enabled=not capturing)
 
     @torch.no_grad()
     def act(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -410,16 +456,33 @@ class TQLAgent(nn.Module):
         if noise is None:
             noise = self.sample_noise(batch)
         with self.autocast():
-            loss, metrics = self.losses(batch, target, noise)
+            loss, metrics = self._compiled_or_eager_losses(batch, target, noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.temperatures.clip_()
-        self.lr_step += 1
+        self._lr_step += 1
         self._set_learning_rates()
         self._update_target()
         metrics["alphas"] = self.temperatures.alphas().detach()  # after the step
         return metrics
+
+    def _compiled_or_eager_losses(self, batch: dict[str, Tensor], target: Tensor,
+                                  noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """``losses`` through torch.compile; compiled by default (``compile=None``) and the
+        compilation fails (no compiler, an unsupported op): one warning, then eager for good.
+        An explicit ``compile=True`` lets the error through."""
+        if self._compile_checked:
+            return self._losses(batch, target, noise)
+        try:
+            out = self._losses(batch, target, noise)
+        except Exception as exc:  # noqa: BLE001 - the loss is pure: computing it eagerly is safe
+            warnings.warn(f"torch.compile of the loss failed ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:160]}); continuing eagerly", RuntimeWarning, stacklevel=3)
+            self.compiled, self._losses = False, self.losses
+            out = self.losses(batch, target, noise)
+        self._compile_checked = True
+        return out
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -107,10 +107,16 @@ class PopulationTrainer(Trainer):
         flat = self.sampler.sample(size * self.members, self.generator)
         return {key: value.reshape(self.members, size, *value.shape[1:]) for key, value in flat.items()}
 
+    def _update_once(self, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.agent.update(self._sample_batches(), targets)
+
+    def _generators(self) -> list[torch.Generator]:
+        return [self.generator, *self.agent.generators]
+
     def _loop(self) -> bool:
         with self._progress_bar() as advance:
             while self.step < self.config.steps:
-                metrics = self.agent.update(self._sample_batches(), self.targets_at(self.step))
+                metrics = self.update(self.targets_at(self.step))
                 self.step += 1
                 advance(self.step)
                 if self.step % self.config.log_every == 0:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics
 from tql.errors import ConfigError
+from tql.graphs import CUDA_GRAPH_MODES, make_step, use_cuda_graph
 from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.targets import TARGET_SOURCES, Table, published_targets, rho_table, target_table
@@ -102,6 +104,8 @@ class TrainConfig:
     data_episode_length: int = 1001
     device: str = "auto"
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    cuda_graph: str = "auto"  # 'auto': the update replayed from a CUDA graph on CUDA (tql.graphs)
+    tf32: bool = True  # CUDA: float32 matmuls on TF32 tensor cores (10-bit mantissa inputs)
     profile: str = DEFAULT_PROFILE
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -135,6 +139,8 @@ class TrainConfig:
         if self.targets is not None and self.targets not in TARGET_SOURCES:
             raise ConfigError(f"targets {self.targets!r} is not one of: {', '.join(TARGET_SOURCES)}")
         self.constant_target()
+        if self.cuda_graph not in CUDA_GRAPH_MODES:
+            raise ConfigError(f"cuda_graph {self.cuda_graph!r} is not one of: {', '.join(CUDA_GRAPH_MODES)}")
         if self.data_kind not in ("auto", "official", "generated"):
             raise ConfigError(f"data kind {self.data_kind!r} is not one of: auto, official, generated")
 
@@ -189,7 +195,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-_RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data")
+_SPEED_ONLY_AGENT_OPTIONS = ("compile",)
+_RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data",
+                   "cuda_graph", "tf32")
+
+
+def set_tf32(device: torch.device, enabled: bool) -> None:
+    """TF32 tensor-core matmuls for float32 on a CUDA device (torch's default is off); the
+    setting is process-wide, and a CPU run leaves it alone."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
 
 
 def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
@@ -197,6 +212,8 @@ def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
     current = json.loads(json.dumps(config.to_dict()))  # tuples read back as lists
     if isinstance(saved.get("agent"), dict):  # agent options added since the run began take their defaults
         saved = {**saved, "agent": json.loads(json.dumps(AgentConfig.from_dict(saved["agent"]).to_dict()))}
+        # Speed-only agent options may change on resume (the same math, compiled or not).
+        saved["agent"].update({k: current["agent"][k] for k in _SPEED_ONLY_AGENT_OPTIONS})
     diffs = [k for k in current if k not in _RESUME_IGNORED and saved.get(k) != current[k]]
     if diffs:
         raise ConfigError(
@@ -217,6 +234,8 @@ class Trainer:
         self.config, self.task, self.hooks = config, config.spec, hooks or TrainHooks()
         self.out_dir, self.console, self.show_progress = Path(out_dir), console, progress
         self.device = resolve_device(config.device)
+        use_cuda_graph(config.cuda_graph, self.device)  # 'on' without CUDA: refused before any work
+        set_tf32(self.device, config.tf32)
         if config.threads:
             # Several workers on one machine each get a share: oversubscribed OpenMP threads
             # spin against each other and can slow updates down a hundredfold.
@@ -240,6 +259,7 @@ class Trainer:
         self._last_hook: tuple[Any, Table | None] = (object(), None)
         self._last_table: tuple[Any, torch.Tensor | None] = (None, None)
         self.agent = self._make_agent()
+        self.update = make_step(self._update_once, self.device, config.cuda_graph, self._generators(), self._warn)
         self.step, self.evals, self.wall_before = 0, [], 0.0
         self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
         self._prepare_out_dir(fresh)
@@ -247,6 +267,20 @@ class Trainer:
     def _make_agent(self) -> Any:
         return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
                         total_steps=self.config.steps)
+
+    def _update_once(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on a fresh batch: everything on the device, no host sync (capturable)."""
+        return self.agent.update(self.sampler.sample(self.config.agent.batch_size, self.generator), target)
+
+    def _generators(self) -> list[torch.Generator]:
+        """The device generators an update draws from (a CUDA graph must advance them)."""
+        return [self.generator]
+
+    def _warn(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[yellow]{text}")
+        else:
+            warnings.warn(text, RuntimeWarning, stacklevel=2)
 
     def _run_record(self) -> dict:
         """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""
@@ -357,8 +391,7 @@ class Trainer:
         stopped = False
         with self._progress_bar() as advance:
             while self.step < self.config.steps and not stopped:
-                target = self.target_at(self.step)
-                metrics = self.agent.update(self.sampler.sample(self.config.agent.batch_size, self.generator), target)
+                metrics = self.update(self.target_at(self.step))
                 self.step += 1
                 advance(self.step)
                 if self.step % self.config.log_every == 0:

@@ -331,3 +331,25 @@ def test_native_bf16_follows_vmap_bf16():
     torch.testing.assert_close(metrics[0]["entropies"], metrics[1]["entropies"], rtol=0.0, atol=1e-3)
     assert all(t.dtype == torch.float32 for t in pops[0].state.values())
     assert pops[0].act(batches["observations"]).dtype == torch.float32
+
+
+def test_native_losses_trace_as_one_graph():
+    """No host synchronisation or data-dependent shape in the native losses: torch.compile
+    traces them whole (fullgraph; the aot_eager backend needs no C++ compiler), the
+    precondition for capturing the update in a CUDA graph."""
+    pop = Population(OBS, ACT, _config(), 3, "cpu", SEEDS)
+    batches = _batches(3, 0)
+    noise, target = pop.sample_noise(batches), pop._targets(TARGETS)
+
+    def losses(state, batch, target, noise):
+        return pop._native.losses(state, batch, target, noise)
+
+    compiled = torch.compile(losses, fullgraph=True, backend="aot_eager")
+    try:
+        loss, metrics = compiled(pop.state, batches, target, noise)
+    finally:
+        torch._dynamo.reset()
+    eager_loss, eager_metrics = losses(pop.state, batches, target, noise)
+    torch.testing.assert_close(loss, eager_loss)
+    for key, value in eager_metrics.items():
+        torch.testing.assert_close(metrics[key], value, msg=key)

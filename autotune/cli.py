@@ -32,7 +32,8 @@ AGENT_OPTION_HELP = "one agent option KEY=VALUE (repeatable), e.g. alpha_init=0.
 TARGET_HELP = ("constant H̄ in (0, log n]: 3.0 (every layer), 3.0,2.5 (per layer) or 3.0:2.8,2.5:2.4 "
                "([VALUE]:other rows per layer)")
 CUDA_GRAPH_HELP = "auto (on for CUDA), on, off: replay each update from a CUDA graph (no per-step launch overhead)"
-COMPILE_HELP = "torch.compile the whole loss (default: on for CUDA, off on CPUs, where it measured no faster)"
+COMPILE_HELP = ("torch.compile the whole loss (default: when the run is long enough for compiling to pay: from "
+                "2,000 updates on a CPU, 50,000 on CUDA)")
 TF32_HELP = "CUDA: float32 matmuls on TF32 tensor cores (the default; --no-tf32 for full float32)"
 PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
                   "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")

@@ -12,13 +12,18 @@ step, target EMA. Variants, all trained with exactly that update:
   penalty has no gradient);
 - ``mlp``: FQL's 4 x 512 MLP critic (``critic='mlp'``; independent of the preset, measured
   once);
-- ``tql+compile``: ``tql`` with ``AgentConfig(compile=True)`` (torch.compile of the critics'
-  forward; compile time is reported as warm-up, not timed);
+- ``tql+compile``: ``tql`` with ``AgentConfig(compile=True)`` (torch.compile of the whole
+  loss; compile time is reported as warm-up, not timed);
 - ``tql+bf16``: ``tql`` with ``AgentConfig(precision="bf16")`` (bfloat16 autocast of the
   forward passes, attention core / outputs / losses in float32; see precision_check.py for
   whether the losses agree);
-- ``tql@REV`` (with ``--baseline-rev REV``): the critic of ``tql/model.py`` at git revision
-  REV with a foreach (not fused) Adam, for before/after measurements of the current code.
+- ``tql@REV`` (with ``--baseline-rev REV``): the whole agent at git revision REV (its ``tql``
+  package imported under another name, ``rev_agent.py``), timed in the same rounds:
+  before/after measurements of the current code. Its configuration is the ``tql`` variant's
+  (with REV's defaults for options REV does not have).
+
+``--profile cpu`` measures a training profile's agent (its preset, batch size, actor widths
+and flow steps) instead of ``--presets`` / ``--batch-size``.
 
 Model FLOPs per update are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one
 full update (matmul-type ops: mm / addmm / bmm / baddbmm, forward and backward; elementwise
@@ -32,6 +37,7 @@ because the machine may be shared.
         --json benchmarks/results/update_speed.json
     python benchmarks/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
     python benchmarks/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
+    python benchmarks/update_speed.py --profile cpu --variants tql,tql+compile --baseline-rev d86bc7f
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.model import EnsembleMLP, get_preset  # noqa: E402
+
+from benchmarks.rev_agent import agent_at  # noqa: E402
 
 _STATE, _ACTION, _VALUE = 0, 1, 2
 
@@ -103,49 +111,24 @@ class ReferenceCritic(nn.Module):
         return q, q.new_zeros(self.depth, 2)
 
 
-def load_critic_at(rev: str) -> type[nn.Module]:
-    """``TQLCritic`` of ``tql/model.py`` at git revision ``rev`` (forward ignores ``entropies``)."""
-    import importlib.util
-    import subprocess
-    import tempfile
-
-    root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "show", f"{rev}:tql/model.py"], cwd=root, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "tql_model_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("tql_model_at_rev", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-
-    class CriticAtRev(module.TQLCritic):
-        def forward(self, obs: Tensor, act: Tensor, entropies: bool = True) -> tuple[Tensor, Tensor]:
-            return super().forward(obs, act)
-
-    return CriticAtRev
-
-
-def make_agent(variant: str, preset: str, obs_dim: int, act_dim: int, device: str, compile_: bool,
-               rev_critic: type[nn.Module] | None = None, bf16: bool = False) -> TQLAgent:
-    torch.manual_seed(0)
-    critic = "mlp" if variant == "mlp" else "tql"
-    precision = "bf16" if bf16 or variant == "tql+bf16" else "fp32"
-    config = AgentConfig(critic=critic, size=preset, alpha_fql=300.0, precision=precision)
+def agent_options(variant: str, preset: str, compile_: bool, bf16: bool, profile: dict) -> dict:
+    """``AgentConfig`` fields of a variant (``profile``: a training profile's agent fields)."""
+    options = {**profile, "critic": "mlp" if variant == "mlp" else "tql", "size": preset, "alpha_fql": 300.0,
+               "precision": "bf16" if bf16 or variant == "tql+bf16" else "fp32"}
     if compile_ or variant == "tql+compile":
-        config = config.replace(compile=True)
-    agent = TQLAgent(obs_dim, act_dim, config, device)
+        options["compile"] = True
+    elif not variant.startswith("tql@"):
+        options["compile"] = False  # eager unless asked: the default would compile on CUDA
+    return options
+
+
+def make_agent(variant: str, obs_dim: int, act_dim: int, device: str, options: dict) -> TQLAgent:
+    torch.manual_seed(0)
+    agent = TQLAgent(obs_dim, act_dim, AgentConfig(**options), device)
     if variant == "reference":
-        agent.critic = ReferenceCritic(obs_dim, act_dim, preset).to(device)
-        agent.target_critic = ReferenceCritic(obs_dim, act_dim, preset).to(device)
+        agent.critic = ReferenceCritic(obs_dim, act_dim, options["size"]).to(device)
+        agent.target_critic = ReferenceCritic(obs_dim, act_dim, options["size"]).to(device)
         agent.target_critic.load_state_dict(agent.critic.state_dict())
-        agent.target_critic.requires_grad_(False)
-        agent.optimizer = agent.build_optimizer(fused=False)
-    elif variant.startswith("tql@"):
-        for name in ("critic", "target_critic"):
-            old = rev_critic(obs_dim, act_dim, preset).to(device)
-            old.load_state_dict(getattr(agent, name).state_dict())
-            setattr(agent, name, old)
         agent.target_critic.requires_grad_(False)
         agent.optimizer = agent.build_optimizer(fused=False)
     return agent
@@ -176,8 +159,17 @@ class Runner:
         self.target = torch.tensor(0.5 * math.log(1 + agent.obs_dim + agent.act_dim), device=device)
         self.dtype = torch.bfloat16 if agent.config.precision == "bf16" else torch.float32
 
+    @property
+    def critic_params(self) -> int:
+        return sum(p.numel() for p in self.agent.critic.parameters())
+
     def step(self) -> dict[str, Tensor]:
         return self.agent.update(self.batch, self.target)
+
+    def warm_up(self, updates: int) -> None:
+        for _ in range(updates):
+            self.step()
+        _sync(self.device)
 
     def time(self, inner: int) -> float:
         _sync(self.device)
@@ -188,8 +180,17 @@ class Runner:
         return (time.perf_counter() - t0) / inner
 
     def flops(self) -> int:
-        with FlopCounterMode(display=False) as counter:
-            self.step()
+        """Matmul FLOPs of one update, counted on the eager loss: a torch.compile'd function
+        called under FlopCounterMode is recompiled and afterwards runs at eager speed."""
+        compiled = getattr(self.agent, "_losses", None)
+        if compiled is not None:
+            self.agent._losses = self.agent.losses
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self.step()
+        finally:
+            if compiled is not None:
+                self.agent._losses = compiled
         return counter.get_total_flops()
 
 
@@ -213,6 +214,21 @@ def matmul_peak(device: str, size: int, dtype: torch.dtype, seconds: float = 0.5
     return 2 * size**3 / statistics.median(times), 2 * size**3 / min(times)
 
 
+def profile_agent(args: argparse.Namespace) -> dict:
+    """The agent fields of ``--profile`` besides the preset (which replaces ``--presets``;
+    its batch size replaces ``--batch-size``); {} without a profile."""
+    if not args.profile:
+        return {}
+    from tql.train import PROFILES
+
+    if args.profile not in PROFILES:
+        raise SystemExit(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")
+    agent = dict(PROFILES[args.profile]["agent"])
+    args.presets = agent.pop("size", args.presets)
+    args.batch_size = agent.pop("batch_size", args.batch_size)
+    return agent
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="0.4M,1.6M", help="comma-separated TQL critic presets")
@@ -226,8 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per agent first")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="every variant with precision='bf16' (bfloat16 autocast)")
-    p.add_argument("--compile", action="store_true", help="AgentConfig(compile=True): torch.compile the critic")
-    p.add_argument("--baseline-rev", help="add variant tql@REV: the critic at this git revision, foreach Adam")
+    p.add_argument("--compile", action="store_true", help="AgentConfig(compile=True): torch.compile the whole loss")
+    p.add_argument("--baseline-rev", help="add variant tql@REV: the whole agent at this git revision (a worker "
+                                          "process, timed in the same rounds)")
+    p.add_argument("--profile", help="a training profile's agent (e.g. cpu: its preset, batch size, actor widths, "
+                                     "flow steps); replaces --presets and --batch-size")
     p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
@@ -239,29 +258,27 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(variants) - set(valid)
     if unknown:
         p.error(f"unknown variant(s) {sorted(unknown)}; valid: {', '.join(valid)}")
-    rev_critic = None
     if args.baseline_rev:
-        rev_critic = load_critic_at(args.baseline_rev)
         variants.insert(1, f"tql@{args.baseline_rev}")
-
+    profile = profile_agent(args)
     batch = make_batch(args.batch_size, args.obs_dim, args.act_dim, device)
     runners: dict[tuple[str, str], Runner] = {}
     for preset in args.presets.split(","):
         get_preset(preset)
         for variant in variants:
             key = ("-" if variant == "mlp" else preset, variant)
-            if key not in runners:
-                agent = make_agent(variant, preset, args.obs_dim, args.act_dim, device, args.compile, rev_critic,
-                                   args.bf16)
-                runners[key] = Runner(agent, batch, device)
+            if key in runners:
+                continue
+            options = agent_options(variant, preset, args.compile, args.bf16, profile)
+            agent = agent_at(args.baseline_rev, args.obs_dim, args.act_dim, options, device) \
+                if variant.startswith("tql@") else make_agent(variant, args.obs_dim, args.act_dim, device, options)
+            runners[key] = Runner(agent, batch, device)
     info: dict[tuple[str, str], dict] = {}
     for key, runner in runners.items():
         t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            runner.step()
-        _sync(device)
+        runner.warm_up(args.warmup)
         info[key] = {"flops": runner.flops(), "warmup_s": time.perf_counter() - t0,
-                     "critic_params": sum(p.numel() for p in runner.agent.critic.parameters())}
+                     "critic_params": runner.critic_params}
 
     samples: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
     peak_dtypes = sorted({r.dtype for r in runners.values()}, key=str)

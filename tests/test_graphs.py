@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY_TASK
-from tql.agent import AgentConfig, TQLAgent, lr_factor
+from tql.agent import AgentConfig, TQLAgent, compile_pays, lr_factor
 from tql.errors import ConfigError
-from tql.graphs import GraphedStep, use_cuda_graph
+from tql.graphs import GraphedStep, Uploader, use_cuda_graph
 from tql.train import TrainConfig, Trainer, train
 
 OBS, ACT = 6, 2
@@ -119,6 +119,22 @@ def test_a_failing_capture_falls_back_to_eager_without_losing_the_update():
                     "stream is capturing); continuing eagerly"]
 
 
+def test_uploads_arrive_as_float32_tables_on_the_device():
+    upload = Uploader(torch.device("cpu"))
+    table = [[3.0, 2.5], [2.0, 1.5]]
+    out = upload(table, (-1, 2))
+    assert out.dtype == torch.float32 and out.tolist() == table
+    assert upload([table, table], (2, -1, 2)).shape == (2, 2, 2)
+
+
+@CUDA
+def test_pinned_uploads_are_never_overwritten_before_they_arrive():
+    upload = Uploader(torch.device("cuda"), slots=2)
+    outs = [upload([[float(i), -float(i)]], (-1, 2)) for i in range(50)]  # the host runs ahead
+    torch.cuda.synchronize()
+    assert [o.tolist() for o in outs] == [[[float(i), -float(i)]] for i in range(50)]
+
+
 def test_warmup_must_be_positive():
     with pytest.raises(ValueError, match="warmup=0 must be >= 1"):
         GraphedStep(_toy_step(torch.zeros(())), FakeCapture([]), warmup=0)
@@ -193,8 +209,12 @@ def test_compiled_losses_and_gradients_equal_eager_ones():
         torch.testing.assert_close(got["entropies"], want["entropies"], rtol=1e-4, atol=1e-6)
 
 
-def test_compile_defaults_to_cuda_only_and_a_failed_default_compile_runs_eagerly(monkeypatch):
-    assert not TQLAgent(OBS, ACT, _config()).compiled  # None on a CPU: off (measured no faster)
+def test_compile_by_default_only_where_it_pays_and_a_failed_default_compile_runs_eagerly(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [compile_pays(cpu, 1_999), compile_pays(cpu, 2_000)] == [False, True]
+    assert [compile_pays(cuda, 49_999), compile_pays(cuda, 50_000), compile_pays(torch.device("meta"), 10**9)] == \
+        [False, True, False]
+    assert not TQLAgent(OBS, ACT, _config()).compiled  # a library agent stays eager unless asked
 
     def broken_compile(fn, **kwargs):
         def fail(*args, **kw):
@@ -202,12 +222,12 @@ def test_compile_defaults_to_cuda_only_and_a_failed_default_compile_runs_eagerly
         return fail
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    agent = TQLAgent(OBS, ACT, _config())
-    agent.compiled, agent._compile_checked = True, False  # as a CUDA agent's default would be
-    agent._losses = broken_compile(agent.losses)
+    agent = TQLAgent(OBS, ACT, _config(), compile_default=True)  # as the trainer builds a long run's agent
+    assert agent.compiled
     with pytest.warns(RuntimeWarning, match="torch.compile of the loss failed .RuntimeError: inductor: no C"):
         metrics = agent.update(_batches(1)[0], 1.0)
     assert torch.isfinite(metrics["critic/loss"]) and not agent.compiled and agent.lr_step == 1
+    agent.update(_batches(1)[0], 1.0)  # eager from now on, without another warning
     explicit = TQLAgent(OBS, ACT, _config(compile=True))
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):  # compile=True: the error is the user's
         explicit.update(_batches(1)[0], 1.0)

@@ -26,7 +26,7 @@ from torch.func import functional_call
 
 from tql.entropy import REDUCTIONS, SHARINGS, EntropyTemperatures
 from tql.errors import ConfigError
-from tql.model import LEGACY_PRESETS, EnsembleMLP, FP32Linear, build_critic, get_preset
+from tql.model import LEGACY_PRESETS, EnsembleMLP, FP32Linear, GELUTanh, build_critic, get_preset
 from tql.tasks import TaskSpec
 
 
@@ -75,7 +75,7 @@ class AgentConfig:
     two_sided: bool = False  # signed temperature: H̄ becomes a set-point (public code's option)
     alpha_max: float = 1e4  # ours: |alpha| clipped to this after each step (bounds two-sided wind-up)
     entropy_control: bool = True  # False: no penalty, temperatures frozen (shows collapse)
-    compile: bool | None = None  # torch.compile of the whole loss; None: on CUDA only (see TQLAgent)
+    compile: bool | None = None  # torch.compile of the whole loss; None: the trainer decides (compile_pays)
     precision: str = "fp32"  # 'bf16': forward passes under bfloat16 autocast (see tql.model)
 
     @classmethod
@@ -154,6 +154,17 @@ def lr_factor(step: Tensor | float, total_steps: int, warmup_fraction: float, st
     return torch.where(step < warmup, rising, falling)
 
 
+# Updates from which compiling the loss pays for its compilation, by device type (measured:
+# benchmarks/README.md, "The `cpu` profile's update, compiled"); below them, and on other
+# devices, runs stay eager.
+COMPILE_MIN_STEPS = {"cpu": 2_000, "cuda": 50_000}
+
+
+def compile_pays(device: torch.device, total_steps: int) -> bool:
+    """Whether a run of ``total_steps`` updates on ``device`` compiles its loss by default."""
+    return total_steps >= COMPILE_MIN_STEPS.get(torch.device(device).type, math.inf)
+
+
 def _decayed_ids(module: nn.Module) -> set[int]:
     matrices = set()
     for sub in module.modules():
@@ -187,7 +198,7 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, layer_norm: bool = F
     actions and velocities are what the losses compare)."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.GELU(approximate="tanh")]
+        layers += [nn.Linear(in_dim, width), GELUTanh()]
         if layer_norm:
             layers.append(nn.LayerNorm(width))
         in_dim = width
@@ -244,13 +255,15 @@ def td_target(rewards: Tensor, masks: Tensor, next_qs: Tensor, gamma: float, q_a
 class TQLAgent(nn.Module):
     """Critic (+ target), temperatures, flow and one-step policies, one optimiser.
 
+    ``compile_default``: whether ``config.compile=None`` compiles the loss (the trainer passes
+    ``compile_pays``; a failing default compile continues eagerly after one warning).
     ``total_steps``: the run length the learning-rate schedule spans (``lr_schedule=
     'warmup_cosine'``; default the paper's 1M). It is part of the checkpoint: a resumed run
     continues the schedule it began, and updates past its end keep the final rate.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, device: str | torch.device = "cpu",
-                 total_steps: int = 1_000_000):
+                 total_steps: int = 1_000_000, compile_default: bool = False):
         super().__init__()
         config.validate()
         if total_steps < 1:
@@ -273,10 +286,9 @@ class TQLAgent(nn.Module):
         self._lr_step = torch.zeros((), dtype=torch.float64, device=self.device)
         self.optimizer = self.build_optimizer()
         # torch.compile of the whole loss (forward of every network, losses, metrics); AOTAutograd
-        # compiles its backward too. ``losses`` itself stays eager: the population calls it
-        # under vmap. dynamic=False: a run's shapes are fixed. By default on CUDA only, where
-        # it measured faster; on a CPU it did not (benchmarks/README.md).
-        self.compiled = config.compile if config.compile is not None else self.device.type == "cuda"
+        # compiles its backward too. ``losses`` itself stays eager: the population's vmap
+        # backend calls it. dynamic=False: a run's shapes are fixed.
+        self.compiled = config.compile if config.compile is not None else compile_default
         self._losses = torch.compile(self.losses, dynamic=False) if self.compiled else self.losses
         self._compile_checked = not self.compiled or config.compile is True
 
@@ -524,5 +536,6 @@ def flat_metrics(metrics: dict[str, Tensor]) -> dict[str, float]:
 
 
 __all__ = ["AgentConfig", "PRECISIONS", "LR_SCHEDULES", "Q_AGGREGATIONS", "FQL_SETTINGS", "LEGACY_SETTINGS",
+           "COMPILE_MIN_STEPS", "compile_pays",
            "lr_factor", "decayed_parameter_names", "critic_depth", "TQLAgent", "FlowPolicy", "OneStepPolicy", "flow_matching_loss",
            "td_target", "flat_metrics"]

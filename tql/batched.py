@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tql.agent import TQLAgent, td_target
-from tql.model import EnsembleMLP, FP32Linear, MLPCritic, TQLCritic, full_precision, upcast
+from tql.model import EnsembleMLP, FP32Linear, MLPCritic, TQLCritic, full_precision, gelu_tanh, upcast
 
 __all__ = ["BatchedAgent"]
 
@@ -50,10 +50,6 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 def _layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """LayerNorm of ``x [K, M, d]`` with per-member affine ``weight, bias [K, d]``."""
     return torch.addcmul(bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:], eps=eps), weight.unsqueeze(1))
-
-
-def _gelu(x: Tensor) -> Tensor:
-    return F.gelu(x, approximate="tanh")
 
 
 def _scope(state: Params, prefix: str, names: list[str], detach: bool = False) -> dict[str, Tensor]:
@@ -92,7 +88,7 @@ class _Ensemble:
         shape = (k * self.q, 1, self.h)
         weight = p[self.prefix + "ln_weight"][:, layer].reshape(shape)
         bias = p[self.prefix + "ln_bias"][:, layer].reshape(shape)
-        return torch.addcmul(bias, F.layer_norm(_gelu(y), (self.h,)), weight)
+        return torch.addcmul(bias, F.layer_norm(gelu_tanh(y), (self.h,)), weight)
 
 
 class _TQLCritic:
@@ -176,7 +172,7 @@ class _TQLCritic:
 
     def _mlp(self, p: Params, pre: str, x: Tensor, i: int) -> Tensor:
         h = self._ln(p, pre + "ln2", x, self.ln_eps[i][1])
-        return self._lin(p, pre + "fc2", _gelu(self._lin(p, pre + "fc1", h)))
+        return self._lin(p, pre + "fc2", gelu_tanh(self._lin(p, pre + "fc1", h)))
 
     def _value_row(self, p: Params, pre: str, x: Tensor, batch: int, i: int) -> Tensor:
         """``_Block._value_row``: the [VALUE] query alone attends (K and V cover all tokens);
@@ -230,7 +226,7 @@ class _Policy:
                 with full_precision(x):
                     x = _linear(upcast(x), p[name + ".weight"], p[name + ".bias"])
             elif kind == "gelu":
-                x = F.gelu(x, approximate=arg)
+                x = gelu_tanh(x) if arg == "tanh" else F.gelu(x, approximate=arg)
             else:
                 x = _layer_norm(x, p[name + ".weight"], p[name + ".bias"], arg)
         return x

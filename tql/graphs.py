@@ -127,6 +127,38 @@ class GraphedStep:
         self.eager_only, self._replay, self._outputs = True, None, None
 
 
+class Uploader:
+    """Host values (H̄ tables) to fresh device tensors without a host sync.
+
+    A copy from ordinary (pageable) host memory to a GPU waits for the device to finish its
+    queued work first; with a schedule that moves H̄ at every update that would be one sync
+    per update. Here each value goes into one of ``slots`` pinned host buffers and is copied
+    asynchronously; a buffer is rewritten only after its last copy has run (a CUDA event),
+    so the host may run up to ``slots`` updates ahead of the device. On a CPU: a plain tensor.
+    """
+
+    def __init__(self, device: torch.device, slots: int = 8) -> None:
+        self.device, self.slots, self.next = device, slots, 0
+        self._buffers: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        self._events: list[Any] = [None] * slots
+
+    def __call__(self, values: Any, shape: tuple[int, ...]) -> Tensor:
+        host = torch.tensor(values, dtype=torch.float32).reshape(shape)
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        slot, self.next = self.next, (self.next + 1) % self.slots
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()  # only waits if the device is `slots` updates behind
+        key = (slot, tuple(host.shape))
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(host.shape, dtype=torch.float32, pin_memory=True)
+        staged = self._buffers[key].copy_(host)
+        out = torch.empty(host.shape, dtype=torch.float32, device=self.device).copy_(staged, non_blocking=True)
+        self._events[slot] = torch.cuda.Event()
+        self._events[slot].record()
+        return out
+
+
 def make_step(step: Step, device: torch.device, mode: str, generators: Sequence[torch.Generator] = (),
               warn: Callable[[str], None] | None = None) -> Step:
     """``step`` itself, or a ``GraphedStep`` around it when ``mode`` and ``device`` say so."""
@@ -135,4 +167,5 @@ def make_step(step: Step, device: torch.device, mode: str, generators: Sequence[
     return GraphedStep(step, CudaCapture(device, generators), warn=warn)
 
 
-__all__ = ["CUDA_GRAPH_MODES", "WARMUP_STEPS", "CudaCapture", "GraphedStep", "make_step", "use_cuda_graph"]
+__all__ = ["CUDA_GRAPH_MODES", "WARMUP_STEPS", "CudaCapture", "GraphedStep", "Uploader", "make_step",
+           "use_cuda_graph"]

@@ -98,8 +98,7 @@ class PopulationTrainer(Trainer):
         if key != self._last_members[0]:
             what = f"H̄ (from a hook at step {step})"
             tables = [target_table(v, self.depth, self.task.max_entropy, what) for v in value]
-            tensor = torch.tensor(tables, dtype=torch.float32).reshape(self.members, -1, 2)
-            self._last_members = (key, tensor.to(self.device, non_blocking=True))
+            self._last_members = (key, self.upload(tables, (self.members, -1, 2)))
         return self._last_members[1]
 
     def _sample_batches(self) -> dict[str, torch.Tensor]:

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics
+from tql.agent import AgentConfig, TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.graphs import CUDA_GRAPH_MODES, make_step, use_cuda_graph
+from tql.graphs import CUDA_GRAPH_MODES, Uploader, make_step, use_cuda_graph
 from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.targets import TARGET_SOURCES, Table, published_targets, rho_table, target_table
@@ -260,13 +260,14 @@ class Trainer:
         self._last_table: tuple[Any, torch.Tensor | None] = (None, None)
         self.agent = self._make_agent()
         self.update = make_step(self._update_once, self.device, config.cuda_graph, self._generators(), self._warn)
+        self.upload = Uploader(self.device)
         self.step, self.evals, self.wall_before = 0, [], 0.0
         self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
         self._prepare_out_dir(fresh)
 
     def _make_agent(self) -> Any:
         return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
-                        total_steps=self.config.steps)
+                        total_steps=self.config.steps, compile_default=compile_pays(self.device, self.config.steps))
 
     def _update_once(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update on a fresh batch: everything on the device, no host sync (capturable)."""
@@ -371,10 +372,10 @@ class Trainer:
         return self._last_hook[1]
 
     def _target_tensor(self, table: Table) -> torch.Tensor:
-        """One host-to-device copy per new table, not per step."""
+        """One host-to-device copy per new table, not per step, and none that waits for the
+        device (a schedule may give a new table at every update)."""
         if table is not self._last_table[0]:
-            tensor = torch.tensor(table, dtype=torch.float32).reshape(-1, 2).to(self.device, non_blocking=True)
-            self._last_table = (table, tensor)
+            self._last_table = (table, self.upload(table, (-1, 2)))
         return self._last_table[1]
 
     def run(self) -> TrainResult:

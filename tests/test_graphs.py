@@ -293,3 +293,17 @@ def test_training_on_cuda_captures_the_step(tiny_data_dir, tmp_path):
         warnings.simplefilter("error", RuntimeWarning)  # no fallback
         result = trainer.run()
     assert result.steps == 12 and trainer.update.captured and trainer.agent.lr_step == 12
+
+
+@CUDA
+def test_population_training_on_cuda_captures_the_natively_batched_step(tiny_data_dir, tmp_path):
+    from tql.population_train import PopulationTrainer
+
+    config = TrainConfig.from_profile(TINY_TASK, "smoke", steps=12, eval_every=6, eval_episodes=1, eval_max_steps=8,
+                                      log_every=4, data_dir=str(tiny_data_dir), device="cuda", cuda_graph="on")
+    trainer = PopulationTrainer(config, tmp_path, members=3, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = trainer.run()
+    assert result.steps == 12 and trainer.update.captured
+    assert trainer.agent.steps.tolist() == [12.0, 12.0, 12.0]

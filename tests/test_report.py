@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autotune import cli
+from autotune import cli_studies
 from autotune.report import summarize_study
 
 RHO = {"rho": FloatDistribution(0.1, 1.0)}
@@ -34,10 +34,10 @@ def test_best_reports_how_many_complete_trials_share_its_value(values):
 
 def test_show_marks_a_tied_best_and_explains_it(capsys):
     tied, clear = summarize_study(_study([0.0, 0.0])), summarize_study(_study([0.0, 0.5]))
-    cli._print_summary({"study": "tql", "storage": "memory", "tasks": [tied]})
+    cli_studies._print_summary({"study": "tql", "storage": "memory", "tasks": [tied]})
     out = capsys.readouterr().out
     assert "0.100 (tie x2)" in out and "K complete trials share the best success" in out
-    cli._print_summary({"study": "tql", "storage": "memory", "tasks": [clear]})
+    cli_studies._print_summary({"study": "tql", "storage": "memory", "tasks": [clear]})
     out = capsys.readouterr().out
     assert "0.200" in out and "tie" not in out
 

@@ -32,6 +32,7 @@ def _agents(config, seeds=SEEDS) -> list[TQLAgent]:
     for seed in seeds:
         torch.manual_seed(seed)
         agents.append(TQLAgent(OBS, ACT, config))
+        agents[-1].noise = torch.Generator().set_state(torch.get_rng_state())  # as a training run goes on
     return agents
 
 
@@ -139,7 +140,7 @@ def test_act_matches_each_agent_with_its_generator(float64, backend):
     own = pop.act(obs)  # a batch per member (the generators have moved on)
     assert shared.shape == own.shape == (3, 5, ACT)
     for i, agent in enumerate(agents):
-        g = torch.Generator().manual_seed(SEEDS[i])
+        g = agent.noise  # member i's stream continues where seed i's run would after initialisation
         torch.testing.assert_close(shared[i], agent.act(obs[0], g), atol=1e-12, rtol=0.0)
         torch.testing.assert_close(own[i], agent.act(obs[i], g), atol=1e-12, rtol=0.0)
 

@@ -109,14 +109,17 @@ class Population:
             raise ValueError(f"chunk_size={chunk_size} must be >= 1 (or None: all members at once)")
         self.device, self.seeds, self.chunk_size = torch.device(device), seeds, chunk_size
 
-        # Member i is initialised exactly as `torch.manual_seed(seeds[i]); TQLAgent(...)`;
-        # the caller's global RNG state is left as it was.
+        # Member i is initialised exactly as `torch.manual_seed(seeds[i]); TQLAgent(...)`, and
+        # its noise stream continues where torch's default generator of the device would then
+        # be (initialisation draws on the CPU only): member i's draws are those of a
+        # ``tql.train`` run with seed seeds[i]. The caller's global RNG state is left as it was.
         cuda = [self.device] if self.device.type == "cuda" else []
-        members = []
+        members, noise_states = [], []
         with torch.random.fork_rng(devices=cuda):
             for seed in seeds:
                 torch.manual_seed(seed)
                 members.append(TQLAgent(obs_dim, act_dim, config, self.device, total_steps=self.total_steps))
+                noise_states.append(torch.get_rng_state() if self.device.type == "cpu" else None)
         # The template supplies the modules that functional_call runs (its own values are never
         # read during updates) and is the scratch agent of member_state / load_member_state.
         self._template = members[0]
@@ -159,6 +162,9 @@ class Population:
 
         # Per-member noise streams for updates and act().
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        for generator, state in zip(self.generators, noise_states):
+            if state is not None:
+                generator.set_state(state)
 
         self._native = BatchedAgent(self._template) if backend == "native" else None
         self._vmapped_losses = {

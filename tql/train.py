@@ -200,6 +200,26 @@ _RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "devi
                    "cuda_graph", "tf32")
 
 
+def load_data(config: TrainConfig, device: torch.device, say: Callable[[str], None], progress: bool = True):
+    """The run's dataset (generated first when missing and ``make_data``) and its train and
+    held-out samplers on ``device``: ``(TaskData, ReplaySampler, ReplaySampler)``."""
+    from tql.data import ReplaySampler, generate_dataset, load_task_data
+    from tql.errors import MissingDatasetError
+
+    task = config.spec
+    try:
+        data = load_task_data(task, config.data_dir, config.data_kind)
+    except MissingDatasetError:
+        if not config.make_data:
+            raise
+        say(f"[yellow]no dataset for {task.domain}: generating {config.data_episodes} episodes (generated data, "
+            "not official)")
+        generate_dataset(task, config.data_dir, episodes=config.data_episodes,
+                         episode_length=config.data_episode_length, seed=0, progress=progress)
+        data = load_task_data(task, config.data_dir, config.data_kind)
+    return data, ReplaySampler(data.train, device), ReplaySampler(data.val, device)
+
+
 def set_tf32(device: torch.device, enabled: bool) -> None:
     """TF32 tensor-core matmuls for float32 on a CUDA device (torch's default is off); the
     setting is process-wide, and a CPU run leaves it alone."""
@@ -227,9 +247,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, hooks: TrainHooks | None = None,
                  fresh: bool = False, console: Any = None, progress: bool = True):
-        from tql.data import ReplaySampler, generate_dataset, load_task_data
-        from tql.errors import MissingDatasetError
-
         config.validate()
         self.config, self.task, self.hooks = config, config.spec, hooks or TrainHooks()
         self.out_dir, self.console, self.show_progress = Path(out_dir), console, progress
@@ -240,18 +257,7 @@ class Trainer:
             # Several workers on one machine each get a share: oversubscribed OpenMP threads
             # spin against each other and can slow updates down a hundredfold.
             torch.set_num_threads(config.threads)
-        try:
-            self.data = load_task_data(self.task, config.data_dir, config.data_kind)
-        except MissingDatasetError:
-            if not config.make_data:
-                raise
-            self._say(f"[yellow]no dataset for {self.task.domain}: generating {config.data_episodes} "
-                      f"episodes (generated data, not official)")
-            generate_dataset(self.task, config.data_dir, episodes=config.data_episodes,
-                             episode_length=config.data_episode_length, seed=0, progress=progress)
-            self.data = load_task_data(self.task, config.data_dir, config.data_kind)
-        self.sampler = ReplaySampler(self.data.train, self.device)
-        self.val_sampler = ReplaySampler(self.data.val, self.device)
+        self.data, self.sampler, self.val_sampler = load_data(config, self.device, self._say, progress)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.depth = critic_depth(config.agent)

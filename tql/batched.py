@@ -22,8 +22,8 @@ leading member dim; ``tests/test_population.py`` checks in float64 that member i
 metrics and gradients equal a single ``TQLAgent``'s, so a change there that is not mirrored
 here fails the tests. ``precision='bf16'`` keeps ``tql.model``'s float32 islands (attention
 core, residual stream, Q heads, policies' output layers) through the same ``full_precision``
-/ ``upcast`` helpers. ``AgentConfig.compile`` does not apply (it compiles the template's
-critic modules, which this path does not call).
+/ ``upcast`` helpers. ``AgentConfig.compile`` does not apply here (it compiles a single
+``TQLAgent``'s loss); the update is captured in a CUDA graph as a single agent's is.
 """
 
 from __future__ import annotations

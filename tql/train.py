@@ -21,8 +21,8 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.graphs import CUDA_GRAPH_MODES, Uploader, make_step, use_cuda_graph
 from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
+from tql.graphs import CUDA_GRAPH_MODES, Uploader, make_step, use_cuda_graph
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.targets import TARGET_SOURCES, Table, published_targets, rho_table, target_table
 from tql.tasks import DEFAULT_RHO, TaskSpec, get_task

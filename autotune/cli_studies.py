@@ -24,6 +24,8 @@ def run(
     profile: str = typer.Option("smoke", help="training profile of each trial: smoke, cpu, paper"),
     sampler: Optional[str] = typer.Option(None, help="tpe, gp, cmaes, grid, random (default: the spec's)"),
     workers: int = typer.Option(1, help="local worker processes on the same studies"),
+    batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
+                                           "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
     spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),
     steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate (and report to the pruner) every N steps"),
@@ -58,14 +60,15 @@ def run(
                    trials=trials, seeds=seeds, workers=workers, runs_dir=runs_dir, data_dir=data_dir,
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    compile=compile_loss, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
-                   grace_period=grace_period)
+                   grace_period=grace_period, batch=batch)
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)  # bad overrides fail here, before any write
     opened = open_storage(storage)
     check_studies(plan, opened)
     kinds = ensure_data(plan, say=console.print)
     create_studies(plan, opened)
     console.print(f"study [bold]{study}[/]: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
-                  f"profile {profile} ({precision}), sampler {study_spec.sampler}, {workers} worker(s); "
+                  f"profile {profile} ({precision}), sampler {study_spec.sampler}, {workers} worker(s)"
+                  f"{f' x batches of {plan.batch} trials' if plan.batch > 1 else ''}; "
                   f"storage {describe(storage)}; "
                   f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")
     _run_with_progress(plan, opened, quiet)

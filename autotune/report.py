@@ -28,6 +28,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
         "metrics": a.get("metrics", []), "host": a.get("host"),
         "fail_kind": fail_kind(t), "fail_reason": a.get("fail_reason"), "retry_of": a.get("retry_of"),
+        "batch_id": a.get("batch_id"),
         "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
         **layer_rhos(t),
     }

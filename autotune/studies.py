@@ -65,10 +65,12 @@ class RunPlan:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 30.0
     grace_period: float = 120.0
+    batch: int | str = "auto"  # trials trained together as one population (autotune.batched_trials)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
+        self.batch = resolve_batch(self.batch, self.device)
         budget = self.spec.budget(self.profile)
         self.trials = self.trials if self.trials is not None else budget.trials
         self.seeds = self.seeds if self.seeds is not None else budget.seeds
@@ -92,6 +94,26 @@ class RunPlan:
         return TrainConfig.from_profile(
             task.name, self.profile, {"precision": self.precision, "compile": self.compile}, rho=rho, seed=seed, data_dir=str(self.data_dir),
             data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
+
+
+BATCH_AUTO = {"cpu": 1, "cuda": 8}  # --batch auto: on a CPU a population is compute-bound, so no gain
+
+
+def resolve_batch(value: int | str, device: str) -> int:
+    """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
+    if value == "auto":
+        if device == "auto":
+            import torch
+
+            return BATCH_AUTO["cuda" if torch.cuda.is_available() else "cpu"]
+        return BATCH_AUTO["cuda" if str(device).startswith("cuda") else "cpu"]
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if isinstance(value, bool) or batch < 1 or str(batch) != str(value).strip():
+        raise ConfigError(f"--batch {value!r} is not one of: auto, an integer >= 1")
+    return batch
 
 
 # ----- study creation and checks -------------------------------------------------------------
@@ -349,15 +371,27 @@ def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = N
                                   sampler=make_sampler(plan.spec), pruner=make_pruner(plan.spec))
         while True:
             report.retried_stale += retry_stale_trials(study, plan.grace_period)
-            trial = claim_trial(study, plan.trials)
-            if trial is None:
+            outcomes = _next_trials(plan, study, task, on_step)
+            if not outcomes:
                 break
-            outcome = execute_trial(plan, study, task, trial, on_step)
-            report.ran += 1
-            setattr(report, _report_field(outcome.state), getattr(report, _report_field(outcome.state)) + 1)
-            if on_trial is not None:
-                on_trial(task.name, outcome)
+            for outcome in outcomes:
+                report.ran += 1
+                setattr(report, _report_field(outcome.state), getattr(report, _report_field(outcome.state)) + 1)
+                if on_trial is not None:
+                    on_trial(task.name, outcome)
     return report
+
+
+def _next_trials(plan: RunPlan, study: optuna.Study, task: TaskSpec,
+                 on_step: Callable[[int], None] | None) -> list[TrialOutcome]:
+    """Claim and run the next trial (or, with ``plan.batch`` > 1, the next batch); [] when the
+    study has its trials."""
+    if plan.batch > 1:
+        from autotune.batched_trials import run_batch
+
+        return run_batch(plan, study, task, on_step)
+    trial = claim_trial(study, plan.trials)
+    return [] if trial is None else [execute_trial(plan, study, task, trial, on_step)]
 
 
 def _report_field(state: TrialState) -> str:

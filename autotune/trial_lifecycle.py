@@ -78,7 +78,8 @@ def stale_reason(trial: FrozenTrial, grace_period: float, now: float | None = No
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial, kind: str, reason: str) -> bool:
-    """Fail ``trial`` with ``reason`` and queue a retry with the same rho and run folder.
+    """Fail ``trial`` with ``reason`` and queue a retry with the same rho and run folder (and
+    batch, for a batched trial: ``autotune.batched_trials``).
 
     Returns False when another worker finished or retried it first (only one retry is queued)."""
     storage = study._storage
@@ -90,8 +91,8 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, kind: str, reason: str)
     except UpdateFinishedTrialError:
         return False
     attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
-    if "run_dir" in trial.user_attrs:
-        attrs["run_dir"] = trial.user_attrs["run_dir"]
+    # A batched trial's retry keeps its batch, so it can resume from the population's checkpoint.
+    attrs.update({key: trial.user_attrs[key] for key in ("run_dir", "batch_id", "batch_dir") if key in trial.user_attrs})
     study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
     return True
 
@@ -125,19 +126,38 @@ def claim_trial(study: optuna.Study, target: int) -> optuna.Trial | None:
     return trial
 
 
-class Heartbeat:
-    """Writes the time into the trial every ``interval`` seconds from a background thread."""
+def claim_waiting(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
+    """Claim one particular queued trial (as ``study.ask`` claims the first), or None when
+    another worker took it first. Queued trials are counted already, so the size stays exact."""
+    try:
+        if not study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+            return None
+    except UpdateFinishedTrialError:
+        return None
+    study._thread_local.cached_all_trials = None
+    trial = optuna.Trial(study, trial_id)
+    study._storage.set_trial_system_attr(trial_id, WORKER_ATTR, _worker_id())
+    return trial
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
-        self.storage, self.trial_id, self.interval = study._storage, trial._trial_id, interval
+
+class Heartbeat:
+    """Writes the time into the trial(s) every ``interval`` seconds from one background thread
+    (a batch's trials share it); a trial that has finished meanwhile drops out."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial | list[optuna.Trial], interval: float):
+        trials = trial if isinstance(trial, list) else [trial]
+        self.storage, self.trial_ids, self.interval = study._storage, [t._trial_id for t in trials], interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="tql-heartbeat")
 
     def _beat(self) -> None:
-        try:
-            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
-        except UpdateFinishedTrialError:
-            self._stop.set()  # another worker declared us lost and retried the trial
+        for trial_id in list(self.trial_ids):
+            try:
+                self.storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:
+                self.trial_ids.remove(trial_id)  # pruned, or another worker declared us lost and retried it
+        if not self.trial_ids:
+            self._stop.set()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -35,11 +35,13 @@ def compare(
     compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
     tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples"),
+    batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
+                                           "one population: on, off, auto (on for CUDA)"),
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
     import shlex
 
-    from autotune.compare import ComparePlan, run_comparison
+    from autotune.compare import ComparePlan, resolve_batch, run_comparison
     from autotune.report_compare import rich_tables, write_markdown, write_png
     from tql.tasks import resolve_tasks
 
@@ -49,7 +51,8 @@ def compare(
     plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a.strip() for a in approaches.split(",") if a.strip()],
                        seeds=[100 + i for i in range(seeds)], out_dir=out, profile=profile, study=study,
                        knots_study=knots_study, storage=storage, train_overrides=overrides, data_dir=data_dir,
-                       device=device, threads=threads, precision=precision, compile=compile_loss)
+                       device=device, threads=threads, precision=precision, compile=compile_loss,
+                       batch=resolve_batch(batch, device))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
@@ -94,4 +97,4 @@ def lodo(
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000)
+            compile_loss=None, tf32=True, reps=2000, batch="auto")

@@ -18,6 +18,12 @@ Approaches (each a way of choosing H̄ for a task without looking at its evaluat
 
 Evaluation runs go to ``OUT/runs/<approach>/<task>/seed-<k>``; re-running the command reuses
 finished runs (training resumes from checkpoints), so an interrupted comparison loses nothing.
+
+With ``batch`` (``--batch on``; ``auto``: on CUDA) a task's unfinished runs of every approach
+but ``population`` (itself a population run) train together as one population
+(``tql.batch_train``, its checkpoint in ``OUT/runs/_batches/<task>/<members' hash>``): each
+member computes what its run computes alone, so the numbers are the same, in less wall time on
+a GPU. A diverged member stops the comparison as a diverged run does.
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ from tql.train import TrainConfig, TrainHooks, TrainResult, train
 BUILTIN = ("default", "published", "tuned", "knots", "feedback", "population", "transfer")
 
 
+def resolve_batch(value: str, device: str) -> bool:
+    """``compare --batch``: on, off, or auto (on for CUDA devices, where it saves wall time)."""
+    if value not in ("auto", "on", "off"):
+        raise ConfigError(f"--batch {value!r} is not one of: auto, on, off")
+    if value == "auto":
+        from autotune.studies import resolve_batch as trials_per_batch
+
+        return trials_per_batch("auto", device) > 1
+    return value == "on"
+
+
 @dataclass
 class ComparePlan:
     tasks: list[TaskSpec]
@@ -57,6 +74,7 @@ class ComparePlan:
     precision: str = "fp32"  # AgentConfig.precision of every run
     compile: bool | None = None  # AgentConfig.compile (speed only; None: on for CUDA)
     last_k: int = 1
+    batch: bool = False  # train a task's runs as one population (tql.batch_train)
 
     def __post_init__(self) -> None:
         for name in self.approaches:
@@ -180,13 +198,15 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
     kinds: set[str] = set()
+    batched = _train_batched(plan, approaches) if plan.batch else {}
     for approach in approaches:
         for task in plan.tasks:
             make_hooks = approach.hooks_for(task)
             for seed in plan.seeds:
-                out = plan.out_dir / "runs" / _safe(approach.name) / task.name / f"seed-{seed}"
+                out = _run_dir(plan, approach, task, seed)
                 config = plan.config(task, seed, **approach.config_overrides)
-                result = _finished(out, config) or _train(approach, config, out, make_hooks())
+                result = (batched.get((approach.name, task.name, seed)) or _finished(out, config)
+                          or _train(approach, config, out, make_hooks()))
                 value = _finished_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
                 steps[approach.name] += result.steps * result.members
@@ -200,6 +220,48 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             "tuning_steps": {a.name: a.tuning_steps for a in approaches}}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
                           scores=scores, steps=steps, meta=meta)
+
+
+def _run_dir(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -> Path:
+    return plan.out_dir / "runs" / _safe(approach.name) / task.name / f"seed-{seed}"
+
+
+def _train_batched(plan: ComparePlan, approaches: list[Approach]) -> dict[tuple[str, str, int], TrainResult]:
+    """Each task's unfinished runs (population approaches aside) trained as one population."""
+    results = {}
+    for task in plan.tasks:
+        pending = []
+        for approach in (a for a in approaches if not a.population):
+            make_hooks = approach.hooks_for(task)
+            for seed in plan.seeds:
+                config = plan.config(task, seed, **approach.config_overrides)
+                out = _run_dir(plan, approach, task, seed)
+                if _finished(out, config) is None:
+                    pending.append((approach.name, seed, config, out, make_hooks()))
+        if len(pending) > 1:
+            results.update(_train_task_batch(plan, task, pending))
+    return results
+
+
+def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[tuple[str, str, int], TrainResult]:
+    """One task's runs as one population; its folder is named by the member list, so a re-run
+    whose finished runs dropped out starts a new batch instead of being refused by the old one."""
+    import hashlib
+
+    from tql.batch_train import BatchMember, train_batch
+
+    members = [BatchMember(config=config, out_dir=out, hooks=hooks) for _, _, config, out, hooks in pending]
+    key = hashlib.sha1("\n".join(str(out.resolve()) for _, _, _, out, _ in pending).encode()).hexdigest()[:12]
+    outcomes = train_batch(members, plan.out_dir / "runs" / "_batches" / task.name / key, progress=False)
+    results = {}
+    for (name, seed, config, out, hooks), outcome in zip(pending, outcomes):
+        if outcome.diverged is not None:
+            raise outcome.diverged
+        followed = followed_schedule_of(hooks, outcome.result, task=config.task, seed=config.seed)
+        if followed is not None:
+            followed.save(out / "schedule.json")
+        results[(name, task.name, seed)] = outcome.result
+    return results
 
 
 def _safe(name: str) -> str:

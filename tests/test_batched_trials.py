@@ -259,3 +259,35 @@ def test_batch_auto_is_one_on_a_cpu_and_eight_on_cuda():
 
     assert resolve_batch("auto", "cpu") == 1 and resolve_batch("auto", "cuda:0") == 8 and resolve_batch("3", "cpu") == 3
     assert resolve_batch("auto", "auto") == (8 if torch.cuda.is_available() else 1)
+
+
+def test_compare_batched_gives_the_one_by_one_numbers_and_reuses_finished_runs(monkeypatch, capsys, tiny_data_dir,
+                                                                              tmp_path):
+    from autotune.schedules import Schedule
+
+    data = {}
+    for batch in ("off", "on"):
+        out = tmp_path / batch
+        code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches",
+                               "default,published,feedback", "--seeds", "2", "--out", str(out), "--data-dir",
+                               str(tiny_data_dir), "--reps", "100", "--batch", batch, "--profile", "smoke",
+                               "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--threads", "1")
+        assert code == 0, err
+        data[batch] = json.loads((out / "data.json").read_text())
+    assert data["on"]["steps"] == data["off"]["steps"] == {"default": 40, "published": 40, "feedback": 40}
+    for approach, scores in data["off"]["scores"].items():
+        assert data["on"]["scores"][approach] == pytest.approx(scores)
+    batches = list((tmp_path / "on" / "runs" / "_batches" / TINY_TASK).iterdir())
+    assert len(batches) == 1 and (batches[0] / "checkpoint.pt").exists()  # all six runs as one population
+    for seed in (100, 101):
+        run = f"runs/feedback/{TINY_TASK}/seed-{seed}"
+        on, off = (Schedule.load(tmp_path / side / run / "schedule.json") for side in ("on", "off"))
+        assert on.kind == off.kind == "piecewise" and sum(on.knots, ()) == pytest.approx(sum(off.knots, ()), rel=1e-4)
+        a, b = (_rows(tmp_path / side / run / "metrics.jsonl", "train") for side in ("on", "off"))
+        assert a[-1]["critic/td_loss"] == pytest.approx(b[-1]["critic/td_loss"], rel=1e-3, abs=1e-5)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "on").rglob("summary.json")}
+    assert run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,published,feedback",
+                   "--seeds", "2", "--out", str(tmp_path / "on"), "--data-dir", str(tiny_data_dir), "--reps", "100",
+                   "--batch", "on", "--profile", "smoke", "--steps", "20", "--eval-every", "10", "--eval-episodes",
+                   "1", "--threads", "1")[0] == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "on").rglob("summary.json")} == mtimes  # nothing re-ran

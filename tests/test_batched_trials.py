@@ -245,6 +245,21 @@ def test_show_and_export_read_a_batched_study(monkeypatch, capsys, tiny_data_dir
     assert json.loads(exported.read_text())["rho"] == pytest.approx(task["best"]["rho"])
 
 
+def test_a_batch_of_layers_trials_trains_each_member_with_its_own_depth_profile(monkeypatch, capsys, tiny_data_dir,
+                                                                                tmp_path, study):
+    spec = Path(__file__).resolve().parents[1] / "studies" / "layers.toml"
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "2",
+                    "--spec", str(spec), "--batch", "2")
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    trials = load(storage, study, TINY_TASK).trials
+    assert len({t.user_attrs["batch_id"] for t in trials}) == 1
+    for trial in trials:
+        row = _rows(trial.user_attrs["metrics"][0], "train")[0]
+        assert row["target_entropy/l0_value"] == pytest.approx(trial.params["rho_first"] * math.log(43), rel=1e-5)
+        assert row["target_entropy/l1_other"] == pytest.approx(trial.params["rho_last"] * math.log(43), rel=1e-5)
+
+
 @pytest.mark.parametrize("value", ["0", "x", "2.5"])
 def test_bad_batch_value_is_a_one_line_error(monkeypatch, capsys, tiny_data_dir, tmp_path, value):
     monkeypatch.chdir(tmp_path)

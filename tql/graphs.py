@@ -117,11 +117,6 @@ class GraphedStep:
         self._replay()
         return self._outputs
 
-    def recapture(self) -> None:
-        """Drop the graph (e.g. after tensors it reads were replaced, not changed in place);
-        the next call captures again (warm-up was done already)."""
-        self._replay, self._outputs = None, None
-
     def _fall_back(self, update: int, why: str) -> None:
         self.warn(f"CUDA graph off from update {update}: {why}; continuing eagerly")
         self.eager_only, self._replay, self._outputs = True, None, None

@@ -310,14 +310,15 @@ def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Ca
 
 
 def run_batch(plan: RunPlan, study: optuna.Study, task: TaskSpec,
-              on_step: Callable[[int], None] | None = None) -> list[TrialOutcome]:
-    """Claim a batch, train it as one population under one heartbeat, and record every claimed
-    trial's outcome; [] when the study has its trials."""
+              on_step: Callable[[int], None] | None = None) -> list[TrialOutcome] | None:
+    """Claim a batch, train it as one population under one heartbeat, and return the outcomes
+    it recorded (not those of trials declared lost meanwhile: their retries redo them); None
+    when the study has its trials."""
     from tql.batch_train import train_batch
 
     batch = claim_batch(plan, study, task)
     if batch is None:
-        return []
+        return None
     t0 = time.perf_counter()
     for slot in batch.claimed():
         slot.attrs = _trial_attrs(plan, task, slot, batch)

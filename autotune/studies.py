@@ -372,7 +372,7 @@ def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = N
         while True:
             report.retried_stale += retry_stale_trials(study, plan.grace_period)
             outcomes = _next_trials(plan, study, task, on_step)
-            if not outcomes:
+            if outcomes is None:
                 break
             for outcome in outcomes:
                 report.ran += 1
@@ -383,15 +383,16 @@ def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = N
 
 
 def _next_trials(plan: RunPlan, study: optuna.Study, task: TaskSpec,
-                 on_step: Callable[[int], None] | None) -> list[TrialOutcome]:
-    """Claim and run the next trial (or, with ``plan.batch`` > 1, the next batch); [] when the
-    study has its trials."""
+                 on_step: Callable[[int], None] | None) -> list[TrialOutcome] | None:
+    """Claim and run the next trial (or, with ``plan.batch`` > 1, the next batch) and return
+    the outcomes it recorded ([] when every trial of a batch was declared lost meanwhile);
+    None when the study has its trials."""
     if plan.batch > 1:
         from autotune.batched_trials import run_batch
 
         return run_batch(plan, study, task, on_step)
     trial = claim_trial(study, plan.trials)
-    return [] if trial is None else [execute_trial(plan, study, task, trial, on_step)]
+    return None if trial is None else [execute_trial(plan, study, task, trial, on_step)]
 
 
 def _report_field(state: TrialState) -> str:

@@ -72,7 +72,7 @@ class ComparePlan:
     device: str = "auto"
     threads: int | None = None
     precision: str = "fp32"  # AgentConfig.precision of every run
-    compile: bool | None = None  # AgentConfig.compile (speed only; None: on for CUDA)
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
     last_k: int = 1
     batch: bool = False  # train a task's runs as one population (tql.batch_train)
 

@@ -61,7 +61,7 @@ class RunPlan:
     device: str = "auto"
     threads: int | None = None
     precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
-    compile: bool | None = None  # AgentConfig.compile (speed only; None: on for CUDA)
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: float = 30.0
     grace_period: float = 120.0

@@ -22,27 +22,24 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tql.agent import TQLAgent, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
+from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult
 from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.population import Population
 from tql.targets import target_table
-from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen, load_data,
-                       resolve_device, set_tf32)
+from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen,
+                       eval_record, held_out_td_loss, load_data, policy_episodes, resolve_device, set_tf32, warn_on)
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.
 MEMBER_FIELDS = ("seed", "rho", "target_entropy", "targets")
-VAL_BATCH = 512
 
 
 @dataclass
@@ -137,10 +134,7 @@ class BatchTrainer:
             self.console.print(text)
 
     def _warn(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(f"[yellow]{text}")
-        else:
-            warnings.warn(text, RuntimeWarning, stacklevel=2)
+        warn_on(self.console, text)
 
     # ----- files ---------------------------------------------------------------------------
     @property
@@ -280,41 +274,27 @@ class BatchTrainer:
         self._scratch.load_state_dict({name: t[i] for name, t in self.population.state.items()})
         return self._scratch
 
-    @torch.no_grad()
     def _val_td_loss(self, i: int) -> float:
         """``Trainer.val_td_loss`` of member i, with its own generator."""
-        agent, generator = self._agent(i), self.members[i].generator
-        batch = self.val_sampler.sample(VAL_BATCH, generator)
-        next_actions = agent.act(batch["next_observations"], generator)
-        next_qs, _ = agent.target_critic(batch["next_observations"], next_actions)
-        target = batch["rewards"] + agent.config.gamma * batch["masks"] * next_qs.mean(0)
-        qs, _ = agent.critic(batch["observations"], batch["actions"])
-        return float((qs - target).pow(2).mean())
+        return held_out_td_loss(self._agent(i), self.val_sampler, self.members[i].generator)
 
     def _evaluate(self) -> None:
         for i, member in enumerate(self.members):
             if not member.active:
                 continue
             result = self._episodes(i)
-            record = {"step": self.step, "success_rate": result.success_rate, "episodes": result.episodes,
-                      "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps}
+            record = eval_record(self.step, result)
             member.evals.append(record)
             append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", {"type": "eval", **record})
             if member.hooks.on_eval(self.step, result):
                 member.stopped_at = self.step
 
     def _episodes(self, i: int) -> EvalResult:
-        agent, seed = self._agent(i), self.members[i].spec.config.seed
-        generator = torch.Generator(device=self.device).manual_seed(seed + self.step)
-
-        def policy(obs):
-            tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            return agent.act(tensor, generator).cpu().numpy()
-
+        """``Trainer._episodes`` of member i (its seed, this step, the batch's env pool)."""
         if self._env_pool is None:
             self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
-        return run_episodes(policy, self._env_pool, self.task, self.config.eval_episodes, seed=seed,
-                            max_steps=self.config.eval_max_steps)
+        return policy_episodes(self._agent(i), self._env_pool, self.config, self.config.eval_episodes,
+                               self.members[i].spec.config.seed, self.step)
 
     def _finish(self, member: _Member) -> MemberOutcome:
         if member.diverged is not None:

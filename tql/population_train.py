@@ -35,12 +35,11 @@ from tql.errors import ConfigError
 from tql.io import append_jsonl
 from tql.population import Population
 from tql.targets import target_table
-from tql.train import TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen
+from tql.train import VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen
 
 FITNESS = ("val_td", "success")
 # Fitness episodes use env seeds far from the final evaluation's (which start at the run seed).
 FITNESS_SEED_OFFSET = 10_000
-VAL_BATCH = 512
 
 
 def check_fitness(fitness: str) -> str:

@@ -220,6 +220,49 @@ def load_data(config: TrainConfig, device: torch.device, say: Callable[[str], No
     return data, ReplaySampler(data.train, device), ReplaySampler(data.val, device)
 
 
+VAL_BATCH = 512  # held-out transitions per TD-error measurement
+
+
+@torch.no_grad()
+def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, batch_size: int = VAL_BATCH) -> float:
+    """TD error of ``agent``'s critic on a batch of ``sampler`` (the -val data), drawn with
+    ``generator`` (which the target action's noise also comes from)."""
+    batch = sampler.sample(batch_size, generator)
+    next_actions = agent.act(batch["next_observations"], generator)
+    next_qs, _ = agent.target_critic(batch["next_observations"], next_actions)
+    target = batch["rewards"] + agent.config.gamma * batch["masks"] * next_qs.mean(0)
+    qs, _ = agent.critic(batch["observations"], batch["actions"])
+    return float((qs - target).pow(2).mean())
+
+
+def policy_episodes(agent: TQLAgent, pool: EnvPool, config: TrainConfig, episodes: int, seed: int,
+                    step: int) -> EvalResult:
+    """``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``; its action
+    noise from a generator seeded ``seed + step``)."""
+    device = agent.device
+    generator = torch.Generator(device=device).manual_seed(seed + step)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        return agent.act(tensor, generator).cpu().numpy()
+
+    return run_episodes(policy, pool, config.spec, episodes, seed=seed, max_steps=config.eval_max_steps)
+
+
+def eval_record(step: int, result: EvalResult, **extra) -> dict:
+    """An evaluation as ``metrics.jsonl`` and ``summary.json`` hold it."""
+    return {"step": step, "success_rate": result.success_rate, "episodes": result.episodes,
+            "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps, **extra}
+
+
+def warn_on(console: Any, text: str) -> None:
+    """A one-line warning on the run's console, or as a Python warning without one."""
+    if console is not None:
+        console.print(f"[yellow]{text}")
+    else:
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
 def set_tf32(device: torch.device, enabled: bool) -> None:
     """TF32 tensor-core matmuls for float32 on a CUDA device (torch's default is off); the
     setting is process-wide, and a CPU run leaves it alone."""
@@ -284,10 +327,7 @@ class Trainer:
         return [self.generator]
 
     def _warn(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(f"[yellow]{text}")
-        else:
-            warnings.warn(text, RuntimeWarning, stacklevel=2)
+        warn_on(self.console, text)
 
     def _run_record(self) -> dict:
         """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""
@@ -423,33 +463,19 @@ class Trainer:
         self.hooks.on_log(self.step, row)
         self.last_log = row
 
-    @torch.no_grad()
-    def val_td_loss(self, batch_size: int = 512) -> float:
+    def val_td_loss(self, batch_size: int = VAL_BATCH) -> float:
         """TD error of the critic on a held-out (-val) batch: a cheap signal for controllers."""
-        batch = self.val_sampler.sample(batch_size, self.generator)
-        next_actions = self.agent.act(batch["next_observations"], self.generator)
-        next_qs, _ = self.agent.target_critic(batch["next_observations"], next_actions)
-        target = batch["rewards"] + self.agent.config.gamma * batch["masks"] * next_qs.mean(0)
-        qs, _ = self.agent.critic(batch["observations"], batch["actions"])
-        return float((qs - target).pow(2).mean())
+        return held_out_td_loss(self.agent, self.val_sampler, self.generator, batch_size)
 
     def _episodes(self, agent: TQLAgent, episodes: int, seed: int) -> EvalResult:
         """Roll out ``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``)."""
-        generator = torch.Generator(device=self.device).manual_seed(seed + self.step)
-
-        def policy(obs: np.ndarray) -> np.ndarray:
-            tensor = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            return agent.act(tensor, generator).cpu().numpy()
-
         if self._env_pool is None:
             # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one pool per run.
             self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
-        return run_episodes(policy, self._env_pool, self.task, episodes, seed=seed,
-                            max_steps=self.config.eval_max_steps)
+        return policy_episodes(agent, self._env_pool, self.config, episodes, seed, self.step)
 
     def _record_eval(self, result: EvalResult, **extra) -> dict:
-        record = {"step": self.step, "success_rate": result.success_rate, "episodes": result.episodes,
-                  "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps, **extra}
+        record = eval_record(self.step, result, **extra)
         self.evals.append(record)
         append_jsonl(self.metrics_path, {"type": "eval", **record})
         self.last_success = result.success_rate

@@ -26,6 +26,10 @@ CUDA_GRAPH_HELP = "auto (on for CUDA), on, off: replay each update from a CUDA g
 COMPILE_HELP = ("torch.compile the whole loss (default: when the run is long enough for compiling to pay: from "
                 "2,000 updates on a CPU, 50,000 on CUDA)")
 TF32_HELP = "CUDA: float32 matmuls on TF32 tensor cores (the default; --no-tf32 for full float32)"
+# The speed options of every training command, declared once (their help says what they do).
+CUDA_GRAPH_OPTION = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP)
+COMPILE_OPTION = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP)
+TF32_OPTION = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP)
 PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
                   "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")
 

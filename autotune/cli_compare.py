@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from autotune.cli_common import (COMPILE_HELP, CUDA_GRAPH_HELP, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
-                                 TF32_HELP, app, console)
+from autotune.cli_common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+                                 TF32_OPTION, app, console)
 
 
 @app.command()
@@ -31,9 +31,9 @@ def compare(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
-    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
-    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
-    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
     reps: int = typer.Option(2000, help="bootstrap resamples"),
     batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
                                            "one population: on, off, auto (on for CUDA)"),

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli_common import (COMPILE_HELP, CUDA_GRAPH_HELP, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
-                                 TF32_HELP, app, console)
+from autotune.cli_common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+                                 TF32_OPTION, app, console)
 from tql.errors import TQLError
 
 
@@ -37,9 +37,9 @@ def run(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP + " (a study keeps the precision it began with)"),
-    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
-    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
-    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
     heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
     grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),

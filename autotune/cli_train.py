@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_HELP, CUDA_GRAPH_HELP, DATA_DIR_HELP, PRECISION_HELP,
-                                 SETTINGS_HELP, TARGET_HELP, TF32_HELP, _print_result, app, console, data_app)
+from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
+                                 SETTINGS_HELP, TARGET_HELP, TF32_OPTION, _print_result, app, console, data_app)
 from tql.errors import TQLError
 
 
@@ -37,9 +37,9 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
-    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
-    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
-    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
     schedule: Optional[Path] = typer.Option(None, help="H̄ schedule JSON file (rho over training progress)"),
     controller: str = typer.Option("none", help="adaptive H̄: none, feedback, population (each writes the schedule "
                                                  "it followed)"),
@@ -198,9 +198,9 @@ def apply(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
-    cuda_graph: str = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP),
-    compile_loss: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP),
-    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per

@@ -21,6 +21,10 @@ Input: ``ComparisonData``
 ``steps: dict[str, int]``
     Total training steps each approach spent over all tasks and seeds, tuning included
     (an approach that tuned on 50 trials pays for them here).
+``curves: dict[str, dict[str, list[list[tuple[int, float]]]]]`` (optional)
+    ``approach -> task -> per-seed evaluation curve``, each a list of ``(step, success rate)``
+    pairs in the seed order of ``scores``; empty when not recorded (older data files). Read by
+    ``autotune.curves`` for sample-efficiency curves.
 ``meta: dict``
     Free-form, JSON-serialisable. The reports read these keys when present: ``command``
     (str, the command line that produced the data), ``profile`` (str), ``seeds``
@@ -72,6 +76,7 @@ class ComparisonData:
     scores: dict[str, dict[str, list[float]]]
     steps: dict[str, int]
     meta: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,6 +135,7 @@ class ComparisonData:
                         f"but {first!r} has {n}; runs must pair by (task, seed)")
         if not isinstance(self.meta, dict):
             raise ConfigError("comparison data: meta must be a mapping")
+        self.curves = _checked_curves(self.curves, self.approaches, self.tasks, self.scores)
 
     def n_seeds(self, task: str) -> int:
         return len(self.scores[self.approaches[0]][task])
@@ -148,6 +154,8 @@ class ComparisonData:
             "approaches": list(self.approaches), "tasks": list(self.tasks),
             "scores": {a: {t: list(self.scores[a][t]) for t in self.tasks} for a in self.approaches},
             "steps": {a: self.steps[a] for a in self.approaches}, "meta": dict(self.meta),
+            **({"curves": {a: {t: [[list(p) for p in run] for run in self.curves[a][t]] for t in self.tasks}
+                           for a in self.approaches}} if self.curves else {}),
         }
 
     @classmethod
@@ -164,10 +172,12 @@ class ComparisonData:
         if not isinstance(steps, dict):
             raise ConfigError("comparison data: steps must be a mapping approach -> total training steps")
         return cls(approaches=list(d["approaches"]), tasks=list(d["tasks"]), scores=scores, steps=steps,
-                   meta=dict(d.get("meta") or {}))
+                   meta=dict(d.get("meta") or {}), curves=d.get("curves") or {})
 
-    def save(self, path: str | Path) -> None:
-        atomic_write_json(path, self.to_dict())
+    def save(self, path: str | Path, derived: dict[str, Any] | None = None) -> None:
+        """Write ``to_dict()`` (plus, under ``"derived"``, statistics computed from it, e.g.
+        ``autotune.curves.rliable_summary``; ``load`` ignores them) atomically."""
+        atomic_write_json(path, {**self.to_dict(), **({"derived": derived} if derived else {})})
 
     @classmethod
     def load(cls, path: str | Path) -> "ComparisonData":
@@ -178,6 +188,43 @@ class ComparisonData:
         except json.JSONDecodeError as e:
             raise ConfigError(f"comparison data file {str(path)!r} is not valid JSON: {e}") from None
         return cls.from_dict(raw)
+
+
+def _checked_curves(curves: Any, approaches: list[str], tasks: list[str],
+                    scores: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[list[tuple[int, float]]]]]:
+    """Evaluation curves shaped like ``scores`` (one per run), as (int step, float success) pairs."""
+    if not curves:
+        return {}
+    if not isinstance(curves, dict):
+        raise ConfigError("comparison data: curves must be a mapping approach -> task -> per-seed curves")
+    out: dict[str, dict[str, list[list[tuple[int, float]]]]] = {}
+    for a in approaches:
+        for t in tasks:
+            runs = (curves.get(a) or {}).get(t) if isinstance(curves.get(a), dict) else None
+            if not isinstance(runs, list) or len(runs) != len(scores[a][t]):
+                raise ConfigError(f"comparison data: approach {a!r}, task {t!r}: curves must hold one evaluation "
+                                  f"curve per seed ({len(scores[a][t])})")
+            out.setdefault(a, {})[t] = [_checked_curve(run, a, t) for run in runs]
+    return out
+
+
+def _checked_curve(run: Any, approach: str, task: str) -> list[tuple[int, float]]:
+    where = f"comparison data: approach {approach!r}, task {task!r}"
+    if not isinstance(run, (list, tuple)) or not run:
+        raise ConfigError(f"{where}: a curve must be a non-empty list of [step, success rate] pairs")
+    points = []
+    for point in run:
+        step, value = point if isinstance(point, (list, tuple)) and len(point) == 2 else (None, None)
+        if not _is_real(step) or not math.isfinite(step) or step != int(step) or step < 0:
+            raise ConfigError(f"{where}: curve point {point!r} is not [non-negative step, success rate]")
+        if not _is_real(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}: curve point {point!r} has a success rate outside [0, 1]")
+        points.append((int(step), float(value)))
+    return points
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _check_names(kind: str, names: Any) -> None:

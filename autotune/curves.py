@@ -25,7 +25,7 @@ import numpy as np
 from autotune.stats import ComparisonData, CI, iqm, stratified_bootstrap_ci
 
 #: Thresholds of the performance profile: 0, 0.01, ..., 1.
-PROFILE_THRESHOLDS = tuple(float(x) for x in np.linspace(0.0, 1.0, 101))
+PROFILE_THRESHOLDS = tuple(i / 100 for i in range(101))
 
 
 def common_steps(runs: list[list[tuple[int, float]]]) -> list[int]:

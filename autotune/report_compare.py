@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from autotune.curves import rliable_summary
 from autotune.stats import ComparisonData, aggregate, default_baseline, paired_tests, per_task_summary
 from tql.errors import ConfigError
 from tql.io import atomic_path, atomic_write_text
@@ -57,10 +58,44 @@ def _meta_lines(data: ComparisonData) -> list[str]:
         f"- Tasks: {len(data.tasks)}; seeds per task: {', '.join(sorted({str(data.n_seeds(t)) for t in data.tasks}))}",
     ]
     for key, value in meta.items():
-        if key not in ("command", "profile", "seeds", "data_kind"):
+        if key not in ("command", "profile", "seeds", "data_kind", "ties"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
+
+
+def _tie_lines(data: ComparisonData) -> list[str]:
+    """A warning per approach that used a study's tied best trials (``meta["ties"]``)."""
+    lines = [f"> **Tied best trials ({_md_escape(a)}).** In the study, the best trial of {', '.join(map(_md_escape, tasks))} is a tie: "
+             "several trials with different H̄ share the best success, and the schedule used is the earliest of "
+             "them, not a measured optimum." for a, tasks in data.meta.get("ties", {}).items() if tasks]
+    return [line for warning in lines for line in (warning, "")]
+
+
+PROFILE_POINTS = (0.25, 0.5, 0.75)
+
+
+def _curve_lines(data: ComparisonData, reps: int, confidence: float, seed: int) -> list[str]:
+    """Sample efficiency (IQM at each approach's last common evaluation step) and the
+    performance profile at a few thresholds; the full curves are in report_curves.png and
+    data.json ("derived")."""
+    summary = rliable_summary(data, reps=reps, confidence=confidence, seed=seed)
+    level = f"{100 * confidence:g}%"
+    picks = [summary["performance_profile"][data.approaches[0]]["thresholds"].index(t) for t in PROFILE_POINTS]
+    out = ["## Sample efficiency and performance profiles", "",
+           "Full curves with their CI bands: `report_curves.png`; numbers: `data.json` (`derived`). Sample "
+           "efficiency = IQM of the runs' success at each evaluation step every run of the approach reached; "
+           "profile = fraction of runs whose final success is above a threshold. Both with "
+           f"{level} stratified bootstrap CIs.", "",
+           "| approach | IQM at last common step [CI] | " + " | ".join(f"runs > {100 * t:g}% [CI]" for t in PROFILE_POINTS)
+           + " |", "|---|---:|" + "---:|" * len(PROFILE_POINTS)]
+    for a in data.approaches:
+        curve, profile = summary["sample_efficiency"].get(a), summary["performance_profile"][a]
+        last = (f"{_pct(curve['iqm'][-1])} [{_pct(curve['ci_low'][-1])}, {_pct(curve['ci_high'][-1])}] "
+                f"at {curve['steps'][-1]:,}" if curve and curve["steps"] else "n/a")
+        cells = [f"{profile['fraction'][i]:.2f} [{profile['ci_low'][i]:.2f}, {profile['ci_high'][i]:.2f}]" for i in picks]
+        out.append(f"| {_md_escape(a)} | {last} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int = 2000,
@@ -71,7 +106,7 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
     out = [f"# Comparison: {', '.join(data.approaches)}", ""]
     if data.generated:
         out += [f"> {GENERATED_WARNING}", ""]
-    out += ["## Setup", "", *_meta_lines(data), ""]
+    out += [*_tie_lines(data), "## Setup", "", *_meta_lines(data), ""]
 
     out += ["## Aggregate over all tasks and seeds", "",
             f"Success rate in %. IQM = interquartile mean of all task x seed runs; CI = {level} stratified "
@@ -114,6 +149,8 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
         out.append("")
         if notes:
             out += ["Notes:", "", *notes, ""]
+
+    out += _curve_lines(data, reps, confidence, seed)
 
     out += ["## How to read this", "",
             "- The IQM drops the best and worst quarter of runs and averages the rest: less noisy than the mean, "

@@ -8,6 +8,9 @@ progress (11 points, linear in between); constant schedules pool to the median c
 median keeps one odd task from dragging the pooled schedule. When any schedule is a depth
 profile, the first layers' curves and the last layers' curves are pooled apart into a profile
 (a one-curve schedule gives both the same curve).
+
+Ties: a schedule taken from a study records in ``meta["ties"]`` the tasks whose best trial is a
+tie (``autotune.ties``): ``[task]`` or ``[]``; a pooled schedule records its sources' ties.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.schedules import Schedule
+from autotune.ties import best_tie
 from tql.errors import ConfigError
 
 POOL_POINTS = 11
@@ -28,7 +32,8 @@ def schedule_of_task(task_summary: dict[str, Any]) -> Schedule:
     if best is None:
         raise ConfigError(f"study {task_summary['study_name']!r} has no complete trial yet; run it first")
     meta = {"source": f"study {task_summary['study_name']} trial {best['number']}", "task": task_summary["task"],
-            "n_tokens": task_summary["n_tokens"], "success_mean": best["success_mean"]}
+            "n_tokens": task_summary["n_tokens"], "success_mean": best["success_mean"],
+            "ties": [task_summary["task"]] if best_tie(task_summary) else []}
     if best.get("schedule"):
         return Schedule.from_dict({**best["schedule"], "meta": meta}, source=f"trial {best['number']}")
     return Schedule.constant(best["rho"], **meta)
@@ -40,6 +45,8 @@ def pooled(schedules: list[Schedule], **meta) -> Schedule:
         raise ConfigError("nothing to pool: no schedules given")
     sources = sorted({s.meta.get("task", "?") for s in schedules})
     meta = {"source": "pooled (pointwise median)", "pooled_from": sources, **meta}
+    if any("ties" in s.meta for s in schedules):
+        meta["ties"] = sorted({task for s in schedules for task in s.meta.get("ties", [])})
     if any(s.is_profile for s in schedules):
         first, last = ([s.curves()[i] for s in schedules] for i in (0, 1))
         return Schedule.profile(_pooled_curve(first), _pooled_curve(last), **meta)

@@ -1,0 +1,153 @@
+"""`tql-tune experiment`: the spec, the sizing to a budget, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from autotune.experiment import plan_experiment, usable_approaches
+from autotune.experiment_cost import experiment_work, fit_steps, total_seconds
+from autotune.experiment_spec import APPROACHES, Machine, experiment_from_dict, load_experiment
+from tql.errors import ConfigError
+
+SPEC = Path(__file__).resolve().parents[1] / "studies" / "experiment.toml"
+CPU = Machine(name="a small CPU", updates_per_second=20.0, member_updates_per_second=16.0,
+              eval_env_steps_per_second=200.0, eval_processes=1, data_transitions_per_second=150.0, processes=2,
+              run_overhead_seconds=2.0)
+
+
+def raw_spec() -> dict:
+    return tomllib.loads(SPEC.read_text())
+
+
+def test_the_shipped_spec_loads_and_its_reference_plan_fits_its_minutes():
+    spec = load_experiment(SPEC)
+    assert set(spec.approaches) == set(APPROACHES)
+    plan = plan_experiment(spec, None, None, n_missing=len({t.domain for t in spec.task_specs()}),
+                           study_batch=8, compare_batched=True)
+    assert plan.steps >= spec.min_steps and plan.steps % spec.step_quantum == 0
+    assert sum(plan.minutes_reference()) <= spec.minutes
+    # One quantum more would not fit: the sizing uses the budget, it does not just pass it.
+    assert total_seconds(plan.phases, spec.reference, plan.steps + spec.step_quantum) > spec.minutes * 60
+
+
+def test_dry_run_table_replaces_the_toy_sized_values():
+    full, dry = load_experiment(SPEC), load_experiment(SPEC).for_dry_run()
+    table = raw_spec()["dry_run"]
+    assert dry.profile == table["profile"] and dry.seeds == table["seeds"]
+    assert dry.tasks == tuple(table["tasks"])
+    assert dry.approaches == full.approaches and dry.reference == full.reference  # kept where not given
+
+
+@pytest.mark.parametrize("table, key, value, words", [
+    ("experiment", "approaches", ["default", "bogus"], "'bogus' is not one of"),
+    ("experiment", "seeds", 0, "seeds=0"),
+    ("experiment", "profile", "huge", "profile='huge'"),
+    ("run", "eval_episodes", -1, "eval_episodes=-1"),
+    ("run", "typo", 1, "unknown key run.typo"),
+    ("reference", "updates_per_second", 0, "updates_per_second=0"),
+    ("dry_run", "steps", 5, "unknown key dry_run.steps"),
+])
+def test_bad_spec_values_fail_with_one_line_naming_them(table, key, value, words):
+    raw = raw_spec()
+    raw[table][key] = value
+    with pytest.raises(ConfigError, match=words) as info:
+        experiment_from_dict(raw, source="test.toml", folder=SPEC.parent)
+    assert "\n" not in str(info.value)
+
+
+def _cpu_plan_phases(spec):
+    tasks = spec.task_specs()
+    approaches, _ = usable_approaches(spec, tasks)
+    return experiment_work(spec, tasks, approaches, missing_domains=2, study_batch=1, compare_batched=False)
+
+
+def test_steps_grow_with_the_budget_and_fit_it_by_their_own_estimate():
+    spec = load_experiment(SPEC).for_dry_run()
+    phases = _cpu_plan_phases(spec)
+    budgets = [3, 5, 10, 30, 120]
+    steps = [fit_steps(spec, phases, CPU, minutes * 60) for minutes in budgets]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    for minutes, s in zip(budgets, steps):
+        assert total_seconds(phases, CPU, s) <= minutes * 60
+        assert s >= spec.min_steps and s % spec.step_quantum == 0
+
+
+def test_a_faster_machine_gets_more_steps_in_the_same_budget():
+    spec = load_experiment(SPEC).for_dry_run()
+    phases = _cpu_plan_phases(spec)
+    faster = dataclasses.replace(CPU, updates_per_second=40.0, member_updates_per_second=32.0)
+    assert fit_steps(spec, phases, faster, 600) > fit_steps(spec, phases, CPU, 600)
+
+
+def test_a_budget_too_small_for_min_steps_is_refused_with_what_it_needs():
+    spec = load_experiment(SPEC).for_dry_run()
+    with pytest.raises(ConfigError, match=r"too small on a small CPU: .* need ~[0-9.]+ minutes"):
+        fit_steps(spec, _cpu_plan_phases(spec), CPU, 1.0)
+    with pytest.raises(ConfigError, match="--budget-minutes -1"):
+        plan_experiment(spec, CPU, -1, 0, 1, False)
+
+
+def test_transfer_is_left_out_with_a_note_when_the_tasks_share_one_domain():
+    spec = load_experiment(SPEC).replace(tasks=("cube-double-play-singletask-task1-v0",
+                                                "cube-double-play-singletask-task2-v0"))
+    approaches, notes = usable_approaches(spec, spec.task_specs())
+    assert "transfer" not in approaches and len(notes) == 1 and "2 domains" in notes[0]
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(app, ["experiment", "--spec", str(SPEC), "--plan-only", "--out", str(out),
+                                      "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert "one H100 with 16 CPU cores" in result.output and "study layers" in result.output
+    assert not out.exists()
+
+
+def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path):
+    """Smoke profile, one task per domain of two, one seed, tiny studies: every approach reported."""
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    raw = raw_spec()
+    raw["dry_run"].update(tasks=["cube-double-play-singletask-task1-v0", "puzzle-3x3-play-singletask-task1-v0"],
+                          data_episodes=2, data_episode_length=60, tuned_trials=1, layers_trials=1,
+                          min_steps=10, step_quantum=10, eval_max_steps=20, eval_episodes=1)
+    spec_file = tmp_path / "experiment.toml"
+    spec_file.write_text(_toml(raw).replace('"default.toml"', json.dumps(str(SPEC.parent / "default.toml")))
+                         .replace('"layers.toml"', json.dumps(str(SPEC.parent / "layers.toml"))))
+    out = tmp_path / "exp"
+    args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "6", "--out", str(out),
+            "--device", "cpu", "--reps", "50"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "data.json").read_text())
+    assert set(data["approaches"]) == set(APPROACHES)
+    report = (out / "report.md").read_text()
+    assert all(name in report for name in APPROACHES)
+    plan = json.loads((out / "plan.json").read_text())
+    assert set(plan["measured_minutes"]) >= {"data", "study tuned", "study layers", "compare"}
+    again = CliRunner().invoke(app, args)  # resumes: the same plan, every run reused
+    assert again.exit_code == 0, again.output
+    assert "resuming" in again.output
+    assert json.loads((out / "plan.json").read_text())["steps"] == plan["steps"]
+
+
+def _toml(raw: dict) -> str:
+    """A tiny TOML writer for this spec's shape (tables of scalars and lists)."""
+    lines = [f"version = {raw.get('version', 1)}"]
+    for table, values in raw.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"

@@ -8,7 +8,11 @@ another in this process (MuJoCo steps are cheap next to process hand-offs on a s
 machine).
 
 Reproducibility: episode ``i`` is reset with seed ``seed * 100003 + i`` whatever env of the
-pool runs it, so successes, returns and lengths do not depend on ``num_envs``.
+pool runs it, so successes, returns and lengths do not depend on ``num_envs``. A stochastic
+policy keeps that property when its noise is drawn per episode (``EpisodeNoise``): episode
+``i`` then sees the same noise whichever episodes share its policy calls, in this process or
+in another one (``tql.eval_workers`` spreads episodes over processes and merges the results
+with ``merge_results``).
 
 Episode end: an episode ends when the env reports ``terminated`` (OGBench single-task envs
 terminate on success) or ``truncated`` (the env's own ``TimeLimit``, i.e. the task's
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +33,8 @@ from tql.errors import ConfigError
 from tql.tasks import TaskSpec
 
 Policy = Callable[[np.ndarray], np.ndarray]
+# With ``EpisodeNoise``: (observations [E, obs_dim], each running episode's noise [E, dim]) -> actions.
+NoisyPolicy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Seed stride between evaluation seeds: episode i of evaluation seed s uses s * 100003 + i,
 # a prime larger than any episode count we run, so seeds never share an episode.
@@ -57,6 +63,23 @@ class EvalResult:
 def episode_seed(seed: int, episode: int) -> int:
     """Reset seed of episode ``episode`` in the evaluation with seed ``seed``."""
     return seed * SEED_STRIDE + episode
+
+
+@dataclass(frozen=True)
+class EpisodeNoise:
+    """Standard-normal policy noise drawn per episode, not per batch.
+
+    Episode ``i`` draws its steps' noise, in order, from its own generator seeded
+    ``(seed, i)``: an episode's actions then depend on its own observations only, not on
+    which episodes share a policy call, so batching and processes leave results unchanged.
+    """
+
+    seed: int
+    dim: int
+
+    def generator(self, episode: int) -> np.random.Generator:
+        # SeedSequence wants non-negative words: a negative seed wraps to its 64-bit pattern.
+        return np.random.default_rng([self.seed % (1 << 64), episode])
 
 
 def random_policy(act_dim: int, seed: int = 0) -> Policy:
@@ -122,20 +145,27 @@ class _Slot:
     ret: float = 0.0
     length: int = 0
     info: dict = field(default_factory=dict)
+    noise: np.random.Generator | None = None  # the episode's own noise (EpisodeNoise)
 
 
-def _start(slot: _Slot, episode: int, seed: int) -> None:
+def _start(slot: _Slot, episode: int, seed: int, noise: EpisodeNoise | None) -> None:
     s = episode_seed(seed, episode)
     # OGBench's reset takes random steps with action_space.sample() to build the goal;
     # seed that sampler too so an episode never depends on what the env ran before.
     slot.env.action_space.seed(s)
     obs, info = slot.env.reset(seed=s)
     slot.episode, slot.obs, slot.ret, slot.length, slot.info = episode, obs, 0.0, 0, info
+    slot.noise = noise.generator(episode) if noise is not None else None
 
 
-def _act(policy: Policy, obs: np.ndarray, act_dim: int) -> np.ndarray:
+def _act(policy: Policy | NoisyPolicy, running: list[_Slot], act_dim: int, noise: EpisodeNoise | None) -> np.ndarray:
     """One batched policy call; check the shape and clip to the action box [-1, 1]."""
-    actions = np.asarray(policy(obs), dtype=np.float32)
+    obs = np.stack([s.obs for s in running]).astype(np.float32)
+    if noise is None:
+        actions = policy(obs)
+    else:
+        actions = policy(obs, np.stack([s.noise.standard_normal(noise.dim) for s in running]))
+    actions = np.asarray(actions, dtype=np.float32)
     if actions.shape != (len(obs), act_dim):
         raise ValueError(
             f"policy returned actions of shape {actions.shape} for {len(obs)} observations; "
@@ -155,33 +185,55 @@ def _check_positive(name: str, value: int | None) -> None:
 
 
 def run_episodes(
-    policy: Policy,
+    policy: Policy | NoisyPolicy,
     pool: EnvPool,
     task: TaskSpec,
     episodes: int,
     seed: int = 0,
     max_steps: int | None = None,
     progress: Callable[[int], None] | None = None,
+    noise: EpisodeNoise | None = None,
 ) -> EvalResult:
     """Run ``episodes`` episodes on an existing pool (all its envs, at most ``episodes``).
 
     See the module docstring for seeding and episode ends; ``progress`` is called with the
-    number of finished episodes each time one finishes.
+    number of finished episodes each time one finishes. With ``noise`` the policy is called
+    as ``policy(obs, z)``, ``z`` holding each running episode's own noise draw.
     """
     _check_positive("episodes", episodes)
+    return run_episode_numbers(policy, pool, task, range(episodes), seed, max_steps, progress, noise)
+
+
+def run_episode_numbers(
+    policy: Policy | NoisyPolicy,
+    pool: EnvPool,
+    task: TaskSpec,
+    numbers: Sequence[int],
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    noise: EpisodeNoise | None = None,
+) -> EvalResult:
+    """``run_episodes`` for the episodes numbered ``numbers`` only (part of an evaluation run
+    elsewhere, e.g. by one worker process); the result's lists follow ``numbers``' order."""
+    numbers = list(numbers)
+    _check_positive("episodes", len(numbers))
     _check_positive("max_steps", max_steps)
     limit = max_steps if max_steps is not None else task.episode_length
-    successes: list[bool] = [False] * episodes
-    returns: list[float] = [0.0] * episodes
-    lengths: list[int] = [0] * episodes
+    count = len(numbers)
+    successes: list[bool] = [False] * count
+    returns: list[float] = [0.0] * count
+    lengths: list[int] = [0] * count
     start = time.perf_counter()
-    running = [_Slot(env) for env in pool.envs[: min(len(pool), episodes)]]
-    for i, slot in enumerate(running):
-        _start(slot, i, seed)
-    next_episode, finished, env_steps = len(running), 0, 0
+    running = [_Slot(env) for env in pool.envs[: min(len(pool), count)]]
+    for slot, number in zip(running, numbers):
+        _start(slot, number, seed, noise)
+    next_position, finished, env_steps = len(running), 0, 0
+    position = {number: k for k, number in enumerate(numbers)}
+    if len(position) != count:
+        raise ConfigError(f"episode numbers must be distinct, got {numbers!r}")
     while running:
-        obs = np.stack([s.obs for s in running]).astype(np.float32)
-        actions = _act(policy, obs, task.act_dim)
+        actions = _act(policy, running, task.act_dim, noise)
         still_running = []
         for slot, action in zip(running, actions):
             slot.obs, reward, terminated, truncated, slot.info = slot.env.step(action)
@@ -191,21 +243,21 @@ def run_episodes(
             if not (terminated or truncated or slot.length >= limit):
                 still_running.append(slot)
                 continue
-            i = slot.episode
-            successes[i] = bool(slot.info.get("success", False))
-            returns[i], lengths[i] = slot.ret, slot.length
+            k = position[slot.episode]
+            successes[k] = bool(slot.info.get("success", False))
+            returns[k], lengths[k] = slot.ret, slot.length
             finished += 1
             if progress is not None:
                 progress(finished)
-            if next_episode < episodes:  # reuse this env for the next pending episode
-                _start(slot, next_episode, seed)
-                next_episode += 1
+            if next_position < count:  # reuse this env for the next pending episode
+                _start(slot, numbers[next_position], seed, noise)
+                next_position += 1
                 still_running.append(slot)
         running = still_running  # shrinks at the end: the policy sees running envs only
     return EvalResult(
         task=task.name,
-        episodes=episodes,
-        success_rate=sum(successes) / episodes,
+        episodes=count,
+        success_rate=sum(successes) / count,
         successes=successes,
         returns=returns,
         lengths=lengths,
@@ -240,3 +292,18 @@ def evaluate(
     with EnvPool(task.env_name, n) as pool:
         result = run_episodes(policy, pool, task, episodes, seed, max_steps, progress)
     return replace(result, seconds=time.perf_counter() - start)
+
+
+def merge_results(task: TaskSpec, parts: Sequence[tuple[Sequence[int], EvalResult]], seconds: float) -> EvalResult:
+    """One evaluation from parts run apart: ``(episode numbers, their result)`` pairs whose
+    numbers together are 0..N-1; the lists come out in episode order."""
+    placed = {}
+    for numbers, result in parts:
+        placed.update(zip(numbers, zip(result.successes, result.returns, result.lengths)))
+    episodes = len(placed)
+    if sorted(placed) != list(range(episodes)):
+        raise ValueError(f"parts cover episodes {sorted(placed)}, not 0..{episodes - 1}")
+    successes, returns, lengths = (list(column) for column in zip(*(placed[i] for i in range(episodes))))
+    return EvalResult(task=task.name, episodes=episodes, success_rate=sum(successes) / episodes,
+                      successes=successes, returns=returns, lengths=lengths,
+                      env_steps=sum(result.env_steps for _, result in parts), seconds=seconds)

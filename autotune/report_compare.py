@@ -175,7 +175,9 @@ def write_markdown(data: ComparisonData, path: str | Path, baseline: str | None 
     Sections: setup (meta; generated data flagged), aggregate table (IQM with stratified
     bootstrap CI, mean, runs, training steps), per-task table (mean ± std over seeds),
     paired tests against ``baseline`` (default: ``"default"`` if present, else the first
-    approach), and a "how to read this" note.
+    approach), sample efficiency and performance profiles at a few points (``autotune.curves``;
+    the full curves are drawn by ``autotune.report_curves``), and a "how to read this" note.
+    Approaches that used a study's tied best trials (``meta["ties"]``) get a notice on top.
     """
     path = Path(path)
     atomic_write_text(path, markdown_report(data, baseline=baseline, reps=reps, confidence=confidence, seed=seed))

@@ -101,3 +101,17 @@ def test_compare_approaches_carry_ties_into_the_report(storage, tmp_path):
     data = ComparisonData(approaches=["tuned"], tasks=[CUBE], scores={"tuned": {CUBE: [0.0]}}, steps={"tuned": 30},
                           meta={"ties": {"tuned": [CUBE]}})
     assert f"**Tied best trials (tuned).** In the study, the best trial of {CUBE} is a tie" in markdown_report(data, reps=20)
+
+
+def test_apply_warns_about_a_schedule_whose_source_was_a_tie(monkeypatch, capsys, tmp_path):
+    import tql.train
+    from tql.train import TrainResult
+
+    path = Schedule.constant(0.2, source="study tql trial 0", ties=[CUBE]).save(tmp_path / "tied.json")
+    finished = TrainResult(task=SCENE, steps=1, final_success=0.0, evals=[], wall_seconds=0.0, data_kind="generated",
+                           out_dir=str(tmp_path))
+    monkeypatch.setattr(tql.train, "train", lambda *args, **kwargs: finished)  # no training: only the warning
+    code, stdout, err = run_cli(monkeypatch, capsys, "apply", "--schedule", str(path), "--task", SCENE,
+                                "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 0, err
+    assert f"warning: the best trial is a tie for {CUBE}: their schedule is the earliest" in stdout

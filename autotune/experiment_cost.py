@@ -62,7 +62,9 @@ def episode_steps(spec: ExperimentSpec, task: TaskSpec) -> int:
 
 def data_work(spec: ExperimentSpec, missing_domains: int) -> PhaseWork:
     episodes = spec.data_episodes + max(1, spec.data_episodes // 10)
-    return PhaseWork("data", 0, 0, False, 0, 0, transitions=missing_domains * episodes * spec.data_episode_length)
+    # One overhead per domain: its worker processes start and build their envs.
+    return PhaseWork("data", 0, 0, False, missing_domains, 0,
+                     transitions=missing_domains * episodes * spec.data_episode_length)
 
 
 def study_work(spec: ExperimentSpec, tasks: list[TaskSpec], name: str, trials: int, batch: int) -> PhaseWork:

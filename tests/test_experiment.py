@@ -112,11 +112,16 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path):
-    """Smoke profile, one task per domain of two, one seed, tiny studies: every approach reported."""
+def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+    """Smoke profile, one task per domain of two, one seed, tiny studies: every approach reported.
+    The probe is replaced by fixed speeds so the sizing (10 steps per run) does not depend on
+    how busy the test machine is."""
     from typer.testing import CliRunner
 
+    import autotune.experiment_probe
     from autotune.cli import app
+
+    monkeypatch.setattr(autotune.experiment_probe, "probe_machine", lambda *args, **kwargs: CPU)
 
     raw = raw_spec()
     raw["dry_run"].update(tasks=["cube-double-play-singletask-task1-v0", "puzzle-3x3-play-singletask-task1-v0"],
@@ -126,7 +131,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path):
     spec_file.write_text(_toml(raw).replace('"default.toml"', json.dumps(str(SPEC.parent / "default.toml")))
                          .replace('"layers.toml"', json.dumps(str(SPEC.parent / "layers.toml"))))
     out = tmp_path / "exp"
-    args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "6", "--out", str(out),
+    args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "1", "--out", str(out),
             "--device", "cpu", "--reps", "50"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -135,6 +140,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path):
     report = (out / "report.md").read_text()
     assert all(name in report for name in APPROACHES)
     plan = json.loads((out / "plan.json").read_text())
+    assert plan["steps"] == 10
     assert set(plan["measured_minutes"]) >= {"data", "study tuned", "study layers", "compare"}
     again = CliRunner().invoke(app, args)  # resumes: the same plan, every run reused
     assert again.exit_code == 0, again.output

@@ -4,6 +4,7 @@ from tql.data.datasets import (
     GENERATED_SUBDIR,
     META_KEY,
     DatasetPaths,
+    DataSize,
     GeneratedPaths,
     TaskData,
     TaskGoal,
@@ -12,10 +13,20 @@ from tql.data.datasets import (
     load_task_data,
     read_generated_meta,
     relabel,
+    sized_dataset_paths,
+    sized_folder,
     subgoal_successes,
     task_goal,
 )
-from tql.data.generate import SUPPORTED_ENVS, SUPPORTED_TYPES, generate_dataset, write_npz_atomic
+from tql.data.generate import (
+    SUPPORTED_ENVS,
+    SUPPORTED_TYPES,
+    available_cpus,
+    default_episodes,
+    generate_dataset,
+    write_npz_atomic,
+)
+from tql.data.provision import expected_size, provide_task_data, size_warning
 from tql.data.sampler import ReplaySampler
 
 __all__ = [
@@ -23,17 +34,25 @@ __all__ = [
     "META_KEY",
     "SUPPORTED_ENVS",
     "SUPPORTED_TYPES",
+    "DataSize",
     "DatasetPaths",
     "GeneratedPaths",
     "ReplaySampler",
     "TaskData",
     "TaskGoal",
+    "available_cpus",
     "dataset_paths",
+    "default_episodes",
+    "expected_size",
     "find_dataset",
     "generate_dataset",
     "load_task_data",
+    "provide_task_data",
     "read_generated_meta",
     "relabel",
+    "size_warning",
+    "sized_dataset_paths",
+    "sized_folder",
     "subgoal_successes",
     "task_goal",
     "write_npz_atomic",

@@ -6,6 +6,12 @@ Layout of a data directory (``--dir``)::
     <data_dir>/cube-double-play-v0-val.npz
     <data_dir>/generated/cube-double-play-v0.npz  our generator's files (tql.data.generate)
     <data_dir>/generated/cube-double-play-v0-val.npz
+    <data_dir>/generated/40ep-1001steps/cube-double-play-v0.npz   a generated dataset of
+    <data_dir>/generated/40ep-1001steps/cube-double-play-v0-val.npz   another size, made beside
+
+A run that expects more data than ``generated/`` holds (``load_task_data(..., expect=...)``)
+takes the smallest sized folder that holds enough, so a small smoke dataset and a profile's
+larger one live side by side and each run finds its own.
 
 Generated files carry a ``tql_generated`` key (JSON metadata); such a file is reported as
 ``kind='generated'`` wherever it lies, so generated data never passes for official data.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -56,6 +63,22 @@ class DatasetPaths(NamedTuple):
 GeneratedPaths = DatasetPaths
 
 
+class DataSize(NamedTuple):
+    """How much data a run expects: training episodes of ``episode_length`` steps (each episode
+    gives ``episode_length - 1`` transitions, as ``ogbench.utils.load_dataset`` makes them)."""
+
+    episodes: int
+    episode_length: int
+
+    @property
+    def transitions(self) -> int:
+        return self.episodes * (self.episode_length - 1)
+
+    def held_by(self, episodes: int, transitions: int) -> bool:
+        """Whether a dataset of this many episodes and transitions holds at least this size."""
+        return episodes >= self.episodes and transitions >= self.transitions
+
+
 @dataclass
 class TaskData:
     """Transitions of one task, rewards relabelled for it, plus where they came from."""
@@ -66,12 +89,60 @@ class TaskData:
     paths: DatasetPaths
     meta: dict = field(default_factory=dict)
 
+    @property
+    def episodes(self) -> int:
+        """Training episodes (trajectories): ``terminals`` marks each one's last transition."""
+        return _count_episodes(self.train)
+
+    @property
+    def transitions(self) -> int:
+        return len(self.train["observations"])
+
+    @property
+    def val_episodes(self) -> int:
+        return _count_episodes(self.val)
+
+    @property
+    def val_transitions(self) -> int:
+        return len(self.val["observations"])
+
+    @property
+    def name(self) -> str:
+        """The dataset's file name without .npz (e.g. 'cube-double-play-v0')."""
+        return self.paths.train.stem
+
+    def size_record(self) -> dict[str, int]:
+        """The dataset's size as run records (config.json, summary.json) store it."""
+        return {"data_episodes_found": self.episodes, "data_transitions": self.transitions,
+                "data_val_episodes": self.val_episodes, "data_val_transitions": self.val_transitions}
+
+    def describe(self) -> str:
+        """One line: kind, name, episodes and transitions (what a run prints about its data)."""
+        return (f"{self.kind} {self.name}, {self.episodes:,} episodes, {self.transitions:,} transitions "
+                f"(+{self.val_episodes:,} val episodes)")
+
+
+def _count_episodes(split: dict[str, np.ndarray]) -> int:
+    return int(np.count_nonzero(split["terminals"]))
+
 
 def dataset_paths(data_dir: str | Path, dataset_name: str, generated: bool) -> DatasetPaths:
     """File pair of ``dataset_name`` in ``data_dir`` (official layout) or its generated/ folder."""
     folder = Path(data_dir).expanduser()
     if generated:
         folder = folder / GENERATED_SUBDIR
+    return DatasetPaths(folder / f"{dataset_name}.npz", folder / f"{dataset_name}-val.npz")
+
+
+def sized_folder(data_dir: str | Path, episodes: int, episode_length: int) -> Path:
+    """``<data_dir>/generated/<N>ep-<L>steps``: where a dataset of a given size is made beside
+    the one in ``generated/``."""
+    return Path(data_dir).expanduser() / GENERATED_SUBDIR / f"{episodes}ep-{episode_length}steps"
+
+
+def sized_dataset_paths(data_dir: str | Path, dataset_name: str, episodes: int, episode_length: int) -> DatasetPaths:
+    """File pair of ``dataset_name`` in its sized folder (same file names as OGBench's)."""
+    folder = sized_folder(data_dir, episodes, episode_length)
     return DatasetPaths(folder / f"{dataset_name}.npz", folder / f"{dataset_name}-val.npz")
 
 
@@ -128,12 +199,17 @@ def _missing_message(task: TaskSpec, data_dir: Path, kind: str, notes: list[str]
     )
 
 
-def find_dataset(task: TaskSpec, data_dir: str | Path, kind: str = "auto") -> tuple[DatasetPaths, str, dict]:
+def find_dataset(
+    task: TaskSpec, data_dir: str | Path, kind: str = "auto", expect: DataSize | None = None
+) -> tuple[DatasetPaths, str, dict]:
     """Locate the dataset of ``task``: (paths, detected kind, generator metadata).
 
     'auto' tries the official location first, then ``generated/``. 'official' and
     'generated' accept only a pair whose detected kind matches (detection by the marker key,
     not by folder), so a generated file copied to the official path is never 'official'.
+    expect: the size a run needs; when the generated pair in ``generated/`` is smaller, the
+    smallest sized folder (``sized_folder``) that holds it is taken instead, if there is one.
+    Sized folders are also the fallback when ``generated/`` itself has no pair.
     """
     if kind not in KINDS:
         raise TQLError(f"unknown data kind {kind!r}; valid: {', '.join(KINDS)}")
@@ -150,9 +226,46 @@ def find_dataset(task: TaskSpec, data_dir: str | Path, kind: str = "auto") -> tu
             continue
         found_kind, meta = _pair_kind(paths)
         if kind in ("auto", found_kind):
+            if found_kind == "generated" and expect is not None and not _meta_holds(meta, expect):
+                return _sized_pair(task, data_dir, expect) or (paths, found_kind, meta)
             return paths, found_kind, meta
         notes.append(f"{paths.train} is {found_kind} data")
+    sized = _sized_pair(task, data_dir, expect, fallback=True) if kind != "official" else None
+    if sized is not None:
+        return sized
     raise MissingDatasetError(_missing_message(task, data_dir, kind, notes))
+
+
+_SIZED_FOLDER = re.compile(r"^(\d+)ep-(\d+)steps$")
+
+
+def _meta_holds(meta: dict, expect: DataSize) -> bool:
+    """Whether a generated file's metadata says it holds ``expect`` (unknown size: assume so)."""
+    episodes, length = meta.get("train_episodes", meta.get("episodes")), meta.get("episode_length")
+    if not isinstance(episodes, int) or not isinstance(length, int):
+        return True
+    return expect.held_by(episodes, DataSize(episodes, length).transitions)
+
+
+def _sized_pair(
+    task: TaskSpec, data_dir: Path, expect: DataSize | None, fallback: bool = False
+) -> tuple[DatasetPaths, str, dict] | None:
+    """The smallest complete generated pair in a sized folder that holds ``expect``; the largest
+    one when ``expect`` is None, or with ``fallback`` when none holds it. None if none."""
+    root = data_dir / GENERATED_SUBDIR
+    sizes: list[tuple[DataSize, DatasetPaths]] = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        match = _SIZED_FOLDER.match(folder.name)
+        paths = sized_dataset_paths(data_dir, task.dataset_name, *map(int, match.groups())) if match else None
+        if paths is not None and paths.train.exists() and paths.val.exists():
+            sizes.append((DataSize(*map(int, match.groups())), paths))
+    sizes.sort(key=lambda item: (item[0].transitions, item[0].episodes))
+    holding = [paths for size, paths in sizes if expect is not None and expect.held_by(size.episodes, size.transitions)]
+    chosen = holding[0] if holding else (sizes[-1][1] if sizes and (fallback or expect is None) else None)
+    if chosen is None:
+        return None
+    found_kind, meta = _pair_kind(chosen)
+    return (chosen, found_kind, meta) if found_kind == "generated" else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +419,8 @@ def _check_dims(data: dict[str, np.ndarray], task: TaskSpec, path: Path) -> None
 
 
 def load_task_data(
-    task: TaskSpec, data_dir: str | Path, kind: str = "auto", *, keep_info: bool = False
+    task: TaskSpec, data_dir: str | Path, kind: str = "auto", *, keep_info: bool = False,
+    expect: DataSize | None = None,
 ) -> TaskData:
     """Find, load and relabel the dataset of ``task``.
 
@@ -314,9 +428,10 @@ def load_task_data(
     Each split has observations, actions, next_observations, terminals (1 at the last
     transition of a trajectory, from ogbench.utils.load_dataset), rewards and masks; with
     ``keep_info`` also qpos, qvel (and button_states) of the current state.
+    expect: the size the run needs, to choose among generated datasets (``find_dataset``).
     Raises MissingDatasetError (with both fixes in the message) or TQLError (corrupt file).
     """
-    paths, found_kind, meta = find_dataset(task, data_dir, kind)
+    paths, found_kind, meta = find_dataset(task, data_dir, kind, expect)
     goal = task_goal(task.env_name)
     train = load_split(paths.train, task, goal, keep_info)
     val = load_split(paths.val, task, goal, keep_info)

@@ -12,6 +12,11 @@ authors used to collect the "play" (plan oracles, temporally correlated noise) a
 * each step records the pre-step observation, the action, ``terminals`` (end of episode) and
   the pre-step ``qpos``/``qvel``/``button_states`` that single-task reward relabelling needs.
 
+Every episode has its own seeds (``episode_seeds``: split, index and attempt mixed with the
+run's seed), so episodes are independent of each other and of which process collects them:
+``workers`` processes write the same arrays as one, and a larger file starts with the episodes
+of a smaller one made with the same seed.
+
 Files are written as ``<out_dir>/generated/<domain>-v0.npz`` and ``...-v0-val.npz`` (same
 names as OGBench's, distinct folder) with a ``tql_generated`` metadata key, so they can never
 be mistaken for official data. Writes are atomic (temp file + fsync + os.replace).
@@ -23,6 +28,7 @@ import contextlib
 import importlib.metadata
 import inspect
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -32,13 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths
+from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths, sized_dataset_paths
 from tql.errors import TQLError
 from tql.tasks import TaskSpec, get_task
 
 # 2: 'noisy' files gained OGBench's random actions (version-1 noisy files have none); 'play'
 # files are unchanged (same arrays for the same seed).
-GENERATOR_VERSION = 2
+# 3: per-episode seeds (``episode_seeds``) so that several processes can share the work: files
+# differ from version 2's for the same seed (both kinds), and no longer depend on the workers.
+GENERATOR_VERSION = 3
 SUPPORTED_ENVS = (
     "cube-single",
     "cube-double",
@@ -58,6 +66,14 @@ NOISE_SMOOTHING = 0.5
 MIN_NORM = 0.4  # Markov oracles' minimum norm of the relative position
 MARKOV_NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # std = xi * this (xyz, yaw, gripper)
 DEFAULT_EPISODE_LENGTH = 1001
+# OGBench's dataset sizes (training episodes of DEFAULT_EPISODE_LENGTH steps): 1M transitions
+# per domain, 3M for cube-triple.
+DEFAULT_EPISODES = 1000
+DEFAULT_EPISODES_BY_ENV = {"cube-triple": 3000}
+# A scene episode is redone (with new seeds) when a physics glitch spoils it; glitches are
+# rare, so this many failures in a row means something else is wrong.
+MAX_ATTEMPTS = 100
+SPLITS = ("train", "val")  # the split's position goes into its episodes' seeds
 # OGBench's p_random_action for its 'noisy' datasets (its data_gen_scripts/commands.sh);
 # 'play' datasets use none.
 P_RANDOM_ACTION_CUBE_SCENE = 0.1
@@ -241,23 +257,131 @@ def run_episode(
     return _steps_to_arrays(steps)
 
 
+def default_episodes(env_base: str) -> int:
+    """Training episodes of OGBench's dataset for a domain (3000 for cube-triple, else 1000)."""
+    return DEFAULT_EPISODES_BY_ENV.get(env_base, DEFAULT_EPISODES)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def episode_seeds(seed: int, split: str, index: int, attempt: int = 0) -> tuple[int, int]:
+    """(numpy global RNG seed, env reset seed) of one try at one episode.
+
+    Both are 32-bit words of ``numpy.random.SeedSequence([seed, split position, index,
+    attempt])``: distinct, well-mixed streams per episode that depend on nothing else, which is
+    what lets any process collect any episode. ``attempt`` counts redone scene episodes.
+    """
+    words = np.random.SeedSequence([seed, SPLITS.index(split), index, attempt]).generate_state(2)
+    return int(words[0]), int(words[1])
+
+
+def collect_episode(
+    env, agents: dict, env_base: str, markov: bool, seed: int, split: str, index: int, p_random: float = 0.0
+) -> tuple[dict[str, np.ndarray], int]:
+    """Collect episode ``index`` of ``split``: its arrays and how many tries were redone.
+
+    Seeds numpy's global RNG (which the oracles draw from) and the env's reset from
+    ``episode_seeds``; a scene episode failing ``scene_is_healthy`` is tried again with the
+    next attempt's seeds.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        numpy_seed, env_seed = episode_seeds(seed, split, index, attempt)
+        np.random.seed(numpy_seed)
+        episode = run_episode(env, agents, env_base, markov, seed=env_seed, p_random=p_random)
+        if env_base != "scene" or scene_is_healthy(episode["qpos"]):
+            return episode, attempt
+    raise TQLError(f"{split} episode {index} of {env_base} failed the health check {MAX_ATTEMPTS} times (seed {seed})")
+
+
+class EpisodeCollector:
+    """One data-collection env with its oracles, collecting episodes by (split, index).
+
+    Built once per process: in the caller's process for one worker, in each pool process
+    otherwise (``_start_worker``).
+    """
+
+    def __init__(self, task: TaskSpec, dataset_type: str, episode_length: int, seed: int):
+        self.task, self.seed, self.markov = task, seed, dataset_type == "noisy"
+        self.p_random = random_action_probability(task.env_base, dataset_type)
+        self.env = make_data_env(task, episode_length)
+        self.agents = make_oracles(self.env, task.env_base, dataset_type)
+
+    def __call__(self, job: tuple[str, int]) -> tuple[tuple[str, int], dict[str, np.ndarray], int]:
+        split, index = job
+        episode, redone = collect_episode(
+            self.env, self.agents, self.task.env_base, self.markov, self.seed, split, index, self.p_random
+        )
+        return job, episode, redone
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_WORKER_COLLECTOR: EpisodeCollector | None = None  # the pool process's own collector
+
+
+def _start_worker(task: TaskSpec, dataset_type: str, episode_length: int, seed: int) -> None:
+    global _WORKER_COLLECTOR
+    _WORKER_COLLECTOR = EpisodeCollector(task, dataset_type, episode_length, seed)
+
+
+def _worker_episode(job: tuple[str, int]):
+    assert _WORKER_COLLECTOR is not None, "pool process started without _start_worker"
+    return _WORKER_COLLECTOR(job)
+
+
+def _process_context():
+    """'forkserver' where the OS has it, else 'spawn': workers never inherit the caller's
+    threads (torch, OpenMP) as plain fork would, and with forkserver this module and its
+    imports are loaded once for all workers instead of once per worker."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def collect_episodes(
-    env, agents: dict, env_base: str, markov: bool, n_episodes: int, seed: int, on_episode=None,
-    p_random: float = 0.0,
-) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Collect ``n_episodes`` healthy episodes; returns them and the number of redone ones."""
-    episodes: list[dict[str, np.ndarray]] = []
+    task: TaskSpec, dataset_type: str, episode_length: int, seed: int, jobs: list[tuple[str, int]],
+    workers: int = 1, on_episode=None,
+) -> tuple[dict[tuple[str, int], dict[str, np.ndarray]], int]:
+    """Collect every (split, index) in ``jobs``: episodes by job, and the number of redone tries.
+
+    ``workers`` > 1 shares the jobs among that many processes (``_process_context``), one
+    episode at a time so ``on_episode`` (called in this process per finished episode, with its
+    step count) moves steadily; the result does not depend on ``workers``. One worker collects
+    here, without a pool. As with any multiprocessing, a script calling this with several
+    workers needs the ``if __name__ == "__main__":`` guard.
+    """
+    episodes: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     redone = 0
-    while len(episodes) < n_episodes:
-        # Only the very first reset is seeded: later resets continue the env's own RNG.
-        first = not episodes and not redone
-        ep = run_episode(env, agents, env_base, markov, seed=seed if first else None, p_random=p_random)
-        if env_base == "scene" and not scene_is_healthy(ep["qpos"]):
-            redone += 1
-            continue
-        episodes.append(ep)
-        if on_episode is not None:
-            on_episode(len(ep["actions"]))
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        collector = EpisodeCollector(task, dataset_type, episode_length, seed)
+        results = map(collector, jobs)
+    else:
+        collector = None
+        pool = _process_context().Pool(
+            workers, initializer=_start_worker, initargs=(task, dataset_type, episode_length, seed)
+        )
+        results = pool.imap_unordered(_worker_episode, jobs, chunksize=1)
+    try:
+        for job, episode, tries in results:
+            episodes[job] = episode
+            redone += tries
+            if on_episode is not None:
+                on_episode(len(episode["actions"]))
+    finally:
+        if collector is not None:
+            collector.close()
+        else:
+            pool.terminate()
+            pool.join()
     return episodes, redone
 
 
@@ -339,10 +463,9 @@ def _metadata(task: TaskSpec, name: str, split: str, **fields) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _seeded_numpy(seed: int) -> Iterator[None]:
-    """Seed numpy's global RNG (the oracles draw from it) and restore the caller's state after."""
+def _preserved_numpy_state() -> Iterator[None]:
+    """Restore the caller's global numpy RNG state afterwards (each episode reseeds it)."""
     state = np.random.get_state()
-    np.random.seed(seed)
     try:
         yield
     finally:
@@ -388,60 +511,74 @@ def _as_task(task_or_domain: TaskSpec | str) -> TaskSpec:
 def generate_dataset(
     task_or_domain: TaskSpec | str,
     out_dir: str | Path,
-    episodes: int,
+    episodes: int | None = None,
     episode_length: int = DEFAULT_EPISODE_LENGTH,
     seed: int = 0,
     dataset_type: str | None = None,
     progress: bool = True,
+    workers: int = 1,
+    sized: bool = False,
 ) -> GeneratedPaths:
     """Generate ``<out_dir>/generated/<env>-<type>-v0.npz`` (+ ``-val``) for a task's domain.
 
     task_or_domain: a TaskSpec (or a task name / domain name such as 'cube-double-play').
-    episodes: training episodes; ``max(1, episodes // 10)`` more go to the validation file.
+    episodes: training episodes (default: OGBench's size, ``default_episodes``);
+        ``max(1, episodes // 10)`` more go to the validation file.
     episode_length: steps per episode (OGBench: 1001, giving 1000 transitions each).
-    seed: seeds numpy's global RNG (restored afterwards) and the env's first reset.
+    seed: mixed into every episode's seeds (``episode_seeds``); numpy's global RNG state is
+        restored afterwards.
     dataset_type: 'play' (plan oracles) or 'noisy' (Markov oracles plus OGBench's random actions,
         ``random_action_probability``, recorded as ``p_random_action`` in the metadata); default:
         the task's.
-    Raises TQLError for a non-manipulation domain or an unsupported dataset type.
+    workers: processes collecting episodes (``available_cpus()`` uses every core); the arrays
+        are the same whatever the number.
+    sized: write into ``generated/<N>ep-<L>steps/`` (``sized_dataset_paths``) instead, leaving
+        a dataset of another size in ``generated/`` alone.
+    Raises TQLError for a non-manipulation domain, an unsupported dataset type or bad sizes.
     """
     task = _as_task(task_or_domain)
     dataset_type = dataset_type or task.dataset_type
     _check_supported(task, dataset_type)
-    if episodes < 1 or episode_length < 2:
-        raise TQLError(f"need episodes >= 1 and episode_length >= 2 (got {episodes}, {episode_length})")
+    episodes = default_episodes(task.env_base) if episodes is None else episodes
+    _check_sizes(episodes, episode_length, seed, workers)
     name = f"{task.env_base}-{dataset_type}-v0"
-    paths = dataset_paths(out_dir, name, generated=True)
+    paths = (sized_dataset_paths(out_dir, name, episodes, episode_length) if sized
+             else dataset_paths(out_dir, name, generated=True))
     n_val = max(1, episodes // 10)
-    p_random = random_action_probability(task.env_base, dataset_type)
+    jobs = [("train", i) for i in range(episodes)] + [("val", j) for j in range(n_val)]
+    workers = min(workers, len(jobs))
 
-    env = make_data_env(task, episode_length)
     start = time.perf_counter()
-    try:
-        with _seeded_numpy(seed), _progress_bar(progress, f"generating {name}", episodes + n_val) as tick:
-            agents = make_oracles(env, task.env_base, dataset_type)
-            collected, redone = collect_episodes(
-                env, agents, task.env_base, dataset_type == "noisy", episodes + n_val, seed, tick, p_random
-            )
-    finally:
-        env.close()
+    with _preserved_numpy_state(), _progress_bar(progress, f"generating {name}", len(jobs)) as tick:
+        collected, redone = collect_episodes(task, dataset_type, episode_length, seed, jobs, workers, tick)
     seconds = time.perf_counter() - start
 
     common = dict(
         dataset_type=dataset_type,
-        p_random_action=p_random,
+        p_random_action=random_action_probability(task.env_base, dataset_type),
         episode_length=episode_length,
         seed=seed,
+        seeding="per-episode",
         train_episodes=episodes,
         val_episodes=n_val,
         redone_episodes=redone,
+        workers=workers,
         generation_seconds=round(seconds, 3),
-        transitions_per_second=round((episodes + n_val) * episode_length / max(seconds, 1e-9), 1),
+        transitions_per_second=round(len(jobs) * episode_length / max(seconds, 1e-9), 1),
     )
-    splits = {"train": collected[:episodes], "val": collected[episodes:]}
     # Validation first: a present train file then implies a complete pair.
     for split, path in (("val", paths.val), ("train", paths.train)):
-        arrays = episodes_to_arrays(splits[split])
-        arrays[META_KEY] = _metadata(task, name, split, episodes=len(splits[split]), **common)
+        split_episodes = [collected[job] for job in jobs if job[0] == split]
+        arrays = episodes_to_arrays(split_episodes)
+        arrays[META_KEY] = _metadata(task, name, split, episodes=len(split_episodes), **common)
         write_npz_atomic(path, arrays)
     return paths
+
+
+def _check_sizes(episodes: int, episode_length: int, seed: int, workers: int) -> None:
+    if episodes < 1 or episode_length < 2:
+        raise TQLError(f"need episodes >= 1 and episode_length >= 2 (got {episodes}, {episode_length})")
+    if seed < 0:
+        raise TQLError(f"seed {seed} must be >= 0")
+    if workers < 1:
+        raise TQLError(f"workers {workers} must be >= 1 (default: every core, {available_cpus()} here)")

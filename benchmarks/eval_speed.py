@@ -1,4 +1,5 @@
-"""Env steps/s of batched evaluation (num_envs=8) vs one episode at a time (num_envs=1).
+"""Env steps/s of batched evaluation (num_envs=8) vs one episode at a time (num_envs=1),
+and with ``--workers W`` of in-process vs W-process evaluation (tql.eval_workers).
 
 Both settings run the same episodes (same seeds, same max_steps) in one process, one after
 the other and repeated alternately, with a small torch MLP as the policy. The env pools
@@ -8,6 +9,15 @@ batching only saves per-call policy overhead, the MuJoCo steps stay sequential.
 
     python benchmarks/eval_speed.py --task cube-double-play-singletask-task2-v0 \\
         --episodes 8 --max-steps 100
+
+The process comparison evaluates a TQL actor (the agent's default size, random weights) the
+way a training run does (``PolicyEvaluator``): the same episodes in this process and spread
+over W worker processes, whose results must be identical. Each side runs once untimed first
+(env creation, process start), then is timed; the ratio is in-process time / W-process time.
+W processes can gain only where W cores are free (at most W times; less the time spent
+sending the actor and merging): on a busy 2-core machine expect little.
+
+    python benchmarks/eval_speed.py --episodes 16 --max-steps 200 --workers 8
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import torch
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tql.eval_workers import PolicyEvaluator  # noqa: E402
 from tql.evaluation import EnvPool, run_episodes  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
@@ -63,6 +74,31 @@ def measure(policy, spent, pool, task, args) -> dict:
     }
 
 
+def compare_processes(task, args) -> dict:
+    """Seconds of one evaluation in this process vs spread over ``args.workers`` processes."""
+    from tql.agent import AgentConfig, TQLAgent
+
+    torch.manual_seed(0)
+    actor = TQLAgent(task.obs_dim, task.act_dim, AgentConfig(), torch.device("cpu")).actor
+    seconds, results = {}, {}
+    for name, workers in (("in-process", 1), (f"{args.workers} processes", args.workers)):
+        with PolicyEvaluator(task, args.episodes, workers) as evaluator:
+            t0 = time.perf_counter()
+            evaluator.run(actor, args.episodes, seed=0, noise_seed=0, max_steps=args.max_steps)  # envs, processes
+            startup = time.perf_counter() - t0
+            runs = [evaluator.run(actor, args.episodes, seed=0, noise_seed=0, max_steps=args.max_steps)
+                    for _ in range(args.repeats)]
+        results[name] = runs[0]
+        seconds[name] = min(r.seconds for r in runs)
+        print(f"{name:>14}: {seconds[name]:7.2f} s per evaluation (best of {args.repeats}; "
+              f"{runs[0].env_steps / seconds[name]:8.1f} env steps/s; first run with startup {startup:.1f} s)")
+    local, spread = results.values()
+    assert (local.successes, local.returns, local.lengths) == (spread.successes, spread.returns, spread.lengths)
+    ratio = seconds["in-process"] / seconds[f"{args.workers} processes"]
+    print(f"ratio in-process / {args.workers} processes: {ratio:.2f}x  (identical successes, returns, lengths)")
+    return {"workers": args.workers, "seconds": seconds, "ratio": ratio, "success_rate": local.success_rate}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="cube-double-play-singletask-task2-v0")
@@ -74,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0,
+                   help="also compare in-process evaluation with this many worker processes (0: skip)")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -114,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"of the time, {best['env_steps']} steps)")
     ratio = summary["batched"]["steps_per_s_best"] / summary["sequential"]["steps_per_s_best"]
     summary["ratio"] = ratio
+    if args.workers:
+        summary["processes"] = compare_processes(task, args)
     print(f"ratio batched / sequential: {ratio:.2f}x  ({summary['policy']}, "
           f"{args.episodes} episodes x <= {args.max_steps} steps)")
     if args.json:

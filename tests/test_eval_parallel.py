@@ -7,6 +7,8 @@ action it received, in the cube env its whole trajectory (tests/eval_parallel_en
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,19 @@ def test_parse_eval_workers():
     for text, shown in (("0", "0"), ("-1", "-1"), ("x", "'x'")):
         with pytest.raises(ConfigError, match=f"got {shown}$"):
             parse_eval_workers(text)
+
+
+# ---------------------------------------------------------------- a training run's evaluations
+def test_a_run_evaluating_in_workers_records_the_in_process_results(tiny_data_dir, tmp_path):
+    from tests.conftest import TINY_TASK
+    from tql.train import Trainer, eval_record, policy_episodes
+
+    config = TrainConfig.from_profile(TINY_TASK, "smoke", {"batch_size": 16}, steps=10, eval_every=10,
+                                      eval_episodes=3, eval_max_steps=5, log_every=5, data_dir=str(tiny_data_dir),
+                                      eval_workers=2)
+    trainer = Trainer(config, tmp_path, progress=False)
+    result = trainer.run()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("tql-eval")]  # closed
+    with PolicyEvaluator(config.spec, config.eval_episodes, workers=1) as here:
+        again = policy_episodes(trainer.agent, here, config, config.eval_episodes, config.seed, trainer.step)
+    assert result.evals == [eval_record(10, again)]

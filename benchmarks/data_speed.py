@@ -1,7 +1,9 @@
-"""Dataset generation speed (transitions/s) and the loaded dataset's memory per transition.
+"""Dataset generation speed (transitions/s, 1 vs W processes) and the loaded dataset's memory.
 
 Generates a small dataset with ``tql.data.generate_dataset`` (OGBench's scripted oracles in
-MuJoCo, one process) into a temporary folder, timing it; loads it with
+MuJoCo) into a temporary folder, once with one process and once with ``--workers`` W
+processes (default: every core), timing both; prints the parallel speed-up and its ratio to
+W (the goal is >= 0.8), and checks that both files hold the same arrays. Loads it with
 ``tql.data.load_task_data`` and builds a ``tql.data.ReplaySampler``; reports bytes per
 transition of the loaded ``TaskData.train`` arrays (all keys; with ``--keep-info`` also
 qpos / qvel) and of the sampler's float32 tensors, and extrapolates both to OGBench's 1M
@@ -10,6 +12,9 @@ the only data work inside the training loop.
 
     python benchmarks/data_speed.py --task cube-double-play-singletask-task2-v0 \\
         --episodes 2 --episode-length 201 --json benchmarks/results/data_speed.json
+
+For a meaningful speed-up give every worker many episodes (e.g. ``--episodes 160`` for 16
+workers): process start-up (imports, MuJoCo compilation) is paid once per worker.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tql.data import ReplaySampler, generate_dataset, load_task_data, read_generated_meta  # noqa: E402
+from tql.data import (  # noqa: E402
+    META_KEY,
+    ReplaySampler,
+    available_cpus,
+    generate_dataset,
+    load_task_data,
+    read_generated_meta,
+)
 from tql.tasks import get_task  # noqa: E402
 
 
@@ -36,12 +48,27 @@ def _arrays_nbytes(arrays: dict[str, np.ndarray]) -> dict[str, int]:
     return {k: int(v.nbytes) for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
 
+def _same_arrays(a: Path, b: Path) -> bool:
+    with np.load(a) as x, np.load(b) as y:
+        keys = [k for k in x.files if k != META_KEY]
+        return keys == [k for k in y.files if k != META_KEY] and all(np.array_equal(x[k], y[k]) for k in keys)
+
+
+def _time_generation(task, out: Path, args, seed: int, workers: int) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    paths = generate_dataset(task, out, episodes=args.episodes, episode_length=args.episode_length, seed=seed,
+                             progress=False, workers=workers)
+    return time.perf_counter() - t0, paths
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="cube-double-play-singletask-task2-v0")
     p.add_argument("--episodes", type=int, default=2, help="training episodes (+ max(1, episodes // 10) val)")
     p.add_argument("--episode-length", type=int, default=201)
-    p.add_argument("--repeats", type=int, default=1, help="generations (medians reported)")
+    p.add_argument("--repeats", type=int, default=1, help="generations per worker count (medians reported)")
+    p.add_argument("--workers", type=int, default=available_cpus(),
+                   help="processes of the parallel generation (default: every core), timed against one")
     p.add_argument("--keep-info", action="store_true", help="load qpos/qvel too (as evaluation relabelling does)")
     p.add_argument("--batch-size", type=int, default=256, help="for the sampling rate")
     p.add_argument("--extrapolate", type=int, default=1_000_000, help="transitions to extrapolate memory to")
@@ -53,16 +80,18 @@ def main(argv: list[str] | None = None) -> dict:
     task = get_task(args.task)
 
     gen_s: list[float] = []
+    par_s: list[float] = []
     loop_s: list[float] = []
+    same = True
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            out = Path(tmp) / f"run{r}"
-            t0 = time.perf_counter()
-            paths = generate_dataset(task, out, episodes=args.episodes, episode_length=args.episode_length,
-                                     seed=r, progress=False)
-            gen_s.append(time.perf_counter() - t0)
-            # The generator's own timing: the episode loop only (no env creation, no writing).
+            seconds, paths = _time_generation(task, Path(tmp) / f"run{r}", args, r, 1)
+            gen_s.append(seconds)
+            # The generator's own timing: env creation and collection (no writing).
             loop_s.append(float(read_generated_meta(paths.train)["generation_seconds"]))
+            seconds, parallel = _time_generation(task, Path(tmp) / f"par{r}", args, r, args.workers)
+            par_s.append(seconds)
+            same = same and all(_same_arrays(a, b) for a, b in zip(paths, parallel))
         n_val = max(1, args.episodes // 10)
         generated = (args.episodes + n_val) * args.episode_length  # steps recorded (as generate reports)
         file_bytes = sum(f.stat().st_size for f in (Path(tmp) / "run0").rglob("*.npz"))
@@ -90,7 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
         rates.append(200 / (time.perf_counter() - t0))
     del batch
 
-    sec, loop = statistics.median(gen_s), statistics.median(loop_s)
+    sec, loop, par = statistics.median(gen_s), statistics.median(loop_s), statistics.median(par_s)
+    workers = min(args.workers, args.episodes + n_val)
+    speedup = sec / par
     x = args.extrapolate
     result = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
@@ -98,8 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
         "episodes": args.episodes, "val_episodes": n_val, "episode_length": args.episode_length,
         "generated_steps": generated, "generation_s": sec, "generation_s_samples": gen_s,
         "transitions_per_s": generated / sec,
+        "workers": workers, "parallel_generation_s": par, "parallel_generation_s_samples": par_s,
+        "parallel_transitions_per_s": generated / par, "parallel_speedup": speedup,
+        "parallel_efficiency": speedup / workers, "parallel_same_arrays": same,
         "loop_s": loop, "loop_transitions_per_s": generated / loop,
         "hours_for_extrapolated": x / (generated / loop) / 3600,
+        "parallel_minutes_for_extrapolated": x / (generated / par) / 60,
         "npz_file_bytes": file_bytes, "load_s": load_s,
         "train_transitions": n_train, "keep_info": args.keep_info,
         "taskdata_train_bytes_by_key": by_key,
@@ -113,9 +148,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"task={task.name} obs_dim={task.obs_dim} act_dim={task.act_dim} load_avg={result['load_avg']}")
     print(f"generation: {generated} steps ({args.episodes}+{n_val} episodes x {args.episode_length}) in "
-          f"{sec:.1f} s end to end -> {result['transitions_per_s']:.0f} transitions/s; episode loop alone "
+          f"{sec:.1f} s end to end -> {result['transitions_per_s']:.0f} transitions/s; generator's own timing "
           f"{loop:.1f} s -> {result['loop_transitions_per_s']:.0f} transitions/s "
           f"({result['hours_for_extrapolated']:.1f} h for {x:,} in one process)")
+    print(f"parallel: {workers} workers {par:.1f} s -> {result['parallel_transitions_per_s']:.0f} transitions/s, "
+          f"{speedup:.2f}x one process = {speedup / workers:.2f} x W (goal >= 0.8); "
+          f"{result['parallel_minutes_for_extrapolated']:.1f} min for {x:,}; "
+          f"same arrays as one process: {'yes' if same else 'NO'}")
     print(f"loaded train split: {n_train} transitions; load {load_s:.2f} s; npz files {file_bytes / 2**20:.2f} MB")
     print(f"TaskData.train: {result['taskdata_bytes_per_transition']:.0f} B/transition -> "
           f"{result['taskdata_mb_extrapolated']:.0f} MB per {x:,} "

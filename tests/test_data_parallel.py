@@ -68,7 +68,8 @@ def test_a_larger_dataset_starts_with_the_smaller_ones_episodes(tmp_path):
 
 
 def test_episode_seeds_are_distinct_32_bit_words():
-    seeds = {episode_seeds(0, split, i, attempt) for split in ("train", "val") for i in range(50) for attempt in range(3)}
+    seeds = {episode_seeds(0, split, i, attempt)
+             for split in ("train", "val") for i in range(50) for attempt in range(3)}
     assert len(seeds) == 300
     words = [w for pair in seeds for w in pair]
     assert all(0 <= w < 2**32 for w in words) and len(set(words)) == len(words)

@@ -18,7 +18,7 @@ run's seed), so episodes are independent of each other and of which process coll
 of a smaller one made with the same seed.
 
 Files are written as ``<out_dir>/generated/<domain>-v0.npz`` and ``...-v0-val.npz`` (same
-names as OGBench's, distinct folder) with a ``tql_generated`` metadata key, so they can never
+names as OGBench's, distinct folder; ``sized=True``: in ``generated/<N>ep-<L>steps/``) with a ``tql_generated`` metadata key, so they can never
 be mistaken for official data. Writes are atomic (temp file + fsync + os.replace).
 """
 

@@ -3,7 +3,8 @@
 Every user error (``tql.errors.TQLError``) is printed as one line on stderr with exit code 2;
 finished work is never lost because every result file is written atomically. The commands
 live in ``cli_train`` (train, apply, sizes, tasks, data make), ``cli_studies`` (run, show,
-export) and ``cli_compare`` (compare, lodo); importing them registers them on ``app``.
+export), ``cli_compare`` (compare, lodo) and ``cli_experiment`` (experiment); importing them
+registers them on ``app``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 from rich.text import Text
 
-from autotune import cli_studies, cli_train, cli_compare  # noqa: F401, I001 - registers the commands in --help order
+from autotune import cli_studies, cli_train, cli_compare, cli_experiment  # noqa: F401, I001 - registers the commands in --help order
 from autotune.cli_common import app, err_console
 from tql.errors import TQLError
 

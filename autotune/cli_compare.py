@@ -16,12 +16,13 @@ from autotune.cli_common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HEL
 def compare(
     tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
     approaches: str = typer.Option("default,tuned,feedback,population,transfer",
-                                   help="comma list: default, published, tuned, knots, feedback, population, "
+                                   help="comma list: default, published, tuned, knots, layers, feedback, population, "
                                         "transfer, file:NAME=PATH"),
     seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
     profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
     study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),
     knots_study: Optional[str] = typer.Option(None, help="knots study for 'knots'"),
+    layers_study: Optional[str] = typer.Option(None, help="layers (depth-profile) study for 'layers'"),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
     steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
@@ -42,7 +43,10 @@ def compare(
     import shlex
 
     from autotune.compare import ComparePlan, resolve_batch, run_comparison
+    from autotune.curves import rliable_summary
     from autotune.report_compare import rich_tables, write_markdown, write_png
+    from autotune.report_curves import efficiency_text, write_curves_png
+    from autotune.ties import say_ties
     from tql.tasks import resolve_tasks
 
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
@@ -50,8 +54,8 @@ def compare(
     overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a.strip() for a in approaches.split(",") if a.strip()],
                        seeds=[100 + i for i in range(seeds)], out_dir=out, profile=profile, study=study,
-                       knots_study=knots_study, storage=storage, train_overrides=overrides, data_dir=data_dir,
-                       device=device, threads=threads, precision=precision, compile=compile_loss,
+                       knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
+                       data_dir=data_dir, device=device, threads=threads, precision=precision, compile=compile_loss,
                        batch=resolve_batch(batch, device))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
 
@@ -61,11 +65,16 @@ def compare(
     data = run_comparison(plan, on_run=said)
     data.meta["command"] = "tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out.mkdir(parents=True, exist_ok=True)
-    data.save(out / "data.json")
+    curves = rliable_summary(data, reps=reps)
+    data.save(out / "data.json", derived=curves)
     for table in rich_tables(data, reps=reps):
         console.print(table)
+    print(efficiency_text(curves, plot=sys.stdout.isatty()))
+    for approach, tasks in data.meta.get("ties", {}).items():
+        say_ties(console, tasks, context=approach)
     md, png = write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps)
-    console.print(f"wrote {md}, {png} and {out / 'data.json'}")
+    png_curves = write_curves_png(curves, out / "report_curves.png", generated=data.generated)
+    console.print(f"wrote {md}, {png}, {png_curves} and {out / 'data.json'}")
 
 
 @app.command()
@@ -82,19 +91,24 @@ def lodo(
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    batch: str = typer.Option("auto", help="train each held-out task's runs (both approaches, every seed) as one "
+                                           "population: on, off, auto (on for CUDA)"),
 ) -> None:
     """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
     against the default constant (no tuning on the held-out domain)."""
     from autotune.report import summarize
+    from autotune.ties import say_ties, tied_tasks
     from autotune.transfer import leave_one_domain_out
     from tql.agent import AgentConfig
 
     AgentConfig().replace(precision=precision)  # a bad value fails before the schedule is written
-    schedule = leave_one_domain_out(summarize(storage, study), holdout)
+    summary = summarize(storage, study)
+    schedule = leave_one_domain_out(summary, holdout)
     path = schedule.save(out / f"schedule-without-{holdout}.json")
     console.print(f"learned without {holdout}: {schedule.describe()} from {', '.join(schedule.meta['pooled_from'])} "
                   f"-> {path}")
+    say_ties(console, tied_tasks(summary, schedule.meta.get("ties", [])))
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
-            storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+            layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000, batch="auto")
+            compile_loss=None, tf32=True, reps=2000, batch=batch)

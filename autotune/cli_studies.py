@@ -182,6 +182,7 @@ def export(
 ) -> None:
     """Export an H̄ schedule (rho over progress) from a study or controller runs, per task or pooled."""
     from autotune.report import summarize
+    from autotune.ties import say_ties, tied_tasks
     from autotune.transfer import pooled, schedule_from_run, study_schedules
 
     if (study is None) == (not run_dir):
@@ -189,7 +190,10 @@ def export(
     if run_dir:
         schedules = [schedule_from_run(d) for d in run_dir]
     else:
-        schedules = study_schedules(summarize(storage, study, None), exclude_domain=exclude_domain, only_task=task)
+        summary = summarize(storage, study, None)
+        schedules = study_schedules(summary, exclude_domain=exclude_domain, only_task=task)
     schedule = schedules[0] if len(schedules) == 1 else pooled(schedules, excluded_domain=exclude_domain)
     schedule.save(out)
     console.print(f"wrote {out}: {schedule.describe()} ({schedule.meta.get('source')})")
+    if schedule.meta.get("ties"):  # only a study's schedules record ties
+        say_ties(console, tied_tasks(summary, schedule.meta["ties"]))

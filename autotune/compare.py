@@ -8,6 +8,8 @@ Approaches (each a way of choosing H̄ for a task without looking at its evaluat
 - ``tuned``: the per-task best constant of a finished Optuna study (``--study``): the paper's
   "manual tuning"; its compute includes every step the study spent on these tasks;
 - ``knots``: the per-task best Optuna-learned schedule of a knots study (``--knots-study``);
+- ``layers``: the per-task best depth profile (rho of the first and last layer) of a layers
+  study (``--layers-study``, a study run with ``studies/layers.toml``);
 - ``feedback``: the feedback controller, one run per task and seed, no tuning;
 - ``population``: the PBT controller, one population run (4 members, batched) per task and
   seed, no tuning; the best member by held-out TD error is evaluated; its compute counts
@@ -43,7 +45,7 @@ from tql.errors import ConfigError
 from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 from tql.train import TrainConfig, TrainHooks, TrainResult, train
 
-BUILTIN = ("default", "published", "tuned", "knots", "feedback", "population", "transfer")
+BUILTIN = ("default", "published", "tuned", "knots", "layers", "feedback", "population", "transfer")
 
 
 def resolve_batch(value: str, device: str) -> bool:
@@ -66,6 +68,7 @@ class ComparePlan:
     profile: str = "smoke"
     study: str | None = None
     knots_study: str | None = None
+    layers_study: str | None = None
     storage: str | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: Path = Path("data")
@@ -88,6 +91,8 @@ class ComparePlan:
             raise ConfigError("approaches 'tuned' and 'transfer' need --study (a finished constant-rho study)")
         if "knots" in self.approaches and not self.knots_study:
             raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
+        if "layers" in self.approaches and not self.layers_study:
+            raise ConfigError("approach 'layers' needs --layers-study (a study run with search.kind = 'layers')")
 
     def config(self, task: TaskSpec, seed: int, **overrides) -> TrainConfig:
         return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision, "compile": self.compile},
@@ -106,6 +111,7 @@ class Approach:
     describe: dict[str, str] = field(default_factory=dict)
     population: bool = False  # runs are population runs (tql.population_train)
     config_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its runs
+    ties: list[str] = field(default_factory=list)  # study tasks whose best trial, used here, is a tie
 
 
 def _summary(plan: ComparePlan, study: str) -> dict[str, Any]:
@@ -128,7 +134,8 @@ def _schedule_approach(plan: ComparePlan, name: str, schedules: dict[str, Schedu
         config = plan.config(task, plan.seeds[0])  # every seed's critic has this depth
         return lambda: ScheduleHooks.for_config(schedules[task.name], config)
 
-    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()})
+    ties = sorted({task for s in schedules.values() for task in s.meta.get("ties", [])})
+    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()}, ties=ties)
 
 
 def build_approach(plan: ComparePlan, name: str) -> Approach:
@@ -147,8 +154,8 @@ def build_approach(plan: ComparePlan, name: str) -> Approach:
         return Approach(name, lambda task: (lambda: PopulationController(task.n_tokens, PBTRule())), 0,
                         {t.name: f"population controller ({PBTRule().members} members)" for t in plan.tasks},
                         population=True)
-    if name in ("tuned", "knots"):
-        summary = _summary(plan, plan.study if name == "tuned" else plan.knots_study)
+    if name in ("tuned", "knots", "layers"):
+        summary = _summary(plan, {"tuned": plan.study, "knots": plan.knots_study, "layers": plan.layers_study}[name])
         by_task = _task_summaries(summary, plan.tasks)
         schedules = {t.name: schedule_of_task(by_task[t.name]) for t in plan.tasks}
         return _schedule_approach(plan, name, schedules, sum(by_task[t.name]["steps_total"] for t in plan.tasks))
@@ -196,6 +203,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     """Train every (approach, task, seed) and collect successes and compute into ComparisonData."""
     approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
     scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
+    curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
     kinds: set[str] = set()
     batched = _train_batched(plan, approaches) if plan.batch else {}
@@ -209,17 +217,21 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                           or _train(approach, config, out, make_hooks()))
                 value = _finished_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
+                curves[approach.name].setdefault(task.name, []).append(
+                    [[e["step"], e["success_rate"]] for e in result.evals])
                 steps[approach.name] += result.steps * result.members
                 kinds.add(result.data_kind)
                 if on_run is not None:
                     on_run(approach.name, task.name, seed, value)
     meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
             "data_kind": ",".join(sorted(kinds)), "study": plan.study, "knots_study": plan.knots_study,
+            "layers_study": plan.layers_study,
             "train_overrides": plan.train_overrides,
             "schedules": {a.name: a.describe for a in approaches},
-            "tuning_steps": {a.name: a.tuning_steps for a in approaches}}
+            "tuning_steps": {a.name: a.tuning_steps for a in approaches},
+            **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
-                          scores=scores, steps=steps, meta=meta)
+                          scores=scores, steps=steps, meta=meta, curves=curves)
 
 
 def _run_dir(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -> Path:

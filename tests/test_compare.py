@@ -62,6 +62,11 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
     report = (out / "report.md").read_text()
     assert all(a in report for a in data["approaches"]) and "generated" in report.lower()
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # One evaluation per 20-step run: each approach's sample-efficiency curve is that one step.
+    assert data["curves"]["tuned"][TINY_TASK][0] == [[20, data["scores"]["tuned"][TINY_TASK][0]]]
+    assert all(c["steps"] == [20] for c in data["derived"]["sample_efficiency"].values())
+    assert "Sample efficiency: IQM success %" in stdout and "Sample efficiency and performance profiles" in report
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")}
     assert run_cli(monkeypatch, capsys, *args)[0] == 0  # re-run: every run is already finished
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == mtimes
@@ -100,6 +105,26 @@ def test_lodo_learns_without_the_holdout_domain(monkeypatch, capsys, two_domain_
     assert learned.rho == pytest.approx(study[TINY_TASK]["best"]["rho"]) and learned.meta["pooled_from"] == [TINY_TASK]
     data = json.loads((out / "data.json").read_text())
     assert data["tasks"] == [f"scene-play-singletask-task{k}-v0" for k in range(1, 6)]
+
+
+def test_lodo_batched_gives_the_one_by_one_numbers(monkeypatch, capsys, two_domain_data_dir, tmp_path,
+                                                   finished_study):
+    storage, _ = finished_study
+    data = {}
+    for batch in ("off", "on"):
+        out = tmp_path / batch
+        code, _, err = run_cli(monkeypatch, capsys, "lodo", "--holdout", "scene-play", "--study", "tql", "--storage",
+                               storage, "--seeds", "2", "--out", str(out), *SHORT, "--data-dir",
+                               str(two_domain_data_dir), "--batch", batch)
+        assert code == 0, err
+        data[batch] = json.loads((out / "data.json").read_text())
+    for approach, scores in data["off"]["scores"].items():
+        for task, values in scores.items():
+            assert data["on"]["scores"][approach][task] == pytest.approx(values)
+    # Each held-out task's four runs (two approaches x two seeds) trained as one population.
+    batches = sorted(p.parent.parent.name for p in (tmp_path / "on" / "runs" / "_batches").rglob("checkpoint.pt"))
+    assert batches == data["on"]["tasks"]
+    assert not (tmp_path / "off" / "runs" / "_batches").exists()
 
 
 @pytest.mark.parametrize("args, expected", [

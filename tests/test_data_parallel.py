@@ -129,6 +129,7 @@ def test_too_small_data_warns_or_is_made_beside(tmp_path):
     data = provide_task_data(task, tmp_path, "auto", expect, True, said.append, warned.append, progress=False)
     assert not warned and (data.episodes, data.transitions) == (4, 4 * 29)
     assert data.paths.train == sized_folder(tmp_path, 4, 30) / "cube-double-play-v0.npz"
+    assert said[-1] == "data: generated cube-double-play-v0 (4ep-30steps), 4 episodes, 116 transitions (+1 val episodes)"
     assert small.train.read_bytes() == small_bytes
     assert load_task_data(task, tmp_path, expect=expect).paths == data.paths
     assert load_task_data(task, tmp_path, expect=DataSize(2, 30)).paths == small  # each run finds its own

@@ -108,8 +108,10 @@ class TaskData:
 
     @property
     def name(self) -> str:
-        """The dataset's file name without .npz (e.g. 'cube-double-play-v0')."""
-        return self.paths.train.stem
+        """The dataset's file name without .npz (e.g. 'cube-double-play-v0'), with its sized
+        folder when it lies in one (e.g. 'cube-double-play-v0 (40ep-1001steps)')."""
+        folder = self.paths.train.parent.name
+        return f"{self.paths.train.stem} ({folder})" if _SIZED_FOLDER.match(folder) else self.paths.train.stem
 
     def size_record(self) -> dict[str, int]:
         """The dataset's size as run records (config.json, summary.json) store it."""

@@ -46,6 +46,7 @@ from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
 from autotune.studies import (RunPlan, TrialOutcome, _layer_attrs, _record_error, _set_attrs, objective_value,
                               suggest_schedule)
 from autotune.trial_lifecycle import Heartbeat, claim_trial, claim_waiting, is_counted, retry_trial
+from tql.data.datasets import SIZE_FIELDS
 from tql.evaluation import EvalResult
 from tql.io import atomic_write_json
 from tql.tasks import TaskSpec
@@ -103,6 +104,7 @@ class Slot:
             attrs["metrics"].append(str((self.seed_dir(seed) / "metrics.jsonl").resolve()))
             attrs["steps"] += member.result.steps
             attrs["data_kind"] = member.result.data_kind
+            attrs.update({k: v for k, v in member.result.extra.items() if k in SIZE_FIELDS[:2]})
             attrs["successes"].append(objective_value(member.result.evals, self.plan.spec.last_k))
         attrs["wall_seconds"] = time.perf_counter() - t0
         if "fail_kind" in attrs:

@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
-                                 SETTINGS_HELP, TARGET_HELP, TF32_OPTION, _print_result, app, console, data_app)
+from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
+                                 EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, TARGET_HELP, TF32_OPTION,
+                                 _print_result, app, console, data_app)
 from tql.errors import TQLError
 
 
@@ -33,6 +34,7 @@ def train(
     make_data: bool = typer.Option(False, "--make-data", help="generate the dataset if it is missing"),
     eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_workers: str = EVAL_WORKERS_OPTION,
     batch_size: Optional[int] = typer.Option(None, help="batch size (default: the profile's)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
@@ -55,6 +57,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train one TQL (or FQL) agent, or a population; resumes from the last checkpoint in --out."""
+    from tql.eval_workers import parse_eval_workers
     from tql.train import TrainConfig
     from tql.train import train as run_training
 
@@ -73,6 +76,7 @@ def train(
         task, profile, agent_overrides, steps=steps, **target_options(rho, target_entropy, targets), seed=seed,
         data_dir=str(data_dir), data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes,
         eval_every=eval_every, device=device, threads=threads, cuda_graph=cuda_graph, tf32=tf32,
+        eval_workers=parse_eval_workers(eval_workers),
     )
     out = out or Path("runs") / task / f"{critic}-seed{seed}"
     hooks, target_text = _target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
@@ -206,6 +210,7 @@ def apply(
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
     layer of its critic (printed first as a table)."""
     from autotune.schedules import Schedule, ScheduleHooks
+    from autotune.ties import say_ties
     from tql.train import TrainConfig
     from tql.train import train as run_training
 
@@ -220,6 +225,7 @@ def apply(
                   f"{f' (n = {source_n})' if source_n else ''} applied to {task} (n = {config.spec.n_tokens}), "
                   f"a depth-{hooks.depth} critic:")
     console.print(_layer_table(loaded, hooks.depth, config.spec.n_tokens))
+    say_ties(console, loaded.meta.get("ties", []))
     out = out or Path("runs") / task / f"apply-seed{seed}"
     result = run_training(config, out, hooks=hooks, console=console, progress=not quiet)
     _print_result(result)
@@ -247,14 +253,17 @@ def _layer_table(schedule, depth: int, n_tokens: int) -> Table:
 @data_app.command("make")
 def data_make(
     names: list[str] = typer.Argument(..., help="tasks or domains (all, cube-double-play, a task name, ...)"),
-    episodes: int = typer.Option(100, help="training episodes (plus 10% validation episodes)"),
+    episodes: Optional[int] = typer.Option(
+        None, help="training episodes (plus 10% validation episodes); default OGBench's: 1000, 3000 for cube-triple"),
     episode_length: int = typer.Option(1001, help="steps per episode (OGBench uses 1001)"),
     dataset_type: Optional[str] = typer.Option(None, help="play (plan oracles) or noisy (Markov oracles)"),
     seed: int = typer.Option(0, help="random seed"),
     dir: Path = typer.Option(Path("data"), "--dir", help=DATA_DIR_HELP),
+    workers: Optional[int] = typer.Option(
+        None, help="processes collecting episodes (default: every core); the files are the same whatever the number"),
 ) -> None:
     """Generate OGBench-format datasets with the oracles shipped in the ogbench package."""
-    from tql.data import generate_dataset
+    from tql.data import available_cpus, generate_dataset, read_generated_meta
     from tql.tasks import resolve_tasks
 
     domains = {}
@@ -263,5 +272,9 @@ def data_make(
             domains.setdefault(task.domain, task)
     for task in domains.values():
         paths = generate_dataset(task, dir, episodes=episodes, episode_length=episode_length, seed=seed,
-                                 dataset_type=dataset_type, progress=True)
-        console.print(f"[green]wrote[/] {paths.train} and {paths.val} [yellow](generated, not official)")
+                                 dataset_type=dataset_type, progress=True,
+                                 workers=available_cpus() if workers is None else workers)
+        meta = read_generated_meta(paths.train)
+        console.print(f"[green]wrote[/] {paths.train} and {paths.val} [yellow](generated, not official)[/]: "
+                      f"{meta['train_episodes']:,} + {meta['val_episodes']:,} val episodes of {episode_length} steps, "
+                      f"{meta['transitions_per_second']:,.0f} steps/s on {meta['workers']} workers")

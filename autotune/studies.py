@@ -30,7 +30,8 @@ from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
 from autotune.spec import StudySpec
 from autotune.storage import open_storage
 from autotune.trial_lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
-from tql.errors import ConfigError, MissingDatasetError
+from tql.data.datasets import SIZE_FIELDS
+from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.tasks import TaskSpec
 from tql.train import PROFILES, TrainConfig, TrainHooks, TrainingDiverged, train
@@ -287,6 +288,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         attrs["metrics"].append(str((seed_dir / "metrics.jsonl").resolve()))
         attrs["steps"] += result.steps
         attrs["data_kind"] = result.data_kind
+        attrs.update({k: v for k, v in result.extra.items() if k in SIZE_FIELDS[:2]})
         if reporter.pruned:
             attrs["pruned_at"] = {"seed": seed, "step": result.steps}
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
@@ -442,24 +444,19 @@ def _replace(plan: RunPlan, **changes) -> RunPlan:
 # ----- data ----------------------------------------------------------------------------------
 
 def ensure_data(plan: RunPlan, say: Callable[[str], None] = lambda text: None) -> dict[str, str]:
-    """Load (or, with make_data, generate) each domain's dataset once, before any worker starts."""
-    from tql.data import generate_dataset, load_task_data
+    """Load (or, with make_data, generate: on every core, beside a too-small generated one) each
+    domain's dataset once, before any worker starts; says its size, warns when it is smaller
+    than the profile expects (``tql.data.provide_task_data``)."""
+    from tql.data import available_cpus, expected_size, provide_task_data
 
     kinds: dict[str, str] = {}
     profile = PROFILES[plan.profile]
     for task in plan.tasks:
         if task.domain in kinds:
             continue
-        try:
-            kinds[task.domain] = load_task_data(task, plan.data_dir, plan.data_kind).kind
-        except MissingDatasetError:
-            if not plan.make_data:
-                raise
-            say(f"[yellow]no dataset for {task.domain}: generating {profile['data_episodes']} episodes "
-                f"(generated data, not official)")
-            generate_dataset(task, plan.data_dir, episodes=profile["data_episodes"],
-                             episode_length=profile["data_episode_length"], seed=0, progress=False)
-            kinds[task.domain] = load_task_data(task, plan.data_dir, plan.data_kind).kind
+        expect = expected_size(task, profile["data_episodes"], profile["data_episode_length"])
+        kinds[task.domain] = provide_task_data(task, plan.data_dir, plan.data_kind, expect, plan.make_data, say,
+                                               profile=plan.profile, progress=False, workers=available_cpus()).kind
     return kinds
 
 

@@ -30,13 +30,14 @@ import torch
 
 from tql.agent import TQLAgent, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult
+from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.population import Population
 from tql.targets import target_table
 from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen,
-                       eval_record, held_out_td_loss, load_data, policy_episodes, resolve_device, set_tf32, warn_on)
+                       eval_record, held_out_td_loss, load_data, make_evaluator, policy_episodes, resolve_device,
+                       set_tf32, warn_on)
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.
 MEMBER_FIELDS = ("seed", "rho", "target_entropy", "targets")
@@ -126,7 +127,7 @@ class BatchTrainer:
                                 [m.generator for m in self.members] + self.population.generators, self._warn)
         self.upload = Uploader(self.device)
         self._targets: tuple[Any, torch.Tensor | None] = (None, None)
-        self.step, self.wall_before, self._env_pool = 0, 0.0, None
+        self.step, self.wall_before, self._evaluator = 0, 0.0, None
         self._prepare(fresh)
 
     def _say(self, text: str) -> None:
@@ -167,7 +168,8 @@ class BatchTrainer:
                 (out / "summary.json").unlink(missing_ok=True)
             atomic_write_json(out / "config.json", {
                 "train": member.spec.config.to_dict(), "task": self.task.name, "n_tokens": self.task.n_tokens,
-                "data_kind": self.data.kind, "data_meta": self.data.meta, "device": str(self.device),
+                "data_kind": self.data.kind, "data_meta": self.data.meta, **self.data.size_record(),
+                "device": str(self.device),
                 "batch": {"dir": str(self.batch_dir.resolve()), "members": len(self.members)}})
 
     def _save_checkpoint(self) -> None:
@@ -235,8 +237,8 @@ class BatchTrainer:
         try:
             self._loop()
         finally:
-            if self._env_pool is not None:
-                self._env_pool.close()
+            if self._evaluator is not None:
+                self._evaluator.close()
         return [self._finish(m) for m in self.members]
 
     def _loop(self) -> None:
@@ -291,9 +293,9 @@ class BatchTrainer:
 
     def _episodes(self, i: int) -> EvalResult:
         """``Trainer._episodes`` of member i (its seed, this step, the batch's env pool)."""
-        if self._env_pool is None:
-            self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
-        return policy_episodes(self._agent(i), self._env_pool, self.config, self.config.eval_episodes,
+        if self._evaluator is None:
+            self._evaluator = make_evaluator(self.config, self.device)
+        return policy_episodes(self._agent(i), self._evaluator, self.config, self.config.eval_episodes,
                                self.members[i].spec.config.seed, self.step)
 
     def _finish(self, member: _Member) -> MemberOutcome:
@@ -303,7 +305,8 @@ class BatchTrainer:
         result = TrainResult(task=self.task.name, steps=steps,
                              final_success=member.evals[-1]["success_rate"] if member.evals else None,
                              evals=member.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
-                             out_dir=str(member.spec.out_dir), stopped_early=member.stopped_at is not None)
+                             out_dir=str(member.spec.out_dir), stopped_early=member.stopped_at is not None,
+                             extra=self.data.size_record())
         atomic_write_json(Path(member.spec.out_dir) / "summary.json", result.to_dict())
         return MemberOutcome(result, None, member.stopped_at is not None)
 

@@ -21,7 +21,8 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.evaluation import DEFAULT_MAX_ENVS, EnvPool, EvalResult, run_episodes
+from tql.eval_workers import PolicyEvaluator, check_eval_workers, resolve_eval_workers
+from tql.evaluation import EvalResult
 from tql.graphs import CUDA_GRAPH_MODES, Uploader, make_step, use_cuda_graph
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.targets import TARGET_SOURCES, Table, published_targets, rho_table, target_table
@@ -37,7 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 checkpoint_every=500, data_episodes=40, data_episode_length=1001,
                 agent=dict(size="0.03M", batch_size=128, actor_hidden=(256, 256, 256))),
     "paper": dict(steps=1_000_000, eval_every=100_000, eval_episodes=50, eval_max_steps=None,
-                  log_every=5000, checkpoint_every=50_000, data_episodes=1000,
+                  log_every=5000, checkpoint_every=50_000, data_episodes=None,  # OGBench's size per domain
                   data_episode_length=1001, agent=dict()),
 }
 DEFAULT_PROFILE = "cpu"
@@ -95,12 +96,13 @@ class TrainConfig:
     eval_every: int = 1000
     eval_episodes: int = 8
     eval_max_steps: int | None = None
+    eval_workers: int | str = "auto"  # evaluation processes (tql.eval_workers): 'auto' or N >= 1
     log_every: int = 100
     checkpoint_every: int = 500
     data_dir: str = "data"
     data_kind: str = "auto"
     make_data: bool = False
-    data_episodes: int = 40
+    data_episodes: int | None = 40  # None: OGBench's size for the domain (tql.data.default_episodes)
     data_episode_length: int = 1001
     device: str = "auto"
     threads: int | None = None  # CPU threads for torch (None: torch's default)
@@ -139,6 +141,7 @@ class TrainConfig:
         if self.targets is not None and self.targets not in TARGET_SOURCES:
             raise ConfigError(f"targets {self.targets!r} is not one of: {', '.join(TARGET_SOURCES)}")
         self.constant_target()
+        check_eval_workers(self.eval_workers)
         if self.cuda_graph not in CUDA_GRAPH_MODES:
             raise ConfigError(f"cuda_graph {self.cuda_graph!r} is not one of: {', '.join(CUDA_GRAPH_MODES)}")
         if self.data_kind not in ("auto", "official", "generated"):
@@ -197,26 +200,22 @@ def resolve_device(name: str) -> torch.device:
 
 _SPEED_ONLY_AGENT_OPTIONS = ("compile",)
 _RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data",
-                   "cuda_graph", "tf32")
+                   "cuda_graph", "tf32", "eval_workers")
 
 
-def load_data(config: TrainConfig, device: torch.device, say: Callable[[str], None], progress: bool = True):
-    """The run's dataset (generated first when missing and ``make_data``) and its train and
-    held-out samplers on ``device``: ``(TaskData, ReplaySampler, ReplaySampler)``."""
-    from tql.data import ReplaySampler, generate_dataset, load_task_data
-    from tql.errors import MissingDatasetError
+def load_data(config: TrainConfig, device: torch.device, say: Callable[[str], None], progress: bool = True,
+              warn: Callable[[str], None] | None = None):
+    """The run's dataset and its train and held-out samplers on ``device``: ``(TaskData,
+    ReplaySampler, ReplaySampler)``. ``tql.data.provide_task_data`` says which data (kind,
+    episodes, transitions), generates it with ``make_data`` when missing or too small (beside
+    the small one, on every core), and otherwise warns (``warn``, default ``say``) when it is
+    smaller than the profile expects."""
+    from tql.data import ReplaySampler, available_cpus, expected_size, provide_task_data
 
     task = config.spec
-    try:
-        data = load_task_data(task, config.data_dir, config.data_kind)
-    except MissingDatasetError:
-        if not config.make_data:
-            raise
-        say(f"[yellow]no dataset for {task.domain}: generating {config.data_episodes} episodes (generated data, "
-            "not official)")
-        generate_dataset(task, config.data_dir, episodes=config.data_episodes,
-                         episode_length=config.data_episode_length, seed=0, progress=progress)
-        data = load_task_data(task, config.data_dir, config.data_kind)
+    expect = expected_size(task, config.data_episodes, config.data_episode_length)
+    data = provide_task_data(task, config.data_dir, config.data_kind, expect, config.make_data, say, warn,
+                             profile=config.profile, progress=progress, workers=available_cpus())
     return data, ReplaySampler(data.train, device), ReplaySampler(data.val, device)
 
 
@@ -235,18 +234,18 @@ def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, 
     return float((qs - target).pow(2).mean())
 
 
-def policy_episodes(agent: TQLAgent, pool: EnvPool, config: TrainConfig, episodes: int, seed: int,
+def make_evaluator(config: TrainConfig, device: torch.device) -> PolicyEvaluator:
+    """A run's evaluator: ``config.eval_workers`` processes ('auto': see ``resolve_eval_workers``)."""
+    workers = resolve_eval_workers(config.eval_workers, device, config.eval_episodes, config.threads)
+    return PolicyEvaluator(config.spec, config.eval_episodes, workers)
+
+
+def policy_episodes(agent: TQLAgent, evaluator: PolicyEvaluator, config: TrainConfig, episodes: int, seed: int,
                     step: int) -> EvalResult:
-    """``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``; its action
-    noise from a generator seeded ``seed + step``)."""
-    device = agent.device
-    generator = torch.Generator(device=device).manual_seed(seed + step)
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        return agent.act(tensor, generator).cpu().numpy()
-
-    return run_episodes(policy, pool, config.spec, episodes, seed=seed, max_steps=config.eval_max_steps)
+    """``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``; each
+    episode's action noise from its own generator, seeded ``(seed + step, episode)``), the same
+    results whatever the number of evaluation processes."""
+    return evaluator.run(agent.actor, episodes, seed, noise_seed=seed + step, max_steps=config.eval_max_steps)
 
 
 def eval_record(step: int, result: EvalResult, **extra) -> dict:
@@ -300,7 +299,7 @@ class Trainer:
             # Several workers on one machine each get a share: oversubscribed OpenMP threads
             # spin against each other and can slow updates down a hundredfold.
             torch.set_num_threads(config.threads)
-        self.data, self.sampler, self.val_sampler = load_data(config, self.device, self._say, progress)
+        self.data, self.sampler, self.val_sampler = load_data(config, self.device, self._say, progress, self._warn)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.depth = critic_depth(config.agent)
@@ -311,7 +310,7 @@ class Trainer:
         self.update = make_step(self._update_once, self.device, config.cuda_graph, self._generators(), self._warn)
         self.upload = Uploader(self.device)
         self.step, self.evals, self.wall_before = 0, [], 0.0
-        self._env_pool: EnvPool | None = None  # built at the first evaluation, then reused
+        self._evaluator: PolicyEvaluator | None = None  # env pool or worker processes: built at the first evaluation
         self._prepare_out_dir(fresh)
 
     def _make_agent(self) -> Any:
@@ -359,7 +358,8 @@ class Trainer:
             self.metrics_path.unlink(missing_ok=True)
         atomic_write_json(config_path, {"train": self.config.to_dict(), "task": self.task.name,
                                         "n_tokens": self.task.n_tokens, "data_kind": self.data.kind,
-                                        "data_meta": self.data.meta, "device": str(self.device),
+                                        "data_meta": self.data.meta, **self.data.size_record(),
+                                        "device": str(self.device),
                                         **self._run_record()})
 
     def _save_checkpoint(self) -> None:
@@ -429,9 +429,9 @@ class Trainer:
         try:
             stopped = self._loop()
         finally:
-            if self._env_pool is not None:
-                self._env_pool.close()
-                self._env_pool = None
+            if self._evaluator is not None:
+                self._evaluator.close()
+                self._evaluator = None
         return self._finish(stopped)
 
     def _loop(self) -> bool:
@@ -469,10 +469,10 @@ class Trainer:
 
     def _episodes(self, agent: TQLAgent, episodes: int, seed: int) -> EvalResult:
         """Roll out ``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``)."""
-        if self._env_pool is None:
-            # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one pool per run.
-            self._env_pool = EnvPool(self.task.env_name, min(self.config.eval_episodes, DEFAULT_MAX_ENVS))
-        return policy_episodes(agent, self._env_pool, self.config, episodes, seed, self.step)
+        if self._evaluator is None:
+            # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one evaluator per run.
+            self._evaluator = make_evaluator(self.config, self.device)
+        return policy_episodes(agent, self._evaluator, self.config, episodes, seed, self.step)
 
     def _record_eval(self, result: EvalResult, **extra) -> dict:
         record = eval_record(self.step, result, **extra)
@@ -493,6 +493,7 @@ class Trainer:
             evals=self.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
             out_dir=str(self.out_dir), stopped_early=stopped, **self._result_fields(),
         )
+        result.extra = {**self.data.size_record(), **result.extra}
         atomic_write_json(self.out_dir / "summary.json", result.to_dict())
         return result
 

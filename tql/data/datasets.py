@@ -51,6 +51,9 @@ QPOS_CUBE_LEN = 7
 CUBE_TOL = 0.04  # same tolerance as the environments' success checks
 SLIDE_TOL = 0.04
 
+# What a run records about its dataset's size (TaskData.size_record; trial attrs copy the first two).
+SIZE_FIELDS = ("data_episodes_found", "data_transitions", "data_val_episodes", "data_val_transitions")
+
 
 class DatasetPaths(NamedTuple):
     """The train and validation files of one dataset."""
@@ -114,9 +117,9 @@ class TaskData:
         return f"{self.paths.train.stem} ({folder})" if _SIZED_FOLDER.match(folder) else self.paths.train.stem
 
     def size_record(self) -> dict[str, int]:
-        """The dataset's size as run records (config.json, summary.json) store it."""
-        return {"data_episodes_found": self.episodes, "data_transitions": self.transitions,
-                "data_val_episodes": self.val_episodes, "data_val_transitions": self.val_transitions}
+        """The dataset's size as run records (config.json, summary.json) store it (``SIZE_FIELDS``)."""
+        values = (self.episodes, self.transitions, self.val_episodes, self.val_transitions)
+        return dict(zip(SIZE_FIELDS, values))
 
     def describe(self) -> str:
         """One line: kind, name, episodes and transitions (what a run prints about its data)."""

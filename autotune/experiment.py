@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,11 +179,12 @@ class Settings:
 
 def make_data(plan: ExperimentPlan, settings: Settings, say: Callable[[str], None]) -> None:
     """Generate each missing domain's dataset (one after another, each over every core)."""
+    from tql.data import available_cpus
     from tql.data.provision import provide_task_data
 
     for task in missing_domains(plan.spec, settings.data_dir):
         provide_task_data(task, settings.data_dir, "auto", data_size(plan.spec), make_data=True, say=say,
-                          profile=plan.spec.profile, progress=False, workers=os.cpu_count() or 1)
+                          profile=plan.spec.profile, progress=False, workers=available_cpus())
 
 
 def storage_url(settings: Settings) -> str:

@@ -47,8 +47,9 @@ def tie_warning(ties: Iterable[str] | dict[str, dict[str, Any]], context: str | 
         return None
     named = ", ".join(f"{task} ({tie['trials']} trials at {100 * tie['success']:.0f}% success)" if tie else task
                       for task, tie in sorted(details.items()))
-    return (f"warning{f' ({context})' if context else ''}: the best trial is a tie for {named}: their schedule is the earliest of the tied trials, "
-            "not a measured optimum (more steps, seeds or evaluation episodes can separate them)")
+    where = f" ({context})" if context else ""
+    return (f"warning{where}: the best trial is a tie for {named}: their schedule is the earliest of the tied "
+            "trials, not a measured optimum (more steps, seeds or evaluation episodes can separate them)")
 
 
 def say_ties(console: Any, ties: Iterable[str] | dict[str, dict[str, Any]], context: str | None = None) -> None:

@@ -18,6 +18,7 @@ from tql.train import PROFILES
 
 EXPERIMENT_VERSION = 1
 DEFAULT_EXPERIMENT = Path("studies/experiment.toml")
+SHIPPED_EXPERIMENT = Path(__file__).resolve().parents[1] / DEFAULT_EXPERIMENT
 APPROACHES = ("default", "published", "tuned", "layers", "population", "feedback", "transfer")
 
 
@@ -148,6 +149,8 @@ def load_experiment(path: str | Path | None = None) -> ExperimentSpec:
     """The spec in ``path`` (default ``studies/experiment.toml``); study spec paths in it are
     relative to its folder."""
     path = Path(path) if path is not None else DEFAULT_EXPERIMENT
+    if path == DEFAULT_EXPERIMENT and not path.is_file():
+        path = SHIPPED_EXPERIMENT  # outside a checkout's root: the copy beside the package
     if not path.is_file():
         raise ConfigError(f"experiment spec {str(path)!r} not found (the default is {DEFAULT_EXPERIMENT})")
     try:

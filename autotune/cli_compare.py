@@ -43,10 +43,6 @@ def compare(
     import shlex
 
     from autotune.compare import ComparePlan, resolve_batch, run_comparison
-    from autotune.curves import rliable_summary
-    from autotune.report_compare import rich_tables, write_markdown, write_png
-    from autotune.report_curves import efficiency_text, write_curves_png
-    from autotune.ties import say_ties
     from tql.tasks import resolve_tasks
 
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
@@ -64,6 +60,17 @@ def compare(
 
     data = run_comparison(plan, on_run=said)
     data.meta["command"] = "tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_comparison(data, out, reps)
+
+
+def write_comparison(data, out: Path, reps: int) -> list[Path]:
+    """A comparison's outputs: data.json (with the rliable statistics), the terminal tables,
+    the sample-efficiency plot and tie warnings, report.md, report.png, report_curves.png."""
+    from autotune.curves import rliable_summary
+    from autotune.report_compare import rich_tables, write_markdown, write_png
+    from autotune.report_curves import efficiency_text, write_curves_png
+    from autotune.ties import say_ties
+
     out.mkdir(parents=True, exist_ok=True)
     curves = rliable_summary(data, reps=reps)
     data.save(out / "data.json", derived=curves)
@@ -72,9 +79,10 @@ def compare(
     print(efficiency_text(curves, plot=sys.stdout.isatty()))
     for approach, tasks in data.meta.get("ties", {}).items():
         say_ties(console, tasks, context=approach)
-    md, png = write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps)
-    png_curves = write_curves_png(curves, out / "report_curves.png", generated=data.generated)
-    console.print(f"wrote {md}, {png}, {png_curves} and {out / 'data.json'}")
+    written = [write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps),
+               write_curves_png(curves, out / "report_curves.png", generated=data.generated), out / "data.json"]
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    return written
 
 
 @app.command()

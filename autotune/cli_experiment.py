@@ -108,12 +108,10 @@ def plan_table(plan) -> Table:
 
 
 def _write_report(data, out: Path, reps: int, inputs: dict) -> None:
-    from autotune.report_compare import rich_tables, write_markdown, write_png
+    """Compare's outputs (``write_comparison``), plus what planned the experiment."""
+    from autotune.cli_compare import write_comparison
 
     data.meta["command"] = "tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     data.meta["experiment"] = inputs
-    data.save(out / "data.json")
-    for table in rich_tables(data, reps=reps):
-        console.print(table)
-    md, png = write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps)
-    console.print(f"wrote {md}, {png}, {out / 'data.json'} and {out / 'plan.json'}")
+    write_comparison(data, out, reps)
+    console.print(f"the plan, its estimates and each phase's measured minutes: {out / 'plan.json'}")

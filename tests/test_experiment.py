@@ -139,6 +139,9 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert set(data["approaches"]) == set(APPROACHES)
     report = (out / "report.md").read_text()
     assert all(name in report for name in APPROACHES)
+    # compare's outputs in full: the rliable statistics and their plot
+    assert set(data["derived"]["sample_efficiency"]) == set(APPROACHES)
+    assert (out / "report_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plan = json.loads((out / "plan.json").read_text())
     assert plan["steps"] == 10
     assert set(plan["measured_minutes"]) >= {"data", "study tuned", "study layers", "compare"}

@@ -24,7 +24,6 @@ import copy
 import io
 import math
 import multiprocessing
-import os
 import time
 import traceback
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tql.data.generate import available_cpus as available_cores  # the cores this process may use
 from tql.errors import ConfigError
 from tql.evaluation import (DEFAULT_MAX_ENVS, EnvPool, EpisodeNoise, EvalResult, merge_results, run_episode_numbers,
                             run_episodes)
@@ -53,14 +53,6 @@ def parse_eval_workers(text: str) -> int | str:
     value: int | str = int(text) if text.strip().lstrip("-").isdigit() else text.strip()
     check_eval_workers(value)
     return value
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def resolve_eval_workers(value: int | str, device: torch.device, episodes: int, threads: int | None = None) -> int:

@@ -8,11 +8,11 @@ line naming it and what is valid, before anything is measured, generated or trai
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autotune.spec import pop_version, read_toml
 from tql.errors import ConfigError
 from tql.train import PROFILES
 
@@ -151,21 +151,14 @@ def load_experiment(path: str | Path | None = None) -> ExperimentSpec:
     path = Path(path) if path is not None else DEFAULT_EXPERIMENT
     if path == DEFAULT_EXPERIMENT and not path.is_file():
         path = SHIPPED_EXPERIMENT  # outside a checkout's root: the copy beside the package
-    if not path.is_file():
-        raise ConfigError(f"experiment spec {str(path)!r} not found (the default is {DEFAULT_EXPERIMENT})")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"experiment spec {path}: not valid TOML ({exc})") from exc
+    raw = read_toml(path, "experiment spec", f"the default is {DEFAULT_EXPERIMENT}")
     return experiment_from_dict(raw, source=str(path), folder=path.parent)
 
 
 def experiment_from_dict(raw: dict, source: str = "dict", folder: Path = Path(".")) -> ExperimentSpec:
     where = f"experiment spec ({source})"
     raw = dict(raw)
-    version = raw.pop("version", EXPERIMENT_VERSION)
-    if version != EXPERIMENT_VERSION:
-        raise ConfigError(f"{where}: version={version!r}; this tql-tune reads version {EXPERIMENT_VERSION}")
+    pop_version(raw, where, EXPERIMENT_VERSION)
     values: dict[str, Any] = {"source": source}
     for table, keys in _TABLES.items():
         for key, value in _table(where, raw, table).items():

@@ -131,21 +131,31 @@ def load_spec(path: str | Path | None) -> StudySpec:
         spec.validate()
         return spec
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study spec {str(path)!r} not found (see studies/*.toml for examples)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study spec {path}: not valid TOML ({exc})") from exc
+    raw = read_toml(path, "study spec", "see studies/*.toml for examples")
     return spec_from_dict(raw, source=str(path))
+
+
+def read_toml(path: Path, what: str, missing_hint: str) -> dict:
+    """A spec file's tables; one ConfigError line when it is missing or not TOML."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} not found ({missing_hint})")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not valid TOML ({exc})") from exc
+
+
+def pop_version(raw: dict, where: str, version: int) -> None:
+    """Remove ``raw``'s version; a spec of another version fails in one line."""
+    found = raw.pop("version", version)
+    if found != version:
+        raise ConfigError(f"{where}: version={found!r}; this tql-tune reads version {version}")
 
 
 def spec_from_dict(raw: dict, source: str = "dict") -> StudySpec:
     where = f"study spec ({source})"
     raw = dict(raw)
-    version = raw.pop("version", SPEC_VERSION)
-    if version != SPEC_VERSION:
-        raise ConfigError(f"{where}: version={version!r}; this tql-tune reads version {SPEC_VERSION}")
+    pop_version(raw, where, SPEC_VERSION)
     values: dict[str, Any] = {"source": source}
     for table, keys in _FIELDS.items():
         section = raw.pop(table, {})

@@ -17,9 +17,26 @@ def test_shipped_default_file_equals_the_built_in_default():
     assert from_file.replace(source="x") == load_spec(None).replace(source="x")
 
 
-@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+EXPERIMENT = STUDIES / "experiment.toml"  # an experiment spec (tests/test_experiment.py), not a study spec
+
+
+@pytest.mark.parametrize("path", sorted(set(STUDIES.glob("*.toml")) - {EXPERIMENT}), ids=lambda p: p.name)
 def test_every_shipped_spec_is_valid(path):
     load_spec(path).validate()
+
+
+def test_a_spec_of_another_version_or_not_toml_fails_in_one_line(tmp_path):
+    from tql.errors import ConfigError
+
+    newer, broken = tmp_path / "newer.toml", tmp_path / "broken.toml"
+    newer.write_text("version = 2\n")
+    broken.write_text("[search\n")
+    with pytest.raises(ConfigError, match=r"version=2; this tql-tune reads version 1$"):
+        load_spec(newer)
+    with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML"):
+        load_spec(broken)
+    with pytest.raises(ConfigError, match=r"'.*missing.toml' not found \(see studies/\*.toml"):
+        load_spec(tmp_path / "missing.toml")
 
 
 def test_budget_overrides_keep_other_profiles_defaults():

@@ -35,7 +35,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tql.batch_train import BatchMember, BatchTrainer  # noqa: E402
-from tql.data import generate_dataset, load_task_data  # noqa: E402
+from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402
 from tql.model import get_preset  # noqa: E402
 from tql.targets import PUBLISHED_TARGETS, published_targets  # noqa: E402
@@ -109,7 +109,7 @@ def ensure_data(args, task: str) -> dict:
     except MissingDatasetError:
         episodes = args.data_episodes or TrainConfig.from_profile(task, args.profile).data_episodes
         print(f"generating {episodes} episodes for {spec.domain} (generated data)", flush=True)
-        generate_dataset(spec, args.data_dir, episodes=episodes, seed=0)
+        generate_dataset(spec, args.data_dir, episodes=episodes, seed=0, workers=available_cpus())
         data = load_task_data(spec, args.data_dir)
     terminals = np.asarray(data.train["terminals"])
     return {"kind": data.kind, "transitions": int(len(terminals)), "episodes": int(terminals.sum())}

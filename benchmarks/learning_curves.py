@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from scipy import stats
 
 # Runnable as a plain script from a checkout without installing the package.
@@ -111,8 +110,7 @@ def ensure_data(args, task: str) -> dict:
         print(f"generating {episodes} episodes for {spec.domain} (generated data)", flush=True)
         generate_dataset(spec, args.data_dir, episodes=episodes, seed=0, workers=available_cpus())
         data = load_task_data(spec, args.data_dir)
-    terminals = np.asarray(data.train["terminals"])
-    return {"kind": data.kind, "transitions": int(len(terminals)), "episodes": int(terminals.sum())}
+    return {"kind": data.kind, "transitions": data.transitions, "episodes": data.episodes}
 
 
 def probe(args, task: str, critic: str, root: Path) -> dict:

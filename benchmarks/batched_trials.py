@@ -13,10 +13,21 @@ evaluating, recording), seconds per trial, and
 plus the largest difference between the two settings' trial values (batched members compute
 what their trial would alone, so it should be 0 or evaluation noise from float rounding).
 
+``--workers W`` (W > 1) adds two settings: W worker processes on the same device, one trial
+at a time each, and W workers each with its own batch of K (``run --workers W --batch K``),
+so the gain of workers over one worker's batch is measured in the same run.
+
+``--concurrent`` runs the settings at the same time, each in its own process (give each its
+share of the cores with ``--threads``), instead of one after another: half the wall time on a
+CPU, and load from anything else on the machine hits every setting alike. Not with
+``--workers``, whose processes would compete with the other settings for the device.
+
 On a CPU the population is compute-bound and no speedup is expected; the GPU goal is >= 8x:
 
     python benchmarks/batched_trials.py --trials 4 --steps 300            # CPU, reduced
     python benchmarks/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu
+    python benchmarks/batched_trials.py --device cuda --trials 32 --batch 8 --workers 4 --profile cpu
+    python benchmarks/batched_trials.py --trials 16 --batch 16 --threads 1 --concurrent   # 2-core CPU
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Runnable as a plain script from a checkout without installing the package.
@@ -52,60 +64,131 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="W > 1 adds W worker processes, one by one and batched, as settings")
+    parser.add_argument("--concurrent", action="store_true", help="run the settings at the same time")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     return parser.parse_args(argv)
 
 
-def make_plan(args, spec, root: Path, batch: int, name: str) -> studies.RunPlan:
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    batch: int
+    workers: int = 1
+
+
+def settings_of(args) -> list[Setting]:
+    settings = [Setting("one by one", 1), Setting(f"batched (K={args.batch})", args.batch)]
+    if args.workers > 1:
+        settings += [Setting(f"one by one x {args.workers} workers", 1, args.workers),
+                     Setting(f"batched (K={args.batch}) x {args.workers} workers", args.batch, args.workers)]
+    return settings
+
+
+def check_args(args) -> None:
+    for name in ("trials", "batch", "seeds", "rounds", "workers"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} {getattr(args, name)}: must be >= 1")
+    if args.concurrent and args.workers > 1:
+        raise SystemExit(f"--concurrent with --workers {args.workers}: choose one (the workers' processes "
+                         "would compete with the other settings)")
+
+
+def make_plan(args, spec, root: Path, setting: Setting, name: str) -> studies.RunPlan:
     overrides = {"eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "steps": args.steps}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     plan = studies.RunPlan(tasks=[get_task(args.task)], spec=spec, study=name, storage=f"sqlite:///{root / 's.db'}",
                            profile=args.profile, trials=args.trials, seeds=args.seeds, runs_dir=root / "runs",
                            data_dir=Path(args.data_dir), device=args.device, threads=args.threads,
-                           train_overrides=overrides, batch=batch)
+                           train_overrides=overrides, batch=setting.batch, workers=setting.workers)
     if "eval_every" not in overrides:  # one evaluation per run, at its end: the same for both settings
         plan.train_overrides["eval_every"] = plan.train_config(plan.tasks[0], spec.rho_low, 0).steps
     return plan
 
 
 def run_study(plan: studies.RunPlan, rhos: list[float]) -> tuple[float, dict[float, float]]:
-    """Seconds of one worker filling the study, and each trial's value by rho."""
+    """Seconds of the plan's workers filling the study, and each trial's value by rho."""
     study = studies.create_studies(plan, studies.open_storage(plan.storage))[0]
     for rho in rhos:
         study.enqueue_trial({"rho": rho})
     start = time.perf_counter()
-    report = studies.work(plan)
+    if plan.workers == 1:
+        studies.work(plan)
+    elif any(code != 0 for code in studies.run_workers(plan)):
+        raise SystemExit(f"{plan.study}: a worker failed")
     wall = time.perf_counter() - start
-    if report.complete != len(rhos):
-        raise SystemExit(f"{plan.study}: {report.complete} of {len(rhos)} trials complete ({report})")
-    values = {t.params["rho"]: t.value for t in optuna.load_study(study_name=studies.study_name(plan.study,
-              plan.tasks[0].name), storage=plan.storage).trials}
-    return wall, values
+    trials = optuna.load_study(study_name=studies.study_name(plan.study, plan.tasks[0].name),
+                               storage=plan.storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) != len(rhos):
+        raise SystemExit(f"{plan.study}: {len(complete)} of {len(rhos)} trials complete")
+    return wall, {t.params["rho"]: t.value for t in complete}
+
+
+def run_setting(args, spec, root: Path, setting: Setting, rhos: list[float], results=None):
+    """One setting's study in a fresh folder; with ``results`` (a queue: concurrent mode, run in a
+    child process) the outcome is put there instead of returned."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    root.mkdir()
+    plan = make_plan(args, spec, root, setting, f"b{setting.batch}w{setting.workers}")
+    outcome = (setting.name,) + run_study(plan, rhos)
+    if results is None:
+        return outcome
+    results.put(outcome)
+
+
+def run_round(args, spec, tmp: Path, settings: list[Setting], rhos: list[float], r: int) -> list[tuple]:
+    """One round: every setting once, one after another (order alternating between rounds) or,
+    with ``--concurrent``, all at the same time in their own processes."""
+    order = settings if r % 2 == 0 else list(reversed(settings))
+    roots = {s.name: tmp / f"{s.batch}-{s.workers}-{r}" for s in settings}
+    if not args.concurrent:
+        outcomes = []
+        for s in order:
+            outcomes.append(run_setting(args, spec, roots[s.name], s, rhos))
+            print(f"round {r}: {s.name}: {outcomes[-1][1]:.1f} s", flush=True)
+        return outcomes
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=run_setting, args=(args, spec, roots[s.name], s, rhos, results)) for s in order]
+    for p in procs:
+        p.start()
+    outcomes = [results.get() for _ in procs]  # before join: a child's queue must drain first
+    for p in procs:
+        p.join()
+    if any(p.exitcode != 0 for p in procs) or len(outcomes) != len(procs):
+        raise SystemExit(f"round {r}: a setting failed (exit codes {[p.exitcode for p in procs]})")
+    for name, wall, _ in outcomes:
+        print(f"round {r}: {name}: {wall:.1f} s (concurrent)", flush=True)
+    return outcomes
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = settings_of(args)
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "spec.toml"
         spec_file.write_text('version = 1\n[pruner]\nname = "none"\n')
         spec = load_spec(spec_file)
         rhos = [round(spec.rho_low + (spec.rho_high - spec.rho_low) * i / max(1, args.trials - 1), 6)
                 for i in range(args.trials)]
-        settings = {"one by one": 1, f"batched (K={args.batch})": args.batch}
-        probe = make_plan(args, spec, Path(tmp), 1, "probe")
+        probe = make_plan(args, spec, Path(tmp), settings[0], "probe")
         kinds = studies.ensure_data(probe, say=lambda text: print(text.removeprefix("[yellow]")))
-        walls: dict[str, list[float]] = {name: [] for name in settings}
+        walls: dict[str, list[float]] = {s.name: [] for s in settings}
         values: dict[str, dict[float, float]] = {}
         for r in range(args.rounds):
-            order = list(settings) if r % 2 == 0 else list(reversed(settings))
-            for name in order:
-                root = Path(tmp) / f"{settings[name]}-{r}"
-                root.mkdir()
-                wall, values[name] = run_study(make_plan(args, spec, root, settings[name], f"b{settings[name]}"), rhos)
+            for name, wall, trial_values in run_round(args, spec, Path(tmp), settings, rhos, r):
                 walls[name].append(wall)
-                print(f"round {r}: {name}: {wall:.1f} s", flush=True)
+                values[name] = trial_values
     config = probe.train_config(probe.tasks[0], rhos[0], 0)
     report(args, config, kinds, walls, values)
 
@@ -113,23 +196,29 @@ def main(argv=None) -> None:
 def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dict[str, dict[float, float]]) -> None:
     import torch
 
-    single, batched = list(walls)
+    names = list(walls)
+    single, batched = names[0], names[1]
     medians = {name: statistics.median(w) for name, w in walls.items()}
-    diff = max(abs(values[single][rho] - values[batched][rho]) for rho in values[single])
+    diff = max(abs(values[single][rho] - values[name][rho]) for name in names[1:] for rho in values[single])
     print(f"task {args.task} ({', '.join(kinds.values())} data), profile {args.profile}: {config.steps} steps, "
           f"batch {config.agent.batch_size}, critic {config.agent.size}, actor {tuple(config.agent.actor_hidden)}, "
           f"{config.eval_episodes} evaluation episodes every {config.eval_every} steps; {args.trials} trials x "
           f"{args.seeds} seed(s), no pruner; device {args.device}, threads {args.threads or torch.get_num_threads()}, "
           f"torch {torch.__version__}")
-    print(f"median of {args.rounds} round(s), settings alternating")
-    print(f"{'setting':>16} {'wall s':>9} {'s/trial':>9}")
-    for name, wall in medians.items():
-        print(f"{name:>16} {wall:9.1f} {wall / args.trials:9.2f}")
-    speedup = medians[single] / medians[batched]
-    print(f"speedup (one by one / batched): {speedup:.2f}x; largest |value difference| between settings: {diff:.4f}")
+    print(f"median of {args.rounds} round(s), settings {'at the same time' if args.concurrent else 'alternating'}")
+    width = max(len(name) for name in names)
+    print(f"{'setting':>{width}} {'wall s':>9} {'s/trial':>9} {'speedup':>8}")
+    speedups = {name: medians[single] / medians[name] for name in names}
+    for name in names:
+        print(f"{name:>{width}} {medians[name]:9.1f} {medians[name] / args.trials:9.2f} {speedups[name]:7.2f}x")
+    print(f"speedup (one by one / batched): {speedups[batched]:.2f}x; largest |value difference| between "
+          f"settings: {diff:.4f}")
+    if args.workers > 1:
+        print(f"workers' gain over one worker's batch: {medians[batched] / medians[names[-1]]:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "walls": walls, "medians": medians,
-                                               "speedup": speedup, "max_value_diff": diff}, indent=2) + "\n")
+                                               "speedup": speedups[batched], "speedups": speedups,
+                                               "max_value_diff": diff}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,14 @@ W processes can gain only where W cores are free (at most W times; less the time
 sending the actor and merging): on a busy 2-core machine expect little.
 
     python benchmarks/eval_speed.py --episodes 16 --max-steps 200 --workers 8
+
+``--members K`` adds how a batch of K members is evaluated over ``--workers W`` processes:
+member by member (K calls, each dealing its E episodes over min(E, W) processes) vs all at
+once (``PolicyEvaluator.run_many``, K x E episodes dealt over W processes), alternating,
+with identical results required. All at once gains where E < W (at most min(W, K x E) / E
+times): on one GPU's 16 cores with 8 episodes, or here with E = 1 and W = 2.
+
+    python benchmarks/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500
 """
 
 from __future__ import annotations
@@ -99,6 +107,43 @@ def compare_processes(task, args) -> dict:
     return {"workers": args.workers, "seconds": seconds, "ratio": ratio, "success_rate": local.success_rate}
 
 
+def compare_members(task, args) -> dict:
+    """Seconds of evaluating ``args.members`` actors member by member vs all at once."""
+    from tql.agent import AgentConfig, TQLAgent
+    from tql.eval_workers import EvalRequest
+
+    actors = []
+    for k in range(args.members):
+        torch.manual_seed(k)
+        actors.append(TQLAgent(task.obs_dim, task.act_dim, AgentConfig(), torch.device("cpu")).actor)
+
+    def requests():
+        return [EvalRequest.of(a, args.episodes, seed=k, noise_seed=k, max_steps=args.max_steps)
+                for k, a in enumerate(actors)]
+
+    settings = {"member by member": lambda ev: [ev.run_many([r])[0] for r in requests()],
+                "all at once": lambda ev: ev.run_many(requests())}
+    seconds: dict[str, list[float]] = {name: [] for name in settings}
+    results = {}
+    with PolicyEvaluator(task, args.episodes, args.workers or 1, members=args.members) as evaluator:
+        evaluator.run(actors[0], args.episodes, seed=0, noise_seed=0, max_steps=args.max_steps)  # envs, processes
+        for r in range(args.repeats):
+            for name in (settings if r % 2 == 0 else reversed(settings)):
+                t0 = time.perf_counter()
+                results[name] = settings[name](evaluator)
+                seconds[name].append(time.perf_counter() - t0)
+    one, together = results.values()
+    for a, b in zip(one, together):
+        assert (a.successes, a.returns, a.lengths) == (b.successes, b.returns, b.lengths)
+    best = {name: min(times) for name, times in seconds.items()}
+    for name in settings:
+        print(f"{name:>16}: {best[name]:7.2f} s for {args.members} members x {args.episodes} episodes "
+              f"(best of {args.repeats}) on {args.workers or 1} process(es)")
+    ratio = best["member by member"] / best["all at once"]
+    print(f"ratio member by member / all at once: {ratio:.2f}x  (identical successes, returns, lengths)")
+    return {"members": args.members, "workers": args.workers or 1, "seconds": seconds, "best": best, "ratio": ratio}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="cube-double-play-singletask-task2-v0")
@@ -112,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0,
                    help="also compare in-process evaluation with this many worker processes (0: skip)")
+    p.add_argument("--members", type=int, default=0,
+                   help="also compare evaluating this many actors member by member vs all at once (0: skip)")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -154,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary["ratio"] = ratio
     if args.workers:
         summary["processes"] = compare_processes(task, args)
+    if args.members:
+        summary["members"] = compare_members(task, args)
     print(f"ratio batched / sequential: {ratio:.2f}x  ({summary['policy']}, "
           f"{args.episodes} episodes x <= {args.max_steps} steps)")
     if args.json:

@@ -114,7 +114,7 @@ def ensure_data(args, task: str) -> dict:
 
 
 def probe(args, task: str, critic: str, root: Path) -> dict:
-    """Seconds per population update and per member evaluation, measured here."""
+    """Seconds per population update and per member evaluation (its share of all members evaluated together)."""
     trainer = BatchTrainer(members(args, task, critic, 1000, 1000, root / "_probe"), root / "_probe" / task / critic,
                            fresh=True, progress=False)
     for _ in range(WARMUP):
@@ -123,14 +123,14 @@ def probe(args, task: str, critic: str, root: Path) -> dict:
     for _ in range(PROBE_UPDATES):
         trainer.update(trainer.targets_at(0))
     update = (time.perf_counter() - start) / PROBE_UPDATES
-    times = []
+    times, everyone = [], list(range(len(trainer.members)))
     for _ in range(2):  # the first also builds the environments (once per population)
         start = time.perf_counter()
-        trainer._episodes(0)  # an untrained policy runs full-length episodes: an upper bound
+        trainer.evaluate_members(everyone)  # untrained policies run full-length episodes: an upper bound
         times.append(time.perf_counter() - start)
-    if trainer._evaluator is not None:
-        trainer._evaluator.close()
-    return {"update_seconds": update, "eval_seconds_per_member": times[1], "env_setup_seconds": times[0] - times[1]}
+    trainer.close_evaluator()
+    return {"update_seconds": update, "eval_seconds_per_member": times[1] / len(everyone),
+            "env_setup_seconds": times[0] - times[1]}
 
 
 def step_budget(args, probes: dict, seconds_left: float) -> int:

@@ -140,3 +140,38 @@ def test_members_may_differ_only_in_seed_and_targets(tiny_data_dir, tmp_path):
     train_batch([base], tmp_path / "batch", progress=False)
     with pytest.raises(ConfigError, match="holds a batch of other members"):
         train_batch([BatchMember(_config(tiny_data_dir, 5, 0.5), tmp_path / "m0")], tmp_path / "batch", progress=False)
+
+
+def test_members_evaluated_together_in_processes_record_the_in_process_results(tiny_data_dir, tmp_path,
+                                                                             monkeypatch):
+    """All members' episodes are asked at once, each with its own actor, seed and noise seed
+    (seed + step); dealt over two evaluation processes (3 members x 3 episodes: shares cross
+    members) they record what evaluating here records."""
+    import numpy as np
+
+    from tql.batch_train import BatchTrainer
+    from tql.eval_workers import ActorPolicy, PolicyEvaluator
+
+    asked = []
+    run_many = PolicyEvaluator.run_many
+    monkeypatch.setattr(PolicyEvaluator, "run_many", lambda self, requests: asked.append(requests) or
+                        run_many(self, requests))
+
+    def members(folder, eval_workers):
+        return [BatchMember(_config(tiny_data_dir, s, r, eval_episodes=3, eval_workers=eval_workers),
+                            tmp_path / folder / f"m{s}") for s, r in zip(SEEDS, RHOS)]
+
+    def batch(folder, eval_workers):
+        train_batch(members(folder, eval_workers), tmp_path / folder / "batch", progress=False)
+        return [_rows(tmp_path / folder / f"m{s}", "eval") for s in SEEDS]
+
+    here, spread = batch("here", 1), batch("spread", 2)
+    assert spread == here and [len(rows) for rows in here] == [2, 2, 2]
+    assert len(asked) == 4 and all(len(requests) == 3 for requests in asked)  # one call per evaluation
+    trainer = BatchTrainer(members("spread", 2), tmp_path / "spread" / "batch", progress=False)
+    trainer._load_checkpoint()  # the final step's networks
+    obs = np.random.default_rng(0).normal(size=(4, trainer.task.obs_dim)).astype(np.float32)
+    z = np.random.default_rng(1).normal(size=(4, trainer.task.act_dim))
+    for i, (request, seed) in enumerate(zip(asked[-1], SEEDS)):
+        assert (request.seed, request.noise_seed, request.episodes) == (seed, seed + 30, 3)
+        np.testing.assert_array_equal(request.policy(obs, z), ActorPolicy(trainer._agent(i).actor)(obs, z))

@@ -16,8 +16,8 @@ import torch
 from tests.eval_parallel_envs import ACTION_TASK, CUBE_TASK, action_success_step
 from tql.agent import AgentConfig, TQLAgent
 from tql.errors import ConfigError
-from tql.eval_workers import (ActorPolicy, PolicyEvaluator, check_eval_workers, parse_eval_workers,
-                              resolve_eval_workers, split_episodes)
+from tql.eval_workers import (ActorPolicy, EvalRequest, PolicyEvaluator, check_eval_workers, deal_requests,
+                              parse_eval_workers, resolve_eval_workers, split_episodes)
 from tql.evaluation import EnvPool, EpisodeNoise, EvalResult, episode_seed, merge_results, run_episodes
 from tql.train import TrainConfig
 
@@ -103,6 +103,44 @@ def test_workers_match_in_process_on_a_real_cube_env():
     assert len(set(local.returns)) == episodes  # different trajectories per episode
 
 
+def test_many_policies_at_once_give_each_policys_own_results():
+    """A batch's members evaluated together (episodes of several actors dealt over the same
+    processes, shares crossing actor boundaries) give what each gives alone, in request order."""
+    actors = [tiny_actor(ACTION_TASK, seed=s) for s in range(3)]
+    asks = [(actors[0], 3, 2, 5), (actors[1], 1, 4, 6), (actors[2], 5, 2, 7), (actors[0], 2, 9, 5)]
+    with PolicyEvaluator(ACTION_TASK, 3, workers=1) as here:
+        alone = [here.run(actor, episodes, seed, noise_seed=n) for actor, episodes, seed, n in asks]
+        assert [r.returns for r in here.run_many([EvalRequest.of(*a[:3], noise_seed=a[3]) for a in asks])] == \
+            [r.returns for r in alone]
+    with PolicyEvaluator(ACTION_TASK, 3, workers=2) as spread:
+        requests = [EvalRequest.of(actor, episodes, seed, noise_seed=n) for actor, episodes, seed, n in asks]
+        together = spread.run_many(requests)
+        assert spread.run_many([]) == []
+    for one, many in zip(alone, together):
+        same_episodes(one, many)
+    assert len({tuple(r.returns) for r in alone}) == len(asks)  # the requests differ: the order is checked
+
+
+def test_an_evaluator_of_several_members_may_use_more_processes():
+    assert PolicyEvaluator(ACTION_TASK, 1, workers=2).workers == 1  # one episode: one process
+    assert PolicyEvaluator(ACTION_TASK, 1, workers=2, members=3).workers == 2
+    assert PolicyEvaluator(ACTION_TASK, 2, workers=16, members=3).workers == 6
+    with pytest.raises(ConfigError, match="members must be an integer >= 1, got 0"):
+        PolicyEvaluator(ACTION_TASK, 2, workers=2, members=0)
+
+
+def test_a_request_keeps_the_actor_as_it_was_asked():
+    actor = tiny_actor(ACTION_TASK)
+    request = EvalRequest.of(actor, 2, 0, noise_seed=1)
+    with torch.no_grad():
+        for parameter in actor.parameters():
+            parameter.add_(1.0)
+    with PolicyEvaluator(ACTION_TASK, 2) as here:
+        asked, changed = here.run_many([request, EvalRequest.of(actor, 2, 0, noise_seed=1)])
+        before = here.run(tiny_actor(ACTION_TASK), 2, 0, noise_seed=1)
+    assert asked.returns == before.returns != changed.returns
+
+
 # ---------------------------------------------------------------- splitting and merging
 def test_split_and_merge_restore_episode_order():
     shares = split_episodes(7, 3)
@@ -120,6 +158,19 @@ def test_split_and_merge_restore_episode_order():
     assert merged.success_rate == pytest.approx(4 / 7) and merged.seconds == 1.5
     with pytest.raises(ValueError, match="not 0..3"):
         merge_results(ACTION_TASK, [part([0, 1]), part([3, 4])], seconds=0.0)
+
+
+def test_dealing_several_requests_balances_the_episodes():
+    counts = [8] * 16  # a batch of 16 members, 8 episodes each, over 15 processes
+    shares = deal_requests(counts, 15)
+    sizes = [sum(len(numbers) for _, numbers in share) for share in shares]
+    assert len(shares) == 15 and max(sizes) - min(sizes) <= 1 and sum(sizes) == 128
+    dealt = sorted((r, n) for share in shares for r, numbers in share for n in numbers)
+    assert dealt == [(r, n) for r in range(16) for n in range(8)]  # every episode once
+    assert all(len({r for r, _ in share}) == len(share) for share in shares)  # one part per request
+    assert all(len(share) <= 3 for share in shares)  # cut in order: a share spans few actors
+    assert deal_requests([2, 1], 8) == [[(0, [0])], [(0, [1])], [(1, [0])]]  # no empty share
+    assert deal_requests([5], 2) == [[(0, [0, 2, 4])], [(0, [1, 3])]]  # one request: split_episodes
 
 
 # ---------------------------------------------------------------- how many processes

@@ -36,7 +36,7 @@ from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_json
 from tql.population import Population
 from tql.targets import target_table
 from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen,
-                       eval_record, held_out_td_loss, load_data, make_evaluator, policy_episodes, resolve_device,
+                       eval_record, held_out_td_loss, load_data, make_evaluator, policy_request, resolve_device,
                        set_tf32, warn_on)
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.
@@ -237,8 +237,7 @@ class BatchTrainer:
         try:
             self._loop()
         finally:
-            if self._evaluator is not None:
-                self._evaluator.close()
+            self.close_evaluator()
         return [self._finish(m) for m in self.members]
 
     def _loop(self) -> None:
@@ -281,22 +280,29 @@ class BatchTrainer:
         return held_out_td_loss(self._agent(i), self.val_sampler, self.members[i].generator)
 
     def _evaluate(self) -> None:
-        for i, member in enumerate(self.members):
-            if not member.active:
-                continue
-            result = self._episodes(i)
+        active = [i for i, member in enumerate(self.members) if member.active]
+        for i, result in zip(active, self.evaluate_members(active)):
+            member = self.members[i]
             record = eval_record(self.step, result)
             member.evals.append(record)
             append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", {"type": "eval", **record})
             if member.hooks.on_eval(self.step, result):
                 member.stopped_at = self.step
 
-    def _episodes(self, i: int) -> EvalResult:
-        """``Trainer._episodes`` of member i (its seed, this step, the batch's env pool)."""
+    def evaluate_members(self, indices: list[int]) -> list[EvalResult]:
+        """``Trainer._episodes`` of each listed member (its seed, this step), all their episodes
+        at once over the batch's evaluation processes (``PolicyEvaluator.run_many``)."""
         if self._evaluator is None:
-            self._evaluator = make_evaluator(self.config, self.device)
-        return policy_episodes(self._agent(i), self._evaluator, self.config, self.config.eval_episodes,
-                               self.members[i].spec.config.seed, self.step)
+            self._evaluator = make_evaluator(self.config, self.device, members=len(self.members))
+        return self._evaluator.run_many([
+            policy_request(self._agent(i), self.config, self.config.eval_episodes, self.members[i].spec.config.seed,
+                           self.step) for i in indices])
+
+    def close_evaluator(self) -> None:
+        """Stop the evaluation processes (``run`` does it at its end)."""
+        if self._evaluator is not None:
+            self._evaluator.close()
+            self._evaluator = None
 
     def _finish(self, member: _Member) -> MemberOutcome:
         if member.diverged is not None:

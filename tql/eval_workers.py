@@ -5,7 +5,10 @@ another: on a GPU run that can take as long as the training. ``PolicyEvaluator``
 the episodes over ``workers`` processes, each with its own env pool and batched policy
 calls, and merges their results in episode order. Every evaluation of a run uses it (the
 periodic ones too), with the processes started at the first evaluation and kept until the
-trainer closes the evaluator: creating an OGBench env costs about 1 s.
+trainer closes the evaluator: creating an OGBench env costs about 1 s. ``run_many``
+evaluates several policies at once (a batch's members): their episodes are dealt over the
+processes together, so K evaluations of E < W episodes keep all W processes busy instead of
+running one after another on E of them.
 
 Results do not depend on the number of processes (nor on the training device):
 - episode ``i`` is reset with ``episode_seed(seed, i)`` whichever process runs it;
@@ -26,6 +29,7 @@ import math
 import multiprocessing
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -98,13 +102,51 @@ class ActorPolicy:
         return policy
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """One policy's evaluation: ``episodes`` episodes (env seeds from ``seed``, action noise
+    from ``noise_seed``, at most ``max_steps`` steps each)."""
+
+    policy: ActorPolicy
+    episodes: int
+    seed: int
+    noise_seed: int
+    max_steps: int | None = None
+
+    @classmethod
+    def of(cls, actor: torch.nn.Module, episodes: int, seed: int, noise_seed: int,
+           max_steps: int | None = None) -> "EvalRequest":
+        """A request for ``actor`` as it is now (copied: the module may change afterwards)."""
+        return cls(ActorPolicy(actor), episodes, seed, noise_seed, max_steps)
+
+
 def split_episodes(episodes: int, workers: int) -> list[list[int]]:
     """Episode numbers per worker, dealt in turn (0, W, 2W, ... to the first), no empty share."""
     return [list(range(w, episodes, workers)) for w in range(min(workers, episodes))]
 
 
+def deal_requests(counts: list[int], workers: int) -> list[list[tuple[int, list[int]]]]:
+    """Every request's episodes over at most ``workers`` shares of near-equal size (sizes differ
+    by at most one): share w is a list of ``(request index, its episode numbers)``. One request
+    is dealt in turn (``split_episodes``); several are cut in request order, so a share holds
+    runs of few requests (fewer actors to send)."""
+    if len(counts) == 1:
+        return [[(0, numbers)] for numbers in split_episodes(counts[0], workers)]
+    pairs = [(r, n) for r, count in enumerate(counts) for n in range(count)]
+    shares = min(workers, len(pairs))
+    bounds = [len(pairs) * w // shares for w in range(shares + 1)]
+    dealt = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        grouped: dict[int, list[int]] = {}
+        for r, n in pairs[lo:hi]:
+            grouped.setdefault(r, []).append(n)
+        dealt.append(list(grouped.items()))
+    return dealt
+
+
 def _worker_main(conn: Any, task: TaskSpec, num_envs: int) -> None:
-    """A worker process: one env pool, then (actor, episodes) requests until ``None``."""
+    """A worker process: one env pool, then lists of (actor, episode numbers, ...) parts until
+    ``None``; each list is answered with the parts' results, in order."""
     torch.set_num_threads(1)  # one core per worker: the parallelism is across processes
     try:
         pool = EnvPool(task.env_name, num_envs)
@@ -112,12 +154,12 @@ def _worker_main(conn: Any, task: TaskSpec, num_envs: int) -> None:
         conn.send(("error", traceback.format_exc()))
         return
     with pool:
-        while (request := conn.recv()) is not None:
-            actor_bytes, numbers, seed, noise, max_steps = request
+        while (parts := conn.recv()) is not None:
             try:
-                result = run_episode_numbers(ActorPolicy.from_bytes(actor_bytes), pool, task, numbers, seed,
-                                             max_steps, noise=noise)
-                conn.send(("ok", result))
+                results = [run_episode_numbers(ActorPolicy.from_bytes(actor_bytes), pool, task, numbers, seed,
+                                               max_steps, noise=noise)
+                           for actor_bytes, numbers, seed, noise, max_steps in parts]
+                conn.send(("ok", results))
             except Exception:
                 conn.send(("error", traceback.format_exc()))
 
@@ -139,7 +181,7 @@ class _Worker:
         except OSError:
             pass  # a worker that failed has already sent why: ``receive`` reads it
 
-    def receive(self) -> EvalResult:
+    def receive(self) -> list[EvalResult]:
         try:
             status, payload = self.conn.recv()
         except EOFError:
@@ -162,54 +204,80 @@ class _Worker:
 
 
 class PolicyEvaluator:
-    """Runs an actor's evaluation episodes of one task with ``workers`` processes (1: here).
+    """Runs actors' evaluation episodes of one task with ``workers`` processes (1: here).
 
-    ``episodes`` (a run's usual count) sizes the env pools: here ``min(episodes, 16)`` envs;
-    with workers, ``ceil(episodes / workers)`` per worker (at most 16), so each worker runs
+    ``episodes`` (one actor's usual count) and ``members`` (how many actors an evaluation asks
+    at once, ``run_many``) size it: at most ``episodes x members`` processes; here one pool
+    of ``min(episodes, 16)`` envs (the actors run one after another); with workers,
+    ``ceil(episodes x members / workers)`` envs per worker (at most 16), so each worker runs
     its share in one wave. Pools and processes start at the first ``run`` and last until
     ``close`` (also a context manager).
     """
 
-    def __init__(self, task: TaskSpec, episodes: int, workers: int = 1):
+    def __init__(self, task: TaskSpec, episodes: int, workers: int = 1, members: int = 1):
         check_eval_workers(workers)
-        if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
-            raise ConfigError(f"episodes must be an integer >= 1, got {episodes!r}")
-        self.task, self.episodes, self.workers = task, episodes, max(1, min(int(workers), episodes))
+        for name, value in (("episodes", episodes), ("members", members)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        self.task, self.episodes, self.members = task, episodes, members
+        self.workers = max(1, min(int(workers), episodes * members))
         self._pool: EnvPool | None = None
         self._workers: list[_Worker] = []
 
     def run(self, actor: torch.nn.Module, episodes: int, seed: int, noise_seed: int,
             max_steps: int | None = None) -> EvalResult:
         """``episodes`` episodes of ``actor`` (env seeds from ``seed``, noise from ``noise_seed``)."""
-        start = time.perf_counter()
-        policy, noise = ActorPolicy(actor), EpisodeNoise(noise_seed, self.task.act_dim)
-        if self.workers == 1:
-            if self._pool is None:
-                self._pool = EnvPool(self.task.env_name, min(self.episodes, DEFAULT_MAX_ENVS))
-            result = run_episodes(policy, self._pool, self.task, episodes, seed, max_steps, noise=noise)
-        else:
-            result = self._run_in_workers(policy, episodes, seed, noise, max_steps)
-        result.seconds = time.perf_counter() - start
-        return result
+        return self.run_many([EvalRequest.of(actor, episodes, seed, noise_seed, max_steps)])[0]
 
-    def _run_in_workers(self, policy: ActorPolicy, episodes: int, seed: int, noise: EpisodeNoise,
-                        max_steps: int | None) -> EvalResult:
+    def run_many(self, requests: list[EvalRequest]) -> list[EvalResult]:
+        """Each request's result, as ``run`` gives it alone, its episodes run together with the
+        others' over the processes. ``seconds`` of every result is this call's wall time."""
+        if not requests:
+            return []
+        start = time.perf_counter()
+        if self.workers == 1:
+            results = [self._run_here(request) for request in requests]
+        else:
+            results = self._run_in_workers(requests)
+        for result in results:
+            result.seconds = time.perf_counter() - start
+        return results
+
+    def _run_here(self, request: EvalRequest) -> EvalResult:
+        if self._pool is None:
+            self._pool = EnvPool(self.task.env_name, min(self.episodes, DEFAULT_MAX_ENVS))
+        return run_episodes(request.policy, self._pool, self.task, request.episodes, request.seed, request.max_steps,
+                            noise=EpisodeNoise(request.noise_seed, self.task.act_dim))
+
+    def _run_in_workers(self, requests: list[EvalRequest]) -> list[EvalResult]:
         if not self._workers:
             self._start_workers()
-        shares = split_episodes(episodes, len(self._workers))
-        actor_bytes = policy.to_bytes()
+        shares = deal_requests([r.episodes for r in requests], len(self._workers))
+        actor_bytes: dict[int, bytes] = {}
+
+        def part(index: int, numbers: list[int]) -> tuple:
+            request = requests[index]
+            if index not in actor_bytes:
+                actor_bytes[index] = request.policy.to_bytes()
+            noise = EpisodeNoise(request.noise_seed, self.task.act_dim)
+            return actor_bytes[index], numbers, request.seed, noise, request.max_steps
+
         try:
-            for worker, numbers in zip(self._workers, shares):
-                worker.send((actor_bytes, numbers, seed, noise, max_steps))
-            parts = [(numbers, worker.receive()) for worker, numbers in zip(self._workers, shares)]
+            for worker, share in zip(self._workers, shares):
+                worker.send([part(index, numbers) for index, numbers in share])
+            replies = [worker.receive() for worker, _ in zip(self._workers, shares)]
         except BaseException:
             self.close()  # replies left unread would answer the next request: start afresh
             raise
-        return merge_results(self.task, parts, seconds=0.0)
+        parts: list[list[tuple[list[int], EvalResult]]] = [[] for _ in requests]
+        for share, results in zip(shares, replies):
+            for (index, numbers), result in zip(share, results):
+                parts[index].append((numbers, result))
+        return [merge_results(self.task, request_parts, seconds=0.0) for request_parts in parts]
 
     def _start_workers(self) -> None:
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/CUDA/MuJoCo state
-        envs_each = min(math.ceil(self.episodes / self.workers), DEFAULT_MAX_ENVS)
+        envs_each = min(math.ceil(self.episodes * self.members / self.workers), DEFAULT_MAX_ENVS)
         try:
             for index in range(self.workers):
                 self._workers.append(_Worker(context, self.task, envs_each, index))

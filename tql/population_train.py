@@ -35,7 +35,10 @@ from tql.errors import ConfigError
 from tql.io import append_jsonl
 from tql.population import Population
 from tql.targets import target_table
-from tql.train import VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen
+from tql.eval_workers import PolicyEvaluator
+from tql.evaluation import EvalResult
+from tql.train import (VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen,
+                       make_evaluator, policy_request)
 
 FITNESS = ("val_td", "success")
 # Fitness episodes use env seeds far from the final evaluation's (which start at the run seed).
@@ -151,15 +154,24 @@ class PopulationTrainer(Trainer):
         metrics = self.agent.measure(batch, self.targets_at(self.step), self.generator)
         return [float(v) for v in metrics["critic/td_loss"]]
 
-    def _member_success(self, i: int, episodes: int, seed: int) -> float:
-        return self._episodes(self.agent.member_agent(i), episodes, seed).success_rate
+    def _make_evaluator(self) -> PolicyEvaluator:
+        """Sized for evaluating every member at once where the run does (success fitness, or
+        ``final_eval_all``): more processes can be kept busy."""
+        together = self.fitness_kind == "success" or self.final_eval_all
+        return make_evaluator(self.config, self.device, members=self.members if together else 1)
+
+    def _members_episodes(self, members: list[int], episodes: int, seed: int) -> list[EvalResult]:
+        """Each listed member's episodes, all at once over the evaluation processes."""
+        return self.evaluator.run_many([policy_request(self.agent.member_agent(i), self.config, episodes, seed,
+                                                       self.step) for i in members])
 
     def _measure_fitness(self) -> None:
         val_td = self.val_td_losses()
         success = None
         if self.fitness_kind == "success":
             seed = self.config.seed + FITNESS_SEED_OFFSET
-            success = [self._member_success(i, self.fitness_episodes, seed) for i in range(self.members)]
+            success = [r.success_rate for r in self._members_episodes(list(range(self.members)),
+                                                                       self.fitness_episodes, seed)]
         raw = success if success is not None else [-v for v in val_td]
         self.fitness = [f if math.isfinite(f) and math.isfinite(v) else -math.inf for f, v in zip(raw, val_td)]
         copies = []
@@ -179,8 +191,8 @@ class PopulationTrainer(Trainer):
     def _final_evaluation(self) -> None:
         best = self.best_member
         members = range(self.members) if self.final_eval_all else [best]
-        results = {i: self._episodes(self.agent.member_agent(i), self.config.eval_episodes, self.config.seed)
-                   for i in members}
+        results = dict(zip(members, self._members_episodes(list(members), self.config.eval_episodes,
+                                                           self.config.seed)))
         extra = {"member": best}
         if self.final_eval_all:
             extra["members_success"] = [results[i].success_rate for i in range(self.members)]

@@ -21,7 +21,7 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
-from tql.eval_workers import PolicyEvaluator, check_eval_workers, resolve_eval_workers
+from tql.eval_workers import EvalRequest, PolicyEvaluator, check_eval_workers, resolve_eval_workers
 from tql.evaluation import EvalResult
 from tql.graphs import CUDA_GRAPH_MODES, Uploader, make_step, use_cuda_graph
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
@@ -234,18 +234,27 @@ def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, 
     return float((qs - target).pow(2).mean())
 
 
-def make_evaluator(config: TrainConfig, device: torch.device) -> PolicyEvaluator:
-    """A run's evaluator: ``config.eval_workers`` processes ('auto': see ``resolve_eval_workers``)."""
-    workers = resolve_eval_workers(config.eval_workers, device, config.eval_episodes, config.threads)
-    return PolicyEvaluator(config.spec, config.eval_episodes, workers)
+def make_evaluator(config: TrainConfig, device: torch.device, members: int = 1,
+                   episodes: int | None = None) -> PolicyEvaluator:
+    """A run's evaluator: ``config.eval_workers`` processes ('auto': see ``resolve_eval_workers``)
+    for evaluations of ``episodes`` (default ``config.eval_episodes``) episodes of ``members``
+    actors at once (a population's members: more processes can be kept busy)."""
+    episodes = episodes or config.eval_episodes
+    workers = resolve_eval_workers(config.eval_workers, device, episodes * members, config.threads)
+    return PolicyEvaluator(config.spec, episodes, workers, members)
+
+
+def policy_request(agent: TQLAgent, config: TrainConfig, episodes: int, seed: int, step: int) -> EvalRequest:
+    """The evaluation of ``agent``'s one-step policy as it is now: ``episodes`` episodes (env
+    seeds from ``seed``; each episode's action noise from its own generator, seeded
+    ``(seed + step, episode)``), the same results whatever the number of evaluation processes."""
+    return EvalRequest.of(agent.actor, episodes, seed, noise_seed=seed + step, max_steps=config.eval_max_steps)
 
 
 def policy_episodes(agent: TQLAgent, evaluator: PolicyEvaluator, config: TrainConfig, episodes: int, seed: int,
                     step: int) -> EvalResult:
-    """``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``; each
-    episode's action noise from its own generator, seeded ``(seed + step, episode)``), the same
-    results whatever the number of evaluation processes."""
-    return evaluator.run(agent.actor, episodes, seed, noise_seed=seed + step, max_steps=config.eval_max_steps)
+    """``policy_request``'s episodes, run now."""
+    return evaluator.run_many([policy_request(agent, config, episodes, seed, step)])[0]
 
 
 def eval_record(step: int, result: EvalResult, **extra) -> dict:
@@ -467,12 +476,19 @@ class Trainer:
         """TD error of the critic on a held-out (-val) batch: a cheap signal for controllers."""
         return held_out_td_loss(self.agent, self.val_sampler, self.generator, batch_size)
 
-    def _episodes(self, agent: TQLAgent, episodes: int, seed: int) -> EvalResult:
-        """Roll out ``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``)."""
+    def _make_evaluator(self) -> PolicyEvaluator:
+        return make_evaluator(self.config, self.device)
+
+    @property
+    def evaluator(self) -> PolicyEvaluator:
         if self._evaluator is None:
             # Building an OGBench env costs ~1 s (MuJoCo compilation): keep one evaluator per run.
-            self._evaluator = make_evaluator(self.config, self.device)
-        return policy_episodes(agent, self._evaluator, self.config, episodes, seed, self.step)
+            self._evaluator = self._make_evaluator()
+        return self._evaluator
+
+    def _episodes(self, agent: TQLAgent, episodes: int, seed: int) -> EvalResult:
+        """Roll out ``agent``'s one-step policy for ``episodes`` episodes (env seeds from ``seed``)."""
+        return policy_episodes(agent, self.evaluator, self.config, episodes, seed, self.step)
 
     def _record_eval(self, result: EvalResult, **extra) -> dict:
         record = eval_record(self.step, result, **extra)

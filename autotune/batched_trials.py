@@ -25,7 +25,8 @@ How a batch lives in the storage:
   running trial of the batch at once. A worker that finds a queued retry of a batch claims the
   batch's other queued retries too and resumes the population from ``batch_dir/checkpoint.pt``
   when the batch is whole again: each of its trials is queued (and now claimed) or finished
-  (pruned or diverged trials ride along frozen). Otherwise (a sibling is running elsewhere, or
+  (pruned or diverged trials ride along frozen from the start, ``BatchMember.frozen``: their
+  files stay as they were written). Otherwise (a sibling is running elsewhere, or
   the batch's manifest is missing) the trials it claimed start afresh as a new batch.
 """
 
@@ -164,13 +165,6 @@ class MemberReporter(TrainHooks):
         self.reports = int(state.get("reports", 0))
 
 
-class Frozen(TrainHooks):
-    """A finished trial's member in a resumed batch: it reports nothing and stops at once."""
-
-    def on_eval(self, step: int, result: EvalResult) -> bool:
-        return True
-
-
 @dataclass
 class Batch:
     batch_id: str
@@ -296,15 +290,18 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
 
 def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Callable[[int], None] | None) -> list:
     """K trials x S seeds members, trial-major; each member's hooks are its trial's schedule
-    and its own reporter (only the first member drives the progress bar)."""
+    and its own reporter (only the first live member drives the progress bar)."""
     from tql.batch_train import BatchMember
 
-    members = []
+    members, progress = [], on_step
     for slot in batch.slots:
         for index, seed in enumerate(plan.seed_list()):
             config = plan.train_config(task, slot.rho, seed)
-            reporter = Frozen() if slot.trial is None else MemberReporter(slot, index, config.steps, t0,
-                                                                          on_step if not members else None)
+            if slot.trial is None:  # a finished trial riding along: frozen from the start, files untouched
+                members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), frozen=True))
+                continue
+            reporter = MemberReporter(slot, index, config.steps, t0, progress)
+            progress = None
             hooks = reporter if slot.schedule.kind == "constant" else CombinedHooks(
                 ScheduleHooks.for_config(slot.schedule, config), reporter)
             members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), hooks=hooks))

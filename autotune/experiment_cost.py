@@ -12,7 +12,8 @@ The model is linear in the steps per run S, so the sizing is exact by its own es
 - the comparison: per task, every approach but population as one batched population (on
   CUDA) or run by run; population: one run of 4 members per seed, its best member evaluated;
 - evaluation: ``evaluations`` x ``eval_episodes`` full episodes (or ``eval_max_steps``) per
-  run, spread over ``eval_processes`` processes (at most one per episode; ``tql.eval_workers``:
+  run, spread over ``eval_processes`` processes (at most one per episode of the runs evaluated
+  together: a batch's members all at once, ``PolicyEvaluator.run_many``; ``tql.eval_workers``:
   on CUDA all cores but one, on a CPU one). Episodes that succeed end early, so this is an
   upper bound.
 """
@@ -39,7 +40,7 @@ class PhaseWork:
     batched: bool  # updates at the member rate (a population) rather than one run's rate
     overheads: int  # runs or batches started
     env_steps: int  # evaluation env steps in total
-    eval_episodes: int = 1  # per evaluation: at most this many processes share one
+    eval_episodes: int = 1  # episodes evaluated at once (a batch's members'): at most this many processes
     transitions: int = 0  # data generation
 
     def seconds(self, machine: Machine, steps: int) -> float:
@@ -72,7 +73,8 @@ def study_work(spec: ExperimentSpec, tasks: list[TaskSpec], name: str, trials: i
     evals = sum(trials * spec.study_seeds * spec.evaluations * spec.eval_episodes * episode_steps(spec, t)
                 for t in tasks)
     overheads = len(tasks) * math.ceil(trials / batch) if batch > 1 else runs
-    return PhaseWork(f"study {name}", runs, runs, batch > 1, overheads, evals, spec.eval_episodes)
+    together = min(batch, trials) * spec.study_seeds if batch > 1 else 1  # runs evaluated at once
+    return PhaseWork(f"study {name}", runs, runs, batch > 1, overheads, evals, spec.eval_episodes * together)
 
 
 def compare_work(spec: ExperimentSpec, tasks: list[TaskSpec], approaches: list[str], batched: bool) -> list[PhaseWork]:
@@ -83,8 +85,9 @@ def compare_work(spec: ExperimentSpec, tasks: list[TaskSpec], approaches: list[s
         runs = len(tasks) * len(singles) * spec.seeds
         evals = sum(len(singles) * spec.seeds * _evaluation(spec, t) for t in tasks)
         batch_together = batched and len(singles) * spec.seeds > 1
+        together = len(singles) * spec.seeds if batch_together else 1  # runs evaluated at once
         rows.append(PhaseWork("compare", runs, runs, batch_together, len(tasks) if batch_together else runs, evals,
-                              spec.eval_episodes))
+                              spec.eval_episodes * together))
     if "population" in approaches:
         runs = len(tasks) * spec.seeds
         evals = sum(spec.seeds * _evaluation(spec, t) for t in tasks)

@@ -129,6 +129,43 @@ def test_an_interrupted_batch_resumes_like_an_uninterrupted_one(tiny_data_dir, t
             assert c["critic/td_loss"] == pytest.approx(w["critic/td_loss"], rel=1e-6)
 
 
+def test_a_member_that_ended_elsewhere_rides_along_untouched(tiny_data_dir, tmp_path):
+    """Member 1 stopped at its evaluation at step 20, after the last checkpoint (10), when the
+    batch was cut; resumed as ``frozen`` it keeps the rows it wrote (not cut back to step 10
+    and run again) and writes nothing more, while the others finish as an uncut batch."""
+    class Stop(Recorder):
+        def on_eval(self, step, result):
+            super().on_eval(step, result)
+            return step == 20
+
+    class Crash(Recorder):
+        def on_eval(self, step, result):
+            if step == 20:  # after member 1 stopped, before the checkpoint at step 20
+                raise KeyboardInterrupt
+            return super().on_eval(step, result)
+
+    def members(folder, hooks, frozen=False):
+        return [BatchMember(_config(tiny_data_dir, s, r, eval_every=5), tmp_path / folder / f"m{s}", h,
+                            frozen=frozen and s == 1) for s, r, h in zip(SEEDS, RHOS, hooks)]
+
+    train_batch(members("whole", [Recorder(), Stop(), Recorder()]), tmp_path / "whole" / "batch", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_batch(members("cut", [Recorder(), Stop(), Crash()]), tmp_path / "cut" / "batch", progress=False)
+    written = read_jsonl(tmp_path / "cut" / "m1" / "metrics.jsonl")
+    assert max(r["step"] for r in written) == 20 and [r["step"] for r in written if r["type"] == "eval"][-1] == 20
+    outcomes = train_batch(members("cut", [Recorder(), Recorder(), Recorder()], frozen=True),
+                           tmp_path / "cut" / "batch", progress=False)
+    assert read_jsonl(tmp_path / "cut" / "m1" / "metrics.jsonl") == written
+    assert outcomes[1].result is None and outcomes[1].stopped and outcomes[1].diverged is None
+    assert not (tmp_path / "cut" / "m1" / "summary.json").exists()
+    assert [outcomes[i].result.steps for i in (0, 2)] == [30, 30]
+    for seed in (0, 2):
+        cut, whole = _rows(tmp_path / "cut" / f"m{seed}"), _rows(tmp_path / "whole" / f"m{seed}")
+        assert [r["step"] for r in cut] == [r["step"] for r in whole]
+        for c, w in zip(cut, whole):
+            assert c["critic/td_loss"] == pytest.approx(w["critic/td_loss"], rel=1e-6)
+
+
 def test_members_may_differ_only_in_seed_and_targets(tiny_data_dir, tmp_path):
     base = BatchMember(_config(tiny_data_dir, 0, 0.5), tmp_path / "m0")
     other = BatchMember(_config(tiny_data_dir, 1, 0.5, eval_every=10), tmp_path / "m1")

@@ -175,6 +175,41 @@ def test_ctrl_c_retries_every_trial_of_the_batch(tiny_data_dir, tmp_path, monkey
     assert {t.user_attrs["batch_id"] for t in trials} == {"batch-0000"}
 
 
+def test_a_trial_pruned_after_the_checkpoint_rides_along_the_resumed_batch_untouched(tiny_data_dir, tmp_path,
+                                                                                    monkeypatch):
+    """Trial 0 is pruned at step 10, after the checkpoint at step 8; Ctrl-C at step 11 re-queues
+    trial 1 only. The resumed batch carries trial 0 frozen from the start: its files are not cut
+    back to step 8 and rewritten, and trial 1 finishes from the checkpoint."""
+    from autotune import batched_trials, studies
+
+    monkeypatch.setattr(studies, "make_pruner", lambda spec: PruneLowRho())
+    plan = _plan(tmp_path, tiny_data_dir, "r", batch=2, seeds=1, trials=2)
+    plan.train_overrides.update(checkpoint_every=4, log_every=1)
+    _start(plan, [0.3, 0.8])
+    real_on_log = batched_trials.MemberReporter.on_log
+
+    def interrupt_at_11(self, step, metrics):
+        if step == 11:
+            raise KeyboardInterrupt
+        real_on_log(self, step, metrics)
+
+    monkeypatch.setattr(batched_trials.MemberReporter, "on_log", interrupt_at_11)
+    with pytest.raises(KeyboardInterrupt):
+        studies.work(plan)
+    monkeypatch.setattr(batched_trials.MemberReporter, "on_log", real_on_log)
+    pruned = load(plan.storage, "r", TINY_TASK).trials[0]
+    assert pruned.state == TrialState.PRUNED and pruned.user_attrs["pruned_at"]["step"] == 10
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in Path(pruned.user_attrs["run_dir"]).rglob("*.json*")}
+    assert [r["step"] for r in _rows(pruned.user_attrs["metrics"][0], "eval")] == [10]
+    report = studies.work(plan)
+    assert report.complete == 1 and report.ran == 1
+    trials = load(plan.storage, "r", TINY_TASK).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files  # untouched
+    assert sorted(trials[2].intermediate_values) == [10, 20]
+    assert [r["step"] for r in _rows(trials[2].user_attrs["metrics"][0], "train")] == list(range(1, 21))
+
+
 def test_killed_worker_batch_is_retried_from_the_population_checkpoint(monkeypatch, capsys, tiny_data_dir, tmp_path,
                                                                       storage_url, study):
     runs = tmp_path / "runs"

@@ -84,6 +84,20 @@ def test_a_faster_machine_gets_more_steps_in_the_same_budget():
     assert fit_steps(spec, phases, faster, 600) > fit_steps(spec, phases, CPU, 600)
 
 
+def test_a_batch_is_evaluated_together_so_more_processes_share_its_episodes():
+    from autotune.experiment_cost import episode_steps, study_work
+
+    spec = load_experiment(SPEC)
+    task = spec.task_specs()[0]
+    gpu = dataclasses.replace(CPU, eval_processes=15, run_overhead_seconds=0.0)
+    env_steps = 8 * spec.study_seeds * spec.evaluations * spec.eval_episodes * episode_steps(spec, task)
+    one_by_one, batched = study_work(spec, [task], "t", 8, 1), study_work(spec, [task], "t", 8, 8)
+    assert one_by_one.fixed_seconds(gpu) == pytest.approx(env_steps / (200.0 * min(15, spec.eval_episodes)))
+    together = min(15, spec.eval_episodes * 8 * spec.study_seeds)
+    assert batched.fixed_seconds(gpu) == pytest.approx(env_steps / (200.0 * together))
+    assert batched.fixed_seconds(CPU) == one_by_one.fixed_seconds(CPU) - 8 * spec.study_seeds * 2.0 + 2.0
+
+
 def test_a_budget_too_small_for_min_steps_is_refused_with_what_it_needs():
     spec = load_experiment(SPEC).for_dry_run()
     with pytest.raises(ConfigError, match=r"too small on a small CPU: .* need ~[0-9.]+ minutes"):

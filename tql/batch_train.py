@@ -15,7 +15,9 @@ Members leave the batch one by one: a member whose hooks answer True from ``on_e
 pruned trial) is frozen - never evaluated, logged or asked again; its parameters keep being
 updated with the others', which costs a GPU nothing, and are never read. A member whose
 metrics turn non-finite has diverged: it is frozen with the ``TrainingDiverged`` it would
-have raised alone, and the others go on.
+have raised alone, and the others go on. A ``frozen`` member (a run that ended elsewhere,
+riding along in a resumed batch so the checkpoint's member order holds) is frozen from the
+start; its files are left as they are.
 """
 
 from __future__ import annotations
@@ -45,17 +47,21 @@ MEMBER_FIELDS = ("seed", "rho", "target_entropy", "targets")
 
 @dataclass
 class BatchMember:
-    """One run of a batch: its config, its folder, its hooks."""
+    """One run of a batch: its config, its folder, its hooks. ``frozen``: a run that already
+    ended elsewhere riding along in a resumed batch (a pruned trial whose sibling was lost):
+    frozen from the start, its files left as they are."""
 
     config: TrainConfig
     out_dir: Path
     hooks: TrainHooks | None = None
+    frozen: bool = False
 
 
 @dataclass
 class MemberOutcome:
-    """How a member ended: its result (None if it diverged), the divergence, whether a hook
-    stopped it early (then ``result.stopped_early`` too)."""
+    """How a member ended: its result (None if it diverged, or if it is a ``frozen`` member that
+    ended elsewhere), the divergence, whether a hook stopped it early (then
+    ``result.stopped_early`` too)."""
 
     result: TrainResult | None
     diverged: TrainingDiverged | None = None
@@ -74,6 +80,11 @@ class _Member:
     diverged: TrainingDiverged | None = None
     last_hook: tuple = (object(), None)  # (the hook's last value, its table)
     current: Any = None  # the table of its latest update
+    ended_elsewhere: bool = False  # frozen by its BatchMember: nothing of it is written
+
+    def freeze_if_ended(self, step: int) -> None:
+        if self.spec.frozen and self.active:
+            self.stopped_at, self.ended_elsewhere = step, True
 
     @property
     def active(self) -> bool:
@@ -158,6 +169,9 @@ class BatchTrainer:
         if resuming:
             self._load_checkpoint()
         for member in self.members:
+            member.freeze_if_ended(self.step)
+            if member.ended_elsewhere:
+                continue  # its rows after the checkpoint are its own, not to be run again
             out = Path(member.spec.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             metrics = out / "metrics.jsonl"
@@ -307,6 +321,8 @@ class BatchTrainer:
     def _finish(self, member: _Member) -> MemberOutcome:
         if member.diverged is not None:
             return MemberOutcome(None, member.diverged)
+        if member.ended_elsewhere:
+            return MemberOutcome(None, None, stopped=True)
         steps = member.stopped_at if member.stopped_at is not None else self.step
         result = TrainResult(task=self.task.name, steps=steps,
                              final_success=member.evals[-1]["success_rate"] if member.evals else None,

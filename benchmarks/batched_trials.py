@@ -17,6 +17,9 @@ what their trial would alone, so it should be 0 or evaluation noise from float r
 at a time each, and W workers each with its own batch of K (``run --workers W --batch K``),
 so the gain of workers over one worker's batch is measured in the same run.
 
+``--skip-one-by-one`` leaves the one-by-one settings out (with ``--workers``, when one by one
+was measured already).
+
 ``--concurrent`` runs the settings at the same time, each in its own process (give each its
 share of the cores with ``--threads``), instead of one after another: half the wall time on a
 CPU, and load from anything else on the machine hits every setting alike. Not with
@@ -67,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1,
                         help="W > 1 adds W worker processes, one by one and batched, as settings")
     parser.add_argument("--concurrent", action="store_true", help="run the settings at the same time")
+    parser.add_argument("--skip-one-by-one", action="store_true",
+                        help="leave out the one-by-one settings (with --workers: the workers' gain only)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     return parser.parse_args(argv)
@@ -84,6 +89,8 @@ def settings_of(args) -> list[Setting]:
     if args.workers > 1:
         settings += [Setting(f"one by one x {args.workers} workers", 1, args.workers),
                      Setting(f"batched (K={args.batch}) x {args.workers} workers", args.batch, args.workers)]
+    if args.skip_one_by_one:
+        settings = [s for s in settings if s.batch > 1]
     return settings
 
 
@@ -91,6 +98,8 @@ def check_args(args) -> None:
     for name in ("trials", "batch", "seeds", "rounds", "workers"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} {getattr(args, name)}: must be >= 1")
+    if args.skip_one_by_one and args.workers == 1:
+        raise SystemExit("--skip-one-by-one needs --workers W > 1 (else only one setting is left)")
     if args.concurrent and args.workers > 1:
         raise SystemExit(f"--concurrent with --workers {args.workers}: choose one (the workers' processes "
                          "would compete with the other settings)")
@@ -197,9 +206,9 @@ def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dic
     import torch
 
     names = list(walls)
-    single, batched = names[0], names[1]
+    reference = names[0]  # one by one, or with --skip-one-by-one one worker's batch
     medians = {name: statistics.median(w) for name, w in walls.items()}
-    diff = max(abs(values[single][rho] - values[name][rho]) for name in names[1:] for rho in values[single])
+    diff = max(abs(values[reference][rho] - values[name][rho]) for name in names[1:] for rho in values[reference])
     print(f"task {args.task} ({', '.join(kinds.values())} data), profile {args.profile}: {config.steps} steps, "
           f"batch {config.agent.batch_size}, critic {config.agent.size}, actor {tuple(config.agent.actor_hidden)}, "
           f"{config.eval_episodes} evaluation episodes every {config.eval_every} steps; {args.trials} trials x "
@@ -208,16 +217,19 @@ def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dic
     print(f"median of {args.rounds} round(s), settings {'at the same time' if args.concurrent else 'alternating'}")
     width = max(len(name) for name in names)
     print(f"{'setting':>{width}} {'wall s':>9} {'s/trial':>9} {'speedup':>8}")
-    speedups = {name: medians[single] / medians[name] for name in names}
+    speedups = {name: medians[reference] / medians[name] for name in names}
     for name in names:
         print(f"{name:>{width}} {medians[name]:9.1f} {medians[name] / args.trials:9.2f} {speedups[name]:7.2f}x")
-    print(f"speedup (one by one / batched): {speedups[batched]:.2f}x; largest |value difference| between "
-          f"settings: {diff:.4f}")
+    if not args.skip_one_by_one:
+        print(f"speedup (one by one / batched): {speedups[names[1]]:.2f}x")
     if args.workers > 1:
-        print(f"workers' gain over one worker's batch: {medians[batched] / medians[names[-1]]:.2f}x")
+        batch = next(name for name in names if name.startswith("batched") and "workers" not in name)
+        print(f"workers' gain over one worker's batch: {medians[batch] / medians[names[-1]]:.2f}x")
+    print(f"largest |value difference| between settings: {diff:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "walls": walls, "medians": medians,
-                                               "speedup": speedups[batched], "speedups": speedups,
+                                               "speedup": None if args.skip_one_by_one else speedups[names[1]],
+                                               "speedups": speedups,
                                                "max_value_diff": diff}, indent=2) + "\n")
 
 

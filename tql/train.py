@@ -234,14 +234,13 @@ def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, 
     return float((qs - target).pow(2).mean())
 
 
-def make_evaluator(config: TrainConfig, device: torch.device, members: int = 1,
-                   episodes: int | None = None) -> PolicyEvaluator:
+def make_evaluator(config: TrainConfig, device: torch.device, members: int = 1) -> PolicyEvaluator:
     """A run's evaluator: ``config.eval_workers`` processes ('auto': see ``resolve_eval_workers``)
-    for evaluations of ``episodes`` (default ``config.eval_episodes``) episodes of ``members``
-    actors at once (a population's members: more processes can be kept busy)."""
-    episodes = episodes or config.eval_episodes
-    workers = resolve_eval_workers(config.eval_workers, device, episodes * members, config.threads)
-    return PolicyEvaluator(config.spec, episodes, workers, members)
+    for evaluations of ``config.eval_episodes`` episodes of ``members`` actors at once (a
+    population's members: more processes can be kept busy)."""
+    episodes = config.eval_episodes * members
+    workers = resolve_eval_workers(config.eval_workers, device, episodes, config.threads)
+    return PolicyEvaluator(config.spec, config.eval_episodes, workers, members)
 
 
 def policy_request(agent: TQLAgent, config: TrainConfig, episodes: int, seed: int, step: int) -> EvalRequest:

@@ -354,3 +354,44 @@ def test_native_losses_trace_as_one_graph():
     torch.testing.assert_close(loss, eager_loss)
     for key, value in eager_metrics.items():
         torch.testing.assert_close(metrics[key], value, msg=key)
+
+
+class _Sampler:
+    """Draws held-out batches from fixed arrays with the caller's generator (as ReplaySampler)."""
+
+    def __init__(self):
+        self.data = _batches(1, 99, shared=True)
+
+    def sample(self, size, generator):
+        index = torch.randint(0, B, (size,), generator=generator)
+        return {key: value[index] for key, value in self.data.items()}
+
+
+def test_held_out_td_loss_draws_the_batch_then_the_target_actions_noise(float64):
+    """Restated as it was first written, with ``TQLAgent.act`` drawing z' from the generator."""
+    from tql.train import held_out_td_loss
+
+    agent, sampler = _agents(_config())[0], _Sampler()
+    got = held_out_td_loss(agent, sampler, torch.Generator().manual_seed(5), batch_size=B)
+    generator = torch.Generator().manual_seed(5)
+    batch = sampler.sample(B, generator)
+    next_actions = agent.act(batch["next_observations"], generator)
+    next_qs, _ = agent.target_critic(batch["next_observations"], next_actions)
+    target = batch["rewards"] + agent.config.gamma * batch["masks"] * next_qs.mean(0)
+    qs, _ = agent.critic(batch["observations"], batch["actions"])
+    assert got == pytest.approx(float((qs - target).pow(2).mean()), abs=1e-12) and got > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_held_out_td_errors_equal_each_agents(float64, backend):
+    from tql.train import held_out_td_error
+
+    config = _config()
+    pop = Population(OBS, ACT, config, 3, "cpu", SEEDS, backend=backend)
+    pop.update(_batches(3, 0), TARGETS)  # critic and target critic apart
+    batches, noise = _batches(3, 1), torch.randn(3, B, ACT)
+    got = pop.held_out_td_errors(batches, noise)
+    assert got.shape == (3,) and len(set(got.tolist())) == 3
+    for i in range(3):
+        want = held_out_td_error(pop.member_agent(i), _member(batches, i), noise[i])
+        torch.testing.assert_close(got[i], want, atol=1e-10, rtol=0.0)

@@ -38,7 +38,7 @@ from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_json
 from tql.population import Population
 from tql.targets import target_table
 from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen,
-                       eval_record, held_out_td_loss, load_data, make_evaluator, policy_request, resolve_device,
+                       eval_record, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
                        set_tf32, warn_on)
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.
@@ -271,11 +271,14 @@ class BatchTrainer:
             self._save_checkpoint()
 
     def _log(self, metrics: dict[str, torch.Tensor]) -> None:
-        for i, member in enumerate(self.members):
-            if not member.active:
-                continue
+        active = [i for i, member in enumerate(self.members) if member.active]
+        if not active:
+            return
+        val_td = dict(zip(active, self._val_td_losses(active)))
+        for i in active:
+            member = self.members[i]
             row = flat_metrics({key: value[i] for key, value in metrics.items()})
-            row["val/td_loss"] = self._val_td_loss(i)
+            row["val/td_loss"] = val_td[i]
             row["time/wall_seconds"] = self._wall()
             bad = next(((k, v) for k, v in row.items() if not math.isfinite(v)), None)
             if bad is not None:
@@ -284,14 +287,20 @@ class BatchTrainer:
             append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", {"step": self.step, "type": "train", **row})
             member.hooks.on_log(self.step, row)
 
+    def _val_td_losses(self, active: list[int]) -> list[float]:
+        """``Trainer.val_td_loss`` of each active member (its own generator draws its batch and
+        z'), computed for the whole population at once; a stopped member gets the first active
+        one's draws (its value is not read, its generator not advanced)."""
+        draws = {i: held_out_draws(self.val_sampler, self.members[i].generator, self.task.act_dim) for i in active}
+        every = [draws.get(i, draws[active[0]]) for i in range(len(self.members))]
+        batches = {key: torch.stack([batch[key] for batch, _ in every]) for key in every[0][0]}
+        errors = self.population.held_out_td_errors(batches, torch.stack([noise for _, noise in every])).tolist()
+        return [errors[i] for i in active]
+
     def _agent(self, i: int) -> TQLAgent:
         """The scratch agent holding member i's networks (no optimiser state: read only)."""
         self._scratch.load_state_dict({name: t[i] for name, t in self.population.state.items()})
         return self._scratch
-
-    def _val_td_loss(self, i: int) -> float:
-        """``Trainer.val_td_loss`` of member i, with its own generator."""
-        return held_out_td_loss(self._agent(i), self.val_sampler, self.members[i].generator)
 
     def _evaluate(self) -> None:
         active = [i for i, member in enumerate(self.members) if member.active]

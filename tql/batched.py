@@ -337,6 +337,15 @@ class BatchedAgent:
             x = x + dt * self.flow(flow, torch.cat((obs, x, t), -1))
         return x.clamp(-1.0, 1.0)
 
+    def td_error(self, state: Params, batch: Mapping[str, Tensor], next_actions: Tensor) -> Tensor:
+        """``tql.train.held_out_td_error`` per member ``[K]``: batch ``[K, B, ...]``, the target's
+        actions ``[K, B, act_dim]`` (``act`` of the members' z')."""
+        next_qs, _ = self.critic(self._params(state, "target_critic."), batch["next_observations"], next_actions,
+                                 entropies=False)  # [K, num_q, B]
+        target = batch["rewards"] + self.config.gamma * batch["masks"] * next_qs.mean(1)
+        qs, _ = self.critic(self._params(state, "critic."), batch["observations"], batch["actions"], entropies=False)
+        return (qs - target.unsqueeze(1)).pow(2).mean((1, 2))
+
     def act(self, state: Params, obs: Tensor, noise: Tensor) -> Tensor:
         """One-step policy actions ``[K, B, act_dim]`` clipped to [-1, 1] (``obs`` ``[K, B, obs_dim]``
         or shared ``[B, obs_dim]``; ``noise`` ``[K, B, act_dim]``)."""

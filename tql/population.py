@@ -71,6 +71,17 @@ class _Act(nn.Module):
         return self.agent.actor(obs, noise).clamp(-1.0, 1.0)
 
 
+class _HeldOut(nn.Module):
+    def __init__(self, agent: TQLAgent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def forward(self, batch: dict[str, Tensor], noise: Tensor) -> Tensor:
+        from tql.train import held_out_td_error  # tql.train imports this module
+
+        return held_out_td_error(self.agent, batch, noise)
+
+
 class Population:
     """K ``TQLAgent`` members with stacked parameters, updated together.
 
@@ -124,6 +135,7 @@ class Population:
         # read during updates) and is the scratch agent of member_state / load_member_state.
         self._template = members[0]
         self._losses, self._act = _Losses(self._template), _Act(self._template)
+        self._held_out = _HeldOut(self._template)
 
         names = {id(p): n for n, p in self._template.named_parameters()}
         self._lr: dict[str, float] = {}
@@ -174,6 +186,7 @@ class Population:
         self._vmapped_act = {
             shared: vmap(self._member_act, in_dims=(0, None if shared else 0, 0)) for shared in (False, True)
         }
+        self._vmapped_held_out = vmap(self._member_held_out)
 
     # ---------------------------------------------------------------- batched computation
     def _member_losses(self, state: dict[str, Tensor], batch: dict[str, Tensor], target: Tensor,
@@ -182,6 +195,9 @@ class Population:
 
     def _member_act(self, state: dict[str, Tensor], obs: Tensor, noise: Tensor) -> Tensor:
         return functional_call(self._act, state, (obs, noise))
+
+    def _member_held_out(self, state: dict[str, Tensor], batch: dict[str, Tensor], noise: Tensor) -> Tensor:
+        return functional_call(self._held_out, state, (batch, noise))
 
     def _prefixed(self) -> dict[str, Tensor]:
         return {"agent." + n: t for n, t in self.state.items()}
@@ -345,6 +361,17 @@ class Population:
             if self._native is not None:
                 return self._native.act(self.state, obs, noise)
             return self._vmapped_act[shared](self._prefixed(), obs, noise)
+
+    @torch.no_grad()
+    def held_out_td_errors(self, batches: dict[str, Tensor], noise: Tensor) -> Tensor:
+        """``tql.train.held_out_td_error`` of every member on its own batch ``[K, B, ...]`` with
+        its own z' ``[K, B, act_dim]`` (``tql.train.held_out_draws``): ``[K]``, in one batched
+        computation instead of K (a launch-bound GPU pays per kernel, not per member)."""
+        if self._native is None:
+            return self._vmapped_held_out(self._prefixed(), dict(batches), noise)
+        with self._template.autocast():
+            next_actions = self._native.act(self.state, batches["next_observations"], noise)
+        return self._native.td_error(self.state, batches, next_actions)
 
     # ---------------------------------------------------------------- members
     def _check_index(self, i: int) -> int:

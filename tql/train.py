@@ -223,15 +223,31 @@ VAL_BATCH = 512  # held-out transitions per TD-error measurement
 
 
 @torch.no_grad()
-def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, batch_size: int = VAL_BATCH) -> float:
-    """TD error of ``agent``'s critic on a batch of ``sampler`` (the -val data), drawn with
-    ``generator`` (which the target action's noise also comes from)."""
+def held_out_draws(sampler: Any, generator: torch.Generator, act_dim: int,
+                   batch_size: int = VAL_BATCH) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A held-out TD measurement's random draws from ``generator``, in order: a batch of
+    ``sampler`` (the -val data), then the target action's noise z' (as ``TQLAgent.act`` draws it)."""
     batch = sampler.sample(batch_size, generator)
-    next_actions = agent.act(batch["next_observations"], generator)
+    noise = torch.randn(batch_size, act_dim, device=batch["observations"].device, generator=generator)
+    return batch, noise
+
+
+def held_out_td_error(agent: TQLAgent, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+    """TD error of ``agent``'s critic on ``batch``, the target's action mu(s', z') from ``noise``."""
+    with agent.autocast():
+        next_actions = agent.actor(batch["next_observations"], noise).clamp(-1.0, 1.0)
     next_qs, _ = agent.target_critic(batch["next_observations"], next_actions)
     target = batch["rewards"] + agent.config.gamma * batch["masks"] * next_qs.mean(0)
     qs, _ = agent.critic(batch["observations"], batch["actions"])
-    return float((qs - target).pow(2).mean())
+    return (qs - target).pow(2).mean()
+
+
+@torch.no_grad()
+def held_out_td_loss(agent: TQLAgent, sampler: Any, generator: torch.Generator, batch_size: int = VAL_BATCH) -> float:
+    """TD error of ``agent``'s critic on a batch of ``sampler`` (the -val data), drawn with
+    ``generator`` (which the target action's noise also comes from)."""
+    batch, noise = held_out_draws(sampler, generator, agent.act_dim, batch_size)
+    return float(held_out_td_error(agent, batch, noise))
 
 
 def make_evaluator(config: TrainConfig, device: torch.device, members: int = 1) -> PolicyEvaluator:

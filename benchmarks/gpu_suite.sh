@@ -37,6 +37,7 @@ step batched_trials 360 python benchmarks/batched_trials.py --device cuda --tria
     --json "$OUT/batched_trials.json"
 step eval_members 120 python benchmarks/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500 \
     --repeats 1 --json "$OUT/eval_speed_members.json"
+step held_out 60 python benchmarks/held_out_speed.py --device cuda --k 16 --json "$OUT/held_out_speed.json"
 step graph_tests 120 python -m pytest -q tests/test_graphs.py
 step batched_workers 300 python benchmarks/batched_trials.py --device cuda --trials 16 --batch 4 --workers 4 \
     --skip-one-by-one --profile cpu --json "$OUT/batched_trials_workers.json"

@@ -239,8 +239,9 @@ class PolicyEvaluator:
             results = [self._run_here(request) for request in requests]
         else:
             results = self._run_in_workers(requests)
+        seconds = time.perf_counter() - start
         for result in results:
-            result.seconds = time.perf_counter() - start
+            result.seconds = seconds
         return results
 
     def _run_here(self, request: EvalRequest) -> EvalResult:

@@ -325,8 +325,11 @@ def test_compare_batched_gives_the_one_by_one_numbers_and_reuses_finished_runs(m
         assert code == 0, err
         data[batch] = json.loads((out / "data.json").read_text())
     assert data["on"]["steps"] == data["off"]["steps"] == {"default": 40, "published": 40, "feedback": 40}
-    for approach, scores in data["off"]["scores"].items():
-        assert data["on"]["scores"][approach] == pytest.approx(scores)
+    assert data["on"]["scores"].keys() == data["off"]["scores"].keys()
+    for approach, scores in data["off"]["scores"].items():  # approach -> task -> one score per seed
+        assert data["on"]["scores"][approach].keys() == scores.keys(), approach
+        for task, per_seed in scores.items():
+            assert data["on"]["scores"][approach][task] == pytest.approx(per_seed), (approach, task)
     batches = list((tmp_path / "on" / "runs" / "_batches" / TINY_TASK).iterdir())
     assert len(batches) == 1 and (batches[0] / "checkpoint.pt").exists()  # all six runs as one population
     for seed in (100, 101):

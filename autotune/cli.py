@@ -19,16 +19,23 @@ from tql.errors import TQLError
 
 
 def _quiet_library_warnings() -> None:
-    """Gymnasium and GLFW warn on every env build; they say nothing useful to our users.
-    Optuna's per-trial INFO lines repeat what our progress display and tables show."""
+    """Third-party warnings about env builds say nothing useful to our users (``tql.envs``);
+    Optuna's per-trial INFO lines repeat what our progress display and tables show. A warning
+    of ours is one line on stderr, once, not Python's two-line form with a source line."""
     import warnings
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from tql.envs import silence_env_warnings
 
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")
-    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable.*")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    silence_env_warnings()
+    warnings.filterwarnings("once", category=RuntimeWarning)
+    warnings.showwarning = _show_warning_on_one_line
+
+
+def _show_warning_on_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    err_console.print(Text.assemble(("warning: ", "yellow"), str(message)), soft_wrap=True, highlight=False)
 
 
 def main() -> None:

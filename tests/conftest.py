@@ -18,6 +18,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY_TASK = "cube-double-play-singletask-task2-v0"
 
 
+@pytest.fixture(autouse=True)
+def _env_warnings_silenced():
+    """The filters ``tql.envs`` sets where envs are built, for every test: pytest restores the
+    filters after each test, and an env built in one test may warn on reset in the next."""
+    from tql.envs import silence_env_warnings
+
+    silence_env_warnings()
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A data dir with a generated cube-double-play dataset (3+1 episodes of 100 steps)."""

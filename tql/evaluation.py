@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tql.envs import make_env
 from tql.errors import ConfigError
 from tql.tasks import TaskSpec
 
@@ -106,17 +107,13 @@ class EnvPool:
     """
 
     def __init__(self, env_name: str, num_envs: int):
-        import gymnasium
-
-        import ogbench  # noqa: F401  (registers the OGBench environments)
-
         if num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.env_name = env_name
         self.envs: list = []
         try:
             for _ in range(num_envs):
-                self.envs.append(gymnasium.make(env_name))
+                self.envs.append(make_env(env_name))
         except BaseException:
             self.close()
             raise

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from tql.envs import make_env
 from tql.errors import ConfigError, UnknownTaskError
 
 PAPER_DOMAINS = (
@@ -128,9 +129,7 @@ def _registered_env_ids() -> set[str]:
 def _env_dims(env_base: str, env_name: str) -> tuple[int, int, int]:
     if env_base in _KNOWN_ENVS:
         return _KNOWN_ENVS[env_base]
-    import gymnasium
-
-    env = gymnasium.make(env_name)
+    env = make_env(env_name)
     try:
         dims = (
             int(env.observation_space.shape[0]),

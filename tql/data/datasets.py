@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tql.envs import make_env
 from tql.errors import MissingDatasetError, TQLError
 from tql.tasks import TaskSpec
 
@@ -331,11 +332,7 @@ def goal_from_env(env_name: str, env) -> TaskGoal:
 @functools.lru_cache(maxsize=None)
 def task_goal(env_name: str) -> TaskGoal:
     """Build (once per process) the goal of a single-task env by creating and resetting it."""
-    import gymnasium
-
-    import ogbench  # noqa: F401  (registers the environments)
-
-    env = gymnasium.make(env_name)
+    env = make_env(env_name)
     try:
         # Single-task envs reset to a fixed task; the seed only moves the initial objects.
         env.reset(seed=0)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths, sized_dataset_paths
+from tql.envs import make_env
 from tql.errors import TQLError
 from tql.tasks import TaskSpec, get_task
 
@@ -100,11 +101,7 @@ def _check_supported(task: TaskSpec, dataset_type: str) -> None:
 
 def make_data_env(task: TaskSpec, episode_length: int):
     """The multi-task env in data-collection mode; episodes never end at a goal, only by time."""
-    import gymnasium
-
-    import ogbench  # noqa: F401  (registers the environments)
-
-    return gymnasium.make(
+    return make_env(
         task.data_env_name, terminate_at_goal=False, mode="data_collection", max_episode_steps=episode_length
     )
 

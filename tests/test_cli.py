@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 
@@ -9,6 +11,28 @@ import pytest
 
 from autotune import cli
 from tests.conftest import TINY_TASK
+
+
+class ModuleCapture:
+    """``capsys`` for a fixture wider than one test: stdout and stderr while entered, and the
+    same ``readouterr``."""
+
+    def __enter__(self) -> ModuleCapture:
+        self._out, self._err = io.StringIO(), io.StringIO()
+        self._redirects = contextlib.ExitStack()
+        self._redirects.enter_context(contextlib.redirect_stdout(self._out))
+        self._redirects.enter_context(contextlib.redirect_stderr(self._err))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._redirects.close()
+
+    def readouterr(self) -> tuple[str, str]:
+        texts = self._out.getvalue(), self._err.getvalue()
+        for stream in (self._out, self._err):
+            stream.seek(0)
+            stream.truncate()
+        return texts
 
 
 def run_cli(monkeypatch, capsys, *args):

@@ -10,21 +10,27 @@ import pytest
 
 from autotune.schedules import Schedule
 from tests.conftest import SCENE_TASK, TINY_TASK
-from tests.test_cli import run_cli
+from tests.test_cli import ModuleCapture, run_cli
 from tests.test_studies import TINY, show_json
 
 TASKS = f"{TINY_TASK},{SCENE_TASK}"
 SHORT = ["--profile", "smoke", "--steps", "20", "--eval-every", "20", "--eval-episodes", "1", "--threads", "1"]
 
 
-@pytest.fixture
-def finished_study(monkeypatch, capsys, two_domain_data_dir, tmp_path) -> tuple[str, dict]:
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    code, _, err = run_cli(monkeypatch, capsys, "run", "--tasks", TASKS, "--trials", "2", "--storage", storage,
-                           "--data-dir", str(two_domain_data_dir), "--runs-dir", str(tmp_path / "study-runs"),
-                           "--no-make-data", "--quiet", *TINY)
-    assert code == 0, err
-    return storage, {t["task"]: t for t in show_json(monkeypatch, capsys, storage, "tql")["tasks"]}
+@pytest.fixture(scope="module")
+def finished_study(two_domain_data_dir, tmp_path_factory) -> tuple[str, dict]:
+    """A two-task study, made once for the module: its tests only read it."""
+    tmp = tmp_path_factory.mktemp("study")
+    storage = f"sqlite:///{tmp / 's.db'}"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        capture = ModuleCapture()
+        with capture:
+            code, _, err = run_cli(monkeypatch, capture, "run", "--tasks", TASKS, "--trials", "2", "--storage",
+                                   storage, "--data-dir", str(two_domain_data_dir), "--runs-dir",
+                                   str(tmp / "study-runs"), "--no-make-data", "--quiet", *TINY)
+            assert code == 0, err
+            shown = show_json(monkeypatch, capture, storage, "tql")
+    return storage, {t["task"]: t for t in shown["tasks"]}
 
 
 def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypatch, capsys, two_domain_data_dir,

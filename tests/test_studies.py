@@ -123,8 +123,9 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint(monkeypatch, capsys,
     assert run_cli(monkeypatch, capsys, *base, "--trials", "1")[0] == 0  # trial 0 finishes
     finished = runs.rglob("trial-0000/seed-0/summary.json").__next__()
     finished_mtime = finished.stat().st_mtime_ns
-    # Trial 1 trains for "ever" in a separate process; kill it after its first checkpoint.
-    worker = _cli(*base, "--trials", "2", "--steps", "100000", "--eval-every", "100000")
+    # Trial 1 trains for "ever" in a separate process; kill it after its first checkpoint. A run
+    # that long compiles its loss by default: --no-compile spares a cold inductor cache's minute.
+    worker = _cli(*base, "--trials", "2", "--steps", "100000", "--eval-every", "100000", "--no-compile")
     checkpoint = runs / study / TINY_TASK / "trial-0001" / "seed-0" / "checkpoint.pt"
     try:
         _wait_for(checkpoint.exists, 120, f"{checkpoint}")

@@ -44,9 +44,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
-from autotune.studies import (RunPlan, TrialOutcome, _layer_attrs, _record_error, _set_attrs, objective_value,
-                              suggest_schedule)
 from autotune.trial_lifecycle import Heartbeat, claim_trial, claim_waiting, is_counted, retry_trial
+from autotune.trials import (RunPlan, TrialOutcome, layer_attrs, objective_value, record_error, set_attrs,
+                             suggest_schedule)
 from tql.data.datasets import SIZE_FIELDS
 from tql.evaluation import EvalResult
 from tql.io import atomic_write_json
@@ -116,7 +116,7 @@ class Slot:
     def _tell(self, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
         self.outcome = TrialOutcome(state, value, attrs)
         try:
-            _set_attrs(self.trial, attrs)
+            set_attrs(self.trial, attrs)
             self.trial.study.tell(self.trial, value, state=state)
         except UpdateFinishedTrialError:
             self.lost = True  # declared lost while it ran (a long pause); its retry redoes it
@@ -282,7 +282,7 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
     return {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": slot.rho, "target_entropy": task.target_entropy(slot.rho),
-        "schedule": slot.schedule.to_dict(), **_layer_attrs(slot.schedule),
+        "schedule": slot.schedule.to_dict(), **layer_attrs(slot.schedule),
         "run_dir": str(slot.run_dir.resolve()), "host": socket.gethostname(), "successes": [], "metrics": [],
         "steps": 0, "batch_id": batch.batch_id, "batch_dir": str(batch.batch_dir.resolve()),
     }
@@ -321,7 +321,7 @@ def run_batch(plan: RunPlan, study: optuna.Study, task: TaskSpec,
     t0 = time.perf_counter()
     for slot in batch.claimed():
         slot.attrs = _trial_attrs(plan, task, slot, batch)
-        _set_attrs(slot.trial, slot.attrs)
+        set_attrs(slot.trial, slot.attrs)
     try:
         with Heartbeat(study, [s.trial for s in batch.claimed()], plan.heartbeat_interval):
             members = _members(plan, task, batch, t0, on_step)
@@ -333,7 +333,7 @@ def run_batch(plan: RunPlan, study: optuna.Study, task: TaskSpec,
         raise
     except Exception as exc:
         for slot in batch.live():
-            _record_error(study, slot.trial, exc)
+            record_error(study, slot.trial, exc)
         raise
     seeds = len(plan.seed_list())
     for i, slot in enumerate(batch.slots):

@@ -40,7 +40,8 @@ PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attent
 STORAGE_HELP = "default sqlite:///tql-tune.db here; or postgresql://..., journal:FILE (or FILE.log)"
 
 
-def _print_result(result) -> None:
+def print_result(result) -> None:
+    """A finished run's evaluations as a table on the console."""
     table = Table(title=f"{result.task}  ({result.data_kind} data)")
     for column in ("step", "success %", "mean return", "env steps"):
         table.add_column(column, justify="right")

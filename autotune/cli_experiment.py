@@ -37,7 +37,7 @@ def experiment(
     from autotune import experiment as ex
     from autotune.compare import resolve_batch as compare_batch
     from autotune.experiment_spec import load_experiment
-    from autotune.studies import resolve_batch as study_batch
+    from autotune.trials import resolve_batch as study_batch
 
     experiment_spec = load_experiment(spec)
     if dry_run:

@@ -47,7 +47,8 @@ def run(
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
     from autotune.spec import load_spec
     from autotune.storage import describe, open_storage
-    from autotune.studies import RunPlan, check_studies, create_studies, ensure_data
+    from autotune.studies import check_studies, create_studies, ensure_data
+    from autotune.trials import RunPlan
     from tql.tasks import resolve_tasks
 
     study_spec = load_spec(spec)

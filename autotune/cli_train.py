@@ -10,7 +10,7 @@ from rich.table import Table
 
 from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
                                  EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, TARGET_HELP, TF32_OPTION,
-                                 _print_result, app, console, data_app)
+                                 print_result, app, console, data_app)
 from tql.errors import TQLError
 
 
@@ -96,7 +96,7 @@ def train(
     if followed is not None:
         path = followed.save(Path(out) / "schedule.json")
         console.print(f"the {controller} controller's schedule: {followed.describe()} -> {path}")
-    _print_result(result)
+    print_result(result)
 
 
 CONTROLLERS = ("none", "feedback", "population")
@@ -228,7 +228,7 @@ def apply(
     say_ties(console, loaded.meta.get("ties", []))
     out = out or Path("runs") / task / f"apply-seed{seed}"
     result = run_training(config, out, hooks=hooks, console=console, progress=not quiet)
-    _print_result(result)
+    print_result(result)
 
 
 APPLY_POINTS = (("start", 0.0), ("middle", 0.5), ("end", 1.0))

@@ -53,7 +53,7 @@ def resolve_batch(value: str, device: str) -> bool:
     if value not in ("auto", "on", "off"):
         raise ConfigError(f"--batch {value!r} is not one of: auto, on, off")
     if value == "auto":
-        from autotune.studies import resolve_batch as trials_per_batch
+        from autotune.trials import resolve_batch as trials_per_batch
 
         return trials_per_batch("auto", device) > 1
     return value == "on"

@@ -30,7 +30,7 @@ from tql.tasks import TaskSpec
 
 PLAN_FILE = "plan.json"
 STUDY_NAMES = {"tuned": "tuned", "layers": "layers"}
-REFERENCE_STUDY_BATCH = 8  # autotune.studies.BATCH_AUTO on CUDA
+REFERENCE_STUDY_BATCH = 8  # autotune.trials.BATCH_AUTO on CUDA
 
 
 @dataclass
@@ -198,7 +198,8 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
     """The ``tuned`` or ``layers`` study on every task, continued to its trial count."""
     from autotune.spec import load_spec
     from autotune.storage import open_storage
-    from autotune.studies import RunPlan, create_studies, work
+    from autotune.studies import create_studies, work
+    from autotune.trials import RunPlan
 
     spec_path = plan.spec.tuned_spec if which == "tuned" else plan.spec.layers_spec
     study_spec = load_spec(spec_path)

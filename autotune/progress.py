@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from autotune.studies import RunPlan, TrialOutcome, study_name
+from autotune.trials import RunPlan, TrialOutcome, study_name
 from autotune.trial_lifecycle import is_counted
 from tql.tasks import TaskSpec
 

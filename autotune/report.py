@@ -95,7 +95,8 @@ def summarize(storage_url: str | None, study: str, task: str | None = None) -> d
 
 # ----- terminal plots ----------------------------------------------------------------------------
 
-def _plotext():
+def fresh_plotext():
+    """plotext with a cleared figure and no colours, for one terminal plot."""
     import plotext as plt
 
     plt.clear_figure()
@@ -106,8 +107,9 @@ def _plotext():
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _titled(title: str, canvas: str) -> str:
-    # plotext drops titles wider than the canvas; ANSI resets would garble logs and files.
+def titled_plot(title: str, canvas: str) -> str:
+    """``title`` above a built plotext ``canvas`` without ANSI codes (plotext drops titles wider
+    than the canvas, and ANSI resets would garble logs and files)."""
     return title + "\n" + ANSI.sub("", canvas).rstrip()
 
 
@@ -117,7 +119,7 @@ def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: i
     complete = [t for t in task_summary["trials"] if t["state"] == "complete" and t["value"] is not None]
     if not complete:
         return f"{task_summary['task']}: no complete trials yet"
-    plt = _plotext()
+    plt = fresh_plotext()
     plt.plotsize(width, height)
     layered = all("rho_first" in t for t in complete)
     keys = (("rho_first", "first layer", "o"), ("rho_last", "last layer", "x")) if layered else (("rho", None, "o"),)
@@ -129,7 +131,7 @@ def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: i
     plt.ylim(0, 100)
     plt.xlabel("rho = H̄ / log n")
     plt.ylabel("success %")
-    return _titled(f"{task_summary['task']}: success % of complete trials vs rho", plt.build())
+    return titled_plot(f"{task_summary['task']}: success % of complete trials vs rho", plt.build())
 
 
 ENTROPY_KEY = re.compile(r"entropy/l(\d+)_(value|other)$")
@@ -167,13 +169,13 @@ def entropy_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14
     series = entropy_series(path)
     if not series:
         return f"{task_summary['task']}: {path} has no logged entropies yet"
-    plt = _plotext()
+    plt = fresh_plotext()
     plt.plotsize(width, height)
     for name, points in sorted(series.items()):
         steps, values = zip(*points)
         plt.plot(steps, values, label="H̄ (target)" if name == "target_entropy" else name)
     plt.xlabel("training step")
-    return _titled(f"{task_summary['task']}: attention entropy per layer/group (nats) of the best trial "
+    return titled_plot(f"{task_summary['task']}: attention entropy per layer/group (nats) of the best trial "
                    f"#{best['number']}, first seed", plt.build())
 
 

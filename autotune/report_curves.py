@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autotune.report import _plotext, _titled
+from autotune.report import fresh_plotext, titled_plot
 from tql.errors import ConfigError
 from tql.io import atomic_path
 
@@ -80,11 +80,11 @@ def efficiency_text(summary: dict[str, Any], plot: bool, width: int = 70, height
                                for s, v, lo, hi in zip(c["steps"], c["iqm"], c["ci_low"], c["ci_high"]))
             lines.append(f"  {approach}: {points}")
         return "\n".join(lines)
-    plt = _plotext()
+    plt = fresh_plotext()
     plt.plotsize(width, height)
     for i, (approach, c) in enumerate(curves.items()):
         plt.plot(c["steps"], [100 * v for v in c["iqm"]], label=approach, marker=MARKERS[i % len(MARKERS)])
     plt.ylim(0, 100)
     plt.xlabel("training steps per run")
     plt.ylabel("IQM success %")
-    return _titled(title, plt.build())
+    return titled_plot(title, plt.build())

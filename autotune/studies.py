@@ -18,7 +18,7 @@ import os
 import socket
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,96 +26,18 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
+from autotune.batched_trials import run_batch
+from autotune.schedules import CombinedHooks, ScheduleHooks
 from autotune.spec import StudySpec
 from autotune.storage import open_storage
 from autotune.trial_lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
+from autotune.trials import (RunPlan, TrialOutcome, layer_attrs, objective_value, record_error, set_attrs,
+                             study_name, suggest_schedule)
 from tql.data.datasets import SIZE_FIELDS
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.tasks import TaskSpec
-from tql.train import PROFILES, TrainConfig, TrainHooks, TrainingDiverged, train
-
-DEFAULT_STUDY = "tql"
-
-
-def study_name(study: str, task: str) -> str:
-    return f"{study}:{task}"
-
-
-@dataclass
-class RunPlan:
-    """Everything ``tql-tune run`` decided before touching the storage."""
-
-    tasks: list[TaskSpec]
-    spec: StudySpec
-    study: str = DEFAULT_STUDY
-    storage: str | None = None
-    profile: str = "smoke"
-    trials: int | None = None
-    seeds: int | None = None
-    workers: int = 1
-    runs_dir: Path = Path("runs/studies")
-    data_dir: Path = Path("data")
-    data_kind: str = "auto"
-    make_data: bool = True
-    device: str = "auto"
-    threads: int | None = None
-    precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
-    compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-    heartbeat_interval: float = 30.0
-    grace_period: float = 120.0
-    batch: int | str = "auto"  # trials trained together as one population (autotune.batched_trials)
-
-    def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
-        self.batch = resolve_batch(self.batch, self.device)
-        budget = self.spec.budget(self.profile)
-        self.trials = self.trials if self.trials is not None else budget.trials
-        self.seeds = self.seeds if self.seeds is not None else budget.seeds
-        for name in ("trials", "seeds", "workers"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ConfigError(f"--{name} {value!r} must be >= 1")
-        if not self.study or ":" in self.study:
-            raise ConfigError(f"study name {self.study!r} must be non-empty and contain no ':'")
-        if self.spec.sampler == "grid" and self.trials > self.spec.grid_points:
-            raise ConfigError(f"--trials {self.trials} exceeds the grid's {self.spec.grid_points} points "
-                              "(sampler.grid_points in the study spec)")
-        if not 0 < self.heartbeat_interval < self.grace_period:
-            raise ConfigError(f"heartbeat interval {self.heartbeat_interval!r} must be > 0 and below the grace "
-                              f"period {self.grace_period!r}")
-
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
-
-    def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
-        return TrainConfig.from_profile(
-            task.name, self.profile, {"precision": self.precision, "compile": self.compile}, rho=rho, seed=seed, data_dir=str(self.data_dir),
-            data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
-
-
-BATCH_AUTO = {"cpu": 1, "cuda": 8}  # --batch auto: on a CPU a population is compute-bound, so no gain
-
-
-def resolve_batch(value: int | str, device: str) -> int:
-    """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
-    if value == "auto":
-        if device == "auto":
-            import torch
-
-            return BATCH_AUTO["cuda" if torch.cuda.is_available() else "cpu"]
-        return BATCH_AUTO["cuda" if str(device).startswith("cuda") else "cpu"]
-    try:
-        batch = int(value)
-    except (TypeError, ValueError):
-        batch = 0
-    if isinstance(value, bool) or batch < 1 or str(batch) != str(value).strip():
-        raise ConfigError(f"--batch {value!r} is not one of: auto, an integer >= 1")
-    return batch
-
+from tql.train import PROFILES, TrainHooks, TrainingDiverged, train
 
 # ----- study creation and checks -------------------------------------------------------------
 
@@ -230,34 +152,6 @@ class TrialHooks(TrainHooks):
         return self.pruned
 
 
-def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Schedule:
-    """The trial's H̄ schedule: one constant rho, rho at evenly spaced knots of progress, or
-    (kind 'layers') a depth profile of constant first and last layer rho."""
-    names = spec.param_names()
-    values = [trial.suggest_float(name, spec.rho_low, spec.rho_high, log=spec.log) for name in names]
-    meta = {"source": f"optuna trial {trial.number}", "task": task.name, "n_tokens": task.n_tokens}
-    if spec.kind == "constant":
-        return Schedule.constant(values[0], **meta)
-    if spec.kind == "layers":
-        return Schedule.profile(*values, **meta)
-    knots = [(i / (len(values) - 1), v) for i, v in enumerate(values)]
-    return Schedule.piecewise(knots, **meta)
-
-
-def objective_value(evals: list[dict], last_k: int) -> float:
-    """Mean success of the last ``last_k`` evaluations of one run."""
-    if not evals:
-        raise ConfigError("a run finished without an evaluation; check --eval-every")
-    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
-
-
-@dataclass
-class TrialOutcome:
-    state: TrialState
-    value: float | None
-    attrs: dict[str, Any]
-
-
 def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
               on_step: Callable[[int], None] | None = None) -> TrialOutcome:
     """Train every seed at the trial's rho; the trial's value is the mean objective over seeds."""
@@ -268,11 +162,11 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
-        "schedule": schedule.to_dict(), **_layer_attrs(schedule),
+        "schedule": schedule.to_dict(), **layer_attrs(schedule),
         "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
     }
-    _set_attrs(trial, attrs)
+    set_attrs(trial, attrs)
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
@@ -293,28 +187,15 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
             attrs["pruned_at"] = {"seed": seed, "step": result.steps}
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
         attrs["successes"].append(objective_value(result.evals, spec.last_k))
-        _set_attrs(trial, {"successes": attrs["successes"], "steps": attrs["steps"]})
+        set_attrs(trial, {"successes": attrs["successes"], "steps": attrs["steps"]})
     value = float(statistics.fmean(attrs["successes"]))
     attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
     return _outcome(trial, attrs, t0, TrialState.COMPLETE, value)
 
 
-def _layer_attrs(schedule: Schedule) -> dict[str, float]:
-    """A profile trial's first and last layer rho (its "rho" is their mean, as ``rho_at``)."""
-    if not schedule.is_profile:
-        return {}
-    return {f"rho_{name}": curve.rho if curve.kind == "constant" else curve.mean_rho()
-            for name, curve in zip(("first", "last"), schedule.curves())}
-
-
 def _outcome(trial: optuna.Trial, attrs: dict, t0: float, state: TrialState, value: float | None) -> TrialOutcome:
     attrs["wall_seconds"] = time.perf_counter() - t0
     return TrialOutcome(state, value, attrs)
-
-
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
 
 
 def execute_trial(plan: RunPlan, study: optuna.Study, task: TaskSpec, trial: optuna.Trial,
@@ -327,23 +208,14 @@ def execute_trial(plan: RunPlan, study: optuna.Study, task: TaskSpec, trial: opt
         retry_trial(study, study._storage.get_trial(trial._trial_id), "interrupted", "interrupted by the user")
         raise
     except Exception as exc:
-        _record_error(study, trial, exc)
+        record_error(study, trial, exc)
         raise
     try:
-        _set_attrs(trial, outcome.attrs)
+        set_attrs(trial, outcome.attrs)
         study.tell(trial, outcome.value if outcome.state == TrialState.COMPLETE else None, state=outcome.state)
     except UpdateFinishedTrialError:
         pass  # declared lost while it ran (e.g. a long pause); its retry redoes it from the checkpoint
     return outcome
-
-
-def _record_error(study: optuna.Study, trial: optuna.Trial, exc: Exception) -> None:
-    try:
-        trial.set_user_attr("fail_kind", "error")
-        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-        study.tell(trial, state=TrialState.FAIL)
-    except UpdateFinishedTrialError:
-        pass
 
 
 # ----- workers --------------------------------------------------------------------------------
@@ -390,8 +262,6 @@ def _next_trials(plan: RunPlan, study: optuna.Study, task: TaskSpec,
     the outcomes it recorded ([] when every trial of a batch was declared lost meanwhile);
     None when the study has its trials."""
     if plan.batch > 1:
-        from autotune.batched_trials import run_batch
-
         return run_batch(plan, study, task, on_step)
     trial = claim_trial(study, plan.trials)
     return None if trial is None else [execute_trial(plan, study, task, trial, on_step)]

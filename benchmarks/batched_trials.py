@@ -51,6 +51,7 @@ import optuna  # noqa: E402
 
 from autotune import studies  # noqa: E402
 from autotune.spec import load_spec  # noqa: E402
+from autotune.trials import RunPlan, study_name  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 
@@ -105,10 +106,10 @@ def check_args(args) -> None:
                          "would compete with the other settings)")
 
 
-def make_plan(args, spec, root: Path, setting: Setting, name: str) -> studies.RunPlan:
+def make_plan(args, spec, root: Path, setting: Setting, name: str) -> RunPlan:
     overrides = {"eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "steps": args.steps}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    plan = studies.RunPlan(tasks=[get_task(args.task)], spec=spec, study=name, storage=f"sqlite:///{root / 's.db'}",
+    plan = RunPlan(tasks=[get_task(args.task)], spec=spec, study=name, storage=f"sqlite:///{root / 's.db'}",
                            profile=args.profile, trials=args.trials, seeds=args.seeds, runs_dir=root / "runs",
                            data_dir=Path(args.data_dir), device=args.device, threads=args.threads,
                            train_overrides=overrides, batch=setting.batch, workers=setting.workers)
@@ -117,7 +118,7 @@ def make_plan(args, spec, root: Path, setting: Setting, name: str) -> studies.Ru
     return plan
 
 
-def run_study(plan: studies.RunPlan, rhos: list[float]) -> tuple[float, dict[float, float]]:
+def run_study(plan: RunPlan, rhos: list[float]) -> tuple[float, dict[float, float]]:
     """Seconds of the plan's workers filling the study, and each trial's value by rho."""
     study = studies.create_studies(plan, studies.open_storage(plan.storage))[0]
     for rho in rhos:
@@ -128,7 +129,7 @@ def run_study(plan: studies.RunPlan, rhos: list[float]) -> tuple[float, dict[flo
     elif any(code != 0 for code in studies.run_workers(plan)):
         raise SystemExit(f"{plan.study}: a worker failed")
     wall = time.perf_counter() - start
-    trials = optuna.load_study(study_name=studies.study_name(plan.study, plan.tasks[0].name),
+    trials = optuna.load_study(study_name=study_name(plan.study, plan.tasks[0].name),
                                storage=plan.storage).trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) != len(rhos):

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import precision_check as pc  # noqa: E402
-from tql.model import EnsembleMLP, _gelu, full_precision, upcast  # noqa: E402
+from tql.model import EnsembleMLP, full_precision, gelu_tanh, upcast  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 
@@ -37,9 +37,9 @@ def hidden_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
     """``EnsembleMLP._forward`` as of commit 2a7d0b5: only the output layer in float32."""
     batch = x.shape[0]
     h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
-    h = self._norm(_gelu(h), 0)
+    h = self._norm(gelu_tanh(h), 0)
     for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
-        h = self._norm(_gelu(torch.baddbmm(b, h, w)), i)
+        h = self._norm(gelu_tanh(torch.baddbmm(b, h, w)), i)
     with full_precision(h):
         return torch.baddbmm(self.b_out, upcast(h), self.w_out).squeeze(-1)
 

@@ -33,7 +33,7 @@ def batch_train():
 
 def _plan(tmp_path: Path, data_dir: Path, name: str, batch: int, seeds: int, trials: int, pruner: str = "none"):
     from autotune.spec import load_spec
-    from autotune.studies import RunPlan
+    from autotune.trials import RunPlan
     from tql.tasks import get_task
 
     spec = tmp_path / f"{pruner}.toml"
@@ -305,7 +305,7 @@ def test_bad_batch_value_is_a_one_line_error(monkeypatch, capsys, tiny_data_dir,
 
 
 def test_batch_auto_is_one_on_a_cpu_and_eight_on_cuda():
-    from autotune.studies import resolve_batch
+    from autotune.trials import resolve_batch
 
     assert resolve_batch("auto", "cpu") == 1 and resolve_batch("auto", "cuda:0") == 8 and resolve_batch("3", "cpu") == 3
     assert resolve_batch("auto", "auto") == (8 if torch.cuda.is_available() else 1)

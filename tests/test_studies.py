@@ -163,6 +163,7 @@ def test_two_workers_finish_exactly_n_trials(monkeypatch, capsys, tiny_data_dir,
 def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
     from autotune import studies
     from autotune.spec import load_spec
+    from autotune.trials import RunPlan
     from tql.tasks import get_task
     from tql.train import TrainingDiverged
 
@@ -176,7 +177,7 @@ def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp
 
     monkeypatch.setattr(studies, "train", flaky_train)
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    plan = studies.RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2,
+    plan = RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2,
                            runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
                            train_overrides=dict(steps=10, eval_every=10, eval_episodes=1))
     studies.create_studies(plan, studies.open_storage(storage))
@@ -192,11 +193,12 @@ def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch
     """A pruner that always prunes: each trial stops after its first report, state PRUNED."""
     from autotune import studies
     from autotune.spec import load_spec
+    from autotune.trials import RunPlan
     from tql.tasks import get_task
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    plan = studies.RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=2,
+    plan = RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=2,
                            runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
                            train_overrides=dict(steps=20, eval_every=10, eval_episodes=1))
     studies.create_studies(plan, studies.open_storage(storage))

@@ -37,7 +37,7 @@ from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.population import Population
 from tql.targets import target_table
-from tql.train import (_RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, _frozen,
+from tql.train import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, frozen_target,
                        eval_record, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
                        set_tf32, warn_on)
 
@@ -129,7 +129,7 @@ class BatchTrainer:
         self.data, self.sampler, self.val_sampler = load_data(self.config, self.device, self._say, progress)
         self.depth = critic_depth(self.config.agent)
         self.members = [_Member(m, torch.Generator(device=self.device).manual_seed(m.config.seed),
-                                _frozen(m.config.constant_target())) for m in members]
+                                frozen_target(m.config.constant_target())) for m in members]
         self.population = Population(self.task.obs_dim, self.task.act_dim, self.config.agent, len(members),
                                      self.device, seeds=[m.config.seed for m in members], total_steps=self.config.steps)
         self._scratch = TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
@@ -157,7 +157,7 @@ class BatchTrainer:
         """What a resumed batch must share with the saved one: members, order, settings and
         folders (budget fields may change, as for ``train``)."""
         def settings(config: TrainConfig) -> dict:
-            return {k: v for k, v in json_safe(config.to_dict()).items() if k not in _RESUME_IGNORED}
+            return {k: v for k, v in json_safe(config.to_dict()).items() if k not in RESUME_IGNORED}
         return [{"config": settings(m.spec.config), "out_dir": str(Path(m.spec.out_dir).resolve())}
                 for m in self.members]
 
@@ -240,10 +240,10 @@ class BatchTrainer:
         value = member.hooks.target_entropy(step, step / self.config.steps)
         if value is None:
             return member.table
-        key = _frozen(value)
+        key = frozen_target(value)
         if key != member.last_hook[0]:
             table = target_table(value, self.depth, self.task.max_entropy, f"H̄ (from a hook at step {step})")
-            member.last_hook = (key, _frozen(table))
+            member.last_hook = (key, frozen_target(table))
         return member.last_hook[1]
 
     def run(self) -> list[MemberOutcome]:

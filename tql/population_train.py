@@ -37,7 +37,7 @@ from tql.population import Population
 from tql.targets import target_table
 from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult
-from tql.train import (VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, _frozen,
+from tql.train import (VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, frozen_target,
                        make_evaluator, policy_request)
 
 FITNESS = ("val_td", "success")
@@ -96,7 +96,7 @@ class PopulationTrainer(Trainer):
             return self._target_tensor(self._hook_table(value, step)).expand(self.members, -1, -1)
         if len(value) != self.members:
             raise ConfigError(f"a hook gave {len(value)} target entropies for {self.members} members")
-        key = _frozen(value)
+        key = frozen_target(value)
         if key != self._last_members[0]:
             what = f"H̄ (from a hook at step {step})"
             tables = [target_table(v, self.depth, self.task.max_entropy, what) for v in value]

@@ -199,7 +199,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 _SPEED_ONLY_AGENT_OPTIONS = ("compile",)
-_RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data",
+# TrainConfig fields a resumed run may change (budget, cadence, machine); any other difference is refused.
+RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data",
                    "cuda_graph", "tf32", "eval_workers")
 
 
@@ -300,7 +301,7 @@ def _check_resumable(saved: dict, config: TrainConfig, out_dir: Path) -> None:
         saved = {**saved, "agent": json.loads(json.dumps(AgentConfig.from_dict(saved["agent"]).to_dict()))}
         # Speed-only agent options may change on resume (the same math, compiled or not).
         saved["agent"].update({k: current["agent"][k] for k in _SPEED_ONLY_AGENT_OPTIONS})
-    diffs = [k for k in current if k not in _RESUME_IGNORED and saved.get(k) != current[k]]
+    diffs = [k for k in current if k not in RESUME_IGNORED and saved.get(k) != current[k]]
     if diffs:
         raise ConfigError(
             f"{out_dir} holds a run with different settings ({', '.join(diffs)}); "
@@ -435,7 +436,7 @@ class Trainer:
     def _hook_table(self, value: Any, step: int) -> Table:
         if value is None:
             return self.constant_table
-        key = _frozen(value)
+        key = frozen_target(value)
         if key != self._last_hook[0]:
             what = f"H̄ (from a hook at step {step})"
             self._last_hook = (key, target_table(value, self.depth, self.task.max_entropy, what))
@@ -532,12 +533,12 @@ class Trainer:
         return _ProgressBar(self, enabled=self.show_progress)
 
 
-def _frozen(value: Any) -> Any:
+def frozen_target(value: Any) -> Any:
     """A hashable, comparable copy of a hook's target (number, list, table, array)."""
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
+        return tuple(frozen_target(v) for v in value)
     return value
 
 

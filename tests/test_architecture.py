@@ -1,0 +1,135 @@
+"""The code's shape, checked from its imports (every import, a function's lazy ones too):
+no import circle, ``tql`` never imports ``autotune``, typer and rich's console only in the CLI
+modules, and no private name (``_x``) imported from another module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("tql", "autotune")
+CLI_PREFIX = "autotune.cli"  # autotune/cli.py and autotune/cli_*.py: the only modules that know typer
+UI_MODULES = ("typer", "rich.console")
+
+
+def modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
+    """Dotted name -> file of every module of ``packages`` under ``root`` (a package is its __init__)."""
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(path: Path) -> list[tuple[str, str | None]]:
+    """(module, imported name or None) of every absolute import in ``path``, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.module, alias.name) for alias in node.names]
+    return found
+
+
+def import_graph(known: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of ``known`` it imports (``from p import m`` counts m when m is a module)."""
+    graph = {}
+    for name, path in known.items():
+        targets = set()
+        for module, imported in imports(path):
+            if imported and f"{module}.{imported}" in known:
+                targets.add(f"{module}.{imported}")
+            elif module in known:
+                targets.add(module)
+        graph[name] = targets - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def violations(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Every broken rule, one line each."""
+    known = modules(root, packages)
+    found = [f"import circle: {' <-> '.join(component)}" for component in cycles(import_graph(known))]
+    for name, path in known.items():
+        for module, imported in imports(path):
+            if name.split(".")[0] == "tql" and module.split(".")[0] == "autotune":
+                found.append(f"{name} imports {module}: tql must not know autotune")
+            target = f"{module}.{imported}" if imported else module
+            if not name.startswith(CLI_PREFIX) and any(target == ui or target.startswith(ui + ".")
+                                                       or module == ui for ui in UI_MODULES):
+                found.append(f"{name} imports {target}: only the CLI modules ({CLI_PREFIX}*) talk to the terminal")
+            private = imported and imported.startswith("_") and not imported.startswith("__")
+            if private and module in known and module != name:
+                found.append(f"{name} imports the private name {imported} from {module}")
+    return found
+
+
+def test_the_code_keeps_its_shape():
+    assert violations(ROOT) == []
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_a_circle_even_through_a_lazy_import_is_found(tmp_path):
+    root = _package(tmp_path, {
+        "tql/__init__.py": "",
+        "tql/a.py": "from tql.b import x\n",
+        "tql/b.py": "def f():\n    from tql import c\n",
+        "tql/c.py": "import tql.a\n",
+        "tql/d.py": "from tql.a import y\n",  # imports into the circle, is not part of it
+    })
+    assert violations(root, ("tql",)) == ["import circle: tql.a <-> tql.b <-> tql.c"]
+
+
+def test_each_rule_names_the_module_that_breaks_it(tmp_path):
+    root = _package(tmp_path, {
+        "tql/__init__.py": "",
+        "tql/loop.py": "from autotune.studies import RunPlan\n",
+        "autotune/__init__.py": "",
+        "autotune/studies.py": "import typer\nfrom autotune.report import _plot\n",
+        "autotune/report.py": "def f():\n    from rich.console import Console\n",
+        "autotune/cli_x.py": "import typer\nfrom rich.console import Console\n",
+    })
+    assert sorted(violations(root)) == [
+        "autotune.report imports rich.console.Console: only the CLI modules (autotune.cli*) talk to the terminal",
+        "autotune.studies imports the private name _plot from autotune.report",
+        "autotune.studies imports typer: only the CLI modules (autotune.cli*) talk to the terminal",
+        "tql.loop imports autotune.studies: tql must not know autotune",
+    ]

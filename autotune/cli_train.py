@@ -10,7 +10,7 @@ from rich.table import Table
 
 from autotune.cli_common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
                                  EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, TARGET_HELP, TF32_OPTION,
-                                 print_result, app, console, data_app)
+                                 app, console, data_app, print_result)
 from tql.errors import TQLError
 
 

@@ -37,8 +37,8 @@ from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.population import Population
 from tql.targets import target_table
-from tql.train import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, frozen_target,
-                       eval_record, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
+from tql.train import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, eval_record,
+                       frozen_target, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
                        set_tf32, warn_on)
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.

@@ -44,7 +44,7 @@ from typing import Any
 from tql.errors import ConfigError
 from tql.io import atomic_write_json
 from tql.targets import layer_profile
-from tql.train import TrainHooks
+from tql.trainer import TrainHooks
 
 FORMAT = "tql-tune-schedule"
 VERSION = 2  # the newest version this tql-tune reads; see VERSIONS
@@ -340,7 +340,7 @@ class ScheduleHooks(TrainHooks):
 
     @classmethod
     def for_config(cls, schedule: Schedule, config) -> "ScheduleHooks":
-        """Hooks for a ``tql.train.TrainConfig``: its task's n and its critic's depth."""
+        """Hooks for a ``tql.trainer.TrainConfig``: its task's n and its critic's depth."""
         from tql.agent import critic_depth
 
         return cls(schedule, config.spec.n_tokens, critic_depth(config.agent))

@@ -10,7 +10,7 @@ profile, the first layers' curves and the last layers' curves are pooled apart i
 (a one-curve schedule gives both the same curve).
 
 Ties: a schedule taken from a study records in ``meta["ties"]`` the tasks whose best trial is a
-tie (``autotune.ties``): ``[task]`` or ``[]``; a pooled schedule records its sources' ties.
+tie (``autotune.tuning.ties``): ``[task]`` or ``[]``; a pooled schedule records its sources' ties.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.schedules import Schedule
-from autotune.ties import best_tie
+from autotune.tuning.ties import best_tie
 from tql.errors import ConfigError
 
 POOL_POINTS = 11

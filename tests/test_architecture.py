@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tql", "autotune")
-CLI_PREFIX = "autotune.cli"  # autotune/cli.py and autotune/cli_*.py: the only modules that know typer
+CLI_PACKAGE = "autotune.cli"  # autotune/cli/: the only modules that know typer
 UI_MODULES = ("typer", "rich.console")
 
 
@@ -86,9 +86,9 @@ def violations(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
             if name.split(".")[0] == "tql" and module.split(".")[0] == "autotune":
                 found.append(f"{name} imports {module}: tql must not know autotune")
             target = f"{module}.{imported}" if imported else module
-            if not name.startswith(CLI_PREFIX) and any(target == ui or target.startswith(ui + ".")
-                                                       for ui in UI_MODULES):
-                found.append(f"{name} imports {target}: only the CLI modules ({CLI_PREFIX}*) talk to the terminal")
+            in_cli = name == CLI_PACKAGE or name.startswith(CLI_PACKAGE + ".")
+            if not in_cli and any(target == ui or target.startswith(ui + ".") for ui in UI_MODULES):
+                found.append(f"{name} imports {target}: only the CLI package ({CLI_PACKAGE}) talks to the terminal")
             private = imported and imported.startswith("_") and not imported.startswith("__")
             if private and module in known and module != name:
                 found.append(f"{name} imports the private name {imported} from {module}")
@@ -125,11 +125,28 @@ def test_each_rule_names_the_module_that_breaks_it(tmp_path):
         "autotune/__init__.py": "",
         "autotune/studies.py": "import typer\nfrom autotune.report import _plot\n",
         "autotune/report.py": "def f():\n    from rich.console import Console\n",
-        "autotune/cli_x.py": "import typer\nfrom rich.console import Console\n",
+        "autotune/cli/__init__.py": "import typer\n",
+        "autotune/cli/x.py": "from rich.console import Console\n",
+        "autotune/cli_lookalike.py": "import typer\n",  # beside the CLI package, not in it
     })
     assert sorted(violations(root)) == [
-        "autotune.report imports rich.console.Console: only the CLI modules (autotune.cli*) talk to the terminal",
+        "autotune.cli_lookalike imports typer: only the CLI package (autotune.cli) talks to the terminal",
+        "autotune.report imports rich.console.Console: only the CLI package (autotune.cli) talks to the terminal",
         "autotune.studies imports the private name _plot from autotune.report",
-        "autotune.studies imports typer: only the CLI modules (autotune.cli*) talk to the terminal",
+        "autotune.studies imports typer: only the CLI package (autotune.cli) talks to the terminal",
         "tql.loop imports autotune.studies: tql must not know autotune",
     ]
+
+
+def test_every_package_says_what_it_holds_and_may_import():
+    """Each folder of modules is a package whose docstring names its modules' roles, what it
+    may import and its public names (setuptools' find_packages also needs the __init__)."""
+    for package in PACKAGES:
+        for folder in [ROOT / package, *(p for p in (ROOT / package).rglob("*") if p.is_dir())]:
+            if not list(folder.glob("*.py")):
+                continue  # __pycache__ and data folders
+            init = folder / "__init__.py"
+            assert init.exists(), f"{folder.relative_to(ROOT)} has modules but no __init__.py"
+            doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+            assert "May import" in doc and "Public names" in doc, \
+                f"{init.relative_to(ROOT)}: its docstring must say what it may import and its public names"

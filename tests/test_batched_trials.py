@@ -28,12 +28,12 @@ TINY_TRAIN = dict(steps=20, eval_every=10, eval_episodes=1)
 def batch_train():
     import importlib
 
-    return importlib.import_module("tql.batch_train")
+    return importlib.import_module("tql.batched.trials")
 
 
 def _plan(tmp_path: Path, data_dir: Path, name: str, batch: int, seeds: int, trials: int, pruner: str = "none"):
-    from autotune.spec import load_spec
-    from autotune.trials import RunPlan
+    from autotune.tuning.spec import load_spec
+    from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 
     spec = tmp_path / f"{pruner}.toml"
@@ -45,7 +45,7 @@ def _plan(tmp_path: Path, data_dir: Path, name: str, batch: int, seeds: int, tri
 
 def _start(plan, rhos: list[float]) -> optuna.Study:
     """Create the plan's study and queue trials at fixed rhos (the same both ways)."""
-    from autotune import studies
+    from autotune.tuning import studies
 
     study = studies.create_studies(plan, studies.open_storage(plan.storage))[0]
     for rho in rhos:
@@ -58,7 +58,7 @@ def _rows(path: str | Path, kind: str) -> list[dict]:
 
 
 def test_batched_trials_equal_the_same_trials_one_by_one(tiny_data_dir, tmp_path):
-    from autotune import studies
+    from autotune.tuning import studies
 
     rhos = [0.3, 0.6, 0.9]
     runs = {}
@@ -96,7 +96,7 @@ class PruneLowRho(optuna.pruners.BasePruner):
 
 def test_a_pruned_trial_stops_counting_at_once_and_its_members_freeze(tiny_data_dir, tmp_path, monkeypatch,
                                                                       batch_train):
-    from autotune import studies
+    from autotune.tuning import studies
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: PruneLowRho())
     real, states_when_trained = batch_train.train_batch, []
@@ -126,8 +126,8 @@ def test_a_pruned_trial_stops_counting_at_once_and_its_members_freeze(tiny_data_
 
 def test_a_diverged_member_fails_its_own_trial_and_the_others_go_on(tiny_data_dir, tmp_path, monkeypatch,
                                                                     batch_train):
-    from autotune import studies
-    from tql.train import TrainingDiverged
+    from autotune.tuning import studies
+    from tql.trainer import TrainingDiverged
 
     real = batch_train.train_batch
 
@@ -151,7 +151,7 @@ def test_a_diverged_member_fails_its_own_trial_and_the_others_go_on(tiny_data_di
 
 def test_ctrl_c_retries_every_trial_of_the_batch(tiny_data_dir, tmp_path, monkeypatch,
                                                  batch_train):
-    from autotune import studies
+    from autotune.tuning import studies
 
     def interrupted(members, batch_dir, **kwargs):
         raise KeyboardInterrupt
@@ -180,7 +180,7 @@ def test_a_trial_pruned_after_the_checkpoint_rides_along_the_resumed_batch_untou
     """Trial 0 is pruned at step 10, after the checkpoint at step 8; Ctrl-C at step 11 re-queues
     trial 1 only. The resumed batch carries trial 0 frozen from the start: its files are not cut
     back to step 8 and rewritten, and trial 1 finishes from the checkpoint."""
-    from autotune import batched_trials, studies
+    from autotune.tuning import batched as batched_trials, studies
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: PruneLowRho())
     plan = _plan(tmp_path, tiny_data_dir, "r", batch=2, seeds=1, trials=2)
@@ -305,7 +305,7 @@ def test_bad_batch_value_is_a_one_line_error(monkeypatch, capsys, tiny_data_dir,
 
 
 def test_batch_auto_is_one_on_a_cpu_and_eight_on_cuda():
-    from autotune.trials import resolve_batch
+    from autotune.tuning.trials import resolve_batch
 
     assert resolve_batch("auto", "cpu") == 1 and resolve_batch("auto", "cuda:0") == 8 and resolve_batch("3", "cpu") == 3
     assert resolve_batch("auto", "auto") == (8 if torch.cuda.is_available() else 1)

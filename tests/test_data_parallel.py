@@ -85,7 +85,7 @@ def test_bad_workers_and_seed_are_refused():
 
 def test_default_sizes_are_ogbenchs():
     """1000 episodes per domain, 3000 for cube-triple; the paper profile expects those."""
-    from tql.train import TrainConfig
+    from tql.trainer import TrainConfig
 
     assert default_episodes("cube-triple") == 3000
     assert {default_episodes(d) for d in ("cube-double", "scene", "puzzle-3x3", "puzzle-4x4")} == {1000}
@@ -148,7 +148,7 @@ def test_missing_data_is_generated_at_the_expected_size(tmp_path):
 def test_training_records_the_dataset_size(tiny_data_dir, tmp_path):
     """config.json and summary.json carry the size; the smoke profile expects more than the
     tiny dataset holds, so the run warns (a Python warning: no console)."""
-    from tql.train import TrainConfig, train
+    from tql.trainer import TrainConfig, train
 
     config = TrainConfig.from_profile(CUBE, "smoke", {"batch_size": 16}, steps=2, eval_every=2, log_every=1,
                                       checkpoint_every=2, eval_episodes=1, eval_max_steps=5,

@@ -19,7 +19,7 @@ from tql.errors import ConfigError
 from tql.eval_workers import (ActorPolicy, EvalRequest, PolicyEvaluator, check_eval_workers, deal_requests,
                               parse_eval_workers, resolve_eval_workers, split_episodes)
 from tql.evaluation import EnvPool, EpisodeNoise, EvalResult, episode_seed, merge_results, run_episodes
-from tql.train import TrainConfig
+from tql.trainer import TrainConfig
 
 
 def tiny_actor(task, hidden=(16, 16), seed=0) -> torch.nn.Module:
@@ -212,7 +212,7 @@ def test_parse_eval_workers():
 # ---------------------------------------------------------------- a training run's evaluations
 def test_a_run_evaluating_in_workers_records_the_in_process_results(tiny_data_dir, tmp_path):
     from tests.conftest import TINY_TASK
-    from tql.train import Trainer, eval_record, policy_episodes
+    from tql.trainer import Trainer, eval_record, policy_episodes
 
     config = TrainConfig.from_profile(TINY_TASK, "smoke", {"batch_size": 16}, steps=10, eval_every=10,
                                       eval_episodes=3, eval_max_steps=5, log_every=5, data_dir=str(tiny_data_dir),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.experiment import plan_experiment, usable_approaches
-from autotune.experiment_cost import experiment_work, fit_steps, total_seconds
-from autotune.experiment_spec import APPROACHES, Machine, experiment_from_dict, load_experiment
+from autotune.experiment.plan import plan_experiment, usable_approaches
+from autotune.experiment.cost import experiment_work, fit_steps, total_seconds
+from autotune.experiment.spec import APPROACHES, Machine, experiment_from_dict, load_experiment
 from tql.errors import ConfigError
 
 SPEC = Path(__file__).resolve().parents[1] / "studies" / "experiment.toml"
@@ -85,7 +85,7 @@ def test_a_faster_machine_gets_more_steps_in_the_same_budget():
 
 
 def test_a_batch_is_evaluated_together_so_more_processes_share_its_episodes():
-    from autotune.experiment_cost import episode_steps, study_work
+    from autotune.experiment.cost import episode_steps, study_work
 
     spec = load_experiment(SPEC)
     task = spec.task_specs()[0]
@@ -132,10 +132,10 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     how busy the test machine is."""
     from typer.testing import CliRunner
 
-    import autotune.experiment_probe
+    import autotune.experiment.probe
     from autotune.cli import app
 
-    monkeypatch.setattr(autotune.experiment_probe, "probe_machine", lambda *args, **kwargs: CPU)
+    monkeypatch.setattr(autotune.experiment.probe, "probe_machine", lambda *args, **kwargs: CPU)
 
     raw = raw_spec()
     raw["dry_run"].update(tasks=["cube-double-play-singletask-task1-v0", "puzzle-3x3-play-singletask-task1-v0"],

@@ -14,7 +14,7 @@ from tests.conftest import TINY_TASK
 from tql.agent import AgentConfig, TQLAgent, compile_pays, lr_factor
 from tql.errors import ConfigError
 from tql.graphs import GraphedStep, Uploader, use_cuda_graph
-from tql.train import TrainConfig, Trainer, train
+from tql.trainer import TrainConfig, Trainer, train
 
 OBS, ACT = 6, 2
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: graph capture records CUDA kernels")
@@ -297,7 +297,7 @@ def test_training_on_cuda_captures_the_step(tiny_data_dir, tmp_path):
 
 @CUDA
 def test_population_training_on_cuda_captures_the_natively_batched_step(tiny_data_dir, tmp_path):
-    from tql.population_train import PopulationTrainer
+    from tql.batched.pbt import PopulationTrainer
 
     config = TrainConfig.from_profile(TINY_TASK, "smoke", steps=12, eval_every=6, eval_episodes=1, eval_max_steps=8,
                                       log_every=4, data_dir=str(tiny_data_dir), device="cuda", cuda_graph="on")

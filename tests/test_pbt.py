@@ -14,8 +14,8 @@ from autotune.schedules import Schedule
 from tests.conftest import TINY_TASK
 from tql.errors import ConfigError
 from tql.io import read_jsonl
-from tql.population_train import PopulationTrainer
-from tql.train import TrainConfig, TrainHooks
+from tql.batched.pbt import PopulationTrainer
+from tql.trainer import TrainConfig, TrainHooks
 
 N = 43  # cube-double's token count
 

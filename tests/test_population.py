@@ -1,5 +1,5 @@
 """A batched population equals K separate TQLAgents fed the same seeds, batches, noise and H̄,
-with either backend (``native``: tql.batched; ``vmap``: the agent's own losses under vmap)."""
+with either backend (``native``: tql.batched.forward; ``vmap``: the agent's own losses under vmap)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tql.agent import AgentConfig, TQLAgent
-from tql.batched import BatchedAgent
-from tql.population import BACKENDS, Population
+from tql.batched.forward import BatchedAgent
+from tql.batched.population import BACKENDS, Population
 
 OBS, ACT, B = 6, 2, 16
 SEEDS = [3, 7, 11]
@@ -237,7 +237,7 @@ def test_bad_backend_is_rejected():
         Population(OBS, ACT, _config(), 2, "cpu", [0, 1], chunk_size=1, backend="native")
 
 
-# ---------------------------------------------------------------- the native backend (tql.batched)
+# ---------------------------------------------------------------- the native backend (tql.batched.forward)
 # Options whose code paths differ: '0.03M' has ReLU Q heads, '0.03M-v1' GELU + LayerNorm heads.
 NATIVE_OPTIONS = [
     {},
@@ -369,7 +369,7 @@ class _Sampler:
 
 def test_held_out_td_loss_draws_the_batch_then_the_target_actions_noise(float64):
     """Restated as it was first written, with ``TQLAgent.act`` drawing z' from the generator."""
-    from tql.train import held_out_td_loss
+    from tql.trainer import held_out_td_loss
 
     agent, sampler = _agents(_config())[0], _Sampler()
     got = held_out_td_loss(agent, sampler, torch.Generator().manual_seed(5), batch_size=B)
@@ -384,7 +384,7 @@ def test_held_out_td_loss_draws_the_batch_then_the_target_actions_noise(float64)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_held_out_td_errors_equal_each_agents(float64, backend):
-    from tql.train import held_out_td_error
+    from tql.trainer import held_out_td_error
 
     config = _config()
     pop = Population(OBS, ACT, config, 3, "cpu", SEEDS, backend=backend)

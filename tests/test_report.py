@@ -1,4 +1,4 @@
-"""``autotune.report.summarize_study`` on studies built in memory (no training)."""
+"""``autotune.report.summary.summarize_study`` on studies built in memory (no training)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autotune import cli_studies
-from autotune.report import summarize_study
+from autotune.cli import studies as cli_studies
+from autotune.report.summary import summarize_study
 
 RHO = {"rho": FloatDistribution(0.1, 1.0)}
 
@@ -43,7 +43,7 @@ def test_show_marks_a_tied_best_and_explains_it(capsys):
 
 
 def test_entropy_series_shows_per_layer_targets_only_when_they_differ(tmp_path):
-    from autotune.report import entropy_series
+    from autotune.report.summary import entropy_series
     from tql.io import append_jsonl
 
     flat, table = tmp_path / "flat.jsonl", tmp_path / "table.jsonl"

@@ -1,4 +1,4 @@
-"""Sample-efficiency curves and performance profiles (autotune.curves) on hand-computed tables.
+"""Sample-efficiency curves and performance profiles (autotune.report.curves) on hand-computed tables.
 
 With two seeds per task every stratified resample is one of 4 x 4 = 16 equally likely
 combinations (6.25% each), so with enough replicates the 2.5% and 97.5% percentiles are the
@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from autotune.curves import PROFILE_THRESHOLDS, common_steps, performance_profile, rliable_summary, sample_efficiency
-from autotune.stats import ComparisonData
+from autotune.report.curves import PROFILE_THRESHOLDS, common_steps, performance_profile, rliable_summary, sample_efficiency
+from autotune.report.stats import ComparisonData
 from tql.errors import ConfigError
 
 A, B = "cube-double-play-singletask-task1-v0", "scene-play-singletask-task2-v0"

@@ -1,4 +1,4 @@
-"""Statistics and reports of ``tql-tune compare`` (autotune.stats, autotune.report_compare)."""
+"""Statistics and reports of ``tql-tune compare`` (autotune.report.stats, autotune.report.comparison)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from autotune.stats import (
+from autotune.report.stats import (
     CI, ComparisonData, aggregate, iqm, mean, paired_tests, per_task_means, per_task_summary,
     probability_of_improvement, stratified_bootstrap_ci, wins_ties_losses,
 )
@@ -228,7 +228,7 @@ def test_comparison_data_validation_errors(change, words):
 # ---------------------------------------------------------------------------------- reports
 
 def test_markdown_report(tmp_path):
-    from autotune.report_compare import write_markdown
+    from autotune.report.comparison import write_markdown
 
     data = make_data()
     path = write_markdown(data, tmp_path / "out" / "compare.md", reps=200)
@@ -247,7 +247,7 @@ def test_png_and_rich_tables(tmp_path):
     pytest.importorskip("matplotlib")
     from rich.console import Console
 
-    from autotune.report_compare import rich_tables, write_png
+    from autotune.report.comparison import rich_tables, write_png
 
     data = make_data()
     path = write_png(data, tmp_path / "compare.png", reps=200, dpi=40)

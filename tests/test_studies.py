@@ -161,11 +161,11 @@ def test_two_workers_finish_exactly_n_trials(monkeypatch, capsys, tiny_data_dir,
 
 
 def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
-    from autotune import studies
-    from autotune.spec import load_spec
-    from autotune.trials import RunPlan
+    from autotune.tuning import studies
+    from autotune.tuning.spec import load_spec
+    from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
-    from tql.train import TrainingDiverged
+    from tql.trainer import TrainingDiverged
 
     real_train, calls = studies.train, []
 
@@ -191,9 +191,9 @@ def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp
 
 def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch):
     """A pruner that always prunes: each trial stops after its first report, state PRUNED."""
-    from autotune import studies
-    from autotune.spec import load_spec
-    from autotune.trials import RunPlan
+    from autotune.tuning import studies
+    from autotune.tuning.spec import load_spec
+    from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))

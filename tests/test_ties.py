@@ -12,9 +12,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autotune.report import summarize
+from autotune.report.summary import summarize
 from autotune.schedules import Schedule
-from autotune.ties import best_tie, tie_warning, tied_tasks
+from autotune.tuning.ties import best_tie, tie_warning, tied_tasks
 from autotune.transfer import leave_one_domain_out, schedule_of_task
 from tests.test_cli import run_cli
 
@@ -89,9 +89,9 @@ def test_export_warns_and_writes_ties_into_the_schedule(monkeypatch, capsys, sto
 
 
 def test_compare_approaches_carry_ties_into_the_report(storage, tmp_path):
-    from autotune.compare import ComparePlan, build_approach
-    from autotune.report_compare import markdown_report
-    from autotune.stats import ComparisonData
+    from autotune.approaches import ComparePlan, build_approach
+    from autotune.report.comparison import markdown_report
+    from autotune.report.stats import ComparisonData
     from tql.tasks import get_task
 
     plan = ComparePlan(tasks=[get_task(CUBE), get_task(SCENE)], approaches=["tuned", "transfer"], seeds=[100],
@@ -104,13 +104,13 @@ def test_compare_approaches_carry_ties_into_the_report(storage, tmp_path):
 
 
 def test_apply_warns_about_a_schedule_whose_source_was_a_tie(monkeypatch, capsys, tmp_path):
-    import tql.train
-    from tql.train import TrainResult
+    import tql.trainer
+    from tql.trainer import TrainResult
 
     path = Schedule.constant(0.2, source="study tql trial 0", ties=[CUBE]).save(tmp_path / "tied.json")
     finished = TrainResult(task=SCENE, steps=1, final_success=0.0, evals=[], wall_seconds=0.0, data_kind="generated",
                            out_dir=str(tmp_path))
-    monkeypatch.setattr(tql.train, "train", lambda *args, **kwargs: finished)  # no training: only the warning
+    monkeypatch.setattr(tql.trainer, "train", lambda *args, **kwargs: finished)  # no training: only the warning
     code, stdout, err = run_cli(monkeypatch, capsys, "apply", "--schedule", str(path), "--task", SCENE,
                                 "--out", str(tmp_path / "run"), "--quiet")
     assert code == 0, err

@@ -10,7 +10,7 @@ import torch
 from tests.conftest import TINY_TASK
 from tql.errors import ConfigError, MissingDatasetError
 from tql.io import read_jsonl
-from tql.train import TrainConfig, TrainHooks, Trainer, TrainingDiverged, train
+from tql.trainer import TrainConfig, TrainHooks, Trainer, TrainingDiverged, train
 
 
 def _config(data_dir, **overrides):

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 
 from autotune.schedules import Schedule
 from tql.errors import ConfigError
-from tql.train import TrainHooks
+from tql.trainer import TrainHooks
 
 
 class Controller(TrainHooks):

@@ -3,7 +3,7 @@
 Rule (documented in the README; every constant is a field of ``PBTRule``):
 
 - start: member i gets rho_i evenly spaced over [``rho_init_low``, ``rho_init_high``];
-- the training loop (``tql.population_train``) measures each member's fitness every
+- the training loop (``tql.batched.pbt``) measures each member's fitness every
   ``eval_every`` steps (minus the TD error on held-out ``-val`` data, or success on a few
   evaluation episodes) and calls ``on_population``;
 - exploit, at every measurement (or, with ``interval`` > 0, at measurements at least
@@ -33,7 +33,7 @@ from autotune.controllers.base import profile_from_history, rule_meta, schedule_
 from autotune.schedules import Schedule
 from tql.errors import ConfigError
 from tql.targets import layer_profile
-from tql.train import TrainHooks
+from tql.trainer import TrainHooks
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class PopulationController(TrainHooks):
 
 
 def train_with_population(config, out_dir, controller: PopulationController, fitness: str = "val_td", **options):
-    """Run ``config`` as a population driven by ``controller`` (``tql.population_train``)."""
-    from tql.population_train import train_population
+    """Run ``config`` as a population driven by ``controller`` (``tql.batched.pbt``)."""
+    from tql.batched.pbt import train_population
 
     return train_population(config, out_dir, controller.members, controller, fitness=fitness, **options)

@@ -1,4 +1,13 @@
-"""OGBench data: offline generation with OGBench's oracles, loading/relabelling, sampling."""
+"""OGBench data: offline generation with OGBench's oracles, loading/relabelling, sampling.
+
+Modules: ``generate`` (OGBench-format datasets made with the oracles in the ``ogbench``
+package), ``datasets`` (finding, loading and relabelling datasets for a task), ``provision``
+(a run's dataset: found, generated when missing, checked against the size it expects) and
+``sampler`` (uniform minibatches on one device).
+
+May import: ``tql.tasks``, ``tql.envs``, ``tql.io``, ``tql.errors``, numpy, torch, ogbench.
+Public names: those below; import them from here.
+"""
 
 from tql.data.datasets import (
     GENERATED_SUBDIR,

@@ -1,0 +1,243 @@
+"""The Python API: what `tql-tune run`, `show`, `export`, `train` and `compare` do, with the same
+defaults, callable from a script or a notebook. The CLI (``autotune.cli``) parses its options,
+calls these and draws the terminal; nothing else happens there.
+
+Messages go to ``say`` (one line at a time: ``print``, or a rich console's ``print``); ``None``
+keeps a function quiet. Bad input raises ``tql.errors.TQLError`` naming the bad value, before
+any work is written.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from autotune.tuning.trials import DEFAULT_STUDY
+from tql.errors import TQLError
+
+Say = Callable[[str], None]
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
+               trials: int | None = None, seeds: int | None = None, profile: str = "smoke",
+               sampler: str | None = None, workers: int = 1, batch: str | int = "auto",
+               spec: str | Path | None = None, steps: int | None = None, eval_every: int | None = None,
+               eval_episodes: int | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
+               make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
+               threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
+               compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = 30.0,
+               grace_period: float = 120.0):
+    """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
+    before any study or file is written). The keywords are the command's options."""
+    from autotune.tuning.spec import load_spec
+    from autotune.tuning.trials import RunPlan
+    from tql.tasks import resolve_tasks
+
+    study_spec = load_spec(spec)
+    if sampler is not None:
+        study_spec = study_spec.replace(sampler=sampler)
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
+                 if v is not None}
+    overrides.update(cuda_graph=cuda_graph, tf32=tf32)
+    plan = RunPlan(tasks=resolve_tasks(tasks), spec=study_spec, study=study, storage=storage, profile=profile,
+                   trials=trials, seeds=seeds, workers=workers, runs_dir=Path(runs_dir), data_dir=Path(data_dir),
+                   data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
+                   compile=compile, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
+                   grace_period=grace_period, batch=str(batch))
+    plan.train_config(plan.tasks[0], study_spec.rho_low, 0)
+    return plan
+
+
+def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callable | None = None,
+                **options: Any) -> dict:
+    """`tql-tune run`: one Optuna study over H̄ per task, trials run here (``workers`` processes);
+    calling it again continues the studies. ``options`` are ``study_plan``'s. ``progress``,
+    given ``(plan, storage)``, returns a context manager whose value receives ``task_started``,
+    ``step``, ``trial_done`` and ``refresh`` calls (``autotune.tuning.progress.StudyProgress``).
+    Returns ``study_summary`` of these tasks, in the order asked."""
+    from autotune.tuning.storage import describe, open_storage
+    from autotune.tuning.studies import check_studies, create_studies, ensure_data
+
+    say = say or _quiet
+    plan = study_plan(tasks, **options)
+    opened = open_storage(plan.storage)
+    check_studies(plan, opened)
+    kinds = ensure_data(plan, say=say)
+    create_studies(plan, opened)
+    say(f"study [bold]{plan.study}[/]: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
+        f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, {plan.workers} worker(s)"
+        f"{f' x batches of {plan.batch} trials' if plan.batch > 1 else ''}; storage {describe(plan.storage)}; "
+        f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")
+    with (progress(plan, opened) if progress else nullcontext(None)) as watch:
+        _work(plan, watch, say)
+    return study_summary(plan.study, plan.storage, tasks=[t.name for t in plan.tasks])
+
+
+def _work(plan, watch: Any, say: Say) -> None:
+    """This process's trials (``workers`` 1) or ``workers`` worker processes', to the end."""
+    from autotune.tuning.studies import run_workers, work
+
+    if plan.workers == 1:
+        hooks = {} if watch is None else dict(on_trial=watch.trial_done, on_step=watch.step,
+                                              on_task=watch.task_started)
+        report = work(plan, **hooks)
+        if report.retried_stale:
+            say(f"re-queued {report.retried_stale} trial(s) whose workers were lost")
+        return
+    codes = run_workers(plan, poll=None if watch is None else watch.refresh)
+    bad = [c for c in codes if c != 0]
+    if bad:
+        raise TQLError(f"{len(bad)} of {plan.workers} workers failed (exit codes {bad}); "
+                       "finished trials are saved, re-run the same command to continue")
+
+
+def study_summary(study: str = DEFAULT_STUDY, storage: str | None = None, task: str | None = None,
+                  tasks: Sequence[str] | None = None) -> dict:
+    """`tql-tune show --json`: per task, the best rho and H̄, success over seeds, trial counts
+    and the trials; ``tasks`` keeps those tasks only, in that order."""
+    from autotune.report.summary import summarize
+
+    summary = summarize(storage, study, task)
+    if tasks is not None:
+        order = {name: i for i, name in enumerate(tasks)}
+        summary["tasks"] = sorted((t for t in summary["tasks"] if t["task"] in order), key=lambda t: order[t["task"]])
+    return summary
+
+
+def export_schedule(out: str | Path, *, study: str | None = None, storage: str | None = None,
+                    task: str | None = None, exclude_domain: str | None = None, runs: Sequence[str | Path] = ()):
+    """`tql-tune export`: the best schedule of a study (one task's, or pooled over its tasks,
+    optionally leaving a domain out) or of controller runs, written to ``out``. Returns the
+    ``Schedule``; its ``meta["ties"]`` names the tasks whose best trial was a tie."""
+    from autotune.transfer import pooled, schedule_from_run, study_schedules
+
+    if (study is None) == (not runs):
+        raise TQLError("give either --study (with --task or pooling) or --run DIR (one or more)")
+    if runs:
+        schedules = [schedule_from_run(Path(d)) for d in runs]
+    else:
+        schedules = study_schedules(study_summary(study, storage), exclude_domain=exclude_domain, only_task=task)
+    schedule = schedules[0] if len(schedules) == 1 else pooled(schedules, excluded_domain=exclude_domain)
+    schedule.save(Path(out))
+    return schedule
+
+
+def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: str = "tql",
+          steps: int | None = None, target_entropy: Any = None, rho: Any = None, targets: str | None = None,
+          settings: str = "published", agent: Sequence[str] | dict[str, Any] = (), entropy_control: bool = True,
+          seed: int = 0, out: str | Path | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
+          make_data: bool = False, eval_episodes: int | None = None, eval_every: int | None = None,
+          eval_workers: int | str = "auto", batch_size: int | None = None, device: str = "auto",
+          threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
+          compile: bool | None = None, tf32: bool = True, schedule: str | Path | None = None,
+          controller: str = "none", members: int | None = None, fitness: str | None = None,
+          depth_profile: bool = False, last_layer_offset: float | None = None, fresh: bool = False,
+          console: Any = None, progress: bool = True):
+    """`tql-tune train`: one TQL (or FQL) run, or a population, resumed from ``out`` when it
+    holds a checkpoint. H̄ comes from one of ``rho``/``target_entropy`` (a number, one per layer,
+    a ``[depth, 2]`` table or the CLI's text forms), ``targets="published"``, a ``schedule``
+    file or a ``controller``; a controller's followed schedule is written to
+    ``out/schedule.json``. ``agent``: options as ``KEY=VALUE`` strings or a dict. ``console``
+    (a rich console) shows the header, the progress bar and warnings. Returns the
+    ``TrainResult`` (``summary.json`` holds it too)."""
+    from autotune.agent_options import agent_overrides as named_overrides
+    from autotune.controllers import followed_schedule_of, train_with_population
+    from autotune.targeting import population_options, profile_options, target_hooks
+    from tql.eval_workers import parse_eval_workers
+    from tql.targets import parse_targets
+    from tql.trainer import TrainConfig
+    from tql.trainer import train as train_config
+
+    members, fitness = population_options(controller, members, fitness)
+    profile_options(controller, depth_profile, last_layer_offset)
+    options = [f"{k}={v}" for k, v in agent.items()] if isinstance(agent, dict) else list(agent)
+    overrides = {"critic": critic, "entropy_control": entropy_control, "precision": precision, "compile": compile,
+                 **named_overrides(settings, options)}
+    overrides.update({k: v for k, v in dict(size=size, batch_size=batch_size).items() if v is not None})
+    rho = parse_targets(rho, "rho") if isinstance(rho, str) else rho
+    target_entropy = parse_targets(target_entropy) if isinstance(target_entropy, str) else target_entropy
+    config = TrainConfig.from_profile(
+        task, profile, overrides, steps=steps, rho=rho, target_entropy=target_entropy, targets=targets, seed=seed,
+        data_dir=str(data_dir), data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes,
+        eval_every=eval_every, device=device, threads=threads, cuda_graph=cuda_graph, tf32=tf32,
+        eval_workers=parse_eval_workers(str(eval_workers)))
+    out = Path(out) if out is not None else Path("runs") / task / f"{critic}-seed{seed}"
+    hooks, target_text = target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
+                                      depth_profile, last_layer_offset or 0.0)
+    if console is not None:
+        console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} "
+                      f"profile={profile} steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
+    if controller == "population":
+        result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console, progress=progress)
+    else:
+        result = train_config(config, out, hooks=hooks, fresh=fresh, console=console, progress=progress)
+    followed = followed_schedule_of(hooks, result, task=task, seed=seed, steps=result.steps)
+    if followed is not None:
+        path = followed.save(out / "schedule.json")
+        if console is not None:
+            console.print(f"the {controller} controller's schedule: {followed.describe()} -> {path}")
+    return result
+
+
+@dataclass
+class Comparison:
+    """What ``compare`` made: the scores (``ComparisonData``), the rliable statistics derived
+    from them (curves, profiles, IQM CIs) and the files written."""
+
+    data: Any
+    curves: dict
+    files: list[Path]
+
+
+def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feedback,population,transfer",
+            seeds: int = 3, profile: str = "smoke", study: str | None = None, knots_study: str | None = None,
+            layers_study: str | None = None, storage: str | None = None, steps: int | None = None,
+            eval_every: int | None = None, eval_episodes: int | None = None, out: str | Path = "runs/compare",
+            data_dir: str | Path = "data", threads: int | None = None, device: str = "auto",
+            precision: str = "fp32", cuda_graph: str = "auto", compile: bool | None = None, tf32: bool = True,
+            reps: int = 2000, batch: str = "auto", on_run: Callable[[str, str, int, float], None] | None = None,
+            command: str | None = None) -> Comparison:
+    """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
+    and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
+    statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
+    task, seed, success)`` hears each finished run; ``command`` is recorded in the data."""
+    from autotune.approaches import ComparePlan, resolve_batch, run_comparison
+    from tql.tasks import resolve_tasks
+
+    names = [a.strip() for a in approaches.split(",")] if isinstance(approaches, str) else list(approaches)
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
+                 if v is not None}
+    overrides.update(cuda_graph=cuda_graph, tf32=tf32)
+    out = Path(out)
+    plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a for a in names if a], out_dir=out,
+                       seeds=[100 + i for i in range(seeds)], profile=profile, study=study,
+                       knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
+                       data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
+                       batch=resolve_batch(batch, device))
+    plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
+    data = run_comparison(plan, on_run=on_run)
+    if command is not None:
+        data.meta["command"] = command
+    return write_comparison(data, out, reps)
+
+
+def write_comparison(data: Any, out: str | Path, reps: int = 2000) -> Comparison:
+    """A comparison's files in ``out``: data.json with the rliable statistics, report.md,
+    report.png and report_curves.png (`compare` and `experiment` write the same)."""
+    from autotune.report.comparison import write_markdown, write_png
+    from autotune.report.curve_plots import write_curves_png
+    from autotune.report.curves import rliable_summary
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = rliable_summary(data, reps=reps)
+    data.save(out / "data.json", derived=curves)
+    files = [write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps),
+             write_curves_png(curves, out / "report_curves.png", generated=data.generated), out / "data.json"]
+    return Comparison(data, curves, files)

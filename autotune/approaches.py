@@ -1,0 +1,280 @@
+"""`tql-tune compare`'s approaches: every way of setting H̄, run on the same tasks, seeds and step budget.
+
+Approaches (each a way of choosing H̄ for a task without looking at its evaluation runs):
+
+- ``default``: the constant rho = 0.6 (H̄ = 0.6 log n), no tuning;
+- ``published``: the paper's per-domain targets per (layer, group) (DESIGN.md 3a): its
+  manual tuning, counted at zero tuning cost (the paper does not report what it spent);
+- ``tuned``: the per-task best constant of a finished Optuna study (``--study``): the paper's
+  "manual tuning"; its compute includes every step the study spent on these tasks;
+- ``knots``: the per-task best Optuna-learned schedule of a knots study (``--knots-study``);
+- ``layers``: the per-task best depth profile (rho of the first and last layer) of a layers
+  study (``--layers-study``, a study run with ``studies/layers.toml``);
+- ``feedback``: the feedback controller, one run per task and seed, no tuning;
+- ``population``: the PBT controller, one population run (4 members, batched) per task and
+  seed, no tuning; the best member by held-out TD error is evaluated; its compute counts
+  every member's steps;
+- ``transfer``: leave-one-domain-out: the schedule pooled from ``--study``'s tasks of the
+  other domains; its compute includes those source tasks' study steps (once);
+- ``file:NAME=PATH``: any schedule file (e.g. exported with ``tql-tune export``).
+
+Evaluation runs go to ``OUT/runs/<approach>/<task>/seed-<k>``; re-running the command reuses
+finished runs (training resumes from checkpoints), so an interrupted comparison loses nothing.
+
+With ``batch`` (``--batch on``; ``auto``: on CUDA) a task's unfinished runs of every approach
+but ``population`` (itself a population run) train together as one population
+(``tql.batched.trials``, its checkpoint in ``OUT/runs/_batches/<task>/<members' hash>``): each
+member computes what its run computes alone, so the numbers are the same, in less wall time on
+a GPU. A diverged member stops the comparison as a diverged run does.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from autotune.controllers import (FeedbackController, PBTRule, PopulationController, followed_schedule_of,
+                                  train_with_population)
+from autotune.schedules import Schedule, ScheduleHooks
+from autotune.report.stats import ComparisonData
+from autotune.transfer import leave_one_domain_out, schedule_of_task
+from tql.errors import ConfigError
+from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
+from tql.trainer import TrainConfig, TrainHooks, TrainResult, train
+
+BUILTIN = ("default", "published", "tuned", "knots", "layers", "feedback", "population", "transfer")
+
+
+def resolve_batch(value: str, device: str) -> bool:
+    """``compare --batch``: on, off, or auto (on for CUDA devices, where it saves wall time)."""
+    if value not in ("auto", "on", "off"):
+        raise ConfigError(f"--batch {value!r} is not one of: auto, on, off")
+    if value == "auto":
+        from autotune.tuning.trials import resolve_batch as trials_per_batch
+
+        return trials_per_batch("auto", device) > 1
+    return value == "on"
+
+
+@dataclass
+class ComparePlan:
+    tasks: list[TaskSpec]
+    approaches: list[str]
+    seeds: list[int]
+    out_dir: Path
+    profile: str = "smoke"
+    study: str | None = None
+    knots_study: str | None = None
+    layers_study: str | None = None
+    storage: str | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path = Path("data")
+    device: str = "auto"
+    threads: int | None = None
+    precision: str = "fp32"  # AgentConfig.precision of every run
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
+    last_k: int = 1
+    batch: bool = False  # train a task's runs as one population (tql.batched.trials)
+
+    def __post_init__(self) -> None:
+        for name in self.approaches:
+            if name not in BUILTIN and not name.startswith("file:"):
+                raise ConfigError(f"approach {name!r} is not one of: {', '.join(BUILTIN)}, file:NAME=PATH")
+        if len(set(self.approaches)) != len(self.approaches):
+            raise ConfigError(f"approaches repeat: {', '.join(self.approaches)}")
+        if not self.seeds:
+            raise ConfigError("--seeds must be >= 1")
+        if {"tuned", "transfer"} & set(self.approaches) and not self.study:
+            raise ConfigError("approaches 'tuned' and 'transfer' need --study (a finished constant-rho study)")
+        if "knots" in self.approaches and not self.knots_study:
+            raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
+        if "layers" in self.approaches and not self.layers_study:
+            raise ConfigError("approach 'layers' needs --layers-study (a study run with search.kind = 'layers')")
+
+    def config(self, task: TaskSpec, seed: int, **overrides) -> TrainConfig:
+        return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision, "compile": self.compile},
+                                        seed=seed,
+                                        data_dir=str(self.data_dir), device=self.device, threads=self.threads,
+                                        **{**self.train_overrides, **overrides})
+
+
+@dataclass
+class Approach:
+    """How one approach sets H̄ for a task, plus the tuning compute it spent."""
+
+    name: str
+    hooks_for: Callable[[TaskSpec], Callable[[], TrainHooks | None]]
+    tuning_steps: int = 0
+    describe: dict[str, str] = field(default_factory=dict)
+    population: bool = False  # runs are population runs (tql.batched.pbt)
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its runs
+    ties: list[str] = field(default_factory=list)  # study tasks whose best trial, used here, is a tie
+
+
+def _summary(plan: ComparePlan, study: str) -> dict[str, Any]:
+    from autotune.report.summary import summarize
+
+    return summarize(plan.storage, study)
+
+
+def _task_summaries(summary: dict[str, Any], tasks: list[TaskSpec]) -> dict[str, dict[str, Any]]:
+    by_task = {t["task"]: t for t in summary["tasks"]}
+    missing = [t.name for t in tasks if t.name not in by_task]
+    if missing:
+        raise ConfigError(f"study {summary['study']!r} has no trials for {', '.join(missing)}; "
+                          f"run `tql-tune run --study {summary['study']}` on them first")
+    return by_task
+
+
+def _schedule_approach(plan: ComparePlan, name: str, schedules: dict[str, Schedule], tuning_steps: int) -> Approach:
+    def hooks_for(task: TaskSpec):
+        config = plan.config(task, plan.seeds[0])  # every seed's critic has this depth
+        return lambda: ScheduleHooks.for_config(schedules[task.name], config)
+
+    ties = sorted({task for s in schedules.values() for task in s.meta.get("ties", [])})
+    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()}, ties=ties)
+
+
+def build_approach(plan: ComparePlan, name: str) -> Approach:
+    if name == "default":
+        constant = Schedule.constant(DEFAULT_RHO)
+        return _schedule_approach(plan, name, {t.name: constant for t in plan.tasks}, 0)
+    if name == "published":
+        for task in plan.tasks:  # a domain without published targets fails before any run
+            plan.config(task, plan.seeds[0], targets="published")
+        return Approach(name, lambda task: (lambda: None), 0, {t.name: "published targets" for t in plan.tasks},
+                        config_overrides={"targets": "published"})
+    if name == "feedback":
+        return Approach(name, lambda task: (lambda: FeedbackController(task.n_tokens)), 0,
+                        {t.name: "feedback controller" for t in plan.tasks})
+    if name == "population":
+        return Approach(name, lambda task: (lambda: PopulationController(task.n_tokens, PBTRule())), 0,
+                        {t.name: f"population controller ({PBTRule().members} members)" for t in plan.tasks},
+                        population=True)
+    if name in ("tuned", "knots", "layers"):
+        summary = _summary(plan, {"tuned": plan.study, "knots": plan.knots_study, "layers": plan.layers_study}[name])
+        by_task = _task_summaries(summary, plan.tasks)
+        schedules = {t.name: schedule_of_task(by_task[t.name]) for t in plan.tasks}
+        return _schedule_approach(plan, name, schedules, sum(by_task[t.name]["steps_total"] for t in plan.tasks))
+    if name == "transfer":
+        summary = _summary(plan, plan.study)
+        schedules = {t.name: leave_one_domain_out(summary, t.domain) for t in plan.tasks}
+        held_out = {t.domain for t in plan.tasks}
+        # Source tasks: those that fed at least one target's pooled schedule (counted once).
+        sources = [s for s in summary["tasks"] if any(get_task(s["task"]).domain != d for d in held_out)]
+        return _schedule_approach(plan, name, schedules, sum(s["steps_total"] for s in sources))
+    label, _, path = name.removeprefix("file:").partition("=")
+    if not label or not path:
+        raise ConfigError(f"approach {name!r}: write file:NAME=PATH")
+    schedule = Schedule.load(path)
+    return _schedule_approach(plan, name, {t.name: schedule for t in plan.tasks}, 0)
+
+
+def _finished(out: Path, config: TrainConfig) -> TrainResult | None:
+    """The result of a run already finished in ``out`` with this budget (it is not re-run)."""
+    summary, config_file = out / "summary.json", out / "config.json"
+    if not (summary.is_file() and config_file.is_file()):
+        return None
+    saved = json.loads(config_file.read_text())["train"]
+    result = TrainResult(**json.loads(summary.read_text()))
+    same = saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
+    return result if same and result.steps == config.steps and not result.stopped_early else None
+
+
+def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
+    if approach.population:
+        result = train_with_population(config, out, hooks, progress=False)
+    else:
+        result = train(config, out, hooks, progress=False)
+    followed = followed_schedule_of(hooks, result, task=config.task, seed=config.seed)
+    if followed is not None:
+        followed.save(out / "schedule.json")
+    return result
+
+
+def _finished_value(evals: list[dict], last_k: int) -> float:
+    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
+
+
+def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], None] | None = None) -> ComparisonData:
+    """Train every (approach, task, seed) and collect successes and compute into ComparisonData."""
+    approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
+    scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
+    curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
+    steps = {a.name: a.tuning_steps for a in approaches}
+    kinds: set[str] = set()
+    batched = _train_batched(plan, approaches) if plan.batch else {}
+    for approach in approaches:
+        for task in plan.tasks:
+            make_hooks = approach.hooks_for(task)
+            for seed in plan.seeds:
+                out = _run_dir(plan, approach, task, seed)
+                config = plan.config(task, seed, **approach.config_overrides)
+                result = (batched.get((approach.name, task.name, seed)) or _finished(out, config)
+                          or _train(approach, config, out, make_hooks()))
+                value = _finished_value(result.evals, plan.last_k)
+                scores[approach.name].setdefault(task.name, []).append(value)
+                curves[approach.name].setdefault(task.name, []).append(
+                    [[e["step"], e["success_rate"]] for e in result.evals])
+                steps[approach.name] += result.steps * result.members
+                kinds.add(result.data_kind)
+                if on_run is not None:
+                    on_run(approach.name, task.name, seed, value)
+    meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
+            "data_kind": ",".join(sorted(kinds)), "study": plan.study, "knots_study": plan.knots_study,
+            "layers_study": plan.layers_study,
+            "train_overrides": plan.train_overrides,
+            "schedules": {a.name: a.describe for a in approaches},
+            "tuning_steps": {a.name: a.tuning_steps for a in approaches},
+            **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {})}
+    return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
+                          scores=scores, steps=steps, meta=meta, curves=curves)
+
+
+def _run_dir(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -> Path:
+    return plan.out_dir / "runs" / _safe(approach.name) / task.name / f"seed-{seed}"
+
+
+def _train_batched(plan: ComparePlan, approaches: list[Approach]) -> dict[tuple[str, str, int], TrainResult]:
+    """Each task's unfinished runs (population approaches aside) trained as one population."""
+    results = {}
+    for task in plan.tasks:
+        pending = []
+        for approach in (a for a in approaches if not a.population):
+            make_hooks = approach.hooks_for(task)
+            for seed in plan.seeds:
+                config = plan.config(task, seed, **approach.config_overrides)
+                out = _run_dir(plan, approach, task, seed)
+                if _finished(out, config) is None:
+                    pending.append((approach.name, seed, config, out, make_hooks()))
+        if len(pending) > 1:
+            results.update(_train_task_batch(plan, task, pending))
+    return results
+
+
+def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[tuple[str, str, int], TrainResult]:
+    """One task's runs as one population; its folder is named by the member list, so a re-run
+    whose finished runs dropped out starts a new batch instead of being refused by the old one."""
+    import hashlib
+
+    from tql.batched.trials import BatchMember, train_batch
+
+    members = [BatchMember(config=config, out_dir=out, hooks=hooks) for _, _, config, out, hooks in pending]
+    key = hashlib.sha1("\n".join(str(out.resolve()) for _, _, _, out, _ in pending).encode()).hexdigest()[:12]
+    outcomes = train_batch(members, plan.out_dir / "runs" / "_batches" / task.name / key, progress=False)
+    results = {}
+    for (name, seed, config, out, hooks), outcome in zip(pending, outcomes):
+        if outcome.diverged is not None:
+            raise outcome.diverged
+        followed = followed_schedule_of(hooks, outcome.result, task=config.task, seed=config.seed)
+        if followed is not None:
+            followed.save(out / "schedule.json")
+        results[(name, task.name, seed)] = outcome.result
+    return results
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "_").replace(":", "_").replace("=", "_")

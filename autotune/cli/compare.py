@@ -1,0 +1,108 @@
+"""`tql-tune compare`, `lodo`: approaches side by side, and leave-one-domain-out transfer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from autotune.cli.common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+                                 TF32_OPTION, app, console)
+
+
+@app.command()
+def compare(
+    tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
+    approaches: str = typer.Option("default,tuned,feedback,population,transfer",
+                                   help="comma list: default, published, tuned, knots, layers, feedback, population, "
+                                        "transfer, file:NAME=PATH"),
+    seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
+    profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
+    study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),
+    knots_study: Optional[str] = typer.Option(None, help="knots study for 'knots'"),
+    layers_study: Optional[str] = typer.Option(None, help="layers (depth-profile) study for 'layers'"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    out: Path = typer.Option(Path("runs/compare"), help="folder for runs, report.md, report.png, data.json"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
+    reps: int = typer.Option(2000, help="bootstrap resamples"),
+    batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
+                                           "one population: on, off, auto (on for CUDA)"),
+) -> None:
+    """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
+    import shlex
+
+    from autotune import api
+
+    def said(approach: str, task: str, seed: int, value: float) -> None:
+        console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)
+
+    result = api.compare(tasks, approaches=approaches, seeds=seeds, profile=profile, study=study,
+                         knots_study=knots_study, layers_study=layers_study, storage=storage, steps=steps,
+                         eval_every=eval_every, eval_episodes=eval_episodes, out=out, data_dir=data_dir,
+                         threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
+                         compile=compile_loss, tf32=tf32, reps=reps, batch=batch, on_run=said,
+                         command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print_comparison(result, reps)
+
+
+def print_comparison(result, reps: int) -> None:
+    """A comparison in the terminal: the tables, the sample-efficiency plot, tie warnings and
+    the files written."""
+    from autotune.report.comparison import rich_tables
+    from autotune.report.curve_plots import efficiency_text
+    from autotune.tuning.ties import say_ties
+
+    for table in rich_tables(result.data, reps=reps):
+        console.print(table)
+    print(efficiency_text(result.curves, plot=sys.stdout.isatty()))
+    for approach, tasks in result.data.meta.get("ties", {}).items():
+        say_ties(console, tasks, context=approach)
+    console.print(f"wrote {', '.join(str(p) for p in result.files)}")
+
+
+@app.command()
+def lodo(
+    holdout: str = typer.Option(..., "--holdout", help="domain to hold out, e.g. scene-play"),
+    study: str = typer.Option(..., help="constant-rho study run on the other domains"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    seeds: int = typer.Option(3, help="seeds per held-out task and approach"),
+    profile: str = typer.Option("smoke", help="training profile: smoke, cpu, paper"),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    out: Path = typer.Option(Path("runs/lodo"), help="folder for the schedule, runs and report"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    batch: str = typer.Option("auto", help="train each held-out task's runs (both approaches, every seed) as one "
+                                           "population: on, off, auto (on for CUDA)"),
+) -> None:
+    """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
+    against the default constant (no tuning on the held-out domain)."""
+    from autotune.report.summary import summarize
+    from autotune.tuning.ties import say_ties, tied_tasks
+    from autotune.transfer import leave_one_domain_out
+    from tql.agent import AgentConfig
+
+    AgentConfig().replace(precision=precision)  # a bad value fails before the schedule is written
+    summary = summarize(storage, study)
+    schedule = leave_one_domain_out(summary, holdout)
+    path = schedule.save(out / f"schedule-without-{holdout}.json")
+    console.print(f"learned without {holdout}: {schedule.describe()} from {', '.join(schedule.meta['pooled_from'])} "
+                  f"-> {path}")
+    say_ties(console, tied_tasks(summary, schedule.meta.get("ties", [])))
+    compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
+            layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+            data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
+            compile_loss=None, tf32=True, reps=2000, batch=batch)

@@ -1,0 +1,147 @@
+"""`tql-tune run`, `show`, `export`: Optuna studies over H̄ and what they found."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from autotune.cli.common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+                                 TF32_OPTION, app, console)
+
+
+@app.command()
+def run(
+    tasks: str = typer.Option("all", "--tasks", help="all (the paper's 25), a domain, or a comma list of tasks"),
+    study: str = typer.Option("tql", help="study name; each task's Optuna study is named STUDY:TASK"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    trials: Optional[int] = typer.Option(None, help="trials per task (default: the spec's budget for the profile)"),
+    seeds: Optional[int] = typer.Option(None, help="seeds per trial (default: the spec's budget)"),
+    profile: str = typer.Option("smoke", help="training profile of each trial: smoke, cpu, paper"),
+    sampler: Optional[str] = typer.Option(None, help="tpe, gp, cmaes, grid, random (default: the spec's)"),
+    workers: int = typer.Option(1, help="local worker processes on the same studies"),
+    batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
+                                           "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
+    spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),
+    steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
+    eval_every: Optional[int] = typer.Option(None, help="evaluate (and report to the pruner) every N steps"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),
+    data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
+    data_kind: str = typer.Option("auto", help="auto (official first), official, generated"),
+    make_data: bool = typer.Option(True, "--make-data/--no-make-data", help="generate missing datasets"),
+    runs_dir: Path = typer.Option(Path("runs/studies"), help="where trial runs (metrics, checkpoints) go"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP + " (a study keeps the precision it began with)"),
+    cuda_graph: str = CUDA_GRAPH_OPTION,
+    compile_loss: Optional[bool] = COMPILE_OPTION,
+    tf32: bool = TF32_OPTION,
+    heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
+    grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
+    from autotune import api
+    from autotune.tuning.progress import StudyProgress
+
+    summary = api.run_studies(
+        tasks, study=study, storage=storage, trials=trials, seeds=seeds, profile=profile, sampler=sampler,
+        workers=workers, batch=batch, spec=spec, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+        data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
+        threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, say=console.print,
+        progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from autotune.report.summary import counts_text, fmt_success
+
+    table = Table(title=f"study {summary['study']}  ({summary['storage']})")
+    for column in ("task", "n", "best rho", "best H̄", "success % (mean ± std)", "seeds",
+                   "done/pruned/failed", "steps", "data"):
+        table.add_column(column, justify="left" if column in ("task", "data") else "right")
+    for t in summary["tasks"]:
+        best = t["best"] or {}
+        rho, tied = best.get("rho"), best.get("tied", 1)
+        rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied})" if tied > 1 else "")
+        table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
+                      fmt_success(best.get("success_mean"), best.get("success_std")),
+                      str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
+                      f"{t['steps_total']:,}", t["data_kind"] or "-")
+    console.print(table)
+    if _layered(summary):
+        console.print("a -> b: the first and the last attention layer's rho (and H̄) of a layers study; layers "
+                      "between are linear")
+    if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
+        console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
+                      "better than the others' (more steps, seeds or evaluation episodes can separate them)")
+
+
+def _layered(summary: dict) -> bool:
+    return any("rho_first" in (t["best"] or {}) for t in summary["tasks"])
+
+
+def _rho_text(best: dict) -> str:
+    """The best rho; a layers study's as first -> last layer (its "rho" is their mean)."""
+    if "rho_first" in best:
+        return f"{best['rho_first']:.3f} -> {best['rho_last']:.3f}"
+    return f"{best['rho']:.3f}"
+
+
+def _target_text(best: dict, n_tokens: Optional[int]) -> str:
+    """The best H̄ in nats; a layers study's as first -> last layer."""
+    import math
+
+    if "rho_first" in best and n_tokens:
+        return f"{best['rho_first'] * math.log(n_tokens):.3f} -> {best['rho_last'] * math.log(n_tokens):.3f}"
+    target = best.get("target_entropy")
+    return f"{target:.3f}" if target is not None else "-"
+
+
+@app.command()
+def show(
+    study: str = typer.Option("tql", help="study name given to `tql-tune run`"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    task: Optional[str] = typer.Option(None, help="only this task"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="terminal plots of success vs rho and entropies"),
+) -> None:
+    """Summarise a study: best rho and H̄ per task, success over seeds, trial counts, plots."""
+    import json
+
+    from autotune import api
+    from autotune.report.summary import entropy_plot, success_vs_rho_plot
+
+    summary = api.study_summary(study, storage, task)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    _print_summary(summary)
+    if plots:
+        for t in summary["tasks"]:
+            print(success_vs_rho_plot(t))
+            print(entropy_plot(t))
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="schedule JSON file to write"),
+    study: Optional[str] = typer.Option(None, help="take the best schedule(s) of this study"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    task: Optional[str] = typer.Option(None, help="only this task's best (default: pool all the study's tasks)"),
+    exclude_domain: Optional[str] = typer.Option(None, help="pool every domain but this one (leave-one-domain-out)"),
+    run_dir: Optional[list[Path]] = typer.Option(None, "--run", help="controller run folder(s) with schedule.json"),
+) -> None:
+    """Export an H̄ schedule (rho over progress) from a study or controller runs, per task or pooled."""
+    from autotune import api
+    from autotune.tuning.ties import say_ties, tied_tasks
+
+    schedule = api.export_schedule(out, study=study, storage=storage, task=task, exclude_domain=exclude_domain,
+                                   runs=run_dir or ())
+    console.print(f"wrote {out}: {schedule.describe()} ({schedule.meta.get('source')})")
+    if schedule.meta.get("ties"):  # only a study's schedules record ties
+        say_ties(console, tied_tasks(api.study_summary(study, storage), schedule.meta["ties"]))

@@ -1,0 +1,107 @@
+"""A few seconds' measurement of this machine's speeds, for sizing an experiment to a budget.
+
+Measured: updates/s of the profile's agent (random batches, eager), the evaluation env's
+steps/s under random actions and its creation time. Derived, not measured (to keep the probe
+short): data generation at 3/4 of the env-step rate (the oracle's planning on top of MuJoCo:
+benchmarks/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process); on a CPU a
+population's member update at the single-run rate / 1.2 (vmapped members are compute-bound
+there: benchmarks/results/population_speed.txt, 1.1-1.4x slower than one after another).
+On CUDA the probe times eager updates, so it underestimates runs that replay CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from autotune.experiment.spec import Machine
+from tql.tasks import TaskSpec
+
+DATA_PER_ENV_STEP = 0.75
+CPU_POPULATION_SLOWDOWN = 1.2
+
+
+def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: int | None = None,
+                  seconds: float = 2.0) -> Machine:
+    """This machine's speeds for ``profile``'s agent on ``task`` (a few seconds in all), with
+    the torch threads the runs will use (too many threads on a busy CPU are much slower)."""
+    import torch
+
+    from tql.trainer import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    torch_device = resolve_device(device)
+    updates = _update_rate(task, profile, torch_device, seconds)
+    env_rate, env_startup = _env_rate(task, seconds / 2)
+    member = updates / CPU_POPULATION_SLOWDOWN if torch_device.type == "cpu" else updates
+    where = "this machine" + (f" ({torch_device.type})" if torch_device.type != "cpu" else "")
+    return Machine(name=where, updates_per_second=round(updates, 1), member_updates_per_second=round(member, 1),
+                   eval_env_steps_per_second=round(env_rate, 1), eval_processes=_eval_processes(torch_device),
+                   data_transitions_per_second=round(DATA_PER_ENV_STEP * env_rate, 1),
+                   processes=os.cpu_count() or 1, run_overhead_seconds=round(env_startup + 1.0, 2))
+
+
+def _eval_processes(device) -> int:
+    """What eval_workers 'auto' gives a run here (tql.eval_workers.resolve_eval_workers)."""
+    from tql.eval_workers import resolve_eval_workers
+
+    return resolve_eval_workers("auto", device, episodes=1_000)
+
+
+def _update_rate(task: TaskSpec, profile: str, device, seconds: float) -> float:
+    import torch
+
+    from tql.agent import TQLAgent
+    from tql.trainer import TrainConfig
+
+    config = TrainConfig.from_profile(task.name, profile, {"compile": False}).agent
+    torch.manual_seed(0)
+    agent = TQLAgent(task.obs_dim, task.act_dim, config, device, total_steps=1000)
+    batch = _random_batch(config.batch_size, task, device)
+    target = 0.6 * math.log(task.n_tokens)
+    for _ in range(2):  # warm-up: allocator, first-call costs
+        agent.update(batch, target)
+    done, start = 0, time.perf_counter()
+    while done < 3 or (time.perf_counter() - start < seconds and done < 200):
+        metrics = agent.update(batch, target)
+        done += 1
+    float(next(iter(metrics.values())))  # wait for the device
+    return done / (time.perf_counter() - start)
+
+
+def _random_batch(batch_size: int, task: TaskSpec, device) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    batch = {"observations": torch.randn(batch_size, task.obs_dim, generator=g),
+             "actions": torch.rand(batch_size, task.act_dim, generator=g) * 2 - 1,
+             "next_observations": torch.randn(batch_size, task.obs_dim, generator=g),
+             "rewards": -torch.rand(batch_size, generator=g).round(), "masks": torch.ones(batch_size)}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _env_rate(task: TaskSpec, seconds: float) -> tuple[float, float]:
+    """(env steps/s under random actions, seconds to create the env and reset it once)."""
+    import numpy as np
+
+    import gymnasium  # noqa: F401  (imports are paid once per process, not per run)
+    import ogbench  # noqa: F401
+
+    from tql.evaluation import EnvPool
+
+    start = time.perf_counter()
+    with EnvPool(task.env_name, 1) as pool:
+        env = pool.envs[0]
+        env.reset(seed=0)
+        startup = time.perf_counter() - start
+        rng = np.random.default_rng(0)
+        steps, start = 0, time.perf_counter()
+        while steps < 50 or (time.perf_counter() - start < seconds and steps < 5000):
+            _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, task.act_dim).astype(np.float32))
+            steps += 1
+            if terminated or truncated:
+                env.reset()
+        return steps / (time.perf_counter() - start), startup

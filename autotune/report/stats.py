@@ -1,0 +1,475 @@
+"""Statistics for ``tql-tune compare``: IQM, stratified bootstrap CIs, paired tests.
+
+Pure functions over one input structure, ``ComparisonData``; nothing here trains or reads
+studies. The recommended aggregate follows Agarwal et al. 2021, "Deep RL at the edge of the
+statistical precipice": the interquartile mean (IQM) of all task x seed scores with a
+stratified (per-task) percentile bootstrap confidence interval, plus the probability of
+improvement P(X > Y).
+
+Input: ``ComparisonData``
+-------------------------
+``approaches: list[str]``
+    Ordered names of the compared approaches, e.g. ``["default", "tuned", "feedback",
+    "population", "transfer"]``. The order is the column/row order of every report.
+``tasks: list[str]``
+    Ordered OGBench task names.
+``scores: dict[str, dict[str, list[float]]]``
+    ``approach -> task -> per-seed success rates`` in [0, 1]. Every approach has exactly the
+    same tasks, and for a given task every approach has the same number of seeds, listed in
+    the same seed order, so run ``scores[a][t][i]`` pairs with ``scores[b][t][i]`` (same task,
+    same seed). Different tasks may have different seed counts.
+``steps: dict[str, int]``
+    Total training steps each approach spent over all tasks and seeds, tuning included
+    (an approach that tuned on 50 trials pays for them here).
+``curves: dict[str, dict[str, list[list[tuple[int, float]]]]]`` (optional)
+    ``approach -> task -> per-seed evaluation curve``, each a list of ``(step, success rate)``
+    pairs in the seed order of ``scores``; empty when not recorded (older data files). Read by
+    ``autotune.report.curves`` for sample-efficiency curves.
+``meta: dict``
+    Free-form, JSON-serialisable. The reports read these keys when present: ``command``
+    (str, the command line that produced the data), ``profile`` (str), ``seeds``
+    (list[int]), ``data_kind`` (``"official"``, ``"generated"``, or a comma-joined mix;
+    anything containing ``"generated"`` is flagged as not a real result). Other keys are
+    listed verbatim.
+
+``to_dict()`` / ``ComparisonData.from_dict(d)`` round-trip through JSON; ``save(path)`` and
+``ComparisonData.load(path)`` do it on a file (written atomically). Construction validates
+the shapes and raises ``ConfigError`` (a ``ValueError``) with a one-line message naming the
+offending approach/task.
+
+IQM convention
+--------------
+``iqm`` is ``scipy.stats.trim_mean(x, 0.25)`` on the flattened scores, as in Agarwal et al.'s
+``rliable``: it drops ``floor(n / 4)`` values from each end and averages the rest (no
+fractional weights when ``n`` is not divisible by 4; for ``n < 4`` it is the plain mean).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import numbers
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from tql.errors import ConfigError
+from tql.io import atomic_write_json
+
+#: Per-task mean differences at most this far from zero count as ties (float noise).
+TIE_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------
+# Input structure
+
+
+@dataclass
+class ComparisonData:
+    approaches: list[str]
+    tasks: list[str]
+    scores: dict[str, dict[str, list[float]]]
+    steps: dict[str, int]
+    meta: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check shapes and ranges; normalise scores to float lists and steps to ints."""
+        _check_names("approach", self.approaches)
+        _check_names("task", self.tasks)
+        if not isinstance(self.steps, dict):
+            raise ConfigError("comparison data: steps must be a mapping approach -> total training steps")
+        if not isinstance(self.scores, dict):
+            raise ConfigError("comparison data: scores must be a mapping approach -> task -> list of success rates")
+        for a in self.scores:
+            if a not in self.approaches:
+                raise ConfigError(f"comparison data: scores has approach {a!r}, which is not in approaches {self.approaches}")
+        for a in self.steps:
+            if a not in self.approaches:
+                raise ConfigError(f"comparison data: steps has approach {a!r}, which is not in approaches {self.approaches}")
+        scores: dict[str, dict[str, list[float]]] = {}
+        steps: dict[str, int] = {}
+        for a in self.approaches:
+            by_task = self.scores.get(a)
+            if not isinstance(by_task, dict):
+                raise ConfigError(f"comparison data: no scores for approach {a!r}")
+            extra = [t for t in by_task if t not in self.tasks]
+            if extra:
+                raise ConfigError(f"comparison data: approach {a!r} has scores for task {extra[0]!r}, which is not in tasks")
+            for t in self.tasks:
+                if t not in by_task:
+                    raise ConfigError(f"comparison data: approach {a!r} has no scores for task {t!r}")
+                values = by_task[t]
+                if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+                    raise ConfigError(f"comparison data: approach {a!r}, task {t!r}: scores must be a non-empty list of success rates")
+                floats = []
+                for v in values:
+                    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                        raise ConfigError(f"comparison data: approach {a!r}, task {t!r}: score {v!r} is not a success rate in [0, 1]")
+                    floats.append(float(v))
+                scores.setdefault(a, {})[t] = floats
+            if a not in self.steps:
+                raise ConfigError(f"comparison data: no training step count for approach {a!r}")
+            s = self.steps[a]
+            if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or s < 0 or s != int(s):
+                raise ConfigError(f"comparison data: approach {a!r}: steps {s!r} is not a non-negative integer")
+            steps[a] = int(s)
+        # Own copies, in approach/task order: the caller's dicts are never mutated.
+        self.approaches, self.tasks = list(self.approaches), list(self.tasks)
+        self.scores, self.steps = scores, steps
+        first = self.approaches[0]
+        for t in self.tasks:
+            n = len(self.scores[first][t])
+            for a in self.approaches[1:]:
+                if len(self.scores[a][t]) != n:
+                    raise ConfigError(
+                        f"comparison data: task {t!r}: approach {a!r} has {len(self.scores[a][t])} seeds "
+                        f"but {first!r} has {n}; runs must pair by (task, seed)")
+        if not isinstance(self.meta, dict):
+            raise ConfigError("comparison data: meta must be a mapping")
+        self.curves = _checked_curves(self.curves, self.approaches, self.tasks, self.scores)
+
+    def n_seeds(self, task: str) -> int:
+        return len(self.scores[self.approaches[0]][task])
+
+    def flat(self, approach: str) -> np.ndarray:
+        """All task x seed scores of one approach, task-major, as a float array."""
+        return np.concatenate([np.asarray(self.scores[approach][t], float) for t in self.tasks])
+
+    @property
+    def generated(self) -> bool:
+        """True when the meta says any of the data is generated (synthetic), not official."""
+        return "generated" in str(self.meta.get("data_kind", "")).lower()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "approaches": list(self.approaches), "tasks": list(self.tasks),
+            "scores": {a: {t: list(self.scores[a][t]) for t in self.tasks} for a in self.approaches},
+            "steps": {a: self.steps[a] for a in self.approaches}, "meta": dict(self.meta),
+            **({"curves": {a: {t: [[list(p) for p in run] for run in self.curves[a][t]] for t in self.tasks}
+                           for a in self.approaches}} if self.curves else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ComparisonData":
+        if not isinstance(d, dict):
+            raise ConfigError("comparison data must be a JSON object with approaches, tasks, scores, steps, meta")
+        for key in ("approaches", "tasks", "scores", "steps"):
+            if key not in d:
+                raise ConfigError(f"comparison data is missing {key!r} (needs approaches, tasks, scores, steps, meta)")
+        scores = d["scores"]
+        if isinstance(scores, dict):
+            scores = {a: (dict(v) if isinstance(v, dict) else v) for a, v in scores.items()}
+        steps = dict(d["steps"]) if isinstance(d["steps"], dict) else d["steps"]
+        if not isinstance(steps, dict):
+            raise ConfigError("comparison data: steps must be a mapping approach -> total training steps")
+        return cls(approaches=list(d["approaches"]), tasks=list(d["tasks"]), scores=scores, steps=steps,
+                   meta=dict(d.get("meta") or {}), curves=d.get("curves") or {})
+
+    def save(self, path: str | Path, derived: dict[str, Any] | None = None) -> None:
+        """Write ``to_dict()`` (plus, under ``"derived"``, statistics computed from it, e.g.
+        ``autotune.report.curves.rliable_summary``; ``load`` ignores them) atomically."""
+        atomic_write_json(path, {**self.to_dict(), **({"derived": derived} if derived else {})})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ComparisonData":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"comparison data file {str(path)!r} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"comparison data file {str(path)!r} is not valid JSON: {e}") from None
+        return cls.from_dict(raw)
+
+
+def _checked_curves(curves: Any, approaches: list[str], tasks: list[str],
+                    scores: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[list[tuple[int, float]]]]]:
+    """Evaluation curves shaped like ``scores`` (one per run), as (int step, float success) pairs."""
+    if not curves:
+        return {}
+    if not isinstance(curves, dict):
+        raise ConfigError("comparison data: curves must be a mapping approach -> task -> per-seed curves")
+    out: dict[str, dict[str, list[list[tuple[int, float]]]]] = {}
+    for a in approaches:
+        for t in tasks:
+            runs = (curves.get(a) or {}).get(t) if isinstance(curves.get(a), dict) else None
+            if not isinstance(runs, list) or len(runs) != len(scores[a][t]):
+                raise ConfigError(f"comparison data: approach {a!r}, task {t!r}: curves must hold one evaluation "
+                                  f"curve per seed ({len(scores[a][t])})")
+            out.setdefault(a, {})[t] = [_checked_curve(run, a, t) for run in runs]
+    return out
+
+
+def _checked_curve(run: Any, approach: str, task: str) -> list[tuple[int, float]]:
+    where = f"comparison data: approach {approach!r}, task {task!r}"
+    if not isinstance(run, (list, tuple)) or not run:
+        raise ConfigError(f"{where}: a curve must be a non-empty list of [step, success rate] pairs")
+    points = []
+    for point in run:
+        step, value = point if isinstance(point, (list, tuple)) and len(point) == 2 else (None, None)
+        if not _is_real(step) or not math.isfinite(step) or step != int(step) or step < 0:
+            raise ConfigError(f"{where}: curve point {point!r} is not [non-negative step, success rate]")
+        if not _is_real(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}: curve point {point!r} has a success rate outside [0, 1]")
+        points.append((int(step), float(value)))
+    return points
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_names(kind: str, names: Any) -> None:
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or len(names) == 0:
+        raise ConfigError(f"comparison data: {kind} list must be a non-empty list of names")
+    seen: set[str] = set()
+    for n in names:
+        if not isinstance(n, str) or not n:
+            raise ConfigError(f"comparison data: {kind} name {n!r} is not a non-empty string")
+        if n in seen:
+            raise ConfigError(f"comparison data: {kind} {n!r} is listed twice")
+        seen.add(n)
+
+
+# --------------------------------------------------------------------------------------
+# Point statistics
+
+
+def iqm(values: Any, axis: int | None = None) -> Any:
+    """Interquartile mean: ``scipy.stats.trim_mean(values, 0.25)``.
+
+    With ``axis=None`` the values are flattened (task x seed scores pooled) and a float is
+    returned; with an axis, the IQM along it (used to vectorise the bootstrap).
+    """
+    x = np.asarray(values, dtype=float)
+    if axis is None:
+        x = x.ravel()
+        if x.size == 0:
+            raise ValueError("iqm of an empty set of scores")
+        return float(sps.trim_mean(x, 0.25))
+    if x.shape[axis] == 0:
+        raise ValueError("iqm of an empty set of scores")
+    return sps.trim_mean(x, 0.25, axis=axis)
+
+
+def mean(values: Any, axis: int | None = None) -> Any:
+    """Plain mean with the same calling convention as ``iqm``."""
+    x = np.asarray(values, dtype=float)
+    if axis is None:
+        if x.size == 0:
+            raise ValueError("mean of an empty set of scores")
+        return float(x.mean())
+    return x.mean(axis=axis)
+
+
+class CI(NamedTuple):
+    """A point estimate with a percentile bootstrap confidence interval."""
+
+    point: float
+    low: float
+    high: float
+
+
+def _accepts_axis(statistic: Callable) -> bool:
+    try:
+        return "axis" in inspect.signature(statistic).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _apply_rows(statistic: Callable, samples: np.ndarray) -> np.ndarray:
+    """``statistic`` of each row of ``samples``; vectorised when it takes ``axis``."""
+    if _accepts_axis(statistic):
+        out = np.asarray(statistic(samples, axis=1), dtype=float)
+        if out.shape == (samples.shape[0],):
+            return out
+    return np.array([statistic(row) for row in samples], dtype=float)
+
+
+def _alpha(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence {confidence!r} must be strictly between 0 and 1")
+    return 1.0 - confidence
+
+
+def _percentile_ci(point: float, boot: np.ndarray, confidence: float) -> CI:
+    alpha = _alpha(confidence)
+    low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return CI(float(point), float(low), float(high))
+
+
+def stratified_bootstrap_ci(scores_by_task: dict[str, Sequence[float]], statistic: Callable = iqm,
+                            reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> CI:
+    """Percentile CI of ``statistic`` on the pooled scores, resampling seeds within each task.
+
+    Each of ``reps`` replicates draws, for every task (stratum), as many seeds as it has with
+    replacement, pools all tasks and recomputes ``statistic``. The statistic is applied to all
+    replicates at once when it accepts an ``axis`` keyword (``iqm``, ``mean``, ``np.mean``);
+    otherwise once per replicate. Returns ``CI(point, low, high)``; ``point`` is the
+    statistic on the original pooled scores. Deterministic for a given ``seed``.
+    """
+    if not scores_by_task:
+        raise ValueError("stratified bootstrap needs at least one task")
+    if reps < 1:
+        raise ValueError(f"reps {reps!r} must be at least 1")
+    _alpha(confidence)
+    arrays = []
+    for task, values in scores_by_task.items():
+        x = np.asarray(values, dtype=float).ravel()
+        if x.size == 0:
+            raise ValueError(f"task {task!r} has no scores")
+        arrays.append(x)
+    point = float(statistic(np.concatenate(arrays)))
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([x[rng.integers(0, x.size, size=(reps, x.size))] for x in arrays], axis=1)
+    return _percentile_ci(point, _apply_rows(statistic, samples), confidence)
+
+
+def _poi_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) with ties counted 1/2, over all seed pairs, for each row: x (R, n), y (R, m)."""
+    diff = x[:, :, None] - y[:, None, :]
+    return (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
+
+
+def probability_of_improvement(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
+                               reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> CI:
+    """P(X > Y) (Agarwal et al. 2021) with a stratified bootstrap CI.
+
+    For each task, the probability that a run of X scores higher than a run of Y, over all
+    pairs of their seeds, ties counting 1/2 (the Mann-Whitney U statistic / (n m)); averaged
+    over tasks. The bootstrap resamples each approach's seeds within each task independently,
+    as ``rliable`` does. 0.5 means no difference; above 0.5 favours X.
+    """
+    if set(x_by_task) != set(y_by_task) or not x_by_task:
+        raise ValueError("probability of improvement needs the same non-empty set of tasks for both approaches")
+    if reps < 1:
+        raise ValueError(f"reps {reps!r} must be at least 1")
+    _alpha(confidence)
+    rng = np.random.default_rng(seed)
+    point_parts, boot_parts = [], []
+    for task in x_by_task:
+        x = np.asarray(x_by_task[task], float).ravel()
+        y = np.asarray(y_by_task[task], float).ravel()
+        if x.size == 0 or y.size == 0:
+            raise ValueError(f"task {task!r} has no scores")
+        point_parts.append(_poi_rows(x[None], y[None])[0])
+        xb = x[rng.integers(0, x.size, size=(reps, x.size))]
+        yb = y[rng.integers(0, y.size, size=(reps, y.size))]
+        boot_parts.append(_poi_rows(xb, yb))
+    return _percentile_ci(float(np.mean(point_parts)), np.mean(boot_parts, axis=0), confidence)
+
+
+# --------------------------------------------------------------------------------------
+# Summaries over ComparisonData
+
+
+def per_task_means(data: ComparisonData) -> dict[str, dict[str, float]]:
+    """``approach -> task -> mean success over seeds``."""
+    return {a: {t: float(np.mean(data.scores[a][t])) for t in data.tasks} for a in data.approaches}
+
+
+def per_task_summary(data: ComparisonData) -> dict[str, dict[str, dict[str, float]]]:
+    """``approach -> task -> {"mean", "std", "n"}``; std is the sample std (ddof=1), 0 for one seed."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for a in data.approaches:
+        out[a] = {}
+        for t in data.tasks:
+            x = np.asarray(data.scores[a][t], float)
+            out[a][t] = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0, "n": int(x.size)}
+    return out
+
+
+def aggregate(data: ComparisonData, reps: int = 2000, confidence: float = 0.95,
+              seed: int = 0) -> dict[str, dict[str, float]]:
+    """``approach -> {"iqm", "ci_low", "ci_high", "mean", "steps", "n_runs"}``.
+
+    IQM over all task x seed runs with a stratified bootstrap CI (strata = tasks); ``mean``
+    is the plain mean over the same runs; ``steps`` the approach's total training steps.
+    Every approach uses the same bootstrap ``seed``.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for a in data.approaches:
+        ci = stratified_bootstrap_ci(data.scores[a], iqm, reps=reps, confidence=confidence, seed=seed)
+        flat = data.flat(a)
+        out[a] = {"iqm": ci.point, "ci_low": ci.low, "ci_high": ci.high, "mean": float(flat.mean()),
+                  "steps": int(data.steps[a]), "n_runs": int(flat.size)}
+    return out
+
+
+def wins_ties_losses(diffs: Sequence[float], tol: float = TIE_TOL) -> tuple[int, int, int]:
+    """Count differences above ``tol`` (won), within it (tied), below ``-tol`` (lost)."""
+    d = np.asarray(diffs, float)
+    return int((d > tol).sum()), int((np.abs(d) <= tol).sum()), int((d < -tol).sum())
+
+
+def default_baseline(data: ComparisonData) -> str:
+    """``"default"`` when it is an approach, else the first approach."""
+    return "default" if "default" in data.approaches else data.approaches[0]
+
+
+def paired_tests(data: ComparisonData, baseline: str = "default", reps: int = 2000, confidence: float = 0.95,
+                 seed: int = 0, tol: float = TIE_TOL) -> dict[str, dict[str, Any]]:
+    """Each other approach vs ``baseline``, paired by task on per-task mean success.
+
+    Returns ``approach -> {...}`` in approach order (baseline excluded) with keys:
+    ``baseline``, ``n_tasks``, ``mean_diff`` (mean over tasks of approach - baseline),
+    ``wins``, ``ties``, ``losses`` (tasks where the approach's mean is higher / equal within
+    ``tol`` / lower), ``wilcoxon_p`` (``scipy.stats.wilcoxon(diffs, zero_method="zsplit")``,
+    two-sided), ``ttest_p`` (``scipy.stats.ttest_rel(approach, baseline)``, two-sided),
+    ``prob_improvement``, ``poi_ci_low``, ``poi_ci_high`` (P(approach > baseline) over
+    (task, seed) runs with a stratified bootstrap CI, see ``probability_of_improvement``),
+    and ``notes`` (list of strings). Differences within ``tol`` of zero are set to zero. A
+    p-value is ``None`` when the test is undefined (one task; constant non-zero differences
+    for the t-test); with all differences zero both p-values are 1.0, with a note.
+    """
+    if baseline not in data.approaches:
+        raise ConfigError(f"baseline {baseline!r} is not one of the approaches: {', '.join(data.approaches)}")
+    means = per_task_means(data)
+    base = np.array([means[baseline][t] for t in data.tasks])
+    out: dict[str, dict[str, Any]] = {}
+    for a in data.approaches:
+        if a == baseline:
+            continue
+        cur = np.array([means[a][t] for t in data.tasks])
+        diffs = cur - base
+        diffs[np.abs(diffs) <= tol] = 0.0
+        won, tied, lost = wins_ties_losses(diffs, tol)
+        notes: list[str] = []
+        wilcoxon_p: float | None
+        ttest_p: float | None
+        if not np.any(diffs):
+            wilcoxon_p = ttest_p = 1.0
+            notes.append("all per-task differences are zero: p set to 1.0")
+        elif diffs.size < 2:
+            wilcoxon_p = ttest_p = None
+            notes.append("one task: paired tests need at least 2")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wilcoxon_p = _finite(sps.wilcoxon(diffs, zero_method="zsplit").pvalue)
+                if np.ptp(diffs) <= tol:
+                    ttest_p = None
+                    notes.append("t-test undefined: every task changed by the same amount (zero variance)")
+                else:
+                    ttest_p = _finite(sps.ttest_rel(cur, base).pvalue)
+            if diffs.size < 6:
+                notes.append(f"only {diffs.size} tasks: the Wilcoxon test cannot reach p < 0.05")
+        poi = probability_of_improvement(data.scores[a], data.scores[baseline], reps=reps,
+                                         confidence=confidence, seed=seed)
+        out[a] = {"baseline": baseline, "n_tasks": int(diffs.size), "mean_diff": float(diffs.mean()),
+                  "wins": won, "ties": tied, "losses": lost, "wilcoxon_p": wilcoxon_p, "ttest_p": ttest_p,
+                  "prob_improvement": poi.point, "poi_ci_low": poi.low, "poi_ci_high": poi.high, "notes": notes}
+    return out
+
+
+def _finite(p: Any) -> float | None:
+    p = float(p)
+    return p if math.isfinite(p) else None

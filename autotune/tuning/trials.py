@@ -1,0 +1,158 @@
+"""What every way of running a trial shares: the run plan, a trial's schedule, its objective and
+outcome, and the attributes it records.
+
+``autotune.tuning.studies`` runs trials one by one and ``autotune.tuning.batched`` trains several as
+one population; both import this module and neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from autotune.schedules import Schedule
+from autotune.tuning.spec import StudySpec
+from tql.errors import ConfigError
+from tql.tasks import TaskSpec
+from tql.trainer import PROFILES, TrainConfig
+
+DEFAULT_STUDY = "tql"
+
+
+def study_name(study: str, task: str) -> str:
+    """The Optuna study of ``task`` in the study set ``study``."""
+    return f"{study}:{task}"
+
+
+@dataclass
+class RunPlan:
+    """Everything ``tql-tune run`` decided before touching the storage."""
+
+    tasks: list[TaskSpec]
+    spec: StudySpec
+    study: str = DEFAULT_STUDY
+    storage: str | None = None
+    profile: str = "smoke"
+    trials: int | None = None
+    seeds: int | None = None
+    workers: int = 1
+    runs_dir: Path = Path("runs/studies")
+    data_dir: Path = Path("data")
+    data_kind: str = "auto"
+    make_data: bool = True
+    device: str = "auto"
+    threads: int | None = None
+    precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
+    compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    heartbeat_interval: float = 30.0
+    grace_period: float = 120.0
+    batch: int | str = "auto"  # trials trained together as one population (autotune.tuning.batched)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
+        self.batch = resolve_batch(self.batch, self.device)
+        budget = self.spec.budget(self.profile)
+        self.trials = self.trials if self.trials is not None else budget.trials
+        self.seeds = self.seeds if self.seeds is not None else budget.seeds
+        for name in ("trials", "seeds", "workers"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"--{name} {value!r} must be >= 1")
+        if not self.study or ":" in self.study:
+            raise ConfigError(f"study name {self.study!r} must be non-empty and contain no ':'")
+        if self.spec.sampler == "grid" and self.trials > self.spec.grid_points:
+            raise ConfigError(f"--trials {self.trials} exceeds the grid's {self.spec.grid_points} points "
+                              "(sampler.grid_points in the study spec)")
+        if not 0 < self.heartbeat_interval < self.grace_period:
+            raise ConfigError(f"heartbeat interval {self.heartbeat_interval!r} must be > 0 and below the grace "
+                              f"period {self.grace_period!r}")
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
+        return TrainConfig.from_profile(
+            task.name, self.profile, {"precision": self.precision, "compile": self.compile}, rho=rho, seed=seed, data_dir=str(self.data_dir),
+            data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
+
+
+BATCH_AUTO = {"cpu": 1, "cuda": 8}  # --batch auto: on a CPU a population is compute-bound, so no gain
+
+
+def resolve_batch(value: int | str, device: str) -> int:
+    """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
+    if value == "auto":
+        if device == "auto":
+            import torch
+
+            return BATCH_AUTO["cuda" if torch.cuda.is_available() else "cpu"]
+        return BATCH_AUTO["cuda" if str(device).startswith("cuda") else "cpu"]
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if isinstance(value, bool) or batch < 1 or str(batch) != str(value).strip():
+        raise ConfigError(f"--batch {value!r} is not one of: auto, an integer >= 1")
+    return batch
+
+
+def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Schedule:
+    """The trial's H̄ schedule: one constant rho, rho at evenly spaced knots of progress, or
+    (kind 'layers') a depth profile of constant first and last layer rho."""
+    names = spec.param_names()
+    values = [trial.suggest_float(name, spec.rho_low, spec.rho_high, log=spec.log) for name in names]
+    meta = {"source": f"optuna trial {trial.number}", "task": task.name, "n_tokens": task.n_tokens}
+    if spec.kind == "constant":
+        return Schedule.constant(values[0], **meta)
+    if spec.kind == "layers":
+        return Schedule.profile(*values, **meta)
+    knots = [(i / (len(values) - 1), v) for i, v in enumerate(values)]
+    return Schedule.piecewise(knots, **meta)
+
+
+def objective_value(evals: list[dict], last_k: int) -> float:
+    """Mean success of the last ``last_k`` evaluations of one run."""
+    if not evals:
+        raise ConfigError("a run finished without an evaluation; check --eval-every")
+    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended, its value (complete trials) and the user attrs it records."""
+
+    state: TrialState
+    value: float | None
+    attrs: dict[str, Any]
+
+
+def layer_attrs(schedule: Schedule) -> dict[str, float]:
+    """A profile trial's first and last layer rho (its "rho" is their mean, as ``rho_at``)."""
+    if not schedule.is_profile:
+        return {}
+    return {f"rho_{name}": curve.rho if curve.kind == "constant" else curve.mean_rho()
+            for name, curve in zip(("first", "last"), schedule.curves())}
+
+
+def set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Record ``attrs`` as the trial's user attrs."""
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def record_error(study: optuna.Study, trial: optuna.Trial, exc: Exception) -> None:
+    """Fail the trial with the error as its reason (not retried), unless it already ended."""
+    try:
+        trial.set_user_attr("fail_kind", "error")
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        study.tell(trial, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        pass

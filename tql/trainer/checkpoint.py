@@ -1,0 +1,82 @@
+"""A run's directory and resuming from it: ``config.json`` (refused when a different run is
+resumed), ``checkpoint.pt`` (weights, optimiser and RNG states, the hooks' state; written
+atomically) and ``metrics.jsonl`` (cut back to the checkpoint's step on resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tql.errors import ConfigError
+from tql.io import atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
+from tql.trainer.config import check_resumable
+
+
+class RunFiles:
+    """The ``Trainer``'s files, as a mixin: it reads ``out_dir``, ``config``, ``task``, ``data``,
+    ``agent``, ``step``, ``evals``, ``generator``, ``hooks`` and ``device`` of the run."""
+
+
+    def _run_record(self) -> dict:
+        """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""
+        return {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    def _prepare_out_dir(self, fresh: bool) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "config.json"
+        if fresh:
+            for path in (self.checkpoint_path, self.metrics_path, config_path, self.out_dir / "summary.json"):
+                path.unlink(missing_ok=True)
+        if self.checkpoint_path.exists():
+            saved = json.loads(config_path.read_text())
+            check_resumable(saved["train"], self.config, self.out_dir)
+            if any(saved.get(key) != value for key, value in self._run_record().items()):
+                raise ConfigError(f"{self.out_dir} holds a run with different settings "
+                                  f"({', '.join(self._run_record())}); use another --out, or --fresh to discard it")
+            self._load_checkpoint()
+        else:
+            self.metrics_path.unlink(missing_ok=True)
+        atomic_write_json(config_path, {"train": self.config.to_dict(), "task": self.task.name,
+                                        "n_tokens": self.task.n_tokens, "data_kind": self.data.kind,
+                                        "data_meta": self.data.meta, **self.data.size_record(),
+                                        "device": str(self.device),
+                                        **self._run_record()})
+
+    def _save_checkpoint(self) -> None:
+        state = {"step": self.step, "agent": self.agent.full_state(), "evals": self.evals,
+                 "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+                 "hooks": self.hooks.state_dict(), "wall_seconds": self._wall(), **self._extra_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.agent.load_full_state(state["agent"])
+        self.step, self.evals, self.wall_before = state["step"], state["evals"], state["wall_seconds"]
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.hooks.load_state_dict(state["hooks"])
+        self._load_extra_state(state)
+        # Drop metrics logged after the checkpoint: those steps run again.
+        rewrite_jsonl(self.metrics_path, [r for r in read_jsonl(self.metrics_path) if r["step"] <= self.step])
+        self._say(f"resuming {self.task.name} from step {self.step} ({self.checkpoint_path})")
+
+    def _extra_state(self) -> dict:
+        """More checkpointed state (subclasses)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass

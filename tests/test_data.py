@@ -31,8 +31,8 @@ from tql.data import (
     task_goal,
     write_npz_atomic,
 )
-from tql.data import generate as generate_module
-from tql.data.generate import (
+from tql.data import oracles as oracles_module
+from tql.data.oracles import (
     P_RANDOM_ACTION_CUBE_SCENE,
     P_RANDOM_ACTION_PUZZLE,
     maybe_random_action,
@@ -157,7 +157,7 @@ def test_noisy_dataset_type(tmp_path, monkeypatch):
         draws.append(maybe_random_action(rng, p, act_dim))
         return draws[-1]
 
-    monkeypatch.setattr(generate_module, "maybe_random_action", recording)
+    monkeypatch.setattr(oracles_module, "maybe_random_action", recording)
     paths = generate_dataset(
         _task("scene-play"), tmp_path, episodes=1, episode_length=60, seed=0, dataset_type="noisy", progress=False
     )

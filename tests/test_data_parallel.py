@@ -22,7 +22,8 @@ from tql.data import (
     read_generated_meta,
     sized_folder,
 )
-from tql.data.generate import GENERATOR_VERSION, episode_seeds
+from tql.data.collect import episode_seeds
+from tql.data.generate import GENERATOR_VERSION
 from tql.errors import MissingDatasetError, TQLError
 from tql.tasks import get_task
 

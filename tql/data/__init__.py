@@ -1,9 +1,13 @@
 """OGBench data: offline generation with OGBench's oracles, loading/relabelling, sampling.
 
-Modules: ``generate`` (OGBench-format datasets made with the oracles in the ``ogbench``
-package), ``datasets`` (finding, loading and relabelling datasets for a task), ``provision``
-(a run's dataset: found, generated when missing, checked against the size it expects) and
-``sampler`` (uniform minibatches on one device).
+Modules:
+
+- ``oracles``: one episode as OGBench's scripted oracles collect it;
+- ``collect``: episodes with their own seeds, in this process or over worker processes;
+- ``generate``: OGBench-format dataset files from them, written atomically;
+- ``datasets``: finding, loading and relabelling datasets for a task;
+- ``provision``: a run's dataset: found, generated when missing, checked against its size;
+- ``sampler``: uniform minibatches on one device.
 
 May import: ``tql.tasks``, ``tql.envs``, ``tql.io``, ``tql.errors``, numpy, torch, ogbench.
 Public names: those below; import them from here.
@@ -27,14 +31,9 @@ from tql.data.datasets import (
     subgoal_successes,
     task_goal,
 )
-from tql.data.generate import (
-    SUPPORTED_ENVS,
-    SUPPORTED_TYPES,
-    available_cpus,
-    default_episodes,
-    generate_dataset,
-    write_npz_atomic,
-)
+from tql.data.collect import available_cpus
+from tql.data.generate import default_episodes, generate_dataset, write_npz_atomic
+from tql.data.oracles import SUPPORTED_ENVS, SUPPORTED_TYPES
 from tql.data.provision import expected_size, provide_task_data, size_warning
 from tql.data.sampler import ReplaySampler
 

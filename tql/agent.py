@@ -31,7 +31,7 @@ from tql.tasks import TaskSpec
 
 
 # 'bf16': linear layers under bfloat16 autocast, attention core, residual stream, outputs and
-# losses in float32 (tql.model); benchmarks/precision_check.py measures the loss agreement.
+# losses in float32 (tql.model); benchmarks/gpu/precision_check.py measures the loss agreement.
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("warmup_cosine", "constant")
 Q_AGGREGATIONS = ("mean", "min")
@@ -155,7 +155,7 @@ def lr_factor(step: Tensor | float, total_steps: int, warmup_fraction: float, st
 
 
 # Updates from which compiling the loss pays for its compilation, by device type (measured:
-# benchmarks/README.md, "The `cpu` profile's update, compiled"); below them, and on other
+# benchmarks/speed/README.md, "The `cpu` profile's update, compiled"); below them, and on other
 # devices, runs stay eager.
 COMPILE_MIN_STEPS = {"cpu": 2_000, "cuda": 50_000}
 
@@ -324,7 +324,7 @@ class TQLAgent(nn.Module):
     def build_optimizer(self, fused: bool | None = None) -> torch.optim.Optimizer:
         """Adam(W) over ``_param_groups`` at the schedule's current rates (benchmarks rebuild it
         after swapping modules). Fused (one kernel over all tensors: measured 1.02-1.05x per
-        update on CPU, benchmarks/README.md) where torch has it: float parameters on CPU / CUDA.
+        update on CPU, benchmarks/speed/README.md) where torch has it: float parameters on CPU / CUDA.
 
         A fused optimiser holds each group's rate as a device tensor that ``update`` rewrites
         in place, so a CUDA graph replays the schedule too; on CUDA it is also ``capturable``

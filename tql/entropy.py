@@ -19,7 +19,7 @@ group), one per layer, or one for all. After each optimiser step the values are 
 ``ALPHA_RANGE`` with the upper bound ``alpha_max`` (ours; the public code clips to a range
 it does not document here). Near-uniform attention has a vanishing entropy gradient, so a
 fast signed temperature winds up before anything moves and then overshoots; ``alpha_max``
-bounds that. ``benchmarks/target_tracking.py`` measures both rules against their targets.
+bounds that. ``benchmarks/learning/target_tracking.py`` measures both rules against their targets.
 
 Groups: g = 0 is the [VALUE] query row, g = 1 the other rows (``tql.model``). The target may
 be a float or a tensor broadcastable to ``[depth, groups]`` (a table of H̄ per (layer,

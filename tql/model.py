@@ -16,7 +16,7 @@ it promotes), the Q heads (about 1% of the FLOPs: they see the [VALUE] token onl
 policies' output layers. The Q heads matter most: the TD loss is a small residual of large
 Q values; with the heads' hidden layers in bf16 it differed by 6.0% from float32 on the same
 weights, with the heads in float32 by 0.8%, and with the heads wholly in bf16 by 0.6% but Q
-itself 0.2% off (benchmarks/q_head_precision.py). So ``critic='mlp'`` (an EnsembleMLP)
+itself 0.2% off (benchmarks/gpu/q_head_precision.py). So ``critic='mlp'`` (an EnsembleMLP)
 stays float32.
 """
 
@@ -160,7 +160,7 @@ def gelu_tanh(x: Tensor) -> Tensor:
     """GELU, tanh approximation: 0.5 x (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3).
 
     Under torch.compile written as x * sigmoid(2u), the same function: inductor's vectorised
-    sigmoid is about twice as fast as its tanh on CPUs, forward and backward (benchmarks/
+    sigmoid is about twice as fast as its tanh on CPUs, forward and backward (benchmarks/speed/
     README.md). Eager code keeps ATen's single GELU kernel (one launch on a GPU).
     """
     if torch.compiler.is_compiling():

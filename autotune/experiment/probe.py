@@ -3,9 +3,9 @@
 Measured: updates/s of the profile's agent (random batches, eager), the evaluation env's
 steps/s under random actions and its creation time. Derived, not measured (to keep the probe
 short): data generation at 3/4 of the env-step rate (the oracle's planning on top of MuJoCo:
-benchmarks/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process); on a CPU a
+benchmarks/speed/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process); on a CPU a
 population's member update at the single-run rate / 1.2 (vmapped members are compute-bound
-there: benchmarks/results/population_speed.txt, 1.1-1.4x slower than one after another).
+there: benchmarks/speed/results/population_speed.txt, 1.1-1.4x slower than one after another).
 On CUDA the probe times eager updates, so it underestimates runs that replay CUDA graphs.
 """
 

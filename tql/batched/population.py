@@ -90,7 +90,7 @@ class Population:
     ``chunk_size``); None runs all K in one call, the setting meant for a GPU, where one small
     agent's update is bound by kernel launches. On a CPU an update is compute-bound and vmap's
     batching saves nothing: measured 1.1-1.4x the time of K separate updates on one thread
-    (``benchmarks/results/population_speed.txt``); a small ``chunk_size`` bounds the working
+    (``benchmarks/speed/results/population_speed.txt``); a small ``chunk_size`` bounds the working
     set of large presets but did not measurably help there. Results are the same either way
     (up to rounding).
 

@@ -5,8 +5,8 @@ missing, trains with the given profile for every (agent settings, seed) pair - e
 published settings beside tql-tune 0.1's, on the same data, steps and seeds - and prints the
 numbers side by side:
 
-    python benchmarks/learning_check.py --task cube-single-play-singletask-task1-v0 --steps 30000
-    python benchmarks/learning_check.py --settings published,legacy --seeds 0,1 --jobs 2 --steps 10000
+    python benchmarks/learning/learning_check.py --task cube-single-play-singletask-task1-v0 --steps 30000
+    python benchmarks/learning/learning_check.py --settings published,legacy --seeds 0,1 --jobs 2 --steps 10000
 
 ``legacy`` runs tql-tune 0.1 exactly: its settings and its critic preset (``0.03M-v1`` for
 the CPU profiles' ``0.03M``).
@@ -30,14 +30,14 @@ from pathlib import Path
 from scipy.stats import fisher_exact
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.data import generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402
 from tql.evaluation import evaluate, random_policy  # noqa: E402
 from tql.io import read_jsonl  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import TrainConfig, train  # noqa: E402
+from tql.trainer import TrainConfig, train  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,7 +94,7 @@ def success_p_value(agent: float, random: float, episodes: int) -> float:
 def agent_options(args, settings: str) -> dict:
     from autotune.agent_options import agent_overrides
     from tql.model import LEGACY_PRESETS
-    from tql.train import PROFILES
+    from tql.trainer import PROFILES
 
     agent = {"critic": args.critic, **agent_overrides(settings)}
     size = args.size or PROFILES[args.profile]["agent"].get("size", "0.4M")

@@ -31,8 +31,8 @@ measurement, the median relative difference of every loss term is <= --loss-tol 
 or below that term's noise reference, every entropy differs by <= --entropy-tol x log n
 (default 0.005), and bf16's drift is within the references' (no larger than the largest).
 
-    python benchmarks/precision_check.py --threads 2 --steps 600 --json benchmarks/results/precision_check.json
-    python benchmarks/precision_check.py --device cuda --size 1.6M --steps 5000     # on a GPU
+    python benchmarks/gpu/precision_check.py --threads 2 --steps 600 --json benchmarks/gpu/results/precision_check.json
+    python benchmarks/gpu/precision_check.py --device cuda --size 1.6M --steps 5000     # on a GPU
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402

@@ -14,7 +14,7 @@ On a machine without CUDA it runs the CPU parts (compiled == eager agreement, ea
 compiled speed, the population eagerly, at the small ``--cpu-presets``) and lists what it
 skipped. A variant that fails is reported as failed and the rest still run.
 
-    python benchmarks/gpu_check.py --json benchmarks/results/gpu_check.json | tee benchmarks/results/gpu_check.txt
+    python benchmarks/gpu/gpu_check.py --json benchmarks/gpu/results/gpu_check.json | tee benchmarks/gpu/results/gpu_check.txt
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.update_speed import matmul_peak  # noqa: E402
+from benchmarks.speed.update_speed import matmul_peak  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.data.sampler import ReplaySampler  # noqa: E402
 from tql.graphs import CudaCapture, GraphedStep  # noqa: E402
-from tql.population import Population  # noqa: E402
+from tql.batched.population import Population  # noqa: E402
 
 OBS, ACT = 37, 5  # cube-double: n = 43 tokens
 AGREEMENT_KEYS = ("critic/td_loss", "critic/loss", "actor/bc_flow_loss", "actor/distill_loss", "actor/q_loss")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("vs eager: median over rounds of (eager time / this time) in the same round, same size and precision")
     for line in skipped:
         print(f"skipped: {line}")
-    result = {"command": " ".join(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
+    result = {"command": " ".join(["benchmarks/gpu/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
               "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
               "batch_size": args.batch_size, "n_tokens": 1 + OBS + ACT, "inner": inner, "rounds": args.rounds,
               "peak_flop_per_s": peak, "agreement": agreements, "rows": rows, "skipped": skipped,

@@ -15,7 +15,7 @@ step, target EMA. Variants, all trained with exactly that update:
 - ``tql+compile``: ``tql`` with ``AgentConfig(compile=True)`` (torch.compile of the whole
   loss; compile time is reported as warm-up, not timed);
 - ``tql+bf16``: ``tql`` with ``AgentConfig(precision="bf16")`` (bfloat16 autocast of the
-  forward passes, attention core / outputs / losses in float32; see precision_check.py for
+  forward passes, attention core / outputs / losses in float32; see benchmarks/gpu/precision_check.py for
   whether the losses agree);
 - ``tql@REV`` (with ``--baseline-rev REV``): the whole agent at git revision REV (its ``tql``
   package imported under another name, ``rev_agent.py``), timed in the same rounds:
@@ -33,11 +33,11 @@ bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All
 and the peak are interleaved round by round (``--repeats`` rounds); medians are reported,
 because the machine may be shared.
 
-    python benchmarks/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1.6M \\
-        --json benchmarks/results/update_speed.json
-    python benchmarks/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
-    python benchmarks/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
-    python benchmarks/update_speed.py --profile cpu --variants tql,tql+compile --baseline-rev d86bc7f
+    python benchmarks/speed/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1.6M \\
+        --json benchmarks/speed/results/update_speed.json
+    python benchmarks/speed/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
+    python benchmarks/speed/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
+    python benchmarks/speed/update_speed.py --profile cpu --variants tql,tql+compile --baseline-rev d86bc7f
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.model import EnsembleMLP, get_preset  # noqa: E402
 
-from benchmarks.rev_agent import agent_at  # noqa: E402
+from benchmarks.speed.rev_agent import agent_at  # noqa: E402
 
 _STATE, _ACTION, _VALUE = 0, 1, 2
 
@@ -219,7 +219,7 @@ def profile_agent(args: argparse.Namespace) -> dict:
     its batch size replaces ``--batch-size``); {} without a profile."""
     if not args.profile:
         return {}
-    from tql.train import PROFILES
+    from tql.trainer import PROFILES
 
     if args.profile not in PROFILES:
         raise SystemExit(f"unknown profile {args.profile!r}; valid: {', '.join(PROFILES)}")

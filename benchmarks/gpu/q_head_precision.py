@@ -10,7 +10,7 @@ difference of every loss term (``precision_check.agreement``) twice, side by sid
 - ``heads bf16``: the Q heads left to autocast like the rest (hidden and output layers in
   bf16), i.e. what plain ``torch.autocast`` would do.
 
-    python benchmarks/q_head_precision.py --threads 1 --json benchmarks/results/q_head_precision.json
+    python benchmarks/gpu/q_head_precision.py --threads 1 --json benchmarks/gpu/results/q_head_precision.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import precision_check as pc  # noqa: E402
 from tql.model import EnsembleMLP, full_precision, gelu_tanh, upcast  # noqa: E402
 from tql.tasks import get_task  # noqa: E402

@@ -1,8 +1,8 @@
 """Seconds to log a batch's held-out TD errors: member by member vs the population at once.
 
-A batched run (``tql.batch_train``) logs every member's TD error on a held-out batch every
+A batched run (``tql.batched.trials``) logs every member's TD error on a held-out batch every
 ``log_every`` steps. Member by member (how it was done before): load member i into a scratch
-agent and run ``tql.train.held_out_td_error``, K times. At once: one
+agent and run ``tql.trainer.held_out_td_error``, K times. At once: one
 ``Population.held_out_td_errors`` over the stacked members. The two settings alternate within
 each round on the same batches and z' noise; medians of ``--rounds`` are compared, and the
 values must agree (float reassociation only):
@@ -11,8 +11,8 @@ values must agree (float reassociation only):
 
 On a GPU the member-by-member way pays K times the kernel launches of one measurement.
 
-    python benchmarks/held_out_speed.py --k 16
-    python benchmarks/held_out_speed.py --device cuda --k 16
+    python benchmarks/speed/held_out_speed.py --k 16
+    python benchmarks/speed/held_out_speed.py --device cuda --k 16
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.population_speed import random_batches, sync  # noqa: E402
+from benchmarks.speed.population_speed import random_batches, sync  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.population import Population  # noqa: E402
+from tql.batched.population import Population  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import VAL_BATCH, held_out_td_error  # noqa: E402
+from tql.trainer import VAL_BATCH, held_out_td_error  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -11,8 +11,8 @@ the median is reported. Presets are separate workloads in separate processes, so
 are not interleaved: on a shared machine read them as orders of magnitude, and compare
 ratios within one run only.
 
-    python benchmarks/scaling.py --threads 2 --repeats 3 --budget-s 40 \\
-        --json benchmarks/results/scaling.json
+    python benchmarks/speed/scaling.py --threads 2 --repeats 3 --budget-s 40 \\
+        --json benchmarks/speed/results/scaling.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.model import PRESETS  # noqa: E402

@@ -1,7 +1,7 @@
 """Seconds per update of a batched population of K agents vs K separate single-agent updates.
 
 For each K, one ``Population`` update (K members, each with its own batch and H̄) per
-population backend (``--backends``: ``native`` = tql.batched, ``vmap`` = vmap over the agent's
+population backend (``--backends``: ``native`` = tql.batched.forward, ``vmap`` = vmap over the agent's
 own losses) is timed against K consecutive ``TQLAgent.update`` calls on K separate agents with
 the same batches; all settings alternate within each round (interleaved, so drift in machine
 load hits them alike) and the medians of ``--repeats`` timings of ``--iters`` updates each are
@@ -13,8 +13,8 @@ compared:
 The issue's goal is ratio <= 0.5 at K = 8. Data are random tensors of the task's shapes (the
 update's cost does not depend on their values); all settings get the same threads.
 
-    python benchmarks/population_speed.py --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
-    python benchmarks/population_speed.py --device cuda --preset 0.4M --batch-size 256 --actor-hidden 512,512,512,512
+    python benchmarks/speed/population_speed.py --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
+    python benchmarks/speed/population_speed.py --device cuda --preset 0.4M --batch-size 256 --actor-hidden 512,512,512,512
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.population import BACKENDS, Population  # noqa: E402
+from tql.batched.population import BACKENDS, Population  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 

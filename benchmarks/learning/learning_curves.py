@@ -2,7 +2,7 @@
 
 For each task, the published TQL configuration (``targets='published'``, DESIGN.md 3a) and
 FQL's MLP critic each train ``--seeds`` seeds as one batched population
-(``tql.batch_train``), evaluated ``--evals`` times along the way. All populations train the
+(``tql.batched.trials``), evaluated ``--evals`` times along the way. All populations train the
 same number of updates, so the curves of one task compare at equal steps.
 
 Budgeted by wall time: a probe times each population's update and one evaluation on this
@@ -14,8 +14,8 @@ Prints, per task and critic, mean success (and its spread over seeds) at each ev
 the first step at which the mean leaves zero; writes the numbers (``--json``) and a plot of
 success vs steps with a 95% band over seeds (``--png``)::
 
-    python benchmarks/learning_curves.py --tasks cube-single-play-singletask-task1-v0,scene-play-singletask-task1-v0 \\
-        --minutes 60 --json benchmarks/results/learning_curves.json --png benchmarks/results/learning_curves.png
+    python benchmarks/learning/learning_curves.py --tasks cube-single-play-singletask-task1-v0,scene-play-singletask-task1-v0 \\
+        --minutes 60 --json benchmarks/learning/results/learning_curves.json --png benchmarks/learning/results/learning_curves.png
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from pathlib import Path
 from scipy import stats
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tql.batch_train import BatchMember, BatchTrainer  # noqa: E402
+from tql.batched.trials import BatchMember, BatchTrainer  # noqa: E402
 from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402
 from tql.model import get_preset  # noqa: E402
 from tql.targets import PUBLISHED_TARGETS, published_targets  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import TrainConfig  # noqa: E402
+from tql.trainer import TrainConfig  # noqa: E402
 
 CRITICS = {"tql": "published TQL (per-layer published targets)", "mlp": "FQL MLP critic"}
 PROBE_UPDATES = 12  # timed updates per population, after WARMUP untimed ones

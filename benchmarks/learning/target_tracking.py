@@ -23,8 +23,8 @@ one-sided runs (published, rho0.5, rho0.95): no entropy more than 0.1 nats below
 (and how far above it sits); two_sided: every entropy within 0.1 nats of its target;
 free: at least one entropy below its published target (else the setting shows nothing).
 
-    python benchmarks/target_tracking.py --size 0.4M --steps 3000 --batch-size 64 --threads 2 \\
-        --json benchmarks/results/target_tracking.json
+    python benchmarks/learning/target_tracking.py --size 0.4M --steps 3000 --batch-size 64 --threads 2 \\
+        --json benchmarks/learning/results/target_tracking.json
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from rich.console import Console
 from rich.table import Table
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import LEGACY_SETTINGS, AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
 from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402
 from tql.targets import GROUP_NAMES, published_targets, rho_table  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import resolve_device  # noqa: E402
+from tql.trainer import resolve_device  # noqa: E402
 
 RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided", "two_sided_fast", "two_sided_bounded")
 LEGACY = {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4}

@@ -4,7 +4,7 @@ vs ``x * sigmoid(2u)`` (the same function; ``tql.model.gelu_tanh`` under torch.c
 Forward and forward+backward on one tensor, eager and compiled, interleaved rounds, medians;
 also the largest difference between the two forms.
 
-    python benchmarks/gelu_speed.py --threads 2 --json benchmarks/results/gelu_speed.json
+    python benchmarks/speed/gelu_speed.py --threads 2 --json benchmarks/speed/results/gelu_speed.json
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = statistics.median(t / s for t, s in zip(samples[f"tanh {mode}"], samples[f"sigmoid {mode}"]))
         print(f"tanh / sigmoid, {mode}: {ratio:.2f}x")
     print(f"largest |difference| between the forms: {diff:.2e}")
-    result = {"command": " ".join(["benchmarks/gelu_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+    result = {"command": " ".join(["benchmarks/speed/gelu_speed.py", *(argv if argv is not None else sys.argv[1:])]),
               "us": rows, "max_abs_difference": diff, "torch": torch.__version__}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -5,7 +5,7 @@ Trains a small and a larger TQL critic on one generated task, each without entro
 per-layer entropies of the [VALUE] row and of the other rows side by side, as fractions of
 log n (1 = uniform attention, 0 = one-hot: collapsed).
 
-    python benchmarks/attention_collapse.py --sizes 0.03M,0.4M --steps 1500
+    python benchmarks/learning/attention_collapse.py --sizes 0.03M,0.4M --steps 1500
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.data import generate_dataset, load_task_data  # noqa: E402
 from tql.errors import MissingDatasetError  # noqa: E402
 from tql.io import read_jsonl  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import TrainConfig, train  # noqa: E402
+from tql.trainer import TrainConfig, train  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

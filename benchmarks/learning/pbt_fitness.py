@@ -11,8 +11,8 @@ member on ``--eval-episodes`` episodes. Prints, per measurement step and signal:
 - regret of selection: best final success minus the final success of the member the signal
   picks (always defined; 0 is a perfect pick).
 
-    python benchmarks/pbt_fitness.py --tasks scene-play-singletask-task1-v0 --seeds 0,1,2 \\
-        --profile cpu --steps 2000 --members 4 --json benchmarks/results/pbt_fitness.json
+    python benchmarks/learning/pbt_fitness.py --tasks scene-play-singletask-task1-v0 --seeds 0,1,2 \\
+        --profile cpu --steps 2000 --members 4 --json benchmarks/learning/results/pbt_fitness.json
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.io import read_jsonl  # noqa: E402
-from tql.population_train import PopulationTrainer  # noqa: E402
+from tql.batched.pbt import PopulationTrainer  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
-from tql.train import TrainConfig, TrainHooks  # noqa: E402
+from tql.trainer import TrainConfig, TrainHooks  # noqa: E402
 
 
 class FixedRhos(TrainHooks):

@@ -7,7 +7,7 @@ are created before timing (creation, i.e. MuJoCo compilation, is reported separa
 the numbers are the rollout throughput. The policy's share of the time is measured too:
 batching only saves per-call policy overhead, the MuJoCo steps stay sequential.
 
-    python benchmarks/eval_speed.py --task cube-double-play-singletask-task2-v0 \\
+    python benchmarks/speed/eval_speed.py --task cube-double-play-singletask-task2-v0 \\
         --episodes 8 --max-steps 100
 
 The process comparison evaluates a TQL actor (the agent's default size, random weights) the
@@ -17,7 +17,7 @@ over W worker processes, whose results must be identical. Each side runs once un
 W processes can gain only where W cores are free (at most W times; less the time spent
 sending the actor and merging): on a busy 2-core machine expect little.
 
-    python benchmarks/eval_speed.py --episodes 16 --max-steps 200 --workers 8
+    python benchmarks/speed/eval_speed.py --episodes 16 --max-steps 200 --workers 8
 
 ``--members K`` adds how a batch of K members is evaluated over ``--workers W`` processes:
 member by member (K calls, each dealing its E episodes over min(E, W) processes) vs all at
@@ -25,7 +25,7 @@ once (``PolicyEvaluator.run_many``, K x E episodes dealt over W processes), alte
 with identical results required. All at once gains where E < W (at most min(W, K x E) / E
 times): on one GPU's 16 cores with 8 episodes, or here with E = 1 and W = 2.
 
-    python benchmarks/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500
+    python benchmarks/speed/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.eval_workers import PolicyEvaluator  # noqa: E402
 from tql.evaluation import EnvPool, run_episodes  # noqa: E402

@@ -27,10 +27,10 @@ CPU, and load from anything else on the machine hits every setting alike. Not wi
 
 On a CPU the population is compute-bound and no speedup is expected; the GPU goal is >= 8x:
 
-    python benchmarks/batched_trials.py --trials 4 --steps 300            # CPU, reduced
-    python benchmarks/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu
-    python benchmarks/batched_trials.py --device cuda --trials 32 --batch 8 --workers 4 --profile cpu
-    python benchmarks/batched_trials.py --trials 16 --batch 16 --threads 1 --concurrent   # 2-core CPU
+    python benchmarks/speed/batched_trials.py --trials 4 --steps 300            # CPU, reduced
+    python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu
+    python benchmarks/speed/batched_trials.py --device cuda --trials 32 --batch 8 --workers 4 --profile cpu
+    python benchmarks/speed/batched_trials.py --trials 16 --batch 16 --threads 1 --concurrent   # 2-core CPU
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import optuna  # noqa: E402
 
-from autotune import studies  # noqa: E402
-from autotune.spec import load_spec  # noqa: E402
-from autotune.trials import RunPlan, study_name  # noqa: E402
+from autotune.tuning import studies  # noqa: E402
+from autotune.tuning.spec import load_spec  # noqa: E402
+from autotune.tuning.trials import RunPlan, study_name  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 

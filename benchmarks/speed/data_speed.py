@@ -10,8 +10,8 @@ qpos / qvel) and of the sampler's float32 tensors, and extrapolates both to OGBe
 transitions (``--extrapolate``). Also times ``ReplaySampler.sample(batch)`` (batches/s),
 the only data work inside the training loop.
 
-    python benchmarks/data_speed.py --task cube-double-play-singletask-task2-v0 \\
-        --episodes 2 --episode-length 201 --json benchmarks/results/data_speed.json
+    python benchmarks/speed/data_speed.py --task cube-double-play-singletask-task2-v0 \\
+        --episodes 2 --episode-length 201 --json benchmarks/speed/results/data_speed.json
 
 For a meaningful speed-up give every worker many episodes (e.g. ``--episodes 160`` for 16
 workers): process start-up (imports, MuJoCo compilation) is paid once per worker.
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.data import (  # noqa: E402
     META_KEY,

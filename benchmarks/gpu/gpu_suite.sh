@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU measurements benchmarks/README.md still lists as not measured, in order of priority,
+# within a wall-time budget: each step runs only if its usual time still fits, under a timeout
+# of what is left, and writes <name>.txt (its command and output) and, where the script has
+# one, <name>.json to the output folder. Skipped steps are listed in skipped.txt.
+#
+#   bash benchmarks/gpu/gpu_suite.sh [MINUTES (default 10)] [OUT (default benchmarks/gpu/results)]
+#
+# gpu_check.py's agreement part checks the CUDA graphs the other steps use; the graph tests
+# come after the two measurements they would not change.
+#
+# Needs one CUDA device, its machine's CPU cores for evaluation and data processes, and the
+# project installed with its test extras (pytest for the CUDA graph tests).
+set -u
+MINUTES=${1:-10}
+OUT=${2:-benchmarks/gpu/results}
+mkdir -p "$OUT"
+: > "$OUT/skipped.txt"
+DEADLINE=$(( $(date +%s) + MINUTES * 60 ))
+
+# step NAME SECONDS COMMAND...: run COMMAND if SECONDS (its usual time) still fit the budget.
+step() {
+    local name=$1 usual=$2
+    shift 2
+    local left=$(( DEADLINE - $(date +%s) ))
+    if (( left < usual )); then
+        echo "$name: skipped, needs about ${usual} s, ${left} s left" | tee -a "$OUT/skipped.txt"
+        return
+    fi
+    echo "== $name (up to ${left} s)"
+    echo "\$ $*" > "$OUT/$name.txt"
+    timeout "$left" "$@" 2>&1 | grep -v -e "gym.logger.warn" -e "UserWarning" -e "GLFWError" | tee -a "$OUT/$name.txt"
+}
+
+step gpu_check 180 python benchmarks/gpu/gpu_check.py --json "$OUT/gpu_check.json"
+step batched_trials 360 python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu \
+    --json "$OUT/batched_trials.json"
+step eval_members 120 python benchmarks/speed/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500 \
+    --repeats 1 --json "$OUT/eval_speed_members.json"
+step held_out 60 python benchmarks/speed/held_out_speed.py --device cuda --k 16 --json "$OUT/held_out_speed.json"
+step graph_tests 120 python -m pytest -q tests/test_graphs.py
+step batched_workers 300 python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 4 --workers 4 \
+    --skip-one-by-one --profile cpu --json "$OUT/batched_trials_workers.json"
+step data_speed 120 python benchmarks/speed/data_speed.py --workers 16 --episodes 160 --json "$OUT/data_speed.json"
+step eval_speed 120 python benchmarks/speed/eval_speed.py --episodes 50 --workers 15 --json "$OUT/eval_speed.json"
+echo "results in $OUT"

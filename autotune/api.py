@@ -2,8 +2,8 @@
 defaults, callable from a script or a notebook. The CLI (``autotune.cli``) parses its options,
 calls these and draws the terminal; nothing else happens there.
 
-Messages go to ``say`` (one line at a time: ``print``, or a rich console's ``print``); ``None``
-keeps a function quiet. Bad input raises ``tql.errors.TQLError`` naming the bad value, before
+Messages go to ``say``, one line at a time, some with rich markup (a rich console's ``print``
+renders it; plain ``print`` shows the tags); ``None`` keeps a function quiet. Bad input raises ``tql.errors.TQLError`` naming the bad value, before
 any work is written.
 """
 
@@ -70,7 +70,7 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
     check_studies(plan, opened)
     kinds = ensure_data(plan, say=say)
     create_studies(plan, opened)
-    say(f"study [bold]{plan.study}[/]: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
+    say(f"study {plan.study}: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
         f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, {plan.workers} worker(s)"
         f"{f' x batches of {plan.batch} trials' if plan.batch > 1 else ''}; storage {describe(plan.storage)}; "
         f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")

@@ -16,8 +16,8 @@ from tql.trainer.config import check_resumable
 
 class RunFiles:
     """The ``Trainer``'s files, as a mixin: it reads ``out_dir``, ``config``, ``task``, ``data``,
-    ``agent``, ``step``, ``evals``, ``generator``, ``hooks`` and ``device`` of the run."""
-
+    ``agent``, ``step``, ``evals``, ``generator``, ``hooks`` and ``device`` of the run and calls
+    its ``_say`` and ``_wall``; subclasses add state through the three hooks below."""
 
     def _run_record(self) -> dict:
         """Settings besides ``TrainConfig`` that a resumed run must share (subclasses add some)."""

@@ -52,6 +52,10 @@ def test_run_writes_metrics_evals_config_and_summary(tiny_data_dir, tmp_path):
             assert 0.0 < train_rows[-1][f"entropy/l{layer}_{group}"] <= torch.log(torch.tensor(43.0)) + 1e-5
             assert train_rows[-1][f"alpha/l{layer}_{group}"] > 0
     assert [r["step"] for r in rows if r["type"] == "eval"] == [15, 30]
+    for row in (r for r in rows if r["type"] == "eval"):  # graded: cube-double's two cubes
+        assert len(row["subtask_rates"]) == 2 and 0.0 <= row["progress"] <= 1.0
+        # The mean of per-episode fractions is the mean of per-subtask rates (equal-length rows).
+        assert row["progress"] == pytest.approx(sum(row["subtask_rates"]) / 2)
     assert [s for s, _ in hooks.evals] == [15, 30] and result.steps == 30
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["data_kind"] == "generated" and summary["final_success"] == result.final_success

@@ -19,6 +19,12 @@ terminate on success) or ``truncated`` (the env's own ``TimeLimit``, i.e. the ta
 episode length), or when our own step counter reaches ``max_steps``. ``max_steps`` can
 therefore only shorten episodes: when it is larger than the env's ``TimeLimit``, the
 ``TimeLimit`` still applies. Success is ``info['success']`` of the episode's last step.
+
+Progress grades what success leaves binary. OGBench's single-task reward is (subtasks
+achieved) - N, so an episode's progress is 1 + r / N with r its last step's reward: the
+fraction of the task's N subtasks (cubes, buttons, drawer, window) achieved at its end;
+cube-single's is its success. Which subtasks were achieved is read from the last state with
+the same subgoal checks that relabel the datasets (``tql.data.datasets.subgoal_successes``).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tql.data.datasets import TaskGoal, goal_from_env, subgoal_successes
 from tql.envs import make_env
 from tql.errors import ConfigError
-from tql.tasks import TaskSpec
+from tql.tasks import MANIPULATION_ENVS, TaskSpec
 
 Policy = Callable[[np.ndarray], np.ndarray]
 # With ``EpisodeNoise``: (observations [E, obs_dim], each running episode's noise [E, dim]) -> actions.
@@ -55,10 +62,44 @@ class EvalResult:
     lengths: list[int]
     env_steps: int
     seconds: float  # wall time: of evaluate() (env creation included) or of run_episodes()
+    progress: list[float] = field(default_factory=list)  # per episode: fraction of subtasks achieved at its end
+    subtasks: list[list[bool]] = field(default_factory=list)  # per episode: each subtask achieved at its end
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (Python scalars only)."""
         return asdict(self)
+
+    @property
+    def mean_progress(self) -> float | None:
+        """Mean over episodes of the fraction of subtasks achieved at the episode's end."""
+        return sum(self.progress) / len(self.progress) if self.progress else None
+
+    @property
+    def subtask_rates(self) -> list[float]:
+        """Per subtask, the fraction of episodes that ended with it achieved."""
+        if not self.subtasks:
+            return []
+        return [sum(column) / len(self.subtasks) for column in zip(*self.subtasks)]
+
+
+def episode_progress(final_reward: float, n_subtasks: int) -> float:
+    """The fraction of a task's ``n_subtasks`` achieved at an episode's end, from its last
+    reward (OGBench's single-task reward is achieved - N)."""
+    return min(1.0, max(0.0, 1.0 + float(final_reward) / n_subtasks))
+
+
+def grading_goal(task: TaskSpec, env) -> TaskGoal | None:
+    """The subtasks that grade ``task``'s episodes, read from one of its reset envs (a
+    single-task env's goal is the same at every reset); None outside OGBench's manipulation
+    families, whose episodes are then not graded."""
+    return goal_from_env(task.env_name, env) if task.env_base.startswith(MANIPULATION_ENVS) else None
+
+
+def achieved_subtasks(goal: TaskGoal, info: dict) -> list[bool]:
+    """Which of ``goal``'s subtasks the state in a step's ``info`` (``qpos``, and
+    ``button_states`` where the env has buttons) satisfies."""
+    state = {key: np.asarray(info[key])[None] for key in ("qpos", "button_states") if key in info}
+    return [bool(x) for x in subgoal_successes(goal, state)[0]]
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -221,10 +262,13 @@ def run_episode_numbers(
     successes: list[bool] = [False] * count
     returns: list[float] = [0.0] * count
     lengths: list[int] = [0] * count
+    fractions: list[float] = [0.0] * count
+    subtasks: list[list[bool]] = [[] for _ in range(count)]
     start = time.perf_counter()
     running = [_Slot(env) for env in pool.envs[: min(len(pool), count)]]
     for slot, number in zip(running, numbers):
         _start(slot, number, seed, noise)
+    goal = grading_goal(task, running[0].env)
     next_position, finished, env_steps = len(running), 0, 0
     position = {number: k for k, number in enumerate(numbers)}
     if len(position) != count:
@@ -243,6 +287,9 @@ def run_episode_numbers(
             k = position[slot.episode]
             successes[k] = bool(slot.info.get("success", False))
             returns[k], lengths[k] = slot.ret, slot.length
+            if goal is not None:
+                subtasks[k] = achieved_subtasks(goal, slot.info)
+                fractions[k] = episode_progress(reward, len(subtasks[k]))
             finished += 1
             if progress is not None:
                 progress(finished)
@@ -260,6 +307,8 @@ def run_episode_numbers(
         lengths=lengths,
         env_steps=env_steps,
         seconds=time.perf_counter() - start,
+        progress=fractions if goal is not None else [],
+        subtasks=subtasks if goal is not None else [],
     )
 
 
@@ -296,11 +345,16 @@ def merge_results(task: TaskSpec, parts: Sequence[tuple[Sequence[int], EvalResul
     numbers together are 0..N-1; the lists come out in episode order."""
     placed = {}
     for numbers, result in parts:
-        placed.update(zip(numbers, zip(result.successes, result.returns, result.lengths)))
+        ungraded = [None] * len(numbers)  # a part run without progress (EvalResult built by hand)
+        placed.update(zip(numbers, zip(result.successes, result.returns, result.lengths,
+                                       result.progress or ungraded, result.subtasks or ungraded)))
     episodes = len(placed)
     if sorted(placed) != list(range(episodes)):
         raise ValueError(f"parts cover episodes {sorted(placed)}, not 0..{episodes - 1}")
-    successes, returns, lengths = (list(column) for column in zip(*(placed[i] for i in range(episodes))))
+    successes, returns, lengths, progress, subtasks = (list(column) for column in
+                                                        zip(*(placed[i] for i in range(episodes))))
+    graded = None not in progress
     return EvalResult(task=task.name, episodes=episodes, success_rate=sum(successes) / episodes,
                       successes=successes, returns=returns, lengths=lengths,
-                      env_steps=sum(result.env_steps for _, result in parts), seconds=seconds)
+                      env_steps=sum(result.env_steps for _, result in parts), seconds=seconds,
+                      progress=progress if graded else [], subtasks=subtasks if graded else [])

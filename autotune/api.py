@@ -26,7 +26,7 @@ def _quiet(text: str) -> None:
 
 def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
                trials: int | None = None, seeds: int | None = None, profile: str = "smoke",
-               sampler: str | None = None, workers: int = 1, batch: str | int = "auto",
+               sampler: str | None = None, objective: str | None = None, workers: int = 1, batch: str | int = "auto",
                spec: str | Path | None = None, steps: int | None = None, eval_every: int | None = None,
                eval_episodes: int | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
                make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
@@ -42,6 +42,8 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
     study_spec = load_spec(spec)
     if sampler is not None:
         study_spec = study_spec.replace(sampler=sampler)
+    if objective is not None:
+        study_spec = study_spec.replace(objective=objective)
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
                  if v is not None}
     overrides.update(cuda_graph=cuda_graph, tf32=tf32)
@@ -71,7 +73,8 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
     kinds = ensure_data(plan, say=say)
     create_studies(plan, opened)
     say(f"study {plan.study}: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
-        f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, {plan.workers} worker(s)"
+        f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, "
+        f"{'' if plan.spec.objective == 'success' else f'objective {plan.spec.objective}, '}{plan.workers} worker(s)"
         f"{f' x batches of {plan.batch} trials' if plan.batch > 1 else ''}; storage {describe(plan.storage)}; "
         f"data: {', '.join(f'{d} {k}' for d, k in kinds.items())}")
     with (progress(plan, opened) if progress else nullcontext(None)) as watch:

@@ -83,3 +83,10 @@ def test_a_layers_search_has_two_parameters_and_its_own_search_space():
     assert layers.param_names() == ["rho_first", "rho_last"]
     assert layers.search_space() == {"rho_low": 0.2, "rho_high": 1.0, "log": False, "kind": "layers"}
     assert layers.search_space() != spec_from_dict({"search": {"rho_low": 0.2}}).search_space()
+
+
+def test_the_objective_is_a_spec_field_success_by_default():
+    assert load_spec(None).objective == "success"
+    assert spec_from_dict({"objective": {"name": "progress", "last_k": 2}}).objective == "progress"
+    with pytest.raises(ConfigError, match="objective.name='graded' is not one of: success, progress"):
+        spec_from_dict({"objective": {"name": "graded"}}, source="t.toml")

@@ -345,3 +345,34 @@ def test_a_study_of_tql_tune_0_1_is_not_continued(monkeypatch, capsys, tiny_data
     code, _, err = run_cli(monkeypatch, capsys, *args[:-2], "--trials", "2")
     assert code == 2 and "was run with tql-tune 0.1's agent" in err and "use another --study name" in err
     assert len(load(storage, study, TINY_TASK).trials) == 1
+
+
+def test_a_progress_study_maximises_progress_and_records_both(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    from tql.io import read_jsonl
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TASK1, "--trials", "2",
+                    "--seeds", "2")
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--objective", "progress")
+    assert code == 0, err
+    assert "objective progress" in out and "best by progress" in out
+    task = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    assert task["objective"] == "progress"
+    for trial in task["trials"]:
+        # Each seed's evaluations, read back from its metrics.jsonl.
+        evals = [[r for r in read_jsonl(path) if r["type"] == "eval"] for path in trial["metrics"]]
+        assert trial["progress"] == pytest.approx([seed[-1]["progress"] for seed in evals])
+        assert trial["successes"] == pytest.approx([seed[-1]["success_rate"] for seed in evals])
+        assert trial["value"] == pytest.approx(sum(trial["progress"]) / 2)
+        # The pruner heard progress, every evaluation of both seeds in order.
+        assert list(trial["intermediate"].values()) == pytest.approx([r["progress"] for seed in evals for r in seed])
+    assert task["best"]["progress_mean"] == pytest.approx(task["best"]["value"])
+    code, _, err = run_cli(monkeypatch, capsys, *args)  # continued as a success study: refused
+    assert code == 2 and "maximises progress, not success" in err
+
+
+def test_an_unknown_objective_names_the_valid_ones(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    args = run_args(f"sqlite:///{tmp_path / 's.db'}", study, tiny_data_dir, tmp_path / "runs", "--tasks", TASK1)
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--objective", "reward")
+    assert code == 2 and "objective.name='reward' is not one of: success, progress" in err
+    assert not (tmp_path / "s.db").exists()

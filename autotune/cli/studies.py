@@ -22,6 +22,9 @@ def run(
     seeds: Optional[int] = typer.Option(None, help="seeds per trial (default: the spec's budget)"),
     profile: str = typer.Option("smoke", help="training profile of each trial: smoke, cpu, paper"),
     sampler: Optional[str] = typer.Option(None, help="tpe, gp, cmaes, grid, random (default: the spec's)"),
+    objective: Optional[str] = typer.Option(None, help="what a trial maximises: success, or progress (the fraction "
+                                                       "of the task's subtasks done at the end; default: the "
+                                                       "spec's, success)"),
     workers: int = typer.Option(1, help="local worker processes on the same studies"),
     batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
                                            "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
@@ -49,6 +52,7 @@ def run(
 
     summary = api.run_studies(
         tasks, study=study, storage=storage, trials=trials, seeds=seeds, profile=profile, sampler=sampler,
+        objective=objective,
         workers=workers, batch=batch, spec=spec, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
@@ -60,9 +64,10 @@ def run(
 def _print_summary(summary: dict) -> None:
     from autotune.report.summary import counts_text, fmt_success
 
-    table = Table(title=f"study {summary['study']}  ({summary['storage']})")
-    for column in ("task", "n", "best rho", "best H̄", "success % (mean ± std)", "seeds",
-                   "done/pruned/failed", "steps", "data"):
+    objectives = sorted({t.get("objective", "success") for t in summary["tasks"]}) or ["success"]
+    table = Table(title=f"study {summary['study']}  ({summary['storage']}), best by {' and '.join(objectives)}")
+    for column in ("task", "n", "best rho", "best H̄", "success % (mean ± std)", "progress % (mean ± std)",
+                   "seeds", "done/pruned/failed", "steps", "data"):
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for t in summary["tasks"]:
         best = t["best"] or {}
@@ -70,6 +75,7 @@ def _print_summary(summary: dict) -> None:
         rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied})" if tied > 1 else "")
         table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
                       fmt_success(best.get("success_mean"), best.get("success_std")),
+                      fmt_success(best.get("progress_mean"), best.get("progress_std")),
                       str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
                       f"{t['steps_total']:,}", t["data_kind"] or "-")
     console.print(table)

@@ -24,6 +24,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho", a.get("rho")),
         "schedule": a.get("schedule"),
         "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
+        "progress": a.get("progress", []),
         "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
         "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
         "metrics": a.get("metrics", []), "host": a.get("host"),
@@ -50,6 +51,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
         "study_name": study.study_name, "task": attrs.get("tql:task", study.study_name.split(":", 1)[-1]),
         "n_tokens": attrs.get("tql:n_tokens"), "profile": attrs.get("tql:profile"),
         "precision": attrs.get("tql:precision", "fp32"), "search": attrs.get("tql:search"),
+        "objective": attrs.get("tql:objective", "success"),
         "data_kind": ",".join(kinds) or None,
         "counts": trial_counts(trials),
         # Compute spent: every training step any trial took, retried and pruned ones included.
@@ -57,12 +59,15 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
         "best": None, "trials": [trial_record(t) for t in trials],
     }
     if best is not None:
-        successes = best.user_attrs.get("successes", [])
+        successes, progress = best.user_attrs.get("successes", []), best.user_attrs.get("progress", [])
         summary["best"] = {
             "number": best.number, "rho": best.params.get("rho", best.user_attrs.get("rho")),
             "schedule": best.user_attrs.get("schedule"), "target_entropy": best.user_attrs.get("target_entropy"),
-            "success_mean": best.value, "success_std": statistics.pstdev(successes) if successes else None,
-            "successes": successes, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
+            "value": best.value,  # the study's objective, mean over seeds
+            "success_mean": statistics.fmean(successes) if successes else best.value,
+            "success_std": statistics.pstdev(successes) if successes else None, "successes": successes,
+            "progress_mean": statistics.fmean(progress) if progress else None,
+            "progress_std": statistics.pstdev(progress) if progress else None, "progress": progress, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
             # Complete trials sharing the best value (itself included): > 1 means the best rho
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),

@@ -33,7 +33,6 @@ How a batch lives in the storage:
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +44,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, claim_waiting, is_counted, retry_trial
-from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, objective_value, record_error, set_attrs,
-                             suggest_schedule)
+from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
+                                    set_attrs, suggest_schedule, trial_value)
 from tql.data.datasets import SIZE_FIELDS
 from tql.evaluation import EvalResult
 from tql.io import atomic_write_json
@@ -106,12 +105,11 @@ class Slot:
             attrs["steps"] += member.result.steps
             attrs["data_kind"] = member.result.data_kind
             attrs.update({k: v for k, v in member.result.extra.items() if k in SIZE_FIELDS[:2]})
-            attrs["successes"].append(objective_value(member.result.evals, self.plan.spec.last_k))
+            record_seed(attrs, member.result.evals, self.plan.spec.last_k, self.plan.spec.objective)
         attrs["wall_seconds"] = time.perf_counter() - t0
         if "fail_kind" in attrs:
             return self._tell(attrs, TrialState.FAIL, None)
-        attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
-        self._tell(attrs, TrialState.COMPLETE, float(statistics.fmean(attrs["successes"])))
+        self._tell(attrs, TrialState.COMPLETE, trial_value(attrs, self.plan.spec.objective))
 
     def _tell(self, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
         self.outcome = TrialOutcome(state, value, attrs)
@@ -148,7 +146,7 @@ class MemberReporter(TrainHooks):
             return True
         trial = self.slot.trial
         try:
-            trial.report(result.success_rate, self.seed_index * self.steps + step)
+            trial.report(reported_value(result, self.slot.plan.spec.objective), self.seed_index * self.steps + step)
         except UpdateFinishedTrialError:
             self.slot.lost = True
             return True
@@ -283,8 +281,8 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": slot.rho, "target_entropy": task.target_entropy(slot.rho),
         "schedule": slot.schedule.to_dict(), **layer_attrs(slot.schedule),
-        "run_dir": str(slot.run_dir.resolve()), "host": socket.gethostname(), "successes": [], "metrics": [],
-        "steps": 0, "batch_id": batch.batch_id, "batch_dir": str(batch.batch_dir.resolve()),
+        "run_dir": str(slot.run_dir.resolve()), "host": socket.gethostname(), "objective": plan.spec.objective,
+        "successes": [], "metrics": [], "steps": 0, "batch_id": batch.batch_id, "batch_dir": str(batch.batch_dir.resolve()),
     }
 
 

@@ -20,6 +20,9 @@ SPEC_VERSION = 1
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
 SEARCH_KINDS = ("constant", "knots", "layers")
 PRUNERS = ("median", "none")
+# What a trial maximises: success (binary per episode) or progress (the fraction of the task's
+# subtasks achieved at the episode's end, tql.evaluation).
+OBJECTIVES = ("success", "progress")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class StudySpec:
     kind: str = "constant"
     knots: int = 3  # kind 'knots': rho at progress 0, 1/(knots-1), ..., 1 are the parameters
     last_k: int = 1
+    objective: str = "success"
     sampler: str = "tpe"
     grid_points: int = 5
     pruner: str = "median"
@@ -93,6 +97,7 @@ class StudySpec:
             raise ConfigError(f"{where}: sampler.name='grid' searches one constant rho; use search.kind='constant'")
         _check_choice(where, "sampler.name", self.sampler, SAMPLERS)
         _check_choice(where, "pruner.name", self.pruner, PRUNERS)
+        _check_choice(where, "objective.name", self.objective, OBJECTIVES)
         for name, value in (("objective.last_k", self.last_k), ("sampler.grid_points", self.grid_points),
                             ("pruner.warmup_evals", self.warmup_evals)):
             _check_positive_int(where, name, value)
@@ -118,7 +123,7 @@ def _check_positive_int(where: str, name: str, value: Any) -> None:
 _FIELDS = {
     "search": {"rho_low": "rho_low", "rho_high": "rho_high", "log": "log", "kind": "kind",
                "knots": "knots"},
-    "objective": {"last_k": "last_k"},
+    "objective": {"name": "objective", "last_k": "last_k"},
     "sampler": {"name": "sampler", "grid_points": "grid_points"},
     "pruner": {"name": "pruner", "startup_trials": "startup_trials", "warmup_evals": "warmup_evals"},
 }

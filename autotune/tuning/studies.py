@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from autotune.schedules import CombinedHooks, ScheduleHooks
 from autotune.tuning.spec import StudySpec
 from autotune.tuning.storage import open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
-from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, objective_value, record_error, set_attrs,
-                             study_name, suggest_schedule)
+from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
+                                    set_attrs, study_name, suggest_schedule, trial_value)
 from tql.data.datasets import SIZE_FIELDS
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
@@ -69,7 +68,8 @@ AGENT_SETTINGS = "published-1"
 def study_attrs(plan: RunPlan, task: TaskSpec) -> dict[str, Any]:
     return {"tql:task": task.name, "tql:n_tokens": task.n_tokens, "tql:profile": plan.profile,
             "tql:precision": plan.precision, "tql:search": plan.spec.search_space(),
-            "tql:spec_source": plan.spec.source, "tql:settings": AGENT_SETTINGS}
+            "tql:spec_source": plan.spec.source, "tql:settings": AGENT_SETTINGS,
+            "tql:objective": plan.spec.objective}
 
 
 def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> None:
@@ -87,6 +87,10 @@ def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> N
         raise ConfigError(f"study {name!r} was run with tql-tune 0.1's agent (alpha from 0.01 at lr 3e-4, summed "
                           "penalty, Adam 3e-4, deeper presets); today's is TQL as published, so its trials would "
                           "not compare: use another --study name")
+    stored_objective = attrs.get("tql:objective", "success")  # studies before objectives maximised success
+    if stored_objective != plan.spec.objective:
+        raise ConfigError(f"study {name!r} maximises {stored_objective}, not {plan.spec.objective}: its trials' values "
+                          "would not compare; use another --study name or the same --objective")
     stored_precision = attrs.get("tql:precision", "fp32")
     if stored_precision != plan.precision:
         raise ConfigError(f"study {name!r} was run with precision {stored_precision!r}, not {plan.precision!r}; "
@@ -137,16 +141,17 @@ class TrialHooks(TrainHooks):
     i x steps, so every trial reports the same step numbers and the pruner compares like
     with like."""
 
-    def __init__(self, trial: optuna.Trial, offset: int, warmup: int, on_step: Callable[[int], None] | None):
+    def __init__(self, trial: optuna.Trial, offset: int, warmup: int, on_step: Callable[[int], None] | None,
+                 objective: str = "success"):
         self.trial, self.offset, self.warmup, self.on_step = trial, offset, warmup, on_step
-        self.reports, self.pruned = 0, False
+        self.objective, self.reports, self.pruned = objective, 0, False
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         if self.on_step is not None:
             self.on_step(step)
 
     def on_eval(self, step: int, result: EvalResult) -> bool:
-        self.trial.report(result.success_rate, self.offset + step)
+        self.trial.report(reported_value(result, self.objective), self.offset + step)
         self.reports += 1
         self.pruned = self.reports >= self.warmup and self.trial.should_prune()
         return self.pruned
@@ -164,13 +169,13 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
         "schedule": schedule.to_dict(), **layer_attrs(schedule),
         "run_dir": str(run_dir.resolve()),
-        "host": socket.gethostname(), "successes": [], "metrics": [], "steps": 0,
+        "host": socket.gethostname(), "objective": spec.objective, "successes": [], "metrics": [], "steps": 0,
     }
     set_attrs(trial, attrs)
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
-        reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step)
+        reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective)
         hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),
                                                                            reporter)
         seed_dir = run_dir / f"seed-{seed}"
@@ -186,11 +191,9 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         if reporter.pruned:
             attrs["pruned_at"] = {"seed": seed, "step": result.steps}
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
-        attrs["successes"].append(objective_value(result.evals, spec.last_k))
-        set_attrs(trial, {"successes": attrs["successes"], "steps": attrs["steps"]})
-    value = float(statistics.fmean(attrs["successes"]))
-    attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
-    return _outcome(trial, attrs, t0, TrialState.COMPLETE, value)
+        record_seed(attrs, result.evals, spec.last_k, spec.objective)
+        set_attrs(trial, {k: attrs[k] for k in ("successes", "progress", "steps") if k in attrs})
+    return _outcome(trial, attrs, t0, TrialState.COMPLETE, trial_value(attrs, spec.objective))
 
 
 def _outcome(trial: optuna.Trial, attrs: dict, t0: float, state: TrialState, value: float | None) -> TrialOutcome:

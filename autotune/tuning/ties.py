@@ -25,11 +25,12 @@ def best_tie(task_summary: dict[str, Any]) -> dict[str, Any] | None:
     best = task_summary.get("best")
     if best is None:
         return None
+    value = best.get("value", best["success_mean"])  # summaries before objectives held success only
     tied = [t for t in task_summary.get("trials", [])
-            if t["state"] == "complete" and t["value"] is not None and t["value"] == best["success_mean"]]
+            if t["state"] == "complete" and t["value"] is not None and t["value"] == value]
     if len({_params_key(t) for t in tied}) < 2:
         return None
-    return {"trials": len(tied), "success": best["success_mean"]}
+    return {"trials": len(tied), "success": value}
 
 
 def tied_tasks(summary: dict[str, Any], tasks: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from autotune.schedules import Schedule
 from autotune.tuning.spec import StudySpec
 from tql.errors import ConfigError
+from tql.evaluation import EvalResult
 from tql.tasks import TaskSpec
 from tql.trainer import PROFILES, TrainConfig
 
@@ -118,11 +119,43 @@ def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Sc
     return Schedule.piecewise(knots, **meta)
 
 
-def objective_value(evals: list[dict], last_k: int) -> float:
-    """Mean success of the last ``last_k`` evaluations of one run."""
+# Objective -> the key of an evaluation record (tql.trainer.eval_record) and the trial attr
+# holding its per-seed values.
+OBJECTIVE_KEYS = {"success": "success_rate", "progress": "progress"}
+OBJECTIVE_ATTRS = {"success": "successes", "progress": "progress"}
+
+
+def objective_value(evals: list[dict], last_k: int, objective: str = "success") -> float:
+    """Mean ``objective`` (success rate or progress) of the last ``last_k`` evaluations of one run."""
     if not evals:
         raise ConfigError("a run finished without an evaluation; check --eval-every")
-    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
+    values = [e.get(OBJECTIVE_KEYS[objective]) for e in evals[-last_k:]]
+    if None in values:
+        raise ConfigError(f"objective {objective!r}: this run's evaluations do not record it (a run of an older "
+                          "tql-tune, or a task outside OGBench's manipulation families); use --objective success")
+    return float(statistics.fmean(values))
+
+
+def reported_value(result: EvalResult, objective: str) -> float:
+    """What one evaluation reports to the pruner: its success rate or its mean progress."""
+    return result.success_rate if objective == "success" else result.mean_progress
+
+
+def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str) -> None:
+    """Add a finished seed's success and progress to a trial's attrs (progress where its
+    evaluations record it; the objective's value is required)."""
+    objective_value(evals, last_k, objective)  # the objective must be there
+    attrs["successes"].append(objective_value(evals, last_k, "success"))
+    if all(e.get("progress") is not None for e in evals[-last_k:]):
+        attrs.setdefault("progress", []).append(objective_value(evals, last_k, "progress"))
+
+
+def trial_value(attrs: dict[str, Any], objective: str) -> float:
+    """A complete trial's value: its objective's mean over seeds (and the stds of both)."""
+    attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
+    if attrs.get("progress"):
+        attrs["progress_std"] = float(statistics.pstdev(attrs["progress"]))
+    return float(statistics.fmean(attrs[OBJECTIVE_ATTRS[objective]]))
 
 
 @dataclass

@@ -64,14 +64,19 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
     ``step``, ``trial_done`` and ``refresh`` calls (``autotune.tuning.progress.StudyProgress``).
     Returns ``study_summary`` of these tasks, in the order asked."""
     from autotune.tuning.storage import describe, open_storage
-    from autotune.tuning.studies import check_studies, create_studies, ensure_data
+    from autotune.tuning.studies import check_studies, create_studies, data_signals, ensure_data, record_signals
 
     say = say or _quiet
     plan = study_plan(tasks, **options)
     opened = open_storage(plan.storage)
     check_studies(plan, opened)
     kinds = ensure_data(plan, say=say)
-    create_studies(plan, opened)
+    signals = data_signals(plan)
+    silent = [name for name, signal in signals.items() if not signal.has_signal]
+    if silent:
+        say(f"[yellow]no signal in the data of {len(silent)} of {len(signals)} task(s) (a constant reward once "
+            "relabelled): their trials can only tie; the table at the end names them")
+    record_signals(create_studies(plan, opened), signals)
     say(f"study {plan.study}: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
         f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, "
         f"{'' if plan.spec.objective == 'success' else f'objective {plan.spec.objective}, '}{plan.workers} worker(s)"

@@ -498,3 +498,46 @@ def test_sampler_on_loaded_data(generated, data_dir):
     assert sampler.obs_dim == task.obs_dim and sampler.act_dim == task.act_dim
     assert batch["observations"].shape == (16, task.obs_dim)
     assert json.loads(json.dumps(read_generated_meta(generated("scene-play").train)))["split"] == "train"
+
+
+# ---------------------------------------------------------------- signal
+def _split_with_cubes(goal, rows: list[tuple[bool, bool]], template: np.ndarray) -> dict[str, np.ndarray]:
+    """A hand-built split: per transition, whether cube 0 and cube 1 sit on their targets."""
+    qpos = np.repeat(template[None], len(rows), axis=0)
+    for i, placed in enumerate(rows):
+        for cube, on_target in enumerate(placed):
+            start = 14 + 7 * cube
+            qpos[i, start:start + 3] = goal.cube_xyzs[cube] + (0.0 if on_target else 0.3)
+    return {"qpos": qpos}
+
+
+def test_data_signal_reads_levels_successes_and_coverage_from_hand_built_transitions(tmp_path):
+    from tql.data import TaskData
+    from tql.data.signal import data_signal
+
+    task = _task("cube-double-play", 2)
+    goal = task_goal(task.env_name)
+    template = np.zeros(14 + 7 * 2 + 2, dtype=np.float32)
+    rows = [(False, False), (True, False), (True, True), (True, False)]
+    data = TaskData(train=_split_with_cubes(goal, rows, template), val={}, kind="generated", paths=None)
+    signal = data_signal(task, data)
+    assert signal.has_signal and signal.reward_levels == [0, 1, 2] and signal.success_transitions == 1
+    assert signal.subtask_coverage == pytest.approx([3 / 4, 1 / 4]) and signal.verdict() == "signal"
+    constant = TaskData(train=_split_with_cubes(goal, [(True, False)] * 5, template), val={}, kind="generated",
+                        paths=None)
+    flat = data_signal(task, constant)
+    assert not flat.has_signal and flat.reward_levels == [1]
+    assert flat.verdict() == "no signal for this task: constant reward (1 of 2 done)"
+
+
+def test_data_signal_agrees_with_the_relabelled_rewards(data_dir, generated):
+    """The signal's levels are the distinct relabelled rewards + N, for generated data."""
+    from tql.data.signal import data_signal
+
+    generated("cube-double-play")
+    for k in (1, 2, 3):
+        task = _task("cube-double-play", k)
+        data = load_task_data(task, data_dir, keep_info=True)
+        signal = data_signal(task, data)
+        assert signal.reward_levels == sorted(int(r) + 2 for r in np.unique(data.train["rewards"]))
+        assert signal.success_transitions == int((data.train["masks"] == 0).sum())

@@ -376,3 +376,24 @@ def test_an_unknown_objective_names_the_valid_ones(monkeypatch, capsys, tiny_dat
     code, _, err = run_cli(monkeypatch, capsys, *args, "--objective", "reward")
     assert code == 2 and "objective.name='reward' is not one of: success, progress" in err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_run_ends_with_each_tasks_data_verdict_and_show_keeps_it(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    import numpy as np
+
+    from tql.data import load_task_data
+    from tql.tasks import get_task
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TWO_TASKS, "--trials", "1")
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "can H̄ change these runs?" in out
+    tasks = show_json(monkeypatch, capsys, storage, study)["tasks"]
+    for task in tasks:
+        rewards = load_task_data(get_task(task["task"]), tiny_data_dir).train["rewards"]
+        levels = sorted(int(r) + 2 for r in np.unique(rewards))  # recomputed from the relabelled rewards
+        assert task["data_signal"]["reward_levels"] == levels
+    silent = [t["task"] for t in tasks if len(t["data_signal"]["reward_levels"]) == 1]
+    assert ("no signal for this task" in out) == bool(silent)
+    assert ("no signal in the data of" in out) == bool(silent)

@@ -66,8 +66,9 @@ def _print_summary(summary: dict) -> None:
 
     objectives = sorted({t.get("objective", "success") for t in summary["tasks"]}) or ["success"]
     table = Table(title=f"study {summary['study']}  ({summary['storage']}), best by {' and '.join(objectives)}")
-    for column in ("task", "n", "best rho", "best H̄", "success % (mean ± std)", "progress % (mean ± std)",
-                   "seeds", "done/pruned/failed", "steps", "data"):
+    table.caption = "success and progress: mean ± std over the best trial's seeds"
+    for column in ("task", "n", "best rho", "best H̄", "success %", "progress %", "seeds", "done/pruned/failed",
+                   "steps", "data"):
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for t in summary["tasks"]:
         best = t["best"] or {}
@@ -85,6 +86,24 @@ def _print_summary(summary: dict) -> None:
     if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
         console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
                       "better than the others' (more steps, seeds or evaluation episodes can separate them)")
+    _print_verdicts(summary)
+
+
+def _print_verdicts(summary: dict) -> None:
+    """Per task, whether its data can separate H̄ values at all (recorded by `run`)."""
+    from tql.data.signal import DataSignal
+
+    signals = [DataSignal(**t["data_signal"]) for t in summary["tasks"] if t.get("data_signal")]
+    if not signals:
+        return
+    table = Table(title="can H̄ change these runs? the data, relabelled for each task")
+    for column in ("task", "transitions", "subtasks done (levels)", "success transitions", "verdict"):
+        table.add_column(column, justify="left" if column in ("task", "verdict") else "right")
+    for signal in signals:
+        style = None if signal.has_signal else "yellow"
+        table.add_row(signal.task, f"{signal.transitions:,}", ", ".join(map(str, signal.reward_levels)),
+                      f"{signal.success_transitions:,}", signal.verdict(), style=style)
+    console.print(table)
 
 
 def _layered(summary: dict) -> bool:

@@ -52,6 +52,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
         "n_tokens": attrs.get("tql:n_tokens"), "profile": attrs.get("tql:profile"),
         "precision": attrs.get("tql:precision", "fp32"), "search": attrs.get("tql:search"),
         "objective": attrs.get("tql:objective", "success"),
+        "data_signal": attrs.get("tql:data_signal"),  # tql.data.signal.DataSignal, recorded by run
         "data_kind": ",".join(kinds) or None,
         "counts": trial_counts(trials),
         # Compute spent: every training step any trial took, retried and pruned ones included.

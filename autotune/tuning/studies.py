@@ -333,6 +333,29 @@ def ensure_data(plan: RunPlan, say: Callable[[str], None] = lambda text: None) -
     return kinds
 
 
+def data_signals(plan: RunPlan) -> dict[str, Any]:
+    """Each task's ``tql.data.signal.DataSignal``: whether its dataset, relabelled for it,
+    holds more than one reward (after ``ensure_data``)."""
+    from tql.data import expected_size, load_task_data
+    from tql.data.signal import data_signal
+
+    profile = PROFILES[plan.profile]
+    signals = {}
+    for task in plan.tasks:
+        expect = expected_size(task, profile["data_episodes"], profile["data_episode_length"])
+        data = load_task_data(task, plan.data_dir, plan.data_kind, keep_info=True, expect=expect)
+        signals[task.name] = data_signal(task, data)
+    return signals
+
+
+def record_signals(studies: list[optuna.Study], signals: dict[str, Any]) -> None:
+    """Store each task's data signal in its study (``show`` reads it back)."""
+    for study in studies:
+        task = study.user_attrs.get("tql:task")
+        if task in signals:
+            study.set_user_attr("tql:data_signal", signals[task].to_dict())
+
+
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None

@@ -7,6 +7,7 @@ Modules:
 - ``generate``: OGBench-format dataset files from them, written atomically;
 - ``datasets``: finding, loading and relabelling datasets for a task;
 - ``provision``: a run's dataset: found, generated when missing, checked against its size;
+- ``signal``: whether a task's data, relabelled for it, holds more than one reward;
 - ``sampler``: uniform minibatches on one device.
 
 May import: ``tql.tasks``, ``tql.envs``, ``tql.io``, ``tql.errors``, numpy, torch, ogbench.

@@ -24,6 +24,9 @@ import torch
 
 from tql.agent import AgentConfig, lr_factor
 
+# An entropy within this many nats of its target counts as held by the control ("engaged").
+ENGAGE_MARGIN = 0.1
+
 
 def schedule_factors(config: AgentConfig, total_steps: int) -> np.ndarray:
     """The learning-rate schedule's factor at each update 0..total_steps-1 (``TQLAgent``'s)."""

@@ -166,6 +166,44 @@ def _layer_table(schedule, depth: int, n_tokens: int) -> Table:
     return table
 
 
+@app.command()
+def attention(
+    run_dir: Path = typer.Argument(..., help="a run folder: tql-tune train --out, or a trial's seed-N folder"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="a terminal plot of entropy vs target"),
+) -> None:
+    """A run's attention: per layer and group, entropy vs its target over training, the
+    temperature beside it and when the control engaged; writes attention.png in the run."""
+    import json
+    import sys
+
+    from autotune.report.attention import attention_history, attention_plot, attention_rows, write_attention_png
+
+    history = attention_history(run_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(history, indent=1) + "\n")
+        return
+    log_n = f", log n = {history['log_n']:.3f}" if history["log_n"] else ""
+    table = Table(title=f"{history['task'] or run_dir}: attention over {history['steps']:,} updates{log_n}",
+                  caption=f"engaged: the first logged step with the entropy within {history['margin']} nats of its "
+                          "target (never: H̄ did not act on this run)")
+    for column in ("layer/group", "H̄ (last)", "H first", "H lowest", "H last", "alpha first", "alpha last",
+                   "engaged at"):
+        table.add_column(column, justify="left" if column == "layer/group" else "right")
+    for row in attention_rows(history):
+        table.add_row(row["layer_group"], _num(row["target_last"]), _num(row["entropy_first"]),
+                      _num(row["entropy_lowest"]), _num(row["entropy_last"]), _num(row["alpha_first"], "g"),
+                      _num(row["alpha_last"], "g"), "never" if row["engaged"] is None else f"{row['engaged']:,}")
+    console.print(table)
+    if plot:
+        print(attention_plot(history))
+    console.print(f"wrote {write_attention_png(history, Path(run_dir) / 'attention.png')}")
+
+
+def _num(value, form: str = ".3f") -> str:
+    return "-" if value is None else format(value, form)
+
+
 @data_app.command("make")
 def data_make(
     names: list[str] = typer.Argument(..., help="tasks or domains (all, cube-double-play, a task name, ...)"),

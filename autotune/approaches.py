@@ -199,10 +199,22 @@ def _finished_value(evals: list[dict], last_k: int) -> float:
     return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
 
 
+def _finished_progress(evals: list[dict], last_k: int) -> float | None:
+    """Mean progress of the last ``last_k`` evaluations (None: a run that did not grade it)."""
+    values = [e.get("progress") for e in evals[-last_k:]]
+    return None if None in values else float(statistics.fmean(values))
+
+
+def _complete(progress: dict[str, dict[str, list]]) -> bool:
+    """Every run graded its progress (runs of an older tql-tune did not)."""
+    return all(None not in values for by_task in progress.values() for values in by_task.values())
+
+
 def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], None] | None = None) -> ComparisonData:
     """Train every (approach, task, seed) and collect successes and compute into ComparisonData."""
     approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
     scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
+    progress: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
     kinds: set[str] = set()
@@ -217,6 +229,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                           or _train(approach, config, out, make_hooks()))
                 value = _finished_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
+                progress[approach.name].setdefault(task.name, []).append(_finished_progress(result.evals, plan.last_k))
                 curves[approach.name].setdefault(task.name, []).append(
                     [[e["step"], e["success_rate"]] for e in result.evals])
                 steps[approach.name] += result.steps * result.members
@@ -229,7 +242,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             "train_overrides": plan.train_overrides,
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches},
-            **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {})}
+            **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {}),
+            **({"progress": progress} if _complete(progress) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
                           scores=scores, steps=steps, meta=meta, curves=curves)
 

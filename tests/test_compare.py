@@ -65,8 +65,16 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
     population = out / "runs" / "population" / TINY_TASK / "seed-100"
     best = json.loads((population / "summary.json").read_text())["extra"]["best_member"]
     assert Schedule.load(population / "schedule.json").meta["source"] == f"population controller (member {best})"
+    # Progress beside success: each run's last evaluation, read back from its metrics.jsonl.
+    for approach in data["approaches"]:
+        for task in (TINY_TASK, SCENE_TASK):
+            lasts = [[json.loads(x) for x in (out / "runs" / approach / task / f"seed-{s}" / "metrics.jsonl")
+                      .read_text().splitlines() if '"eval"' in x][-1] for s in (100, 101)]
+            assert data["meta"]["progress"][approach][task] == pytest.approx([r["progress"] for r in lasts])
+    assert "Aggregate progress (%)" in stdout
     report = (out / "report.md").read_text()
     assert all(a in report for a in data["approaches"]) and "generated" in report.lower()
+    assert "## Aggregate progress over all tasks and seeds" in report
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "report_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # One evaluation per 20-step run: each approach's sample-efficiency curve is that one step.

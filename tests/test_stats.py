@@ -264,3 +264,16 @@ def test_png_and_rich_tables(tmp_path):
     for name in APPROACHES + TASKS:
         assert name in out
     assert "GENERATED" in out
+
+
+def test_progress_data_is_the_same_comparison_scored_by_progress():
+    scores = {"a": {"t1": [0.0, 0.0], "t2": [0.0, 1.0]}, "b": {"t1": [0.0, 0.0], "t2": [0.0, 0.0]}}
+    progress = {"a": {"t1": [0.5, 0.5], "t2": [0.2, 1.0]}, "b": {"t1": [0.5, 0.0], "t2": [0.4, 0.6]}}
+    bare = ComparisonData(approaches=["a", "b"], tasks=["t1", "t2"], scores=scores, steps={"a": 10, "b": 10})
+    assert bare.progress_data() is None
+    graded = ComparisonData(approaches=["a", "b"], tasks=["t1", "t2"], scores=scores, steps={"a": 10, "b": 10},
+                            meta={"progress": progress, "profile": "smoke"})
+    by_progress = graded.progress_data()
+    assert by_progress.scores == progress and by_progress.meta == {"profile": "smoke"}
+    # IQM of a's four runs [0.2, 0.5, 0.5, 1.0]: the middle two, 0.5 and 0.5.
+    assert aggregate(by_progress, reps=50)["a"]["iqm"] == pytest.approx(0.5)

@@ -58,10 +58,25 @@ def _meta_lines(data: ComparisonData) -> list[str]:
         f"- Tasks: {len(data.tasks)}; seeds per task: {', '.join(sorted({str(data.n_seeds(t)) for t in data.tasks}))}",
     ]
     for key, value in meta.items():
-        if key not in ("command", "profile", "seeds", "data_kind", "ties"):
+        if key not in ("command", "profile", "seeds", "data_kind", "ties", "progress"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
+
+
+def _progress_lines(data: ComparisonData, reps: int, confidence: float, seed: int, level: str) -> list[str]:
+    """The aggregate once more, scored by progress, where the runs recorded it."""
+    progress = data.progress_data()
+    if progress is None:
+        return []
+    graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
+    lines = ["## Aggregate progress over all tasks and seeds", "",
+             "Progress in %: the fraction of each task's subtasks (cubes, buttons, drawer, window) done at the "
+             "episodes' ends, which grades runs that all score 0% success. IQM and CI as above.", "",
+             f"| approach | IQM | {level} CI | mean |", "|---|---:|---:|---:|"]
+    lines += [f"| {_md_escape(a)} | {_pct(graded[a]['iqm'])} | [{_pct(graded[a]['ci_low'])}, "
+              f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} |" for a in data.approaches]
+    return lines + [""]
 
 
 def _tie_lines(data: ComparisonData) -> list[str]:
@@ -117,6 +132,7 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
         out.append(f"| {_md_escape(a)} | {_pct(g['iqm'])} | [{_pct(g['ci_low'])}, {_pct(g['ci_high'])}] | "
                    f"{_pct(g['mean'])} | {g['n_runs']} | {g['steps']:,} |")
     out.append("")
+    out += _progress_lines(data, reps, confidence, seed, level)
 
     out += ["## Per task", "", "Mean ± sample std of the success rate (%) over seeds; best mean per task in bold.", "",
             "| task | " + " | ".join(_md_escape(a) for a in data.approaches) + " |",
@@ -278,6 +294,16 @@ def rich_tables(data: ComparisonData, baseline: str | None = None, reps: int = 2
         t_task.add_row(escape(t), *cells)
 
     tables = [t_agg, t_task]
+    progress = data.progress_data()
+    if progress is not None:
+        graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
+        t_prog = Table(title="Aggregate progress (%): the fraction of each task's subtasks done at the end")
+        for col in ("approach", "IQM", f"{level} CI", "mean"):
+            t_prog.add_column(col, justify="left" if col == "approach" else "right")
+        for a in data.approaches:
+            g = graded[a]
+            t_prog.add_row(escape(a), _pct(g["iqm"]), f"[{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]", _pct(g["mean"]))
+        tables.insert(1, t_prog)
     if tests:
         t_test = Table(title=f"Paired tests vs {escape(base)} ({len(data.tasks)} tasks)")
         for col in ("approach", "mean diff (pp)", "won/tied/lost", "Wilcoxon p", "t-test p", f"P(> {escape(base)}) \\[{level} CI]", "notes"):

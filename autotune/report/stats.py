@@ -137,6 +137,15 @@ class ComparisonData:
             raise ConfigError("comparison data: meta must be a mapping")
         self.curves = _checked_curves(self.curves, self.approaches, self.tasks, self.scores)
 
+    def progress_data(self) -> "ComparisonData | None":
+        """The same comparison scored by progress (``meta["progress"]``: the mean fraction of each
+        task's subtasks done at the episodes' ends), or None when the runs did not record it."""
+        progress = self.meta.get("progress")
+        if not progress:
+            return None
+        return ComparisonData(approaches=self.approaches, tasks=self.tasks, scores=progress, steps=self.steps,
+                              meta={k: v for k, v in self.meta.items() if k != "progress"})
+
     def n_seeds(self, task: str) -> int:
         return len(self.scores[self.approaches[0]][task])
 

@@ -397,3 +397,28 @@ def test_run_ends_with_each_tasks_data_verdict_and_show_keeps_it(monkeypatch, ca
     silent = [t["task"] for t in tasks if len(t["data_signal"]["reward_levels"]) == 1]
     assert ("no signal for this task" in out) == bool(silent)
     assert ("no signal in the data of" in out) == bool(silent)
+
+
+@pytest.mark.parametrize("rho_low, rho_high, idle", [(0.1, 0.9, True), (0.99, 1.0, False)])
+def test_show_tells_a_tie_where_h_never_acted_from_a_tie_by_result(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                                    study, rho_low, rho_high, idle):
+    """20 updates leave attention uniform (log 43 = 3.76 nats): a target at most 0.9 log n is
+    never reached (the tie is H̄ never acting), one of 0.99 log n or more is held from the start."""
+    from tql.engagement import ENGAGE_MARGIN
+    from tql.io import read_jsonl
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"version = 1\n[search]\nrho_low = {rho_low}\nrho_high = {rho_high}\n")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "2",
+                    "--spec", str(spec))
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    task = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    for trial in task["trials"]:  # the premise, from each trial's own metrics
+        rows = [r for r in read_jsonl(trial["metrics"][0]) if r["type"] == "train"]
+        reached = any(r[k] <= r[f"target_entropy/{k.split('/')[1]}"] + ENGAGE_MARGIN
+                      for r in rows for k in r if k.startswith("entropy/"))
+        assert reached != idle and (trial["engaged_at"] is None) == idle
+    assert task["best"]["tied"] == 2 and task["best"]["tied_idle"] == idle  # 0% success: a tie either way
+    assert ("(tie x2 †)" in out) == idle and ("†: tied because H̄ never acted" in out) == idle

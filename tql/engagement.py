@@ -51,3 +51,18 @@ def update_when_alpha_below(config: AgentConfig, total_steps: int, level: float)
 def final_alpha(config: AgentConfig, total_steps: int) -> float:
     """Alpha at the end of a run whose attention never came near its targets."""
     return float(alpha_path(config, total_steps)[-1])
+
+
+def engagement_steps(rows: list[dict]) -> dict[str, int | None]:
+    """Per (layer, group) of a run's logged ``metrics.jsonl`` train rows: the first logged step
+    whose entropy is within ``ENGAGE_MARGIN`` of its target (None: never in these rows)."""
+    keys = sorted({k.split("/", 1)[1] for row in rows for k in row if k.startswith("entropy/")})
+    return {key: next((row["step"] for row in rows if f"target_entropy/{key}" in row
+                       and row[f"entropy/{key}"] <= row[f"target_entropy/{key}"] + ENGAGE_MARGIN), None)
+            for key in keys}
+
+
+def first_engagement(rows: list[dict]) -> int | None:
+    """The first logged step at which any layer's control engaged (None: H̄ never acted)."""
+    steps = [step for step in engagement_steps(rows).values() if step is not None]
+    return min(steps) if steps else None

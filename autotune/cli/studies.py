@@ -73,7 +73,8 @@ def _print_summary(summary: dict) -> None:
     for t in summary["tasks"]:
         best = t["best"] or {}
         rho, tied = best.get("rho"), best.get("tied", 1)
-        rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied})" if tied > 1 else "")
+        idle = " †" if best.get("tied_idle") else ""
+        rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied}{idle})" if tied > 1 else "")
         table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
                       fmt_success(best.get("success_mean"), best.get("success_std")),
                       fmt_success(best.get("progress_mean"), best.get("progress_std")),
@@ -86,6 +87,12 @@ def _print_summary(summary: dict) -> None:
     if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
         console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
                       "better than the others' (more steps, seeds or evaluation episodes can separate them)")
+    if any((t["best"] or {}).get("tied_idle") for t in summary["tasks"]):
+        from tql.engagement import ENGAGE_MARGIN
+
+        console.print(f"†: tied because H̄ never acted: in no tied trial did any layer's attention come within "
+                      f"{ENGAGE_MARGIN} nats of its target (see `tql-tune attention` on a trial's run), not tied by "
+                      "result")
     _print_verdicts(summary)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.report.summary import fresh_plotext, titled_plot
-from tql.engagement import ENGAGE_MARGIN
+from tql.engagement import ENGAGE_MARGIN, engagement_steps
 from tql.errors import ConfigError
 from tql.io import atomic_path, read_jsonl
 from tql.targets import GROUP_NAMES
@@ -30,6 +30,7 @@ def attention_history(run_dir: str | Path) -> dict[str, Any]:
     rows = [r for r in read_jsonl(metrics) if r.get("type") == "train"]
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     layers = sorted({int(k.split("/l")[1].split("_")[0]) for r in rows for k in r if k.startswith("entropy/l")})
+    engaged = engagement_steps(rows)
     series = {}
     for layer in layers:
         for group in GROUP_NAMES:
@@ -38,17 +39,11 @@ def attention_history(run_dir: str | Path) -> dict[str, Any]:
                       for r in rows if f"entropy/{key}" in r]
             series[key] = {"steps": [p[0] for p in points], "entropy": [p[1] for p in points],
                            "target": [p[2] for p in points], "alpha": [p[3] for p in points],
-                           "engaged": engaged_at(points)}
+                           "engaged": engaged.get(key)}
     n_tokens = config.get("n_tokens")
     return {"run_dir": str(run_dir), "task": config.get("task"), "n_tokens": n_tokens,
             "log_n": math.log(n_tokens) if n_tokens else None, "steps": rows[-1]["step"] if rows else 0,
             "margin": ENGAGE_MARGIN, "series": series}
-
-
-def engaged_at(points: list[tuple]) -> int | None:
-    """The first logged step whose entropy is within ``ENGAGE_MARGIN`` of its target."""
-    return next((step for step, entropy, target, _ in points
-                 if target is not None and entropy <= target + ENGAGE_MARGIN), None)
 
 
 def attention_rows(history: dict[str, Any]) -> list[dict[str, Any]]:

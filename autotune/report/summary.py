@@ -24,7 +24,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho", a.get("rho")),
         "schedule": a.get("schedule"),
         "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
-        "progress": a.get("progress", []),
+        "progress": a.get("progress", []), "engaged_at": a.get("engaged_at"),
         "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
         "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
         "metrics": a.get("metrics", []), "host": a.get("host"),
@@ -72,9 +72,18 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             # Complete trials sharing the best value (itself included): > 1 means the best rho
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),
+            "tied_idle": tied_idle(trials, best.value),
             **layer_rhos(best),
         }
     return summary
+
+
+def tied_idle(trials: list[FrozenTrial], value: float) -> bool:
+    """Whether the complete trials sharing the best value are tied because H̄ never acted on
+    any of them (no layer's attention came within ``tql.engagement.ENGAGE_MARGIN`` of its
+    target) rather than by result; False for trials recorded before this was."""
+    tied = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == value]
+    return len(tied) > 1 and all("engaged_at" in t.user_attrs and t.user_attrs["engaged_at"] is None for t in tied)
 
 
 def study_names(storage: optuna.storages.BaseStorage, study: str) -> list[str]:

@@ -18,8 +18,10 @@ from optuna.trial import TrialState
 
 from autotune.schedules import Schedule
 from autotune.tuning.spec import StudySpec
+from tql.engagement import first_engagement
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
+from tql.io import read_jsonl
 from tql.tasks import TaskSpec
 from tql.trainer import PROFILES, TrainConfig
 
@@ -141,13 +143,17 @@ def reported_value(result: EvalResult, objective: str) -> float:
     return result.success_rate if objective == "success" else result.mean_progress
 
 
-def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str) -> None:
+def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str, metrics: Path) -> None:
     """Add a finished seed's success and progress to a trial's attrs (progress where its
-    evaluations record it; the objective's value is required)."""
+    evaluations record it; the objective's value is required), and whether H̄ acted on it:
+    ``engaged_at``, the earliest step any seed's control engaged (None: never)."""
     objective_value(evals, last_k, objective)  # the objective must be there
     attrs["successes"].append(objective_value(evals, last_k, "success"))
     if all(e.get("progress") is not None for e in evals[-last_k:]):
         attrs.setdefault("progress", []).append(objective_value(evals, last_k, "progress"))
+    engaged = first_engagement([r for r in read_jsonl(metrics) if r.get("type") == "train"])
+    earlier = [step for step in (attrs.get("engaged_at"), engaged) if step is not None]
+    attrs["engaged_at"] = min(earlier) if earlier else None
 
 
 def trial_value(attrs: dict[str, Any], objective: str) -> float:

@@ -71,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--from-json", default=None, help="re-read the runs of an earlier --json and report them")
     args = parser.parse_args(argv)
     if args.grid not in GRIDS:
         parser.error(f"--grid {args.grid!r} is not one of: {', '.join(GRIDS)}")
@@ -162,8 +163,12 @@ def control_summary(run: dict) -> dict:
             "final_td_loss": logs[-1]["critic/td_loss"]}
 
 
+MATERIAL = 0.05  # nats: an entropy difference between two runs that is more than rounding's echo
+
+
 def first_difference(a: dict, b: dict, tolerance: float = 1e-6) -> int | None:
-    """The first logged update at which two runs' TD loss or entropies differ."""
+    """The first logged update at which two runs' TD loss or entropies differ at all (any
+    difference then grows: the runs are chaotic in their numbers)."""
     keys = [k for k in a["logs"][0] if k.startswith("entropy/")] + ["critic/td_loss"]
     for row_a, row_b in zip(a["logs"], b["logs"]):
         if any(abs(row_a[k] - row_b[k]) > tolerance * max(1.0, abs(row_a[k])) for k in keys):
@@ -171,13 +176,23 @@ def first_difference(a: dict, b: dict, tolerance: float = 1e-6) -> int | None:
     return None
 
 
+def first_material_difference(a: dict, b: dict, nats: float = MATERIAL) -> int | None:
+    """The first logged update at which some layer's entropy differs by more than ``nats``."""
+    keys = [k for k in a["logs"][0] if k.startswith("entropy/")]
+    return next((row_a["step"] for row_a, row_b in zip(a["logs"], b["logs"])
+                 if any(abs(row_a[k] - row_b[k]) > nats for k in keys)), None)
+
+
 def differences(runs: list[dict]) -> list[dict]:
-    """For each pair of control runs that differ only in rho: when they first differ."""
+    """For each pair of control runs that differ only in rho: when they first differ at all,
+    and when an entropy first differs by more than ``MATERIAL`` nats."""
     found = []
     for a, b in itertools.combinations([r for r in runs if r["rho"] is not None], 2):
         same = all(a[k] == b[k] for k in ("size", "critic_lr", "episodes", "alpha_init", "steps"))
         if same and a["rho"] != b["rho"]:
-            found.append({"runs": [a["name"], b["name"]], "differ": first_difference(a, b)})
+            found.append({"runs": [a["name"], b["name"]], "differ": first_difference(a, b),
+                          "differ_material": first_material_difference(a, b),
+                          "final_td_loss": [a["logs"][-1]["critic/td_loss"], b["logs"][-1]["critic/td_loss"]]})
     return found
 
 
@@ -224,7 +239,9 @@ def print_control(runs: list[dict], pairs: list[dict], console: Console) -> None
                       f"{run['seconds']:.0f}")
     console.print(table)
     for pair in pairs:
-        console.print(f"{pair['runs'][0]}  vs  {pair['runs'][1]}: first differ at update {never(pair['differ'])}")
+        console.print(f"{pair['runs'][0]}  vs  {pair['runs'][1]}: first differ at update {never(pair['differ'])}, "
+                      f"an entropy by > {MATERIAL} nats at {never(pair['differ_material'])}; final TD loss "
+                      f"{pair['final_td_loss'][0]:.4f} vs {pair['final_td_loss'][1]:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     task, device = get_task(args.task), resolve_device(args.device)
     runs = grid_runs(args)
     console = Console(width=200)
-    for episodes in sorted({run["episodes"] for run in runs}):  # the data once, before the workers start
-        load_sampler(task, episodes, args.data_dir, device, say=console.print)
+    for episodes in sorted({run["episodes"] for run in runs} if not args.from_json else ()):
+        load_sampler(task, episodes, args.data_dir, device, say=console.print)  # the data once, before the workers
     console.print(f"{task.name} (log n = {task.max_entropy:.3f}): {len(runs)} run(s), batch {args.batch_size}, "
                   f"device {device}, {args.jobs} at once, 1 thread each")
     start = time.perf_counter()
-    finished = run_all(args, runs)
+    finished = json.loads(Path(args.from_json).read_text())["runs"] if args.from_json else run_all(args, runs)
     rhos = floats(args.rhos)
     for run in finished:
         run["summary"] = free_summary(run, rhos) if run["rho"] is None else control_summary(run)

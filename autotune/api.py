@@ -3,8 +3,8 @@ defaults, callable from a script or a notebook. The CLI (``autotune.cli``) parse
 calls these and draws the terminal; nothing else happens there.
 
 Messages go to ``say``, one line at a time, some with rich markup (a rich console's ``print``
-renders it; plain ``print`` shows the tags); ``None`` keeps a function quiet. Bad input raises ``tql.errors.TQLError`` naming the bad value, before
-any work is written.
+renders it; plain ``print`` shows the tags); ``None`` keeps a function quiet. Bad input raises
+``tql.errors.TQLError`` naming the bad value, before any work is written.
 """
 
 from __future__ import annotations
@@ -180,7 +180,8 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
                                       depth_profile, last_layer_offset or 0.0)
     if console is not None:
         console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} "
-                      f"profile={profile} steps={config.steps} H̄: {target_text} (log n = {config.spec.max_entropy:.3f})")
+                      f"profile={profile} steps={config.steps} H̄: {target_text} "
+                      f"(log n = {config.spec.max_entropy:.3f})")
     if controller == "population":
         result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console, progress=progress)
     else:

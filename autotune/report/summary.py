@@ -68,7 +68,8 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             "success_mean": statistics.fmean(successes) if successes else best.value,
             "success_std": statistics.pstdev(successes) if successes else None, "successes": successes,
             "progress_mean": statistics.fmean(progress) if progress else None,
-            "progress_std": statistics.pstdev(progress) if progress else None, "progress": progress, "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
+            "progress_std": statistics.pstdev(progress) if progress else None, "progress": progress,
+            "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
             # Complete trials sharing the best value (itself included): > 1 means the best rho
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),

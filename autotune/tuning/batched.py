@@ -283,7 +283,8 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
         "seeds": plan.seed_list(), "rho": slot.rho, "target_entropy": task.target_entropy(slot.rho),
         "schedule": slot.schedule.to_dict(), **layer_attrs(slot.schedule),
         "run_dir": str(slot.run_dir.resolve()), "host": socket.gethostname(), "objective": plan.spec.objective,
-        "successes": [], "metrics": [], "steps": 0, "batch_id": batch.batch_id, "batch_dir": str(batch.batch_dir.resolve()),
+        "successes": [], "metrics": [], "steps": 0, "batch_id": batch.batch_id,
+        "batch_dir": str(batch.batch_dir.resolve()),
     }
 
 

@@ -11,12 +11,17 @@ from tql.engagement import ENGAGE_MARGIN
 from tql.io import read_jsonl
 
 
+def train_tiny(monkeypatch, capsys, data_dir, out, rho: str) -> None:
+    """40 updates of the smoke agent at constant ``rho``: attention stays near uniform."""
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "40",
+                           "--eval-every", "40", "--eval-episodes", "1", "--rho", rho, "--data-dir", str(data_dir),
+                           "--out", str(out), "--quiet")
+    assert code == 0, err
+
+
 def test_attention_reads_the_run_back_and_marks_engagement(monkeypatch, capsys, tiny_data_dir, tmp_path):
     out = tmp_path / "run"
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "40",
-                           "--eval-every", "40", "--eval-episodes", "1", "--rho", "0.99", "--data-dir",
-                           str(tiny_data_dir), "--out", str(out), "--quiet")
-    assert code == 0, err
+    train_tiny(monkeypatch, capsys, tiny_data_dir, out, "0.99")
     code, text, err = run_cli(monkeypatch, capsys, "attention", str(out), "--json")
     assert code == 0, err
     history = json.loads(text)
@@ -42,10 +47,7 @@ def test_a_folder_without_metrics_is_one_line_naming_it(monkeypatch, capsys, tmp
 
 def test_a_target_far_below_uniform_never_engages_in_a_short_run(monkeypatch, capsys, tiny_data_dir, tmp_path):
     out = tmp_path / "run"
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "40",
-                           "--eval-every", "40", "--eval-episodes", "1", "--rho", "0.3", "--data-dir",
-                           str(tiny_data_dir), "--out", str(out), "--quiet")
-    assert code == 0, err
+    train_tiny(monkeypatch, capsys, tiny_data_dir, out, "0.3")
     code, text, err = run_cli(monkeypatch, capsys, "attention", str(out), "--no-plot")
     assert code == 0, err
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "train"]

@@ -31,7 +31,6 @@ a GPU. A diverged member stops the comparison as a diverged run does.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +40,7 @@ from autotune.controllers import (FeedbackController, PBTRule, PopulationControl
 from autotune.schedules import Schedule, ScheduleHooks
 from autotune.report.stats import ComparisonData
 from autotune.transfer import leave_one_domain_out, schedule_of_task
+from autotune.tuning.trials import objective_value
 from tql.errors import ConfigError
 from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 from tql.trainer import TrainConfig, TrainHooks, TrainResult, train
@@ -195,14 +195,10 @@ def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks
     return result
 
 
-def _finished_value(evals: list[dict], last_k: int) -> float:
-    return float(statistics.fmean(e["success_rate"] for e in evals[-last_k:]))
-
-
 def _finished_progress(evals: list[dict], last_k: int) -> float | None:
     """Mean progress of the last ``last_k`` evaluations (None: a run that did not grade it)."""
-    values = [e.get("progress") for e in evals[-last_k:]]
-    return None if None in values else float(statistics.fmean(values))
+    graded = all(e.get("progress") is not None for e in evals[-last_k:])
+    return objective_value(evals, last_k, "progress") if graded else None
 
 
 def _complete(progress: dict[str, dict[str, list]]) -> bool:
@@ -227,7 +223,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 config = plan.config(task, seed, **approach.config_overrides)
                 result = (batched.get((approach.name, task.name, seed)) or _finished(out, config)
                           or _train(approach, config, out, make_hooks()))
-                value = _finished_value(result.evals, plan.last_k)
+                value = objective_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
                 progress[approach.name].setdefault(task.name, []).append(_finished_progress(result.evals, plan.last_k))
                 curves[approach.name].setdefault(task.name, []).append(

@@ -61,6 +61,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
     }
     if best is not None:
         successes, progress = best.user_attrs.get("successes", []), best.user_attrs.get("progress", [])
+        tied = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value]
         summary["best"] = {
             "number": best.number, "rho": best.params.get("rho", best.user_attrs.get("rho")),
             "schedule": best.user_attrs.get("schedule"), "target_entropy": best.user_attrs.get("target_entropy"),
@@ -72,18 +73,17 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             "metrics": best.user_attrs.get("metrics", []), "host": best.user_attrs.get("host"),
             # Complete trials sharing the best value (itself included): > 1 means the best rho
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
-            "tied": sum(1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == best.value),
-            "tied_idle": tied_idle(trials, best.value),
+            "tied": len(tied),
+            "tied_idle": tied_idle(tied),
             **layer_rhos(best),
         }
     return summary
 
 
-def tied_idle(trials: list[FrozenTrial], value: float) -> bool:
+def tied_idle(tied: list[FrozenTrial]) -> bool:
     """Whether the complete trials sharing the best value are tied because H̄ never acted on
     any of them (no layer's attention came within ``tql.engagement.ENGAGE_MARGIN`` of its
     target) rather than by result; False for trials recorded before this was."""
-    tied = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value == value]
     return len(tied) > 1 and all("engaged_at" in t.user_attrs and t.user_attrs["engaged_at"] is None for t in tied)
 
 

@@ -24,6 +24,14 @@ def _quiet(text: str) -> None:
     pass
 
 
+def _agent_options(agent: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
+    """``--agent KEY=VALUE`` options (or a dict of them) as checked AgentConfig overrides."""
+    from autotune.agent_options import agent_overrides
+
+    return agent_overrides("published", [f"{k}={v}" for k, v in agent.items()] if isinstance(agent, dict)
+                           else list(agent))
+
+
 def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
                trials: int | None = None, seeds: int | None = None, profile: str = "smoke",
                sampler: str | None = None, objective: str | None = None, workers: int = 1, batch: str | int = "auto",
@@ -32,9 +40,10 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
                threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
                compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = 30.0,
-               grace_period: float = 120.0):
+               grace_period: float = 120.0, agent: Sequence[str] | dict[str, Any] = ()):
     """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
-    before any study or file is written). The keywords are the command's options."""
+    before any study or file is written). The keywords are the command's options; ``agent``
+    (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``."""
     from autotune.tuning.spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import resolve_tasks
@@ -51,7 +60,7 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                    trials=trials, seeds=seeds, workers=workers, runs_dir=Path(runs_dir), data_dir=Path(data_dir),
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    compile=compile, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
-                   grace_period=grace_period, batch=str(batch))
+                   grace_period=grace_period, batch=str(batch), agent=_agent_options(agent))
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)
     return plan
 
@@ -63,6 +72,7 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
     given ``(plan, storage)``, returns a context manager whose value receives ``task_started``,
     ``step``, ``trial_done`` and ``refresh`` calls (``autotune.tuning.progress.StudyProgress``).
     Returns ``study_summary`` of these tasks, in the order asked."""
+    from autotune.forecast import forecast, studies_line
     from autotune.tuning.storage import describe, open_storage
     from autotune.tuning.studies import check_studies, create_studies, data_signals, ensure_data, record_signals
 
@@ -76,7 +86,12 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
     if silent:
         say(f"[yellow]no signal in the data of {len(silent)} of {len(signals)} task(s) (a constant reward once "
             "relabelled): their trials can only tie; the table at the end names them")
-    record_signals(create_studies(plan, opened), signals)
+    configs = {t.name: plan.train_config(t, plan.spec.rho_high, 0) for t in plan.tasks}
+    warning = studies_line(configs, plan.spec.rho_high)
+    if warning:
+        say(f"[yellow]{warning}")
+    record_signals(create_studies(plan, opened), signals,
+                   {name: forecast(config, plan.spec.rho_high) for name, config in configs.items()})
     say(f"study {plan.study}: {len(plan.tasks)} task(s) x {plan.trials} trials x {plan.seeds} seed(s), "
         f"profile {plan.profile} ({plan.precision}), sampler {plan.spec.sampler}, "
         f"{'' if plan.spec.objective == 'success' else f'objective {plan.spec.objective}, '}{plan.workers} worker(s)"
@@ -156,6 +171,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
     ``TrainResult`` (``summary.json`` holds it too)."""
     from autotune.agent_options import agent_overrides as named_overrides
     from autotune.controllers import followed_schedule_of, train_with_population
+    from autotune.forecast import cannot_act, highest_rho
     from autotune.targeting import population_options, profile_options, target_hooks
     from tql.eval_workers import parse_eval_workers
     from tql.targets import parse_targets
@@ -182,6 +198,9 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         console.print(f"[bold]{task}[/] critic={critic} size={config.agent.size} precision={precision} "
                       f"profile={profile} steps={config.steps} H̄: {target_text} "
                       f"(log n = {config.spec.max_entropy:.3f})")
+        warning = cannot_act(config, highest_rho(config, hooks))
+        if warning:
+            console.print(f"[yellow]{warning}", highlight=False)
     if controller == "population":
         result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console, progress=progress)
     else:
@@ -211,12 +230,14 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
             data_dir: str | Path = "data", threads: int | None = None, device: str = "auto",
             precision: str = "fp32", cuda_graph: str = "auto", compile: bool | None = None, tf32: bool = True,
             reps: int = 2000, batch: str = "auto", on_run: Callable[[str, str, int, float], None] | None = None,
-            command: str | None = None) -> Comparison:
+            command: str | None = None, agent: Sequence[str] | dict[str, Any] = (),
+            say: Say | None = None) -> Comparison:
     """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
     and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
     task, seed, success)`` hears each finished run; ``command`` is recorded in the data."""
     from autotune.approaches import ComparePlan, resolve_batch, run_comparison
+    from autotune.forecast import studies_line
     from tql.tasks import resolve_tasks
 
     names = [a.strip() for a in approaches.split(",")] if isinstance(approaches, str) else list(approaches)
@@ -228,8 +249,11 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        seeds=[100 + i for i in range(seeds)], profile=profile, study=study,
                        knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
-                       batch=resolve_batch(batch, device))
+                       batch=resolve_batch(batch, device), agent=_agent_options(agent))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
+    warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
+    if warning and say is not None:
+        say(f"[yellow]{warning}")
     data = run_comparison(plan, on_run=on_run)
     if command is not None:
         data.meta["command"] = command

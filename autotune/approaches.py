@@ -78,6 +78,7 @@ class ComparePlan:
     compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
     last_k: int = 1
     batch: bool = False  # train a task's runs as one population (tql.batched.trials)
+    agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every run (--agent)
 
     def __post_init__(self) -> None:
         for name in self.approaches:
@@ -95,7 +96,8 @@ class ComparePlan:
             raise ConfigError("approach 'layers' needs --layers-study (a study run with search.kind = 'layers')")
 
     def config(self, task: TaskSpec, seed: int, **overrides) -> TrainConfig:
-        return TrainConfig.from_profile(task.name, self.profile, {"precision": self.precision, "compile": self.compile},
+        return TrainConfig.from_profile(task.name, self.profile,
+                                        {"precision": self.precision, "compile": self.compile, **self.agent},
                                         seed=seed,
                                         data_dir=str(self.data_dir), device=self.device, threads=self.threads,
                                         **{**self.train_overrides, **overrides})
@@ -174,14 +176,20 @@ def build_approach(plan: ComparePlan, name: str) -> Approach:
 
 
 def _finished(out: Path, config: TrainConfig) -> TrainResult | None:
-    """The result of a run already finished in ``out`` with this budget (it is not re-run)."""
+    """The result of a run already finished in ``out`` with this budget and agent (it is not re-run)."""
     summary, config_file = out / "summary.json", out / "config.json"
     if not (summary.is_file() and config_file.is_file()):
         return None
     saved = json.loads(config_file.read_text())["train"]
     result = TrainResult(**json.loads(summary.read_text()))
-    same = saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
+    same = (saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
+            and _learning_settings(saved["agent"]) == _learning_settings(config.agent.to_dict()))
     return result if same and result.steps == config.steps and not result.stopped_early else None
+
+
+def _learning_settings(agent: dict[str, Any]) -> dict[str, Any]:
+    """An agent's settings that change what it learns (``compile`` only changes its speed)."""
+    return json.loads(json.dumps({k: v for k, v in agent.items() if k != "compile"}, sort_keys=True))
 
 
 def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
@@ -235,7 +243,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
             "data_kind": ",".join(sorted(kinds)), "study": plan.study, "knots_study": plan.knots_study,
             "layers_study": plan.layers_study,
-            "train_overrides": plan.train_overrides,
+            "train_overrides": plan.train_overrides, "agent": plan.agent,
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches},
             **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {}),

@@ -92,6 +92,10 @@ def test_train_command_writes_a_run(monkeypatch, capsys, tiny_data_dir, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 10 and summary["data_kind"] == "generated"
     assert "generated data" in stdout
+    # 10 updates cannot engage the control: said once, with what would (tests/test_forecast.py)
+    warning = " ".join(stdout.split())
+    assert warning.count("H̄ cannot change this run: the control engages after ~") == 1
+    assert "this one has 10 (predicted for its highest target, rho 0.60" in warning
 
 
 def test_data_make_writes_marked_generated_files(monkeypatch, capsys, tmp_path):

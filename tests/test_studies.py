@@ -7,6 +7,7 @@ storage gets the basic round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -397,6 +398,34 @@ def test_run_ends_with_each_tasks_data_verdict_and_show_keeps_it(monkeypatch, ca
     silent = [t["task"] for t in tasks if len(t["data_signal"]["reward_levels"]) == 1]
     assert ("no signal for this task" in out) == bool(silent)
     assert ("no signal in the data of" in out) == bool(silent)
+    # 20 updates of the smoke profile: no task's control can engage, said once for both tasks
+    # before training, and per task in the table (the forecast recomputed from the config).
+    assert out.count("H̄ cannot change the trials of 2 of 2 task(s)") == 1 and "use --steps >= " in out
+    for task in tasks:
+        from autotune.forecast import forecast
+        from tql.trainer import TrainConfig
+
+        config = TrainConfig.from_profile(task["task"], "smoke", steps=20)
+        assert task["engagement"] == dataclasses.asdict(forecast(config, 1.0))
+        assert task["engagement"]["engaged"] is None and task["engagement"]["steps"] == 20
+    assert out.count("not within 20") == 2
+
+
+def test_run_agent_options_reach_every_trial_and_the_study_keeps_them(monkeypatch, capsys, tiny_data_dir, tmp_path,
+                                                                      study):
+    storage, runs = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    args = run_args(storage, study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_init=0.01", "--agent", "critic_lr=1e-3")
+    assert code == 0, err
+    saved = json.loads((runs / study / TINY_TASK / "trial-0000" / "seed-0" / "config.json").read_text())
+    assert saved["train"]["agent"]["alpha_init"] == 0.01 and saved["train"]["agent"]["critic_lr"] == 1e-3
+    assert load(storage, study, TINY_TASK).user_attrs["tql:agent"] == {"alpha_init": 0.01, "critic_lr": 1e-3}
+    code, _, err = run_cli(monkeypatch, capsys, *args)  # the profile's agent: its trials would not compare
+    assert code == 2 and ("was run with agent options alpha_init=0.01 critic_lr=0.001, not (none: the profile's)"
+                          in " ".join(err.split()))
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_start=0.01")
+    assert code == 2 and "agent option 'alpha_start=0.01': write KEY=VALUE with KEY one of:" in err
+    assert len(load(storage, study, TINY_TASK).trials) == 1
 
 
 @pytest.mark.parametrize("rho_low, rho_high, idle", [(0.1, 0.9, True), (0.99, 1.0, False)])

@@ -13,16 +13,23 @@ The critic's side of the control, ``sg(alpha) * (H̄ - H)``, has a gradient that
 depend on H̄ at all. So two runs that differ only in H̄ take exactly the same updates (up to
 Adam's epsilon) until one run's entropy comes near its H̄: H̄ can only matter once the
 critic, held up by a temperature that is still large, lets its attention fall that far.
-This module predicts the first half of that from a run's configuration alone: how far
-alpha has decayed by each update, so a run that ends while alpha is still near its start is
-known in advance to be one that H̄ cannot change. ``benchmarks/learning/engagement.py``
-measures the second half (when attention, left to itself, falls below H̄).
+This module predicts both halves from a run's configuration alone:
+
+- how far alpha has decayed by each update (``alpha_path``, exact while attention stays
+  above its targets);
+- when attention would fall to the target if left to itself, and when alpha has decayed
+  below the critic's growing pull (``EngagementModel``, fitted to the runs measured by
+  ``benchmarks/learning/engagement.py``; ``predict_engagement`` combines the two).
+
+So a run that ends before the control engages is known in advance to be one that H̄ cannot
+change, and the tools say so before it is trained.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,6 +38,8 @@ from tql.agent import AgentConfig, lr_factor
 
 # An entropy within this many nats of its target counts as held by the control ("engaged").
 ENGAGE_MARGIN = 0.1
+# Attention more than this many nats below log n has "left uniform".
+UNIFORM_MARGIN = 0.05
 
 
 def schedule_factors(config: AgentConfig, total_steps: int) -> np.ndarray:
@@ -98,3 +107,125 @@ def first_engagement(rows: list[dict]) -> int | None:
     """The first logged step at which any layer's control engaged (None: H̄ never acted)."""
     steps = [step for step in engagement_steps(rows).values() if step is not None]
     return min(steps) if steps else None
+
+
+# ----- when the control engages: the model ------------------------------------------------------
+
+def learning_distance(config: AgentConfig, total_steps: int) -> np.ndarray:
+    """``D[t] = sum_{s < t} rate_s``, t = 0..total_steps: how far the critic's optimiser has moved
+    it after t updates. The schedule is relative to the run's length, so update t of a short
+    run lies further along than update t of a long one."""
+    return np.concatenate([[0.0], np.cumsum(config.critic_lr * schedule_factors(config, total_steps))])
+
+
+@dataclass(frozen=True)
+class EngagementModel:
+    """When the control engages, from the configuration alone. Fitted to measured runs: a 0.03M
+    critic on cube-double task 1, batch 128, critic rate 1e-4 to 1e-3, 4 and 40 episodes of
+    1001 steps, alpha from 1, 0.1 and 0.01, 3,000 updates (``benchmarks/learning/engagement.py
+    --fit`` prints each measured point beside its prediction); outside that range it
+    extrapolates, and says so.
+
+    Left to itself, attention leaves uniform once the critic has travelled the learning
+    distance ``D_leave = leave_distance (rate / 1e-3)^rate_exponent (transitions / 4004)^
+    data_exponent`` (more data, or a faster rate that overshoots, and attention takes longer to
+    specialise), and falls to rho log n at ``D_leave exp(depth_rate (rho_left - rho))``. With
+    the control on it gets there only once alpha has also fallen below the critic's pull on
+    attention, which grows with the distance travelled past that point:
+    ``alpha <= pull (D / D_rho)^pull_exponent``. So a large alpha_init delays engagement by
+    however long alpha takes to decay, and a small one lets it follow the free run."""
+
+    leave_distance: float = 0.19
+    rate_exponent: float = 0.35
+    data_exponent: float = 0.29
+    depth_rate: float = 3.0
+    pull: float = 0.0023
+    pull_exponent: float = 3.9
+    measured_presets: tuple[str, ...] = ("0.03M",)
+    measured_rates: tuple[float, float] = (1e-4, 1e-3)
+    measured_transitions: tuple[int, int] = (4_004, 40_040)  # 4 and 40 episodes of 1001 steps
+    measured_steps: int = 3_000
+
+    def free_distance(self, rate: float, transitions: int, rho: float, log_n: float) -> float:
+        """The learning distance at which free attention's lowest entropy reaches rho log n."""
+        leave = (self.leave_distance * (rate / 1e-3) ** self.rate_exponent
+                 * (max(transitions, 1) / self.measured_transitions[0]) ** self.data_exponent)
+        rho_left = 1.0 - UNIFORM_MARGIN / log_n
+        return leave * math.exp(self.depth_rate * max(0.0, rho_left - rho))
+
+    def extrapolates(self, config: AgentConfig, total_steps: int, transitions: int) -> bool:
+        low, high = self.measured_rates
+        t_low, t_high = self.measured_transitions
+        return (config.size not in self.measured_presets or not low <= config.critic_lr <= high
+                or not t_low <= transitions <= t_high or total_steps > self.measured_steps)
+
+
+MODEL = EngagementModel()
+
+
+@dataclass(frozen=True)
+class EngagementForecast:
+    """A run's predicted engagement: the first update at which some layer's attention comes
+    within ``ENGAGE_MARGIN`` of its target (None: not within ``steps``)."""
+
+    steps: int
+    engaged: int | None
+    free: int | None = None  # when attention, left to itself, would reach that target
+    blocked: str = ""  # why H̄ cannot act at all (no attention, control off); "" when it can
+    extrapolated: bool = False
+
+    @property
+    def acts(self) -> bool:
+        return self.engaged is not None and not self.blocked
+
+
+def predict_engagement(config: AgentConfig, total_steps: int, rho: float, log_n: float, transitions: int,
+                       model: EngagementModel = MODEL) -> EngagementForecast:
+    """When a run whose highest target is ``rho log n`` first engages (the highest target is
+    the one attention reaches first). A target within ``ENGAGE_MARGIN`` of uniform counts as
+    engaged from the start, as the measurement counts it, though it cannot pull attention."""
+    extrapolated = model.extrapolates(config, total_steps, transitions)
+    if config.critic != "tql":
+        return EngagementForecast(total_steps, None, blocked="the critic has no attention")
+    if not config.entropy_control:
+        return EngagementForecast(total_steps, None, blocked="the entropy control is off")
+    rho_engaged = rho + ENGAGE_MARGIN / log_n
+    if rho_engaged >= 1.0:
+        return EngagementForecast(total_steps, 1, 1, extrapolated=extrapolated)
+    distance = learning_distance(config, total_steps)[1:]
+    target = model.free_distance(config.critic_lr, transitions, rho_engaged, log_n)
+    reached = np.flatnonzero(distance >= target)
+    if not reached.size:
+        return EngagementForecast(total_steps, None, extrapolated=extrapolated)
+    free = int(reached[0])
+    pull = model.pull * (distance[free:] / target) ** model.pull_exponent
+    held = np.flatnonzero(alpha_path(config, total_steps)[free:] <= pull)
+    engaged = free + int(held[0]) + 1 if held.size else None
+    return EngagementForecast(total_steps, engaged, free + 1, extrapolated=extrapolated)
+
+
+def steps_to_engage(config: AgentConfig, total_steps: int, rho: float, log_n: float, transitions: int,
+                    longest: int = 2_000_000) -> int | None:
+    """The shortest run (of total_steps x 1.5^k, up to ``longest``) in which the control
+    engages: the schedule is relative to the run's length, so a longer run is a different run,
+    not the same one continued. None: not within ``longest`` updates."""
+    steps = total_steps
+    while steps <= longest:
+        forecast = predict_engagement(config, steps, rho, log_n, transitions)
+        if forecast.blocked:
+            return None
+        if forecast.acts:
+            return steps
+        steps = int(steps * 1.5) + 1
+    return None
+
+
+def engaging_change(config: AgentConfig, total_steps: int, rho: float, log_n: float,
+                    transitions: int) -> dict[str, float] | None:
+    """The smallest agent change (alpha_init 0.01, then also critic_lr 1e-3) with which the
+    control engages within this run's updates; None when neither does."""
+    for change in ({"alpha_init": 0.01}, {"alpha_init": 0.01, "critic_lr": 1e-3}):
+        changed = replace(config, **change)
+        if predict_engagement(changed, total_steps, rho, log_n, transitions).acts:
+            return change
+    return None

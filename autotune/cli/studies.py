@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import (COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
                                  TF32_OPTION, app, console)
 
 
@@ -44,6 +44,8 @@ def run(
     tf32: bool = TF32_OPTION,
     heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
     grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
+    agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every trial; a study keeps the "
+                                    "options it began with)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
@@ -56,7 +58,7 @@ def run(
         workers=workers, batch=batch, spec=spec, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period, say=console.print,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, agent=agent, say=console.print,
         progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 
@@ -100,17 +102,36 @@ def _print_verdicts(summary: dict) -> None:
     """Per task, whether its data can separate H̄ values at all (recorded by `run`)."""
     from tql.data.signal import DataSignal
 
-    signals = [DataSignal(**t["data_signal"]) for t in summary["tasks"] if t.get("data_signal")]
-    if not signals:
+    tasks = [t for t in summary["tasks"] if t.get("data_signal")]
+    if not tasks:
         return
-    table = Table(title="can H̄ change these runs? the data, relabelled for each task")
-    for column in ("task", "transitions", "subtasks done (levels)", "success transitions", "verdict"):
-        table.add_column(column, justify="left" if column in ("task", "verdict") else "right")
-    for signal in signals:
-        style = None if signal.has_signal else "yellow"
+    table = Table(title="can H̄ change these runs? the data, relabelled for each task, and when the control engages")
+    table.caption = ("control engages: predicted (tql.engagement) for the search range's highest target that can "
+                     "act, in a trial's updates")
+    for column in ("task", "transitions", "subtasks done (levels)", "success transitions", "data",
+                   "control engages"):
+        table.add_column(column, justify="left" if column in ("task", "data", "control engages") else "right")
+    for task in tasks:
+        signal, engagement = DataSignal(**task["data_signal"]), task.get("engagement")
+        style = None if signal.has_signal and _engages(engagement) else "yellow"
         table.add_row(signal.task, f"{signal.transitions:,}", ", ".join(map(str, signal.reward_levels)),
-                      f"{signal.success_transitions:,}", signal.verdict(), style=style)
+                      f"{signal.success_transitions:,}", signal.verdict(), _engagement_text(engagement), style=style)
     console.print(table)
+
+
+def _engages(engagement: dict | None) -> bool:
+    return engagement is None or engagement["engaged"] is not None
+
+
+def _engagement_text(engagement: dict | None) -> str:
+    """A study's recorded forecast in a few words ("-": recorded before forecasts were)."""
+    if engagement is None:
+        return "-"
+    if engagement["blocked"]:
+        return f"never: {engagement['blocked']}"
+    if engagement["engaged"] is None:
+        return f"not within {engagement['steps']:,}"
+    return f"~{engagement['engaged']:,} of {engagement['steps']:,}"
 
 
 def _layered(summary: dict) -> bool:

@@ -42,6 +42,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.forecast import judge_from, judging
 from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, claim_waiting, is_counted, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
@@ -134,9 +135,9 @@ class MemberReporter(TrainHooks):
     and freezes the member once the trial is pruned (or finished elsewhere)."""
 
     def __init__(self, slot: Slot, seed_index: int, steps: int, t0: float,
-                 on_step: Callable[[int], None] | None):
+                 on_step: Callable[[int], None] | None, judge_from: int | None = 0):
         self.slot, self.seed_index, self.steps, self.t0, self.on_step = slot, seed_index, steps, t0, on_step
-        self.reports = 0
+        self.reports, self.judge_from = 0, judge_from  # no pruning before the predicted engagement
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         if self.on_step is not None:
@@ -152,7 +153,8 @@ class MemberReporter(TrainHooks):
             self.slot.lost = True
             return True
         self.reports += 1
-        if self.reports >= self.slot.plan.spec.warmup_evals and trial.should_prune():
+        if (self.reports >= self.slot.plan.spec.warmup_evals and judging(self.judge_from, step)
+                and trial.should_prune()):
             self.slot.prune(self.slot.plan.seed_list()[self.seed_index], step, self.t0)
             return True
         return False
@@ -285,6 +287,7 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
         "run_dir": str(slot.run_dir.resolve()), "host": socket.gethostname(), "objective": plan.spec.objective,
         "successes": [], "metrics": [], "steps": 0, "batch_id": batch.batch_id,
         "batch_dir": str(batch.batch_dir.resolve()),
+        "judged_from": judge_from(plan.train_config(task, slot.rho, plan.seed_list()[0]), slot.schedule),
     }
 
 
@@ -300,7 +303,7 @@ def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Ca
             if slot.trial is None:  # a finished trial riding along: frozen from the start, files untouched
                 members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), frozen=True))
                 continue
-            reporter = MemberReporter(slot, index, config.steps, t0, progress)
+            reporter = MemberReporter(slot, index, config.steps, t0, progress, judge_from(config, slot.schedule))
             progress = None
             hooks = reporter if slot.schedule.kind == "constant" else CombinedHooks(
                 ScheduleHooks.for_config(slot.schedule, config), reporter)

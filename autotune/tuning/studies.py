@@ -13,10 +13,12 @@ PostgreSQL URL or a journal file.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +27,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.forecast import judge_from, judging
 from autotune.tuning.batched import run_batch
 from autotune.schedules import CombinedHooks, ScheduleHooks
 from autotune.tuning.spec import StudySpec
@@ -69,7 +72,12 @@ def study_attrs(plan: RunPlan, task: TaskSpec) -> dict[str, Any]:
     return {"tql:task": task.name, "tql:n_tokens": task.n_tokens, "tql:profile": plan.profile,
             "tql:precision": plan.precision, "tql:search": plan.spec.search_space(),
             "tql:spec_source": plan.spec.source, "tql:settings": AGENT_SETTINGS,
-            "tql:objective": plan.spec.objective}
+            "tql:objective": plan.spec.objective, "tql:agent": _jsonable(plan.agent)}
+
+
+def _jsonable(agent: dict[str, Any]) -> dict[str, Any]:
+    """Agent overrides as storage keeps them (tuples come back as lists)."""
+    return json.loads(json.dumps(agent, sort_keys=True))
 
 
 def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> None:
@@ -91,10 +99,19 @@ def check_compatible(existing: optuna.Study, plan: RunPlan, task: TaskSpec) -> N
     if stored_objective != plan.spec.objective:
         raise ConfigError(f"study {name!r} maximises {stored_objective}, not {plan.spec.objective}: its trials' values "
                           "would not compare; use another --study name or the same --objective")
+    stored_agent = attrs.get("tql:agent", {})  # studies before --agent trained the profile's agent
+    if stored_agent != _jsonable(plan.agent):
+        raise ConfigError(f"study {name!r} was run with agent options {_options_text(stored_agent)}, not "
+                          f"{_options_text(plan.agent)}: its trials would not compare; use another --study name or "
+                          "the same --agent options")
     stored_precision = attrs.get("tql:precision", "fp32")
     if stored_precision != plan.precision:
         raise ConfigError(f"study {name!r} was run with precision {stored_precision!r}, not {plan.precision!r}; "
                           "use another --study name or the same --precision")
+
+
+def _options_text(agent: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(agent.items())) or "(none: the profile's)"
 
 
 def _range(search: dict) -> str:
@@ -139,12 +156,14 @@ class TrialHooks(TrainHooks):
 
     Seeds run one after another; seed i's evaluations are reported at steps offset by
     i x steps, so every trial reports the same step numbers and the pruner compares like
-    with like."""
+    with like. The pruner is not asked before ``judge_from``, the update at which the trial's
+    control is predicted to engage (None: never asked): before it, H̄ has not acted, and any
+    difference between trials is noise."""
 
     def __init__(self, trial: optuna.Trial, offset: int, warmup: int, on_step: Callable[[int], None] | None,
-                 objective: str = "success"):
+                 objective: str = "success", judge_from: int | None = 0):
         self.trial, self.offset, self.warmup, self.on_step = trial, offset, warmup, on_step
-        self.objective, self.reports, self.pruned = objective, 0, False
+        self.objective, self.reports, self.pruned, self.judge_from = objective, 0, False, judge_from
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         if self.on_step is not None:
@@ -153,7 +172,8 @@ class TrialHooks(TrainHooks):
     def on_eval(self, step: int, result: EvalResult) -> bool:
         self.trial.report(reported_value(result, self.objective), self.offset + step)
         self.reports += 1
-        self.pruned = self.reports >= self.warmup and self.trial.should_prune()
+        self.pruned = (self.reports >= self.warmup and judging(self.judge_from, step)
+                       and self.trial.should_prune())
         return self.pruned
 
 
@@ -175,7 +195,9 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
-        reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective)
+        attrs["judged_from"] = judge_from(config, schedule)
+        reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective,
+                              attrs["judged_from"])
         hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),
                                                                            reporter)
         seed_dir = run_dir / f"seed-{seed}"
@@ -348,12 +370,15 @@ def data_signals(plan: RunPlan) -> dict[str, Any]:
     return signals
 
 
-def record_signals(studies: list[optuna.Study], signals: dict[str, Any]) -> None:
-    """Store each task's data signal in its study (``show`` reads it back)."""
+def record_signals(studies: list[optuna.Study], signals: dict[str, Any], forecasts: dict[str, Any]) -> None:
+    """Store each task's data signal and its trials' engagement forecast (``tql.engagement``,
+    for the search range's highest target) in its study (``show`` reads them back)."""
     for study in studies:
         task = study.user_attrs.get("tql:task")
         if task in signals:
             study.set_user_attr("tql:data_signal", signals[task].to_dict())
+        if task in forecasts:
+            study.set_user_attr("tql:engagement", dataclasses.asdict(forecasts[task]))
 
 
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:

@@ -57,6 +57,7 @@ class RunPlan:
     heartbeat_interval: float = 30.0
     grace_period: float = 120.0
     batch: int | str = "auto"  # trials trained together as one population (autotune.tuning.batched)
+    agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every trial (--agent)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -83,7 +84,8 @@ class RunPlan:
 
     def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
         return TrainConfig.from_profile(
-            task.name, self.profile, {"precision": self.precision, "compile": self.compile}, rho=rho, seed=seed, data_dir=str(self.data_dir),
+            task.name, self.profile, {"precision": self.precision, "compile": self.compile, **self.agent}, rho=rho,
+            seed=seed, data_dir=str(self.data_dir),
             data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from tql.agent import AgentConfig, critic_depth
+from tql.engagement import EngagementForecast, predict_engagement
 from tql.errors import ConfigError
 from tql.eval_workers import check_eval_workers
 from tql.graphs import CUDA_GRAPH_MODES
@@ -108,6 +109,25 @@ class TrainConfig:
         if self.target_entropy is not None:
             return target_table(self.target_entropy, depth, max_entropy)
         return rho_table(self.rho if self.rho is not None else DEFAULT_RHO, depth, max_entropy)
+
+    @property
+    def transitions(self) -> int:
+        """Training transitions in the run's dataset (OGBench's size when ``data_episodes`` is None)."""
+        from tql.data.generate import default_episodes
+
+        episodes = self.data_episodes if self.data_episodes is not None else default_episodes(self.spec.env_base)
+        return episodes * self.data_episode_length
+
+    def highest_rho(self) -> float:
+        """The highest constant target as a fraction of log n: the one attention reaches first."""
+        table = self.constant_target()
+        return max((max(row) for row in table), default=1.0) / self.spec.max_entropy
+
+    def engagement(self, rho: float | None = None, steps: int | None = None) -> EngagementForecast:
+        """When the control is predicted to engage (``tql.engagement``), for the highest target
+        ``rho`` (default: this run's constant target's) over ``steps`` (default: the run's)."""
+        return predict_engagement(self.agent, steps or self.steps, self.highest_rho() if rho is None else rho,
+                                  self.spec.max_entropy, self.transitions)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

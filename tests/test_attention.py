@@ -54,3 +54,54 @@ def test_a_target_far_below_uniform_never_engages_in_a_short_run(monkeypatch, ca
     assert all(r[f"entropy/{key}"] > r[f"target_entropy/{key}"] + ENGAGE_MARGIN for r in rows
                for key in ("l0_value", "l0_other", "l1_value", "l1_other"))  # the premise, from the file
     assert text.count("never") >= 4
+
+
+def test_the_last_checkpoints_rows_agree_with_the_critics_own_entropies(monkeypatch, capsys, tiny_data_dir,
+                                                                         tmp_path):
+    """Per-row entropies from the attention maps average to the critic's training-side group
+    means (log-softmax path); the command's quantiles lie within the bounds of attention."""
+    import math
+
+    import numpy as np
+    import pytest
+    import torch
+
+    from tql.attention import checkpoint_critic, critic_attention
+    from tql.tasks import get_task
+
+    out = tmp_path / "run"
+    train_tiny(monkeypatch, capsys, tiny_data_dir, out, "0.5")
+    task = get_task(TINY_TASK)
+    critic = checkpoint_critic(out / "checkpoint.pt", task.obs_dim, task.act_dim)
+    generator = torch.Generator().manual_seed(1)
+    obs, act = torch.randn(64, task.obs_dim, generator=generator), torch.rand(64, task.act_dim, generator=generator)
+    with torch.no_grad():
+        _, means = critic(obs, act)
+    for layer in critic_attention(critic, obs, act):
+        assert layer.value_entropy.mean() == pytest.approx(float(means[layer.layer, 0]), abs=1e-4)
+        assert layer.other_entropy.mean() == pytest.approx(float(means[layer.layer, 1]), abs=1e-4)
+        assert sum(layer.value_weight.values()) == pytest.approx(1.0)
+    code, text, err = run_cli(monkeypatch, capsys, "attention", str(out), "--json", "--batch", "32")
+    assert code == 0, err
+    view = json.loads(text)["checkpoint"]
+    n = task.n_tokens
+    assert view["step"] == 40 and view["batch"] == 32 and len(view["layers"]) == 2
+    for layer in view["layers"]:
+        for group in ("value", "other"):
+            assert 0 <= layer[group]["entropy"][0] <= layer[group]["entropy"][2] <= math.log(n) + 1e-6
+            assert 1 / n - 1e-6 <= layer[group]["largest"][0] <= layer[group]["largest"][2] <= 1
+        assert np.isclose(sum(layer["value_weight"].values()), 1.0)
+    code, text, err = run_cli(monkeypatch, capsys, "attention", str(out), "--no-plot")
+    assert code == 0 and "at the last checkpoint (update 40)" in text and "[VALUE] reads" in text
+
+
+def test_a_checkpoint_without_a_single_agent_is_one_line(tmp_path):
+    import pytest
+    import torch
+
+    from tql.attention import checkpoint_critic
+    from tql.errors import ConfigError
+
+    torch.save({"step": 1, "members": {}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="holds no single agent"):
+        checkpoint_critic(tmp_path / "checkpoint.pt", 3, 2)

@@ -171,15 +171,22 @@ def attention(
     run_dir: Path = typer.Argument(..., help="a run folder: tql-tune train --out, or a trial's seed-N folder"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="a terminal plot of entropy vs target"),
+    batch: int = typer.Option(512, help="transitions of the run's data the last checkpoint's critic is run on"),
 ) -> None:
     """A run's attention: per layer and group, entropy vs its target over training, the
-    temperature beside it and when the control engaged; writes attention.png in the run."""
+    temperature beside it and when the control engaged; at the last checkpoint, the spread of
+    per-query entropies and largest weights; writes attention.png in the run."""
     import json
     import sys
 
-    from autotune.report.attention import attention_history, attention_plot, attention_rows, write_attention_png
+    from autotune.report.attention import (attention_history, attention_plot, attention_rows, checkpoint_view,
+                                           write_attention_png)
+    from tql.errors import ConfigError
 
     history = attention_history(run_dir)
+    if batch < 1:
+        raise ConfigError(f"--batch {batch} must be >= 1")
+    history["checkpoint"] = checkpoint_view(run_dir, batch)
     if as_json:
         sys.stdout.write(json.dumps(history, indent=1) + "\n")
         return
@@ -195,9 +202,30 @@ def attention(
                       _num(row["entropy_lowest"]), _num(row["entropy_last"]), _num(row["alpha_first"], "g"),
                       _num(row["alpha_last"], "g"), "never" if row["engaged"] is None else f"{row['engaged']:,}")
     console.print(table)
+    if history["checkpoint"] is not None:
+        _print_checkpoint_view(history["checkpoint"])
     if plot:
         print(attention_plot(history))
     console.print(f"wrote {write_attention_png(history, Path(run_dir) / 'attention.png')}")
+
+
+def _print_checkpoint_view(view: dict) -> None:
+    from autotune.report.attention import checkpoint_rows
+
+    table = Table(title=f"at the last checkpoint (update {view['step']:,}), {view['batch']} transitions of the run's "
+                        "data: each query row's attention, every head",
+                  caption=f"10% / 50% / 90% of the rows; largest weight: {view['uniform_largest']:.3f} for uniform "
+                          "attention, 1 on one token; [VALUE] reads: its mean weight on itself / observation / "
+                          "action tokens (uniform: " + " / ".join(f"{v:.2f}" for v in view["uniform_reads"]) + ")")
+    for column in ("layer/group", "entropy (nats)", "largest weight", "[VALUE] reads"):
+        table.add_column(column, justify="left" if column == "layer/group" else "right")
+    for row in checkpoint_rows(view):
+        split = row["value_weight"]
+        table.add_row(row["layer_group"], " / ".join(f"{v:.2f}" for v in row["entropy"]),
+                      " / ".join(f"{v:.3f}" for v in row["largest"]),
+                      "" if split is None else f"{split['value']:.2f} / {split['observation']:.2f} / "
+                                               f"{split['action']:.2f}")
+    console.print(table)
 
 
 def _num(value, form: str = ".3f") -> str:

@@ -3,7 +3,10 @@ the entropy against its target with the temperature beside it, and the update at
 control engaged (the entropy first within ``tql.engagement.ENGAGE_MARGIN`` of its target).
 
 Works on any run folder: a `tql-tune train` run, a trial's seed (``runs/studies/...``) or a
-population run (its rows are the population's mean member).
+population run (its rows are the population's mean member). Where the folder holds a single
+agent's checkpoint, ``checkpoint_view`` adds the distributions behind the logged means: per
+layer, the entropy and largest weight of every query row on a batch of the run's data, and
+the [VALUE] query's split between observation and action tokens (``tql.attention``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from autotune.report.summary import fresh_plotext, titled_plot
 from tql.engagement import ENGAGE_MARGIN, engagement_steps
@@ -44,6 +49,52 @@ def attention_history(run_dir: str | Path) -> dict[str, Any]:
     return {"run_dir": str(run_dir), "task": config.get("task"), "n_tokens": n_tokens,
             "log_n": math.log(n_tokens) if n_tokens else None, "steps": rows[-1]["step"] if rows else 0,
             "margin": ENGAGE_MARGIN, "series": series}
+
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dict[str, Any] | None:
+    """Per layer at the run's last checkpoint, on ``batch`` transitions of its training data:
+    the 10/50/90% quantiles of the row entropies and largest weights of the [VALUE] query and
+    of the other queries, and the [VALUE] row's weight split. None: no checkpoint here."""
+    import torch
+
+    from tql.attention import checkpoint_critic, critic_attention
+    from tql.data import expected_size, load_task_data
+    from tql.trainer import TrainConfig
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").is_file() or not (run_dir / "config.json").is_file():
+        return None
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
+    task = config.spec
+    data = load_task_data(task, config.data_dir, config.data_kind,
+                          expect=expected_size(task, config.data_episodes, config.data_episode_length))
+    rows = torch.randint(len(data.train["observations"]), (batch,), generator=torch.Generator().manual_seed(seed))
+    obs = torch.as_tensor(data.train["observations"][rows.numpy()], dtype=torch.float32)
+    act = torch.as_tensor(data.train["actions"][rows.numpy()], dtype=torch.float32)
+    critic = checkpoint_critic(run_dir / "checkpoint.pt", task.obs_dim, task.act_dim)
+    step = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["step"]
+
+    def quantiles(values) -> list[float]:
+        return [float(v) for v in np.quantile(values, QUANTILES)]
+
+    layers = [{"layer": a.layer, "value_weight": a.value_weight,
+               "value": {"entropy": quantiles(a.value_entropy), "largest": quantiles(a.value_max)},
+               "other": {"entropy": quantiles(a.other_entropy), "largest": quantiles(a.other_max)}}
+              for a in critic_attention(critic, obs, act)]
+    n = task.n_tokens
+    return {"step": step, "batch": batch, "quantiles": list(QUANTILES), "uniform_largest": 1.0 / n,
+            "uniform_reads": [1.0 / n, task.obs_dim / n, task.act_dim / n], "layers": layers}
+
+
+def checkpoint_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (layer, group) of ``checkpoint_view`` for a table."""
+    return [{"layer_group": f"l{layer['layer']}_{group}", "entropy": layer[group]["entropy"],
+             "largest": layer[group]["largest"],
+             "value_weight": layer["value_weight"] if group == "value" else None}
+            for layer in view["layers"] for group in GROUP_NAMES]
 
 
 def attention_rows(history: dict[str, Any]) -> list[dict[str, Any]]:

@@ -176,14 +176,20 @@ def build_approach(plan: ComparePlan, name: str) -> Approach:
 
 
 def _finished(out: Path, config: TrainConfig) -> TrainResult | None:
-    """The result of a run already finished in ``out`` with this budget and agent (it is not re-run)."""
+    """The result of a run already finished in ``out`` with this budget (it is not re-run); one
+    trained with another agent is refused, not reused or overwritten."""
     summary, config_file = out / "summary.json", out / "config.json"
     if not (summary.is_file() and config_file.is_file()):
         return None
     saved = json.loads(config_file.read_text())["train"]
+    before, now = _learning_settings(saved["agent"]), _learning_settings(config.agent.to_dict())
+    if before != now:
+        changed = ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in sorted(set(before) | set(now))
+                            if before.get(k) != now.get(k))
+        raise ConfigError(f"{out} holds a run with other agent settings ({changed}); use another --out for this "
+                          "comparison")
     result = TrainResult(**json.loads(summary.read_text()))
-    same = (saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
-            and _learning_settings(saved["agent"]) == _learning_settings(config.agent.to_dict()))
+    same = saved["steps"] == config.steps and saved["seed"] == config.seed and saved["task"] == config.task
     return result if same and result.steps == config.steps and not result.stopped_early else None
 
 

@@ -200,3 +200,23 @@ def test_published_approach_trains_with_the_published_table(monkeypatch, capsys,
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", "cube-single-play-singletask-task1-v0",
                            "--approaches", "published", "--out", str(tmp_path / "d"), "--data-dir", str(tmp_path))
     assert code == 2 and "no published targets for domain 'cube-single'" in err
+
+
+def test_compare_agent_options_reach_every_run_and_a_run_with_other_options_is_refused(
+        monkeypatch, capsys, tiny_data_dir, tmp_path):
+    out = tmp_path / "c"
+    args = ["compare", "--tasks", TINY_TASK, "--approaches", "default", "--seeds", "1", "--out", str(out),
+            "--data-dir", str(tiny_data_dir), *SHORT]
+    code, text, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_init=0.01")
+    assert code == 0, err
+    assert "H̄ cannot change the runs of 1 of 1 task(s)" in " ".join(text.split())  # 20 updates
+    run = out / "runs" / "default" / TINY_TASK / "seed-100"
+    assert json.loads((run / "config.json").read_text())["train"]["agent"]["alpha_init"] == 0.01
+    assert json.loads((out / "data.json").read_text())["meta"]["agent"] == {"alpha_init": 0.01}
+    first = (run / "summary.json").read_text()
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_init=0.01")  # the same: reused as it is
+    assert code == 0, err
+    assert (run / "summary.json").read_text() == first
+    code, _, err = run_cli(monkeypatch, capsys, *args)  # another agent: refused, the finished run kept
+    assert code == 2 and "holds a run with other agent settings (alpha_init 0.01 -> 1.0); use another --out" in err
+    assert (run / "summary.json").read_text() == first

@@ -124,6 +124,37 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "one H100 with 16 CPU cores" in result.output and "study layers" in result.output
     assert not out.exists()
+    # The reference plan's runs (published agent, ~1,700 updates) end before the control engages.
+    said = " ".join(result.output.split())
+    assert "H̄ cannot change these runs: on scene-play-singletask-task1-v0 the control is predicted" in said
+    assert "or set alpha_init = 0.01 and critic_lr = 0.001 in the spec's [agent]" in said
+
+
+def test_the_engagement_note_follows_the_specs_agent():
+    """With alpha from 0.01 at critic rate 1e-3 (the spec's [agent]), the note gives the update
+    at which the slowest task's control engages, recomputed here from tql.engagement."""
+    from autotune.experiment.plan import engagement_note
+    from autotune.forecast import forecast
+    from tql.trainer import TrainConfig
+
+    raw = raw_spec()
+    raw["agent"] = {"alpha_init": 0.01, "critic_lr": 1e-3}
+    raw["experiment"]["profile"] = "cpu"
+    spec = experiment_from_dict(raw)
+    assert spec.agent == {"alpha_init": 0.01, "critic_lr": 1e-3}
+    plan = plan_experiment(spec, CPU, 600, 0, 1, False)
+    configs = [TrainConfig.from_profile(t.name, "cpu", spec.agent, **plan.train_overrides()) for t in plan.tasks]
+    slowest = max(forecast(config, 1.0).engaged for config in configs)
+    assert engagement_note(plan) == (f"the control is predicted to engage after ~{slowest:,} of the "
+                                     f"{plan.steps:,} updates per run (the slowest task; tql.engagement)")
+    assert plan.notes[-1] == engagement_note(plan)
+
+
+def test_a_bad_agent_option_in_the_spec_is_one_line():
+    raw = raw_spec()
+    raw["agent"] = {"alpha_start": 0.01}
+    with pytest.raises(ConfigError, match=r"experiment spec \(dict\): \[agent\] agent option 'alpha_start=0.01'"):
+        experiment_from_dict(raw)
 
 
 def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
@@ -141,6 +172,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     raw["dry_run"].update(tasks=["cube-double-play-singletask-task1-v0", "puzzle-3x3-play-singletask-task1-v0"],
                           data_episodes=2, data_episode_length=60, tuned_trials=1, layers_trials=1,
                           min_steps=10, step_quantum=10, eval_max_steps=20, eval_episodes=1)
+    raw["agent"] = {"alpha_init": 0.5}  # reaches every study trial and compare run
     spec_file = tmp_path / "experiment.toml"
     spec_file.write_text(_toml(raw).replace('"default.toml"', json.dumps(str(SPEC.parent / "default.toml")))
                          .replace('"layers.toml"', json.dumps(str(SPEC.parent / "layers.toml"))))
@@ -159,6 +191,9 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     plan = json.loads((out / "plan.json").read_text())
     assert plan["steps"] == 10
     assert set(plan["measured_minutes"]) >= {"data", "study tuned", "study layers", "compare"}
+    configs = [json.loads(path.read_text())["train"]["agent"] for path in out.rglob("config.json")]
+    assert len(configs) > 10 and all(agent["alpha_init"] == 0.5 for agent in configs)
+    assert data["meta"]["agent"] == {"alpha_init": 0.5}
     again = CliRunner().invoke(app, args)  # resumes: the same plan, every run reused
     assert again.exit_code == 0, again.output
     assert "resuming" in again.output

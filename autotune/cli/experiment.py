@@ -68,7 +68,7 @@ def experiment(
         plan = ex.plan_experiment(experiment_spec, here, budget_minutes, n_missing, **batching)
     console.print(plan_table(plan))
     for note in plan.notes:
-        console.print(note)
+        console.print(note, markup=False)
     if plan_only:
         return
     record = plan.to_dict(inputs)

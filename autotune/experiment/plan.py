@@ -137,7 +137,39 @@ def plan_experiment(spec: ExperimentSpec, here: Machine | None, budget_minutes: 
     machine = spec.reference if here is None else here
     minutes = budget_minutes if budget_minutes is not None else spec.minutes
     steps = fit_steps(spec, phases, machine, minutes * 60)
-    return ExperimentPlan(spec, tasks, approaches, steps, phases, reference, here, minutes, notes)
+    plan = ExperimentPlan(spec, tasks, approaches, steps, phases, reference, here, minutes, notes)
+    plan.notes.append(engagement_note(plan))
+    return plan
+
+
+def engagement_note(plan: ExperimentPlan) -> str:
+    """Whether H̄ can act in runs of the plan's length (``autotune.forecast``): when the control
+    is predicted to engage, or how long runs must be, and what they would cost, for it to."""
+    from autotune.forecast import acting_rho, forecast
+    from tql.engagement import engaging_change, steps_to_engage
+    from tql.trainer import TrainConfig
+
+    configs = [TrainConfig.from_profile(task.name, plan.spec.profile, dict(plan.spec.agent), **plan.train_overrides())
+               for task in plan.tasks]
+    idle = [config for config in configs if not forecast(config, 1.0).acts]
+    if not idle:
+        slowest = max(forecast(config, 1.0).engaged for config in configs)
+        return (f"the control is predicted to engage after ~{slowest:,} of the {plan.steps:,} updates per run "
+                "(the slowest task; tql.engagement)")
+    config = idle[0]
+    log_n = config.spec.max_entropy
+    args = (config.agent, plan.steps, acting_rho(1.0, log_n), log_n, config.transitions)
+    needed, change = steps_to_engage(*args), engaging_change(*args)
+    fix = ("; or set " + " and ".join(f"{k} = {v:g}" for k, v in change.items()) + " in the spec's [agent]"
+           if change else "")
+    if needed is None:
+        return (f"H̄ cannot change these runs: on {config.task} the control is predicted not to engage within "
+                f"2,000,000 updates{fix}")
+    machine = plan.spec.reference if plan.here is None else plan.here
+    minutes = sum(p.seconds(machine, needed) for p in plan.phases) / 60
+    return (f"H̄ cannot change these runs: on {config.task} the control is predicted to engage only in runs of "
+            f">= {needed:,} updates, not {plan.steps:,} (the plan at that length: ~{minutes:,.0f} minutes"
+            f"{'' if plan.here is None else ' here'}){fix}")
 
 
 def plan_inputs(spec: ExperimentSpec, budget_minutes: float | None, dry_run: bool, device: str) -> dict[str, Any]:
@@ -212,7 +244,7 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
                        profile=plan.spec.profile, trials=trials, seeds=plan.spec.study_seeds,
                        runs_dir=settings.out / "studies", data_dir=settings.data_dir, make_data=False,
                        device=settings.device, threads=settings.threads, train_overrides=plan.train_overrides(),
-                       batch="auto")
+                       batch="auto", agent=dict(plan.spec.agent))
     storage = open_storage(run_plan.storage)
     create_studies(run_plan, storage)
     say(f"study {which}: {len(plan.tasks)} task(s) x {trials} trials x {plan.spec.study_seeds} seed(s), "
@@ -230,7 +262,7 @@ def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str,
                                layers_study=STUDY_NAMES["layers"], storage=storage_url(settings),
                                train_overrides=plan.train_overrides(), data_dir=settings.data_dir,
                                device=settings.device, threads=settings.threads,
-                               batch=resolve_batch("auto", settings.device))
+                               batch=resolve_batch("auto", settings.device), agent=dict(plan.spec.agent))
     return run_comparison(compare_plan, on_run=on_run)
 
 

@@ -68,6 +68,7 @@ class ExperimentSpec:
     reference: Machine
     dry_run: dict[str, Any] = field(default_factory=dict)
     source: str = "dict"
+    agent: dict[str, Any] = field(default_factory=dict)  # [agent]: AgentConfig overrides of every run and trial
 
     def replace(self, **changes) -> "ExperimentSpec":
         spec = dataclasses.replace(self, **changes)
@@ -169,9 +170,10 @@ def experiment_from_dict(raw: dict, source: str = "dict", folder: Path = Path(".
     values["minutes"] = reference.pop("minutes", None)
     values["reference"] = _machine(where, reference)
     values["dry_run"] = _dry_run(_table(where, raw, "dry_run"))
+    values["agent"] = _agent(where, _table(where, raw, "agent"))
     if raw:
         raise ConfigError(f"{where}: unknown table or key {sorted(raw)[0]!r}; "
-                          f"valid: version, {', '.join(_TABLES)}, reference, dry_run")
+                          f"valid: version, {', '.join(_TABLES)}, reference, dry_run, agent")
     missing = [f.name for f in dataclasses.fields(ExperimentSpec)
                if f.name not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
@@ -202,6 +204,20 @@ def _machine(where: str, section: dict) -> Machine:
     if missing:
         raise ConfigError(f"{where}: [reference] misses {', '.join(missing)}")
     return Machine(name=name, **section)
+
+
+def _agent(where: str, section: dict) -> dict[str, Any]:
+    """[agent] keys as checked AgentConfig overrides (`tql-tune train --agent KEY=VALUE`'s)."""
+    from autotune.agent_options import agent_overrides
+
+    def text(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+
+    try:
+        return agent_overrides("published", [f"{key}={text(value)}" for key, value in section.items()])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: [agent] {exc}") from None
 
 
 def _dry_run(section: dict) -> dict[str, Any]:

@@ -270,7 +270,13 @@ def write_comparison(data: Any, out: str | Path, reps: int = 2000) -> Comparison
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     curves = rliable_summary(data, reps=reps)
+    progress = data.progress_data()
+    if progress is not None and progress.curves:
+        curves["progress"] = rliable_summary(progress, reps=reps)
     data.save(out / "data.json", derived=curves)
     files = [write_markdown(data, out / "report.md", reps=reps), write_png(data, out / "report.png", reps=reps),
-             write_curves_png(curves, out / "report_curves.png", generated=data.generated), out / "data.json"]
-    return Comparison(data, curves, files)
+             write_curves_png(curves, out / "report_curves.png", generated=data.generated)]
+    if "progress" in curves:
+        files.append(write_curves_png(curves["progress"], out / "report_progress_curves.png",
+                                      generated=data.generated, score="progress"))
+    return Comparison(data, curves, files + [out / "data.json"])

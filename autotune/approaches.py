@@ -220,12 +220,19 @@ def _complete(progress: dict[str, dict[str, list]]) -> bool:
     return all(None not in values for by_task in progress.values() for values in by_task.values())
 
 
+def _graded_curves(curves: dict[str, dict[str, list]]) -> bool:
+    """Every evaluation of every run graded its progress."""
+    return all(value is not None for by_task in curves.values() for runs in by_task.values() for run in runs
+               for _, value in run)
+
+
 def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], None] | None = None) -> ComparisonData:
     """Train every (approach, task, seed) and collect successes and compute into ComparisonData."""
     approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
     scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     progress: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
+    progress_curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
     kinds: set[str] = set()
     batched = _train_batched(plan, approaches) if plan.batch else {}
@@ -242,6 +249,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 progress[approach.name].setdefault(task.name, []).append(_finished_progress(result.evals, plan.last_k))
                 curves[approach.name].setdefault(task.name, []).append(
                     [[e["step"], e["success_rate"]] for e in result.evals])
+                progress_curves[approach.name].setdefault(task.name, []).append(
+                    [[e["step"], e.get("progress")] for e in result.evals])
                 steps[approach.name] += result.steps * result.members
                 kinds.add(result.data_kind)
                 if on_run is not None:
@@ -253,7 +262,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches},
             **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {}),
-            **({"progress": progress} if _complete(progress) else {})}
+            **({"progress": progress} if _complete(progress) else {}),
+            **({"progress_curves": progress_curves} if _graded_curves(progress_curves) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
                           scores=scores, steps=steps, meta=meta, curves=curves)
 

@@ -197,6 +197,15 @@ def test_published_approach_trains_with_the_published_table(monkeypatch, capsys,
     assert json.loads((run / "config.json").read_text())["train"]["targets"] == "published"
     row = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "train"][-1]
     assert (row["target_entropy/l0_value"], row["target_entropy/l1_other"]) == (3.0, 2.5)  # cube-double's
+    # Progress curves: one run per approach, so each step's IQM is that run's own logged progress.
+    for approach in ("default", "published"):
+        logged = [r for r in read_jsonl(out / "runs" / approach / TINY_TASK / "seed-100" / "metrics.jsonl")
+                  if r["type"] == "eval"]
+        curve = data["derived"]["progress"]["sample_efficiency"][approach]
+        assert curve["steps"] == [r["step"] for r in logged]
+        assert curve["iqm"] == pytest.approx([r["progress"] for r in logged])
+    assert (out / "report_progress_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Sample efficiency and performance profiles of progress" in (out / "report.md").read_text()
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", "cube-single-play-singletask-task1-v0",
                            "--approaches", "published", "--out", str(tmp_path / "d"), "--data-dir", str(tmp_path))
     assert code == 2 and "no published targets for domain 'cube-single'" in err

@@ -68,6 +68,8 @@ def print_comparison(result, reps: int) -> None:
     for table in rich_tables(result.data, reps=reps):
         console.print(table)
     print(efficiency_text(result.curves, plot=sys.stdout.isatty()))
+    if "progress" in result.curves:
+        print(efficiency_text(result.curves["progress"], plot=sys.stdout.isatty(), score="progress"))
     for approach, tasks in result.data.meta.get("ties", {}).items():
         say_ties(console, tasks, context=approach)
     console.print(f"wrote {', '.join(str(p) for p in result.files)}")
@@ -107,4 +109,4 @@ def lodo(
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000, batch=batch)
+            compile_loss=None, tf32=True, reps=2000, batch=batch, agent=[])

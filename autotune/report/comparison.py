@@ -58,7 +58,7 @@ def _meta_lines(data: ComparisonData) -> list[str]:
         f"- Tasks: {len(data.tasks)}; seeds per task: {', '.join(sorted({str(data.n_seeds(t)) for t in data.tasks}))}",
     ]
     for key, value in meta.items():
-        if key not in ("command", "profile", "seeds", "data_kind", "ties", "progress"):
+        if key not in ("command", "profile", "seeds", "data_kind", "ties", "progress", "progress_curves"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
@@ -76,7 +76,7 @@ def _progress_lines(data: ComparisonData, reps: int, confidence: float, seed: in
              f"| approach | IQM | {level} CI | mean |", "|---|---:|---:|---:|"]
     lines += [f"| {_md_escape(a)} | {_pct(graded[a]['iqm'])} | [{_pct(graded[a]['ci_low'])}, "
               f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} |" for a in data.approaches]
-    return lines + [""]
+    return lines + [""] + (_curve_lines(progress, reps, confidence, seed, "progress") if progress.curves else [])
 
 
 def _tie_lines(data: ComparisonData) -> list[str]:
@@ -90,17 +90,20 @@ def _tie_lines(data: ComparisonData) -> list[str]:
 PROFILE_POINTS = (0.25, 0.5, 0.75)
 
 
-def _curve_lines(data: ComparisonData, reps: int, confidence: float, seed: int) -> list[str]:
+def _curve_lines(data: ComparisonData, reps: int, confidence: float, seed: int,
+                 score: str = "success") -> list[str]:
     """Sample efficiency (IQM at each approach's last common evaluation step) and the
-    performance profile at a few thresholds; the full curves are in report_curves.png and
-    data.json ("derived")."""
+    performance profile at a few thresholds, of ``score``; the full curves are in
+    report_curves.png (report_progress_curves.png) and data.json ("derived")."""
     summary = rliable_summary(data, reps=reps, confidence=confidence, seed=seed)
     level = f"{100 * confidence:g}%"
     picks = [summary["performance_profile"][data.approaches[0]]["thresholds"].index(t) for t in PROFILE_POINTS]
-    out = ["## Sample efficiency and performance profiles", "",
-           "Full curves with their CI bands: `report_curves.png`; numbers: `data.json` (`derived`). Sample "
-           "efficiency = IQM of the runs' success at each evaluation step every run of the approach reached; "
-           "profile = fraction of runs whose final success is above a threshold. Both with "
+    png, key = ("report_curves.png", "`derived`") if score == "success" else ("report_progress_curves.png",
+                                                                             "`derived.progress`")
+    out = [f"## Sample efficiency and performance profiles{'' if score == 'success' else ' of progress'}", "",
+           f"Full curves with their CI bands: `{png}`; numbers: `data.json` ({key}). Sample "
+           f"efficiency = IQM of the runs' {score} at each evaluation step every run of the approach reached; "
+           f"profile = fraction of runs whose final {score} is above a threshold. Both with "
            f"{level} stratified bootstrap CIs.", "",
            "| approach | IQM at last common step [CI] | " + " | ".join(f"runs > {100 * t:g}% [CI]" for t in PROFILE_POINTS)
            + " |", "|---|---:|" + "---:|" * len(PROFILE_POINTS)]

@@ -21,8 +21,8 @@ NO_CURVES = "no per-run evaluation curves recorded (data from an older compare)"
 
 
 def write_curves_png(summary: dict[str, Any], path: str | Path, title: str = "tql-tune compare",
-                     generated: bool = False, dpi: int = 120) -> Path:
-    """Write both panels to ``path`` atomically; return it."""
+                     generated: bool = False, dpi: int = 120, score: str = "success") -> Path:
+    """Write both panels of ``score`` (success, or progress) to ``path`` atomically; return it."""
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
@@ -30,8 +30,8 @@ def write_curves_png(summary: dict[str, Any], path: str | Path, title: str = "tq
     fig = Figure(figsize=(12.0, 4.8), dpi=dpi, layout="constrained")
     ax_eff, ax_prof = fig.subplots(1, 2)
     level = f"{100 * summary['confidence']:g}%"
-    _draw_efficiency(ax_eff, summary["sample_efficiency"], level)
-    _draw_profiles(ax_prof, summary["performance_profile"], level)
+    _draw_efficiency(ax_eff, summary["sample_efficiency"], level, score)
+    _draw_profiles(ax_prof, summary["performance_profile"], level, score)
     fig.suptitle(title + (": GENERATED DATA, not a real result" if generated else ""),
                  color="red" if generated else "black")
     path = Path(path)
@@ -40,10 +40,10 @@ def write_curves_png(summary: dict[str, Any], path: str | Path, title: str = "tq
     return path
 
 
-def _draw_efficiency(ax, curves: dict[str, dict], level: str) -> None:
+def _draw_efficiency(ax, curves: dict[str, dict], level: str, score: str = "success") -> None:
     ax.set_title(f"Sample efficiency: IQM, {level} stratified bootstrap CI")
     ax.set_xlabel("training steps per run")
-    ax.set_ylabel("success rate (%)")
+    ax.set_ylabel("success rate (%)" if score == "success" else "progress: subtasks done (%)")
     ax.set_ylim(-2, 105)  # an all-zero line stays visible above the axis
     if not curves:
         ax.text(0.5, 0.5, NO_CURVES, ha="center", va="center", transform=ax.transAxes, wrap=True)
@@ -55,10 +55,10 @@ def _draw_efficiency(ax, curves: dict[str, dict], level: str) -> None:
     ax.legend(fontsize="small")
 
 
-def _draw_profiles(ax, profiles: dict[str, dict], level: str) -> None:
+def _draw_profiles(ax, profiles: dict[str, dict], level: str, score: str = "success") -> None:
     ax.set_title(f"Performance profile, {level} CI")
-    ax.set_xlabel("success threshold tau (%)")
-    ax.set_ylabel("fraction of runs with success > tau")
+    ax.set_xlabel(f"{score} threshold tau (%)")
+    ax.set_ylabel(f"fraction of runs with {score} > tau")
     ax.set_ylim(-0.02, 1.05)
     for i, (approach, p) in enumerate(profiles.items()):
         taus = [100 * t for t in p["thresholds"]]
@@ -67,10 +67,11 @@ def _draw_profiles(ax, profiles: dict[str, dict], level: str) -> None:
     ax.legend(fontsize="small")
 
 
-def efficiency_text(summary: dict[str, Any], plot: bool, width: int = 70, height: int = 16) -> str:
-    """The sample-efficiency curves for the terminal: a plotext plot, or plain lines."""
+def efficiency_text(summary: dict[str, Any], plot: bool, width: int = 70, height: int = 16,
+                    score: str = "success") -> str:
+    """The sample-efficiency curves of ``score`` for the terminal: a plotext plot, or plain lines."""
     curves = summary["sample_efficiency"]
-    title = f"Sample efficiency: IQM success % vs training steps ({100 * summary['confidence']:g}% CI)"
+    title = f"Sample efficiency: IQM {score} % vs training steps ({100 * summary['confidence']:g}% CI)"
     if not curves:
         return f"{title}: {NO_CURVES}"
     if not plot:
@@ -86,5 +87,5 @@ def efficiency_text(summary: dict[str, Any], plot: bool, width: int = 70, height
         plt.plot(c["steps"], [100 * v for v in c["iqm"]], label=approach, marker=MARKERS[i % len(MARKERS)])
     plt.ylim(0, 100)
     plt.xlabel("training steps per run")
-    plt.ylabel("IQM success %")
+    plt.ylabel(f"IQM {score} %")
     return titled_plot(title, plt.build())

@@ -144,7 +144,8 @@ class ComparisonData:
         if not progress:
             return None
         return ComparisonData(approaches=self.approaches, tasks=self.tasks, scores=progress, steps=self.steps,
-                              meta={k: v for k, v in self.meta.items() if k != "progress"})
+                              meta={k: v for k, v in self.meta.items() if k not in ("progress", "progress_curves")},
+                              curves=self.meta.get("progress_curves") or {})
 
     def n_seeds(self, task: str) -> int:
         return len(self.scores[self.approaches[0]][task])

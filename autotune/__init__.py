@@ -6,6 +6,8 @@ The pipeline, and the package or module of each stage:
 - ``schedules``: H̄ as rho(p) over training progress (``Schedule``, ``ScheduleHooks``);
 - ``controllers/``: adaptive H̄ during training (feedback, population-based);
 - ``targeting``, ``agent_options``: how one run sets H̄ and its agent options;
+- ``forecast``: whether H̄ can act in a run, in one line (from ``tql.engagement``), and when
+  the pruner may judge a trial;
 - ``tuning/``: Optuna studies over H̄ (spec, storage, trials one by one or batched, the trial
   lifecycle in shared storage, tied best trials, progress);
 - ``approaches``, ``transfer``: every approach on the same tasks and seeds; schedules carried

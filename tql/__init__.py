@@ -11,7 +11,9 @@ Packages and modules, along the pipeline data -> agent -> trainer:
   target tables H̄ per (layer, token group), and the TQL agent (FQL policy extraction);
 - ``evaluation``, ``eval_workers``: policy evaluation, in this process or in workers;
 - ``graphs``: one update replayed from a CUDA graph;
-- ``engagement``: how far the temperatures decay over a run (when H̄ can start to matter);
+- ``engagement``: when the temperature control engages, predicted from a run's configuration
+  (how far the temperatures decay; when attention would fall to H̄);
+- ``attention``: where a trained critic's attention goes, query row by query row;
 - ``trainer/``: one run's loop, checkpoints and metrics (``TrainConfig``, ``TrainHooks``, ``train``);
 - ``batched/``: K members at once (batched forward and losses, the population, independent
   trials trained together, population-based training);

@@ -114,6 +114,7 @@ class Approach:
     population: bool = False  # runs are population runs (tql.batched.pbt)
     config_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its runs
     ties: list[str] = field(default_factory=list)  # study tasks whose best trial, used here, is a tie
+    ties_idle: list[str] = field(default_factory=list)  # ... tied because H̄ never acted in the tied trials
 
 
 def _summary(plan: ComparePlan, study: str) -> dict[str, Any]:
@@ -136,8 +137,9 @@ def _schedule_approach(plan: ComparePlan, name: str, schedules: dict[str, Schedu
         config = plan.config(task, plan.seeds[0])  # every seed's critic has this depth
         return lambda: ScheduleHooks.for_config(schedules[task.name], config)
 
-    ties = sorted({task for s in schedules.values() for task in s.meta.get("ties", [])})
-    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()}, ties=ties)
+    ties, idle = ({task for s in schedules.values() for task in s.meta.get(key, [])} for key in ("ties", "ties_idle"))
+    return Approach(name, hooks_for, tuning_steps, {t: s.describe() for t, s in schedules.items()}, ties=sorted(ties),
+                    ties_idle=sorted(idle))
 
 
 def build_approach(plan: ComparePlan, name: str) -> Approach:
@@ -262,6 +264,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             "schedules": {a.name: a.describe for a in approaches},
             "tuning_steps": {a.name: a.tuning_steps for a in approaches},
             **({"ties": {a.name: a.ties for a in approaches if a.ties}} if any(a.ties for a in approaches) else {}),
+            **({"ties_idle": {a.name: a.ties_idle for a in approaches if a.ties_idle}}
+               if any(a.ties_idle for a in approaches) else {}),
             **({"progress": progress} if _complete(progress) else {}),
             **({"progress_curves": progress_curves} if _graded_curves(progress_curves) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],

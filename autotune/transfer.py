@@ -10,7 +10,9 @@ profile, the first layers' curves and the last layers' curves are pooled apart i
 (a one-curve schedule gives both the same curve).
 
 Ties: a schedule taken from a study records in ``meta["ties"]`` the tasks whose best trial is a
-tie (``autotune.tuning.ties``): ``[task]`` or ``[]``; a pooled schedule records its sources' ties.
+tie (``autotune.tuning.ties``): ``[task]`` or ``[]``, and in ``meta["ties_idle"]`` those tied
+because H̄ never acted in any tied trial (the control never engaged), not by result; a pooled
+schedule records its sources' ties.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def schedule_of_task(task_summary: dict[str, Any]) -> Schedule:
         raise ConfigError(f"study {task_summary['study_name']!r} has no complete trial yet; run it first")
     meta = {"source": f"study {task_summary['study_name']} trial {best['number']}", "task": task_summary["task"],
             "n_tokens": task_summary["n_tokens"], "success_mean": best["success_mean"],
-            "ties": [task_summary["task"]] if best_tie(task_summary) else []}
+            "ties": [task_summary["task"]] if best_tie(task_summary) else [],
+            "ties_idle": [task_summary["task"]] if best_tie(task_summary) and best.get("tied_idle") else []}
     if best.get("schedule"):
         return Schedule.from_dict({**best["schedule"], "meta": meta}, source=f"trial {best['number']}")
     return Schedule.constant(best["rho"], **meta)
@@ -45,8 +48,9 @@ def pooled(schedules: list[Schedule], **meta) -> Schedule:
         raise ConfigError("nothing to pool: no schedules given")
     sources = sorted({s.meta.get("task", "?") for s in schedules})
     meta = {"source": "pooled (pointwise median)", "pooled_from": sources, **meta}
-    if any("ties" in s.meta for s in schedules):
-        meta["ties"] = sorted({task for s in schedules for task in s.meta.get("ties", [])})
+    for key in ("ties", "ties_idle"):
+        if any(key in s.meta for s in schedules):
+            meta[key] = sorted({task for s in schedules for task in s.meta.get(key, [])})
     if any(s.is_profile for s in schedules):
         first, last = ([s.curves()[i] for s in schedules] for i in (0, 1))
         return Schedule.profile(_pooled_curve(first), _pooled_curve(last), **meta)

@@ -36,7 +36,9 @@ def storage(tmp_path) -> str:
         study.set_user_attr("tql:n_tokens", 43)
         for rho, value in trials:
             study.add_trial(create_trial(params={"rho": rho}, distributions=RHO, value=value, state=TrialState.COMPLETE,
-                                         user_attrs={"successes": [value], "steps": 10}))
+                                         user_attrs={"successes": [value], "steps": 10,
+                                                     # the cube trials: H̄ never acted (no control engaged)
+                                                     **({"engaged_at": None} if task == CUBE else {})}))
     return url
 
 
@@ -52,10 +54,11 @@ def test_a_tie_needs_two_different_parameter_sets_at_the_best_value(storage):
 def test_schedule_meta_records_ties_and_keeps_the_earliest_trial(storage):
     by_task = {t["task"]: t for t in summarize(storage, "tql")["tasks"]}
     tied = schedule_of_task(by_task[CUBE])
-    assert tied.rho == pytest.approx(0.2) and tied.meta["ties"] == [CUBE]
-    assert schedule_of_task(by_task[SCENE]).meta["ties"] == []
+    assert tied.rho == pytest.approx(0.2) and tied.meta["ties"] == [CUBE] and tied.meta["ties_idle"] == [CUBE]
+    assert schedule_of_task(by_task[SCENE]).meta["ties"] == [] == schedule_of_task(by_task[SCENE]).meta["ties_idle"]
     summary = summarize(storage, "tql")
     assert leave_one_domain_out(summary, "scene-play").meta["ties"] == [CUBE]  # pooled from the tied cube task
+    assert leave_one_domain_out(summary, "scene-play").meta["ties_idle"] == [CUBE]
     assert leave_one_domain_out(summary, "cube-double-play").meta["ties"] == []
 
 
@@ -96,11 +99,16 @@ def test_compare_approaches_carry_ties_into_the_report(storage, tmp_path):
 
     plan = ComparePlan(tasks=[get_task(CUBE), get_task(SCENE)], approaches=["tuned", "transfer"], seeds=[100],
                        out_dir=tmp_path, study="tql", storage=storage)
-    assert build_approach(plan, "tuned").ties == [CUBE]
+    assert build_approach(plan, "tuned").ties == [CUBE] == build_approach(plan, "tuned").ties_idle
     assert build_approach(plan, "transfer").ties == [CUBE]  # SCENE's transferred schedule comes from CUBE
     data = ComparisonData(approaches=["tuned"], tasks=[CUBE], scores={"tuned": {CUBE: [0.0]}}, steps={"tuned": 30},
                           meta={"ties": {"tuned": [CUBE]}})
-    assert f"**Tied best trials (tuned).** In the study, the best trial of {CUBE} is a tie" in markdown_report(data, reps=20)
+    report = markdown_report(data, reps=20)
+    assert f"**Tied best trials (tuned).** In the study, the best trial of {CUBE} is a tie" in report
+    assert "Tied because H̄ never acted" not in report  # not recorded: not claimed
+    data.meta["ties_idle"] = {"tuned": [CUBE]}
+    assert f"Tied because H̄ never acted (the control engaged in no tied trial), not by result: {CUBE}." in \
+        markdown_report(data, reps=20)
 
 
 def test_apply_warns_about_a_schedule_whose_source_was_a_tie(monkeypatch, capsys, tmp_path):

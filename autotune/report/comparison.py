@@ -58,7 +58,7 @@ def _meta_lines(data: ComparisonData) -> list[str]:
         f"- Tasks: {len(data.tasks)}; seeds per task: {', '.join(sorted({str(data.n_seeds(t)) for t in data.tasks}))}",
     ]
     for key, value in meta.items():
-        if key not in ("command", "profile", "seeds", "data_kind", "ties", "progress", "progress_curves"):
+        if key not in ("command", "profile", "seeds", "data_kind", "ties", "ties_idle", "progress", "progress_curves"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
@@ -80,10 +80,19 @@ def _progress_lines(data: ComparisonData, reps: int, confidence: float, seed: in
 
 
 def _tie_lines(data: ComparisonData) -> list[str]:
-    """A warning per approach that used a study's tied best trials (``meta["ties"]``)."""
-    lines = [f"> **Tied best trials ({_md_escape(a)}).** In the study, the best trial of {', '.join(map(_md_escape, tasks))} is a tie: "
-             "several trials with different H̄ share the best success, and the schedule used is the earliest of "
-             "them, not a measured optimum." for a, tasks in data.meta.get("ties", {}).items() if tasks]
+    """A warning per approach that used a study's tied best trials (``meta["ties"]``), naming
+    those tied because H̄ never acted (``meta["ties_idle"]``) apart from those tied by result."""
+    idle_by = data.meta.get("ties_idle", {})
+    lines = []
+    for a, tasks in data.meta.get("ties", {}).items():
+        if not tasks:
+            continue
+        idle = [t for t in tasks if t in idle_by.get(a, [])]
+        why = (f" Tied because H̄ never acted (the control engaged in no tied trial), not by result: "
+               f"{', '.join(map(_md_escape, idle))}." if idle else "")
+        lines.append(f"> **Tied best trials ({_md_escape(a)}).** In the study, the best trial of "
+                     f"{', '.join(map(_md_escape, tasks))} is a tie: several trials with different H̄ share the best "
+                     f"success, and the schedule used is the earliest of them, not a measured optimum.{why}")
     return [line for warning in lines for line in (warning, "")]
 
 

@@ -25,12 +25,18 @@ def highest_rho(config: TrainConfig, hooks: Any = None) -> float:
     highest point, a controller's current rho (every member's for a population), else the
     constant target's."""
     if hasattr(hooks, "schedule"):
-        return max(hooks.schedule.rho_at(i / 100) for i in range(101))
+        return schedule_top(hooks.schedule, config)
     if hasattr(hooks, "rhos"):
         return max(hooks.rhos)
     if hasattr(hooks, "rho"):
         return hooks.rho
     return config.highest_rho()
+
+
+def schedule_top(schedule: Any, config: TrainConfig) -> float:
+    """A schedule's highest rho in any layer of the run's critic, at any point of the run."""
+    depth = max(len(config.constant_target()), 1)
+    return max(max(schedule.layer_rhos(i / 100, depth)) for i in range(101))
 
 
 def forecast(config: TrainConfig, rho: float | None = None) -> EngagementForecast:
@@ -78,9 +84,7 @@ def judge_from(config: TrainConfig, schedule: Any) -> int | None:
     """The update before which a trial following ``schedule`` must not be pruned: its predicted
     engagement for the schedule's highest rho, in any layer, at any point of the run (None: it
     never engages, so every evaluation would compare noise, and it is never pruned)."""
-    depth = len(config.constant_target())
-    rho = max(max(schedule.layer_rhos(i / 100, max(depth, 1))) for i in range(101))
-    predicted = forecast(config, rho)
+    predicted = forecast(config, schedule_top(schedule, config))
     if predicted.blocked:
         return 0
     return predicted.engaged
@@ -95,12 +99,12 @@ def studies_line(configs: dict[str, TrainConfig], rho: float, runs: str = "trial
                  end: str = "; the table at the end marks them") -> str | None:
     """One line for all the tasks whose ``runs`` (targets up to ``rho``) cannot engage, with the
     first such task's remedy (None: every task's can)."""
-    idle = [task for task, config in configs.items() if not forecast(config, rho).acts
-            and not forecast(config, rho).blocked]
+    forecasts = {task: forecast(config, rho) for task, config in configs.items()}
+    idle = [task for task, predicted in forecasts.items() if not predicted.acts and not predicted.blocked]
     if not idle:
         return None
     config = configs[idle[0]]
     when, hints = remedy(config, rho)
-    note = _range_note(forecast(config, rho))
+    note = _range_note(forecasts[idle[0]])
     return (f"H̄ cannot change the {runs} of {len(idle)} of {len(configs)} task(s): on {idle[0]} the control {when}, "
             f"these have {config.steps:,} (predicted{note}){hints}{end}")

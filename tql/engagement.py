@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from tql.agent import AgentConfig, lr_factor
+from tql.model import get_preset
 
 # An entropy within this many nats of its target counts as held by the control ("engaged").
 ENGAGE_MARGIN = 0.1
@@ -129,29 +130,37 @@ class EngagementModel:
     Left to itself, attention leaves uniform once the critic has travelled the learning
     distance ``D_leave = leave_distance (rate / 1e-3)^rate_exponent (transitions / 4004)^
     data_exponent`` (more data, or a faster rate that overshoots, and attention takes longer to
-    specialise), and falls to rho log n at ``D_leave exp(depth_rate (rho_left - rho))``. With
+    specialise; a wider critic, ``(dim / 32)^width_exponent``, sooner), and falls to rho log n at ``D_leave exp(depth_rate (rho_left - rho))``. With
     the control on it gets there only once alpha has also fallen below the critic's pull on
     attention, which grows with the distance travelled past that point:
-    ``alpha <= pull (D / D_rho)^pull_exponent``. So a large alpha_init delays engagement by
+    ``alpha <= pull (rate / 1e-3)^-pull_rate_exponent (D / D_rho)^pull_exponent``. So a large alpha_init delays engagement by
     however long alpha takes to decay, and a small one lets it follow the free run."""
 
     leave_distance: float = 0.19
     rate_exponent: float = 0.35
     data_exponent: float = 0.29
+    width_exponent: float = 0.0
     depth_rate: float = 3.0
     pull: float = 0.0023
     pull_exponent: float = 3.9
+    pull_rate_exponent: float = 0.0
     measured_presets: tuple[str, ...] = ("0.03M",)
     measured_rates: tuple[float, float] = (1e-4, 1e-3)
     measured_transitions: tuple[int, int] = (4_004, 40_040)  # 4 and 40 episodes of 1001 steps
     measured_steps: int = 3_000
 
-    def free_distance(self, rate: float, transitions: int, rho: float, log_n: float) -> float:
-        """The learning distance at which free attention's lowest entropy reaches rho log n."""
+    def free_distance(self, rate: float, transitions: int, rho: float, log_n: float, width: int = 32) -> float:
+        """The learning distance at which free attention's lowest entropy reaches rho log n, for a
+        critic ``width`` wide (its preset's dim)."""
         leave = (self.leave_distance * (rate / 1e-3) ** self.rate_exponent
-                 * (max(transitions, 1) / self.measured_transitions[0]) ** self.data_exponent)
+                 * (max(transitions, 1) / self.measured_transitions[0]) ** self.data_exponent
+                 * (width / 32) ** self.width_exponent)
         rho_left = 1.0 - UNIFORM_MARGIN / log_n
         return leave * math.exp(self.depth_rate * max(0.0, rho_left - rho))
+
+    def pull_at(self, rate: float) -> float:
+        """The critic's pull on attention where free attention reaches the target, at ``rate``."""
+        return self.pull * (rate / 1e-3) ** -self.pull_rate_exponent
 
     def extrapolates(self, config: AgentConfig, total_steps: int, transitions: int) -> bool:
         low, high = self.measured_rates
@@ -193,12 +202,12 @@ def predict_engagement(config: AgentConfig, total_steps: int, rho: float, log_n:
     if rho_engaged >= 1.0:
         return EngagementForecast(total_steps, 1, 1, extrapolated=extrapolated)
     distance = learning_distance(config, total_steps)[1:]
-    target = model.free_distance(config.critic_lr, transitions, rho_engaged, log_n)
+    target = model.free_distance(config.critic_lr, transitions, rho_engaged, log_n, get_preset(config.size).dim)
     reached = np.flatnonzero(distance >= target)
     if not reached.size:
         return EngagementForecast(total_steps, None, extrapolated=extrapolated)
     free = int(reached[0])
-    pull = model.pull * (distance[free:] / target) ** model.pull_exponent
+    pull = model.pull_at(config.critic_lr) * (distance[free:] / target) ** model.pull_exponent
     held = np.flatnonzero(alpha_path(config, total_steps)[free:] <= pull)
     engaged = free + int(held[0]) + 1 if held.size else None
     return EngagementForecast(total_steps, engaged, free + 1, extrapolated=extrapolated)

@@ -3,9 +3,12 @@
 Reads the JSON files of ``engagement.py`` (free and control grids) and run folders of
 `tql-tune train` (their metrics.jsonl), and prints, per run, the measured update and the
 model's prediction: for free runs, when attention leaves uniform and falls below each rho;
-for controlled runs, when the control first engages.
+for controlled runs, when the control first engages. ``--fit`` also fits the model's
+constants to the points given (least squares on log updates; a point measured "never"
+within its run counts only when predicted inside it) and prints the refit's predictions
+beside the shipped model's.
 
-    python benchmarks/learning/engagement_model.py \\
+    python benchmarks/learning/engagement_model.py --fit \\
         benchmarks/learning/results/engagement_free.json benchmarks/learning/results/engagement_control.json \\
         --runs benchmarks/learning/results/engaged_pair/rho0.5 benchmarks/learning/results/engaged_pair/rho0.9
 """
@@ -13,7 +16,9 @@ for controlled runs, when the control first engages.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -24,72 +29,125 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig  # noqa: E402
-from tql.engagement import (MODEL, UNIFORM_MARGIN, first_engagement, learning_distance,  # noqa: E402
-                            predict_engagement)
+from tql.engagement import (MODEL, UNIFORM_MARGIN, EngagementModel, first_engagement,  # noqa: E402
+                            learning_distance, predict_engagement)
 from tql.io import read_jsonl  # noqa: E402
+from tql.model import get_preset  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.trainer import TrainConfig  # noqa: E402
 
 EPISODE_LENGTH = 1001  # engagement.py's generated episodes
 
 
-def free_prediction(config: AgentConfig, steps: int, transitions: int, rho: float, log_n: float) -> int | None:
-    need = MODEL.free_distance(config.critic_lr, transitions, rho, log_n)
-    reached = np.flatnonzero(learning_distance(config, steps)[1:] >= need)
-    return int(reached[0]) + 1 if reached.size else None
+@dataclasses.dataclass
+class Point:
+    """One measured event: a free run reaching ``rho`` log n, or a controlled run engaging."""
+
+    run: str
+    event: str
+    config: AgentConfig
+    steps: int
+    rho: float
+    log_n: float
+    transitions: int
+    measured: int | None
+
+    def predict(self, model: EngagementModel) -> int | None:
+        if self.event.startswith("free"):
+            need = model.free_distance(self.config.critic_lr, self.transitions, self.rho, self.log_n,
+                                       get_preset(self.config.size).dim)
+            reached = np.flatnonzero(learning_distance(self.config, self.steps)[1:] >= need)
+            return int(reached[0]) + 1 if reached.size else None
+        return predict_engagement(self.config, self.steps, self.rho, self.log_n, self.transitions, model).engaged
+
+    def loss(self, model: EngagementModel) -> float:
+        predicted = self.predict(model)
+        if self.measured is None:
+            return 0.0 if predicted is None else max(0.0, math.log(self.steps / predicted)) ** 2
+        if predicted is None:
+            return math.log(1.2 * self.steps / self.measured) ** 2
+        return math.log(predicted / self.measured) ** 2
 
 
 def text(step: int | None) -> str:
     return "never" if step is None else f"{step:,}"
 
 
-def free_rows(data: dict) -> list[tuple]:
-    task, log_n, rows = get_task(data["task"]), data["log_n"], []
+def free_points(data: dict) -> list[Point]:
+    task, log_n, points = get_task(data["task"]), data["log_n"], []
     for run in data["runs"]:
         config = AgentConfig.for_task(task, size=run["size"], critic_lr=run["critic_lr"])
-        transitions = run["episodes"] * EPISODE_LENGTH
-        points = [("leaves uniform", 1.0 - UNIFORM_MARGIN / log_n, run["summary"]["leaves_uniform"])]
-        points += [(f"below rho {rho}", float(rho), step) for rho, step in run["summary"]["below"].items()]
-        for what, rho, measured in points:
-            predicted = free_prediction(config, run["steps"], transitions, rho, log_n)
-            rows.append((run["name"], "free: " + what, text(measured), text(predicted)))
-    return rows
+        events = [("free: leaves uniform", 1.0 - UNIFORM_MARGIN / log_n, run["summary"]["leaves_uniform"])]
+        events += [(f"free: below rho {rho}", float(rho), step) for rho, step in run["summary"]["below"].items()]
+        points += [Point(run["name"], event, config, run["steps"], rho, log_n, run["episodes"] * EPISODE_LENGTH,
+                         measured) for event, rho, measured in events]
+    return points
 
 
-def control_rows(data: dict) -> list[tuple]:
-    task, rows = get_task(data["task"]), []
+def control_points(data: dict) -> list[Point]:
+    task, points = get_task(data["task"]), []
     for run in data["runs"]:
         config = AgentConfig.for_task(task, size=run["size"], critic_lr=run["critic_lr"], alpha_init=run["alpha_init"])
-        predicted = predict_engagement(config, run["steps"], run["rho"], data["log_n"],
-                                       run["episodes"] * EPISODE_LENGTH)
-        rows.append((run["name"], "control engages", text(run["summary"]["first_engaged"]), text(predicted.engaged)))
-    return rows
+        name = run["name"] + ("" if "cube-double" in data["task"] else f" ({data['task'].split('-singletask')[0]})")
+        points.append(Point(name, "control engages", config, run["steps"], run["rho"], data["log_n"],
+                            run["episodes"] * EPISODE_LENGTH, run["summary"]["first_engaged"]))
+    return points
 
 
-def run_rows(run_dir: Path) -> list[tuple]:
+def run_points(run_dir: Path) -> list[Point]:
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
     logged = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("type") == "train"]
-    predicted = config.engagement()
-    return [(str(run_dir), "control engages", text(first_engagement(logged)), text(predicted.engaged))]
+    return [Point(str(run_dir), "control engages", config.agent, config.steps, config.highest_rho(),
+                  config.spec.max_entropy, config.transitions, first_engagement(logged))]
+
+
+FITTED = ("leave_distance", "rate_exponent", "data_exponent", "width_exponent", "depth_rate", "pull",
+          "pull_exponent", "pull_rate_exponent")
+POSITIVE = {"leave_distance", "pull"}  # fitted in log space
+
+
+def fit(points: list[Point], start: EngagementModel = MODEL) -> EngagementModel:
+    """The constants minimising the summed squared log error over ``points`` (Nelder-Mead)."""
+    from scipy.optimize import minimize
+
+    def model_of(x: np.ndarray) -> EngagementModel:
+        values = {name: math.exp(v) if name in POSITIVE else v for name, v in zip(FITTED, x)}
+        return dataclasses.replace(start, **values)
+
+    # Nelder-Mead's first steps are 5% of each start value: a constant at 0 starts at 1 instead.
+    x0 = np.array([math.log(getattr(start, n)) if n in POSITIVE else getattr(start, n) or 0.5 for n in FITTED])
+    result = minimize(lambda x: sum(p.loss(model_of(x)) for p in points), x0, method="Nelder-Mead",
+                      options={"maxiter": 3000, "xatol": 1e-4, "fatol": 1e-6})
+    return model_of(result.x)
+
+
+def constants(model: EngagementModel) -> str:
+    return ", ".join(f"{name} {getattr(model, name):.4g}" for name in FITTED)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grids", nargs="*", help="JSON files written by engagement.py --json")
     parser.add_argument("--runs", nargs="*", default=[], help="run folders of tql-tune train")
+    parser.add_argument("--fit", action="store_true", help="also refit the constants to these points")
     args = parser.parse_args(argv)
-    table = Table(title=f"engagement: measured vs predicted (tql.engagement.EngagementModel: {MODEL})")
-    for column in ("run", "event", "measured", "predicted"):
-        table.add_column(column, justify="left" if column in ("run", "event") else "right")
+    points = []
     for path in args.grids:
         data = json.loads(Path(path).read_text())
-        rows = free_rows(data) if data["args"]["grid"] == "free" else control_rows(data)
-        for row in rows:
-            table.add_row(*row)
-    for run_dir in args.runs:
-        for row in run_rows(Path(run_dir)):
-            table.add_row(*row)
-    Console(width=200).print(table)
+        points += free_points(data) if data["args"]["grid"] == "free" else control_points(data)
+    points += [p for run_dir in args.runs for p in run_points(Path(run_dir))]
+    models = {"shipped": MODEL, **({"refit": fit(points)} if args.fit else {})}
+    table = Table(title="engagement: measured vs predicted (tql.engagement.EngagementModel)")
+    for column in ("run", "event", "measured", *(f"{name} model" for name in models)):
+        table.add_column(column, justify="left" if column in ("run", "event") else "right")
+    for point in points:
+        table.add_row(point.run, point.event, text(point.measured), *(text(point.predict(m)) for m in models.values()))
+    console = Console(width=200)
+    console.print(table)
+    for name, model in models.items():
+        loss = sum(p.loss(model) for p in points)
+        console.print(f"{name} model: {constants(model)}; summed squared log error {loss:.3f} over {len(points)} "
+                      "points")
     print("measured: the first logged update (every 50 in engagement.py, every 100 in a cpu-profile run); "
           "never: not within the run")
 

@@ -52,6 +52,8 @@ def attention_history(run_dir: str | Path) -> dict[str, Any]:
 
 
 QUANTILES = (0.1, 0.5, 0.9)
+HIST_BINS = 24
+LARGEST_BINS = np.linspace(0.0, 1.0, HIST_BINS + 1)
 
 
 def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dict[str, Any] | None:
@@ -77,16 +79,20 @@ def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dic
     critic = checkpoint_critic(run_dir / "checkpoint.pt", task.obs_dim, task.act_dim)
     step = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["step"]
 
-    def quantiles(values) -> list[float]:
-        return [float(v) for v in np.quantile(values, QUANTILES)]
+    def spread(entropy: np.ndarray, largest: np.ndarray) -> dict[str, list]:
+        """Quantiles for the table, and histograms (fractions of rows) for the PNG."""
+        return {"entropy": [float(v) for v in np.quantile(entropy, QUANTILES)],
+                "largest": [float(v) for v in np.quantile(largest, QUANTILES)],
+                "entropy_hist": (np.histogram(entropy, bins=entropy_bins)[0] / entropy.size).tolist(),
+                "largest_hist": (np.histogram(largest, bins=LARGEST_BINS)[0] / largest.size).tolist()}
 
-    layers = [{"layer": a.layer, "value_weight": a.value_weight,
-               "value": {"entropy": quantiles(a.value_entropy), "largest": quantiles(a.value_max)},
-               "other": {"entropy": quantiles(a.other_entropy), "largest": quantiles(a.other_max)}}
-              for a in critic_attention(critic, obs, act)]
+    entropy_bins = np.linspace(0.0, task.max_entropy, HIST_BINS + 1)
+    layers = [{"layer": a.layer, "value_weight": a.value_weight, "value": spread(a.value_entropy, a.value_max),
+               "other": spread(a.other_entropy, a.other_max)} for a in critic_attention(critic, obs, act)]
     n = task.n_tokens
     return {"step": step, "batch": batch, "quantiles": list(QUANTILES), "uniform_largest": 1.0 / n,
-            "uniform_reads": [1.0 / n, task.obs_dim / n, task.act_dim / n], "layers": layers}
+            "uniform_reads": [1.0 / n, task.obs_dim / n, task.act_dim / n], "layers": layers,
+            "entropy_bins": entropy_bins.tolist(), "largest_bins": LARGEST_BINS.tolist()}
 
 
 def checkpoint_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,8 +139,12 @@ def write_attention_png(history: dict[str, Any], path: str | Path, dpi: int = 11
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError("the attention PNG needs matplotlib: pip install matplotlib") from None
-    fig = Figure(figsize=(12.0, 4.5), dpi=dpi, layout="constrained")
-    ax_h, ax_a = fig.subplots(1, 2)
+    view = history.get("checkpoint")
+    fig = Figure(figsize=(12.0, 8.5 if view else 4.5), dpi=dpi, layout="constrained")
+    axes = fig.subplots(2 if view else 1, 2)
+    (ax_h, ax_a), rows = (axes[0], axes[1:]) if view else (axes, [])
+    for ax_e, ax_w in rows:
+        _draw_checkpoint(ax_e, ax_w, view, history["log_n"])
     for key, s in sorted(history["series"].items()):
         if not s["steps"]:
             continue
@@ -160,3 +170,25 @@ def write_attention_png(history: dict[str, Any], path: str | Path, dpi: int = 11
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def _draw_checkpoint(ax_e, ax_w, view: dict[str, Any], log_n: float | None) -> None:
+    """Per (layer, group) at the last checkpoint: the histograms of the rows' entropies and of
+    their largest weights (fractions of rows)."""
+    rows = sorted(checkpoint_rows(view), key=lambda row: row["layer_group"])  # the colours of the panels above
+    for i, row in enumerate(rows):
+        layer = view["layers"][int(row["layer_group"][1:].split("_")[0])]
+        spread = layer[row["layer_group"].split("_", 1)[1]]
+        style = dict(color=f"C{i % 10}", label=row["layer_group"])
+        ax_e.stairs(spread["entropy_hist"], view["entropy_bins"], **style)
+        ax_w.stairs(spread["largest_hist"], view["largest_bins"], **style)
+    if log_n:
+        ax_e.axvline(log_n, color="grey", linewidth=0.8, label="log n (uniform)")
+    ax_w.axvline(view["uniform_largest"], color="grey", linewidth=0.8, label="1/n (uniform)")
+    ax_e.set_title(f"at update {view['step']:,}: entropy of each query row ({view['batch']} transitions, every head)")
+    ax_e.set_xlabel("nats")
+    ax_w.set_title("largest attention weight of each query row")
+    ax_w.set_xlabel("weight")
+    for ax in (ax_e, ax_w):
+        ax.set_ylabel("fraction of rows")
+        ax.legend(fontsize=7)

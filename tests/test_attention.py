@@ -90,6 +90,7 @@ def test_the_last_checkpoints_rows_agree_with_the_critics_own_entropies(monkeypa
         for group in ("value", "other"):
             assert 0 <= layer[group]["entropy"][0] <= layer[group]["entropy"][2] <= math.log(n) + 1e-6
             assert 1 / n - 1e-6 <= layer[group]["largest"][0] <= layer[group]["largest"][2] <= 1
+            assert sum(layer[group]["entropy_hist"]) == pytest.approx(1) == sum(layer[group]["largest_hist"])
         assert np.isclose(sum(layer["value_weight"].values()), 1.0)
     code, text, err = run_cli(monkeypatch, capsys, "attention", str(out), "--no-plot")
     assert code == 0 and "at the last checkpoint (update 40)" in text and "[VALUE] reads" in text

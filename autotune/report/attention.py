@@ -83,7 +83,9 @@ def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dic
         """Quantiles for the table, and histograms (fractions of rows) for the PNG."""
         return {"entropy": [float(v) for v in np.quantile(entropy, QUANTILES)],
                 "largest": [float(v) for v in np.quantile(largest, QUANTILES)],
-                "entropy_hist": (np.histogram(entropy, bins=entropy_bins)[0] / entropy.size).tolist(),
+                # rounding may put a uniform row a hair above log n: clipped into the last bin
+                "entropy_hist": (np.histogram(np.clip(entropy, 0.0, entropy_bins[-1]), bins=entropy_bins)[0]
+                                 / entropy.size).tolist(),
                 "largest_hist": (np.histogram(largest, bins=LARGEST_BINS)[0] / largest.size).tolist()}
 
     entropy_bins = np.linspace(0.0, task.max_entropy, HIST_BINS + 1)

@@ -99,6 +99,9 @@ def test_a_pruned_trial_stops_counting_at_once_and_its_members_freeze(tiny_data_
     from autotune.tuning import studies
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: PruneLowRho())
+    import autotune.tuning.batched
+
+    monkeypatch.setattr(autotune.tuning.batched, "judge_from", lambda config, schedule: 0)  # 20 updates engage nothing
     real, states_when_trained = batch_train.train_batch, []
 
     def spy(members, batch_dir, **kwargs):
@@ -183,6 +186,7 @@ def test_a_trial_pruned_after_the_checkpoint_rides_along_the_resumed_batch_untou
     from autotune.tuning import batched as batched_trials, studies
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: PruneLowRho())
+    monkeypatch.setattr(batched_trials, "judge_from", lambda config, schedule: 0)  # 20 updates engage nothing
     plan = _plan(tmp_path, tiny_data_dir, "r", batch=2, seeds=1, trials=2)
     plan.train_overrides.update(checkpoint_every=4, log_every=1)
     _start(plan, [0.3, 0.8])

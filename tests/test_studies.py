@@ -191,13 +191,15 @@ def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp
 
 
 def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch):
-    """A pruner that always prunes: each trial stops after its first report, state PRUNED."""
+    """A pruner that always prunes: each trial stops after its first report, state PRUNED (the
+    wait for the predicted engagement lifted: 20 updates engage nothing, see the next test)."""
     from autotune.tuning import studies
     from autotune.tuning.spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 
     monkeypatch.setattr(studies, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
+    monkeypatch.setattr(studies, "judge_from", lambda config, schedule: 0)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     plan = RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=2,
                            runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
@@ -207,6 +209,27 @@ def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch
     for trial in load(storage, "tql", TINY_TASK).trials:
         assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [10]
         assert trial.user_attrs["steps"] == 10 and trial.user_attrs["pruned_at"] == {"seed": 0, "step": 10}
+
+
+def test_a_trial_whose_control_cannot_engage_is_never_pruned(tiny_data_dir, tmp_path, monkeypatch):
+    """The same always-prune pruner, now waiting for each trial's predicted engagement: none
+    within 20 updates, so every evaluation is reported and no trial is judged."""
+    from autotune.tuning import studies
+    from autotune.tuning.spec import load_spec
+    from autotune.tuning.trials import RunPlan
+    from tql.tasks import get_task
+
+    monkeypatch.setattr(studies, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    plan = RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=1,
+                   runs_dir=tmp_path / "runs", data_dir=tiny_data_dir,
+                   train_overrides=dict(steps=20, eval_every=10, eval_episodes=1))
+    studies.create_studies(plan, studies.open_storage(storage))
+    report = studies.work(plan)
+    assert report.pruned == 0 and report.complete == 2
+    for trial in load(storage, "tql", TINY_TASK).trials:
+        assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [10, 20]
+        assert "judged_from" in trial.user_attrs and trial.user_attrs["judged_from"] is None
 
 
 @pytest.mark.parametrize("extra, expected", [

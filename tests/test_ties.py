@@ -123,3 +123,29 @@ def test_apply_warns_about_a_schedule_whose_source_was_a_tie(monkeypatch, capsys
                                 "--out", str(tmp_path / "run"), "--quiet")
     assert code == 0, err
     assert f"warning: the best trial is a tie for {CUBE}: their schedule is the earliest" in stdout
+
+
+def test_apply_says_when_the_schedule_cannot_act_in_this_run_and_takes_agent_options(monkeypatch, capsys, tmp_path):
+    """A schedule rising to rho 0.9: with the published agent the cpu profile's 3,000 updates end
+    before the control engages (said in one line); --agent reaches the trained config."""
+    import tql.trainer
+    from autotune.forecast import forecast
+    from tql.trainer import TrainResult
+
+    path = Schedule.piecewise([(0.0, 0.5), (1.0, 0.9)]).save(tmp_path / "rising.json")
+    trained = []
+
+    def fake_train(config, out, **kwargs):
+        trained.append(config)
+        return TrainResult(task=SCENE, steps=1, final_success=0.0, evals=[], wall_seconds=0.0,
+                           data_kind="generated", out_dir=str(out))
+
+    monkeypatch.setattr(tql.trainer, "train", fake_train)  # no training: the warning and the config
+    args = ["apply", "--schedule", str(path), "--task", SCENE, "--out", str(tmp_path / "run"), "--quiet"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "H̄ cannot change this run: the control engages after ~" in stdout and "rho 0.90" in stdout
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_init=0.01", "--agent", "critic_lr=1e-3")
+    assert code == 0, err
+    assert trained[-1].agent.alpha_init == 0.01 and trained[-1].agent.critic_lr == 1e-3
+    assert ("H̄ cannot change" in stdout) == (not forecast(trained[-1], 0.9).acts)

@@ -121,17 +121,21 @@ def apply(
     cuda_graph: str = CUDA_GRAPH_OPTION,
     compile_loss: Optional[bool] = COMPILE_OPTION,
     tf32: bool = TF32_OPTION,
+    agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
     layer of its critic (printed first as a table)."""
+    from autotune.agent_options import agent_overrides
+    from autotune.forecast import cannot_act, schedule_top
     from autotune.schedules import Schedule, ScheduleHooks
     from autotune.tuning.ties import say_ties
     from tql.trainer import TrainConfig
     from tql.trainer import train as run_training
 
     loaded = Schedule.load(schedule)
-    config = TrainConfig.from_profile(task, profile, {"precision": precision, "compile": compile_loss}, steps=steps,
+    options = {"precision": precision, "compile": compile_loss, **agent_overrides("published", agent)}
+    config = TrainConfig.from_profile(task, profile, options, steps=steps,
                                       seed=seed, data_dir=str(data_dir), make_data=make_data, device=device,
                                       threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
                                       cuda_graph=cuda_graph, tf32=tf32)
@@ -142,6 +146,9 @@ def apply(
                   f"a depth-{hooks.depth} critic:")
     console.print(_layer_table(loaded, hooks.depth, config.spec.n_tokens))
     say_ties(console, loaded.meta.get("ties", []))
+    warning = cannot_act(config, schedule_top(loaded, config))
+    if warning:
+        console.print(warning, style="yellow", highlight=False, markup=False)
     out = out or Path("runs") / task / f"apply-seed{seed}"
     result = run_training(config, out, hooks=hooks, console=console, progress=not quiet)
     print_result(result)

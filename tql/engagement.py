@@ -65,7 +65,7 @@ def alpha_path(config: AgentConfig, total_steps: int, betas: tuple[float, float]
                             config.warmup_fraction, total_steps, betas, eps)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)  # a 2M-update path is 16 MB
 def _adam_alpha_path(alpha_init: float, rate: float, schedule: str, warmup_fraction: float, total_steps: int,
                      betas: tuple[float, float], eps: float) -> np.ndarray:
     config = AgentConfig(lr_schedule=schedule, warmup_fraction=warmup_fraction)
@@ -121,20 +121,20 @@ def learning_distance(config: AgentConfig, total_steps: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EngagementModel:
-    """When the control engages, from the configuration alone. Fitted to measured runs: a 0.03M
-    critic on cube-double task 1, batch 128, critic rate 1e-4 to 1e-3, 4 and 40 episodes of
-    1001 steps, alpha from 1, 0.1 and 0.01, 3,000 updates (``benchmarks/learning/engagement.py
-    --fit`` prints each measured point beside its prediction); outside that range it
-    extrapolates, and says so.
+    """When the control engages, from the configuration alone, with constants fitted to the
+    runs ``benchmarks/learning/engagement.py`` measured (``engagement_model.py --fit`` refits
+    them and prints every point beside its prediction). Outside the measured configurations
+    (``measured_*``) a forecast extrapolates, and says so.
 
     Left to itself, attention leaves uniform once the critic has travelled the learning
     distance ``D_leave = leave_distance (rate / 1e-3)^rate_exponent (transitions / 4004)^
-    data_exponent`` (more data, or a faster rate that overshoots, and attention takes longer to
-    specialise; a wider critic, ``(dim / 32)^width_exponent``, sooner), and falls to rho log n at ``D_leave exp(depth_rate (rho_left - rho))``. With
-    the control on it gets there only once alpha has also fallen below the critic's pull on
-    attention, which grows with the distance travelled past that point:
-    ``alpha <= pull (rate / 1e-3)^-pull_rate_exponent (D / D_rho)^pull_exponent``. So a large alpha_init delays engagement by
-    however long alpha takes to decay, and a small one lets it follow the free run."""
+    data_exponent (dim / 32)^width_exponent`` (more data, or a faster rate that overshoots:
+    attention takes longer to specialise; a wider critic: sooner), and falls to rho log n at
+    ``D_rho = D_leave exp(depth_rate (rho_left - rho))``. With the control on it gets there
+    only once alpha has also fallen below the critic's pull on attention, which grows with the
+    distance travelled past that point: ``alpha <= pull (rate / 1e-3)^-pull_rate_exponent
+    (D / D_rho)^pull_exponent``. So a large alpha_init delays engagement by however long alpha
+    takes to decay, and a small one lets it follow the free run."""
 
     leave_distance: float = 0.19
     rate_exponent: float = 0.35

@@ -101,24 +101,31 @@ def run_points(run_dir: Path) -> list[Point]:
                   config.spec.max_entropy, config.transitions, first_engagement(logged))]
 
 
-FITTED = ("leave_distance", "rate_exponent", "data_exponent", "width_exponent", "depth_rate", "pull",
-          "pull_exponent", "pull_rate_exponent")
+FREE = ("leave_distance", "rate_exponent", "data_exponent", "width_exponent", "depth_rate")
+PULL = ("pull", "pull_exponent", "pull_rate_exponent")
+FITTED = FREE + PULL
 POSITIVE = {"leave_distance", "pull"}  # fitted in log space
 
 
-def fit(points: list[Point], start: EngagementModel = MODEL) -> EngagementModel:
-    """The constants minimising the summed squared log error over ``points`` (Nelder-Mead)."""
+def fit_some(points: list[Point], start: EngagementModel, names: tuple[str, ...]) -> EngagementModel:
+    """``names`` refitted to minimise the summed squared log error over ``points`` (Nelder-Mead)."""
     from scipy.optimize import minimize
 
     def model_of(x: np.ndarray) -> EngagementModel:
-        values = {name: math.exp(v) if name in POSITIVE else v for name, v in zip(FITTED, x)}
-        return dataclasses.replace(start, **values)
+        return dataclasses.replace(start, **{n: math.exp(v) if n in POSITIVE else v for n, v in zip(names, x)})
 
-    # Nelder-Mead's first steps are 5% of each start value: a constant at 0 starts at 1 instead.
-    x0 = np.array([math.log(getattr(start, n)) if n in POSITIVE else getattr(start, n) or 0.5 for n in FITTED])
+    # Nelder-Mead's first steps are 5% of each start value: a constant at 0 starts at 0.5 instead.
+    x0 = np.array([math.log(getattr(start, n)) if n in POSITIVE else getattr(start, n) or 0.5 for n in names])
     result = minimize(lambda x: sum(p.loss(model_of(x)) for p in points), x0, method="Nelder-Mead",
-                      options={"maxiter": 3000, "xatol": 1e-4, "fatol": 1e-6})
+                      options={"maxiter": 4000, "xatol": 1e-4, "fatol": 1e-6})
     return model_of(result.x)
+
+
+def fit(points: list[Point], start: EngagementModel = MODEL) -> EngagementModel:
+    """In two stages, so that neither half hides the other's errors: the free half's constants
+    to the free runs, then the pull's to the controlled runs, the free half held."""
+    free = fit_some([p for p in points if p.event.startswith("free")], start, FREE)
+    return fit_some([p for p in points if not p.event.startswith("free")], free, PULL)
 
 
 def constants(model: EngagementModel) -> str:

@@ -43,4 +43,8 @@ step batched_workers 300 python benchmarks/speed/batched_trials.py --device cuda
     --skip-one-by-one --profile cpu --json "$OUT/batched_trials_workers.json"
 step data_speed 120 python benchmarks/speed/data_speed.py --workers 16 --episodes 160 --json "$OUT/data_speed.json"
 step eval_speed 120 python benchmarks/speed/eval_speed.py --episodes 50 --workers 15 --json "$OUT/eval_speed.json"
+# When the control engages at the paper's preset and rate (alpha from 1.0), over run lengths a CPU
+# cannot reach; its points join benchmarks/learning/engagement_model.py --fit.
+step engagement_04M 480 python benchmarks/learning/engagement.py --grid control --control-size 0.4M --control-lr 1e-4 \
+    --alpha-inits 1.0 --rhos 0.9 --steps 20000,60000 --episodes 40 --log-points 100 --json "$OUT/engagement_04M.json"
 echo "results in $OUT"

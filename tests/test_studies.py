@@ -443,6 +443,8 @@ def test_run_agent_options_reach_every_trial_and_the_study_keeps_them(monkeypatc
     saved = json.loads((runs / study / TINY_TASK / "trial-0000" / "seed-0" / "config.json").read_text())
     assert saved["train"]["agent"]["alpha_init"] == 0.01 and saved["train"]["agent"]["critic_lr"] == 1e-3
     assert load(storage, study, TINY_TASK).user_attrs["tql:agent"] == {"alpha_init": 0.01, "critic_lr": 1e-3}
+    assert show_json(monkeypatch, capsys, storage, study)["tasks"][0]["agent"] == {"alpha_init": 0.01,
+                                                                                  "critic_lr": 1e-3}
     code, _, err = run_cli(monkeypatch, capsys, *args)  # the profile's agent: its trials would not compare
     assert code == 2 and ("was run with agent options alpha_init=0.01 critic_lr=0.001, not (none: the profile's)"
                           in " ".join(err.split()))

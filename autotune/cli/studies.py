@@ -69,6 +69,9 @@ def _print_summary(summary: dict) -> None:
     objectives = sorted({t.get("objective", "success") for t in summary["tasks"]}) or ["success"]
     table = Table(title=f"study {summary['study']}  ({summary['storage']}), best by {' and '.join(objectives)}")
     table.caption = "success and progress: mean ± std over the best trial's seeds"
+    options = sorted({f"{k}={v}" for t in summary["tasks"] for k, v in (t.get("agent") or {}).items()})
+    if options:
+        table.caption += f"; agent options of every trial: {' '.join(options)}"
     for column in ("task", "n", "best rho", "best H̄", "success %", "progress %", "seeds", "done/pruned/failed",
                    "steps", "data"):
         table.add_column(column, justify="left" if column in ("task", "data") else "right")

@@ -54,6 +54,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
         "objective": attrs.get("tql:objective", "success"),
         "data_signal": attrs.get("tql:data_signal"),  # tql.data.signal.DataSignal, recorded by run
         "engagement": attrs.get("tql:engagement"),  # tql.engagement.EngagementForecast, recorded by run
+        "agent": attrs.get("tql:agent", {}),  # run --agent: AgentConfig overrides of every trial
         "data_kind": ",".join(kinds) or None,
         "counts": trial_counts(trials),
         # Compute spent: every training step any trial took, retried and pruned ones included.

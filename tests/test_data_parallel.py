@@ -154,7 +154,7 @@ def test_training_records_the_dataset_size(tiny_data_dir, tmp_path):
     config = TrainConfig.from_profile(CUBE, "smoke", {"batch_size": 16}, steps=2, eval_every=2, log_every=1,
                                       checkpoint_every=2, eval_episodes=1, eval_max_steps=5,
                                       data_dir=str(tiny_data_dir), device="cpu")
-    with pytest.warns(RuntimeWarning, match="profile smoke expects 8 episodes"):
+    with pytest.warns(RuntimeWarning, match="profile smoke expects 32 episodes"):
         result = train(config, tmp_path / "run", progress=False)
     data = load_task_data(get_task(CUBE), tiny_data_dir)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())

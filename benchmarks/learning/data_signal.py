@@ -1,7 +1,9 @@
 """Which dataset size gives every task a signal? Per task and generated dataset size: the
 subtask counts its transitions reach once relabelled for the task (one level: a constant
 reward, nothing for the critic to learn and H̄ cannot change the run) and its success
-transitions (``tql.data.signal``). Missing datasets are generated with OGBench's oracles.
+transitions (``tql.data.signal``). Each size is generated with OGBench's oracles into its own
+folder (``DATA_DIR/EPISODESxLENGTH``): a run uses any dataset at least as large as it expects,
+so sizes sharing a folder would be measured on the largest.
 
     python benchmarks/learning/data_signal.py --sizes 4x200,40x1001 --tasks all \\
         --json benchmarks/learning/results/data_signal.json
@@ -49,10 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     rows, start = [], time.perf_counter()
     for task in tasks:
         for episodes, length in sizes:
-            expect = expected_size(task, episodes, length)
-            provide_task_data(task, args.data_dir, "generated", expect, True, console.print, progress=False,
+            expect, folder = expected_size(task, episodes, length), Path(args.data_dir) / f"{episodes}x{length}"
+            provide_task_data(task, folder, "generated", expect, True, console.print, progress=False,
                               workers=args.workers)
-            signal = data_signal(task, load_task_data(task, args.data_dir, "generated", keep_info=True, expect=expect))
+            data = load_task_data(task, folder, "generated", keep_info=True, expect=expect)
+            assert (data.episodes, len(data.train["rewards"])) == (episodes, episodes * (length - 1)), folder
+            signal = data_signal(task, data)
             rows.append({"task": task.name, "episodes": episodes, "episode_length": length, **signal.to_dict(),
                          "has_signal": signal.has_signal, "verdict": signal.verdict()})
     table = Table(title="each task's generated data, relabelled for it: subtask levels reached and success "

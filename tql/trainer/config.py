@@ -24,7 +24,7 @@ from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 # on 2 cores, 'paper' is the paper's setting (1M steps, batch 256) for GPU machines.
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=200, eval_every=100, eval_episodes=2, eval_max_steps=50, log_every=20,
-                  checkpoint_every=100, data_episodes=8, data_episode_length=200,
+                  checkpoint_every=100, data_episodes=32, data_episode_length=200,
                   agent=dict(size="0.03M", batch_size=32, actor_hidden=(64, 64), flow_steps=5)),
     "cpu": dict(steps=3000, eval_every=1000, eval_episodes=8, eval_max_steps=None, log_every=100,
                 checkpoint_every=500, data_episodes=40, data_episode_length=1001,

@@ -45,14 +45,20 @@ def forecast(config: TrainConfig, rho: float | None = None) -> EngagementForecas
     return config.engagement(acting_rho(rho, config.spec.max_entropy))
 
 
+def engaging_options(config: TrainConfig, rho: float, steps: int | None = None) -> tuple[int | None, dict | None]:
+    """What would let a run of ``steps`` updates (default: its own) engage: the shortest run
+    length that does, and the agent change that does within those updates (None: neither)."""
+    log_n = config.spec.max_entropy
+    args = (config.agent, steps or config.steps, acting_rho(rho, log_n), log_n, config.transitions)
+    return steps_to_engage(*args), engaging_change(*args)
+
+
 def remedy(config: TrainConfig, rho: float, *, steps_option: str = "--steps") -> tuple[str, str]:
     """When the control would engage in a long enough run ("engages after ~N updates of a run of
     L", or "does not engage within 2M updates"), and what would let it: a longer run and/or the
     agent change that engages within this run's updates ("; use ..." or "")."""
     log_n = config.spec.max_entropy
-    args = (config.agent, config.steps, acting_rho(rho, log_n), log_n, config.transitions)
-    needed = steps_to_engage(*args)
-    change = engaging_change(*args)
+    needed, change = engaging_options(config, rho)
     hints = [f"{steps_option} >= {needed:,}"] if needed is not None else []
     if change:
         hints.append(" ".join(f"--agent {k}={v:g}" for k, v in change.items()))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autotune.experiment.cost import PhaseWork, experiment_work, fit_steps, total_seconds
+from autotune.experiment.cost import PhaseWork, experiment_work, fit_steps
 from autotune.experiment.spec import ExperimentSpec, Machine
 from tql.errors import ConfigError
 from tql.io import atomic_write_json
@@ -145,21 +145,19 @@ def plan_experiment(spec: ExperimentSpec, here: Machine | None, budget_minutes: 
 def engagement_note(plan: ExperimentPlan) -> str:
     """Whether H̄ can act in runs of the plan's length (``autotune.forecast``): when the control
     is predicted to engage, or how long runs must be, and what they would cost, for it to."""
-    from autotune.forecast import acting_rho, forecast
-    from tql.engagement import engaging_change, steps_to_engage
+    from autotune.forecast import engaging_options, forecast
     from tql.trainer import TrainConfig
 
     configs = [TrainConfig.from_profile(task.name, plan.spec.profile, dict(plan.spec.agent), **plan.train_overrides())
                for task in plan.tasks]
-    idle = [config for config in configs if not forecast(config, 1.0).acts]
+    forecasts = [forecast(config, 1.0) for config in configs]
+    idle = [config for config, predicted in zip(configs, forecasts) if not predicted.acts]
     if not idle:
-        slowest = max(forecast(config, 1.0).engaged for config in configs)
+        slowest = max(predicted.engaged for predicted in forecasts)
         return (f"the control is predicted to engage after ~{slowest:,} of the {plan.steps:,} updates per run "
                 "(the slowest task; tql.engagement)")
     config = idle[0]
-    log_n = config.spec.max_entropy
-    args = (config.agent, plan.steps, acting_rho(1.0, log_n), log_n, config.transitions)
-    needed, change = steps_to_engage(*args), engaging_change(*args)
+    needed, change = engaging_options(config, 1.0, plan.steps)
     fix = ("; or set " + " and ".join(f"{k} = {v:g}" for k, v in change.items()) + " in the spec's [agent]"
            if change else "")
     if needed is None:

@@ -103,6 +103,10 @@ def test_a_checkpoint_without_a_single_agent_is_one_line(tmp_path):
     from tql.attention import checkpoint_critic
     from tql.errors import ConfigError
 
-    torch.save({"step": 1, "members": {}}, tmp_path / "checkpoint.pt")
-    with pytest.raises(ConfigError, match="holds no single agent"):
+    torch.save({"step": 1, "agent": {"k": 4, "config": {}}}, tmp_path / "checkpoint.pt")  # a population's
+    with pytest.raises(ConfigError, match="holds no single agent with attention"):
         checkpoint_critic(tmp_path / "checkpoint.pt", 3, 2)
+    from autotune.report.attention import checkpoint_view
+
+    (tmp_path / "config.json").write_text("{}")
+    assert checkpoint_view(tmp_path) is None  # `attention` shows the logged history alone

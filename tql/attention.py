@@ -51,16 +51,24 @@ def critic_attention(critic: TQLCritic, obs: torch.Tensor, act: torch.Tensor) ->
     return layers
 
 
-def checkpoint_critic(checkpoint: str | Path, obs_dim: int, act_dim: int) -> TQLCritic:
-    """The online critic saved in a run's ``checkpoint.pt`` (a single agent's, not a population's)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+def has_attention(state: dict) -> bool:
+    """Whether a run's checkpoint state holds a single agent with a TQL critic (not a population's
+    stacked members, not FQL's MLP)."""
     agent = state.get("agent", {})
-    if "model" not in agent or "config" not in agent:
-        raise ConfigError(f"{checkpoint} holds no single agent (a population's checkpoint?): the per-query view "
-                          "needs a run's or a trial seed's checkpoint")
+    return "model" in agent and "config" in agent and agent["config"].get("critic", "tql") == "tql"
+
+
+def checkpoint_critic(checkpoint: str | Path | dict, obs_dim: int, act_dim: int) -> TQLCritic:
+    """The online critic saved in a run's ``checkpoint.pt`` (or its loaded state): a single
+    agent's TQL critic, not a population's."""
+    state = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu",
+                                                                       weights_only=False)
+    if not has_attention(state):
+        raise ConfigError(f"{checkpoint if not isinstance(checkpoint, dict) else 'the checkpoint'} holds no single "
+                          "agent with attention (a population's checkpoint, or the MLP critic): the per-query view "
+                          "needs a TQL run's or a trial seed's checkpoint")
+    agent = state["agent"]
     config = AgentConfig.from_dict(agent["config"])
-    if config.critic != "tql":
-        raise ConfigError(f"{checkpoint}: the {config.critic} critic has no attention")
     critic = build_critic(config.critic, obs_dim, act_dim, config.size, config.num_q)
     critic.load_state_dict({k.split(".", 1)[1]: v for k, v in agent["model"].items() if k.startswith("critic.")})
     return critic.eval()

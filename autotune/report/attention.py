@@ -59,15 +59,19 @@ LARGEST_BINS = np.linspace(0.0, 1.0, HIST_BINS + 1)
 def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dict[str, Any] | None:
     """Per layer at the run's last checkpoint, on ``batch`` transitions of its training data:
     the 10/50/90% quantiles of the row entropies and largest weights of the [VALUE] query and
-    of the other queries, and the [VALUE] row's weight split. None: no checkpoint here."""
+    of the other queries, and the [VALUE] row's weight split. None: no checkpoint here, or one
+    without a single agent's attention (a population's, or the MLP critic's)."""
     import torch
 
-    from tql.attention import checkpoint_critic, critic_attention
+    from tql.attention import checkpoint_critic, critic_attention, has_attention
     from tql.data import expected_size, load_task_data
     from tql.trainer import TrainConfig
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoint.pt").is_file() or not (run_dir / "config.json").is_file():
+        return None
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if not has_attention(state):
         return None
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
     task = config.spec
@@ -76,8 +80,7 @@ def checkpoint_view(run_dir: str | Path, batch: int = 512, seed: int = 0) -> dic
     rows = torch.randint(len(data.train["observations"]), (batch,), generator=torch.Generator().manual_seed(seed))
     obs = torch.as_tensor(data.train["observations"][rows.numpy()], dtype=torch.float32)
     act = torch.as_tensor(data.train["actions"][rows.numpy()], dtype=torch.float32)
-    critic = checkpoint_critic(run_dir / "checkpoint.pt", task.obs_dim, task.act_dim)
-    step = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["step"]
+    critic, step = checkpoint_critic(state, task.obs_dim, task.act_dim), state["step"]
 
     def spread(entropy: np.ndarray, largest: np.ndarray) -> dict[str, list]:
         """Quantiles for the table, and histograms (fractions of rows) for the PNG."""

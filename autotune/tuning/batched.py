@@ -303,7 +303,7 @@ def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Ca
             if slot.trial is None:  # a finished trial riding along: frozen from the start, files untouched
                 members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), frozen=True))
                 continue
-            reporter = MemberReporter(slot, index, config.steps, t0, progress, judge_from(config, slot.schedule))
+            reporter = MemberReporter(slot, index, config.steps, t0, progress, slot.attrs["judged_from"])
             progress = None
             hooks = reporter if slot.schedule.kind == "constant" else CombinedHooks(
                 ScheduleHooks.for_config(slot.schedule, config), reporter)

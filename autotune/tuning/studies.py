@@ -195,7 +195,8 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
         config = plan.train_config(task, rho, seed)
-        attrs["judged_from"] = judge_from(config, schedule)
+        if index == 0:  # every seed's forecast is the same
+            attrs["judged_from"] = judge_from(config, schedule)
         reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective,
                               attrs["judged_from"])
         hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),

@@ -395,3 +395,19 @@ def test_held_out_td_errors_equal_each_agents(float64, backend):
     for i in range(3):
         want = held_out_td_error(pop.member_agent(i), _member(batches, i), noise[i])
         torch.testing.assert_close(got[i], want, atol=1e-10, rtol=0.0)
+
+
+def test_compiled_native_losses_equal_eager_ones():
+    """A population compiles its native losses as an agent compiles its own (``compile=True``,
+    or by default where it pays): the same metrics and parameters as the eager population, to
+    float32 rounding, over two updates."""
+    pops = [Population(OBS, ACT, _config(compile=compile_), 2, "cpu", SEEDS[:2]) for compile_ in (False, True)]
+    assert not pops[0]._native_losses.compiled and pops[1]._native_losses.compiled
+    for step in range(2):
+        batches, targets = _batches(2, step), torch.tensor(TARGETS[:2])
+        noise = pops[0].sample_noise(batches)
+        want, got = pops[0].update(batches, targets, noise), pops[1].update(batches, targets, noise)
+        for key in ("critic/td_loss", "critic/loss", "actor/bc_flow_loss", "actor/distill_loss", "entropies"):
+            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
+    for name in pops[0].trainable:
+        torch.testing.assert_close(pops[1].state[name], pops[0].state[name], rtol=1e-4, atol=5e-5, msg=name)

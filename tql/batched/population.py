@@ -39,6 +39,7 @@ from torch.func import functional_call, vmap
 
 from tql.agent import AgentConfig, TQLAgent, lr_factor
 from tql.batched.forward import BatchedAgent
+from tql.compiled import CompiledOrEager
 from tql.entropy import clip_temperatures_
 
 __all__ = ["Population", "BACKENDS"]
@@ -102,7 +103,8 @@ class Population:
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, k: int,
                  device: str | torch.device = "cpu", seeds: Sequence[int] | None = None,
-                 chunk_size: int | None = None, total_steps: int = 1_000_000, backend: str = "native") -> None:
+                 chunk_size: int | None = None, total_steps: int = 1_000_000, backend: str = "native",
+                 compile_default: bool = False) -> None:
         config.validate()
         if backend not in BACKENDS:
             raise ValueError(f"population backend {backend!r} is not one of: {', '.join(BACKENDS)}")
@@ -179,6 +181,11 @@ class Population:
                 generator.set_state(state)
 
         self._native = BatchedAgent(self._template) if backend == "native" else None
+        # The native losses through torch.compile as ``TQLAgent`` compiles its own
+        # (``config.compile``; None: ``compile_default``): 1.5x on a CPU (benchmarks/speed/README.md).
+        compiled = config.compile if config.compile is not None else compile_default
+        self._native_losses = None if self._native is None else \
+            CompiledOrEager(self._native.losses, compiled, explicit=config.compile is True)
         self._vmapped_losses = {
             shared: vmap(self._member_losses, in_dims=(0, None if shared else 0, 0, 0), chunk_size=chunk_size)
             for shared in (False, True)
@@ -204,8 +211,8 @@ class Population:
 
     def _losses_of(self, batch: dict[str, Tensor], target: Tensor, noise: dict[str, Tensor]):
         """``(loss [K], metrics [K, ...])`` of every member, by the population's backend."""
-        if self._native is not None:
-            return self._native.losses(self.state, batch, target, noise)
+        if self._native_losses is not None:
+            return self._native_losses(self.state, batch, target, noise)
         shared = self._is_shared(batch["observations"], 3)
         return self._vmapped_losses[shared](self._prefixed(), dict(batch), target, noise)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from tql.agent import TQLAgent, critic_depth, flat_metrics
+from tql.agent import TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
@@ -131,7 +131,8 @@ class BatchTrainer:
         self.members = [_Member(m, torch.Generator(device=self.device).manual_seed(m.config.seed),
                                 frozen_target(m.config.constant_target())) for m in members]
         self.population = Population(self.task.obs_dim, self.task.act_dim, self.config.agent, len(members),
-                                     self.device, seeds=[m.config.seed for m in members], total_steps=self.config.steps)
+                                     self.device, seeds=[m.config.seed for m in members], total_steps=self.config.steps,
+                                     compile_default=compile_pays(self.device, self.config.steps))
         self._scratch = TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
                                  total_steps=self.config.steps)
         self.update = make_step(self._update_once, self.device, self.config.cuda_graph,

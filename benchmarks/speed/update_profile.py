@@ -1,0 +1,308 @@
+"""Where the time of one `cpu`-profile update goes: by component, by operator, and against
+the speed its matmuls reach at their own shapes.
+
+An update (``TQLAgent.update`` on a sampled batch) is cut into the components below. Each is
+timed on its own, eager and compiled (torch.compile of the component's forward and loss;
+AOTAutograd compiles its backward), in interleaved rounds (medians), beside the whole update:
+
+- ``sample``: a batch from a ``ReplaySampler`` of the profile's dataset size + the noise draws;
+- ``td_target``: mu(s', z') and the target critic's forward (no grad), the TD target;
+- ``critic``: the online critic's forward with entropies, TD loss + entropy penalty +
+  temperature loss, backward;
+- ``flow_bc``: the flow-matching loss, forward and backward;
+- ``flow_teacher``: the 10-step (``flow_steps``) Euler integration of the flow (no grad);
+- ``one_step``: mu(s, z), distillation to the teacher, Q through the frozen critic, backward;
+- ``optimizer``: zero_grad, the fused AdamW step, temperature clip, schedule, target EMA.
+
+**Matmul floor.** Every matmul-type call of a component (mm / addmm / bmm / baddbmm, forward
+and backward, as the eager component dispatches them) is recorded with its shapes and strides;
+each distinct call is then timed alone on tensors of the same layout with its operands in
+cache (median of 20): the time the component's arithmetic takes at the shapes it runs at, at
+its best (small matmuls do not reach the large matmul peak: this measures what they reach),
+rounded once per round so it sees the same contention as the components. ``component time - floor`` is what is not
+arithmetic (elementwise ops, reductions, copies, dispatch, Python).
+
+**Operators.** ``torch.profiler`` over ``--profile-updates`` whole updates, eager and
+compiled: self CPU time per update of the top operators.
+
+    python benchmarks/speed/update_profile.py --threads 2 --repeats 7 \\
+        --json benchmarks/speed/results/update_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tql.agent import AgentConfig, TQLAgent, flow_matching_loss, td_target  # noqa: E402
+from tql.data.sampler import ReplaySampler  # noqa: E402
+from tql.trainer import PROFILES  # noqa: E402
+
+MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
+COMPONENTS = ("sample", "td_target", "critic", "flow_bc", "flow_teacher", "one_step", "optimizer")
+
+
+def profile_agent(profile: str, obs_dim: int, act_dim: int, compile_: bool) -> tuple[TQLAgent, int]:
+    """The profile's agent (seed 0) and its dataset size in transitions."""
+    if profile not in PROFILES:
+        raise SystemExit(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    spec = PROFILES[profile]
+    torch.manual_seed(0)
+    config = AgentConfig(**{**spec["agent"], "alpha_fql": 300.0, "compile": compile_})
+    transitions = (spec["data_episodes"] or 1000) * spec["data_episode_length"]
+    return TQLAgent(obs_dim, act_dim, config, "cpu", total_steps=spec["steps"]), transitions
+
+
+def random_sampler(transitions: int, obs_dim: int, act_dim: int) -> ReplaySampler:
+    rng = np.random.default_rng(0)
+    data = {"observations": rng.standard_normal((transitions, obs_dim), dtype=np.float32),
+            "actions": rng.uniform(-1, 1, (transitions, act_dim)).astype(np.float32),
+            "rewards": -rng.integers(0, 2, transitions).astype(np.float32),
+            "masks": np.ones(transitions, np.float32),
+            "next_observations": rng.standard_normal((transitions, obs_dim), dtype=np.float32)}
+    return ReplaySampler(data)
+
+
+class Components:
+    """One closure per component over a fixed batch and noise (``compiled``: each loss part
+    through torch.compile)."""
+
+    def __init__(self, agent: TQLAgent, sampler: ReplaySampler, compiled: bool) -> None:
+        self.agent, self.sampler = agent, sampler
+        self.batch = sampler.sample(agent.config.batch_size, torch.Generator().manual_seed(1))
+        self.noise = agent.sample_noise(self.batch)
+        self.target = torch.full((agent.critic.depth, 2), 0.9 * math.log(agent.critic.n_tokens))
+        wrap = (lambda f: torch.compile(f, dynamic=False)) if compiled else (lambda f: f)
+        self._td_target = wrap(self._td_target_fn)
+        self._critic = wrap(self._critic_fn)
+        self._flow_bc = wrap(self._flow_bc_fn)
+        self._teacher = wrap(self._teacher_fn)
+        self._one_step = wrap(self._one_step_fn)
+
+    def _td_target_fn(self, batch, noise):
+        a = self.agent
+        with torch.no_grad():
+            next_actions = a.actor(batch["next_observations"], noise["next"]).clamp(-1.0, 1.0)
+            next_qs, _ = a.target_critic(batch["next_observations"], next_actions, entropies=False)
+            return td_target(batch["rewards"], batch["masks"], next_qs, a.config.gamma, a.config.q_agg)
+
+    def _critic_fn(self, batch, target_q, target):
+        a = self.agent
+        qs, entropies = a.critic(batch["observations"], batch["actions"])
+        loss = (qs - target_q).pow(2).mean() + a.temperatures.critic_penalty(entropies, target)
+        return loss + a.temperatures.temperature_loss(entropies.detach(), target)
+
+    def _flow_bc_fn(self, batch, noise):
+        return flow_matching_loss(self.agent.flow, batch["observations"], batch["actions"], noise["flow"],
+                                  noise["flow_t"])
+
+    def _teacher_fn(self, batch, noise):
+        with torch.no_grad():
+            return self.agent.flow.sample(batch["observations"], noise["actor"], self.agent.config.flow_steps)
+
+    def _one_step_fn(self, batch, noise, teacher):
+        a = self.agent
+        student = a.actor(batch["observations"], noise["actor"])
+        frozen = {k: v.detach() for k, v in a.critic.named_parameters()}
+        qs, _ = torch.func.functional_call(a.critic, frozen, (batch["observations"], student.clamp(-1.0, 1.0)),
+                                           {"entropies": False})
+        return a.config.alpha_fql * (student - teacher).pow(2).mean() - qs.mean()
+
+    def closures(self) -> dict[str, Callable[[], object]]:
+        a, b, n = self.agent, self.batch, self.noise
+        target_q = self._td_target_fn(b, n)
+        teacher = self._teacher_fn(b, n)
+
+        def sample():
+            a.sample_noise(self.sampler.sample(a.config.batch_size))
+
+        def optimizer():
+            a.optimizer.step()
+            a.temperatures.clip_()
+            a._lr_step += 1
+            a._set_learning_rates()
+            a._update_target()
+
+        for p in a.parameters():  # gradients for the optimiser component to step on
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+        return {
+            "sample": sample,
+            "td_target": lambda: self._td_target(b, n),
+            "critic": lambda: self._critic(b, target_q, self.target).backward(),
+            "flow_bc": lambda: self._flow_bc(b, n).backward(),
+            "flow_teacher": lambda: self._teacher(b, n),
+            "one_step": lambda: self._one_step(b, n, teacher).backward(),
+            "optimizer": optimizer,
+        }
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Records every matmul-type call: (op, [(shape, stride) of each tensor argument])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name in MATMULS:
+            layout = tuple((tuple(x.shape), tuple(x.stride())) for x in args if isinstance(x, torch.Tensor))
+            self.calls.append((name, layout))
+        return func(*args, **(kwargs or {}))
+
+
+def matmul_flops(name: str, layout: tuple) -> int:
+    shapes = [s for s, _ in layout]
+    if name in ("mm", "addmm"):
+        (m, k), (_, n) = shapes[-2], shapes[-1]
+        return 2 * m * k * n
+    (b, m, k), (_, _, n) = shapes[-2], shapes[-1]
+    return 2 * b * m * k * n
+
+
+def matmul_floor_ms(calls: list[tuple], repeats: int = 20) -> float:
+    """The recorded matmuls' time at their best: each distinct call (op, shapes, strides)
+    timed ``repeats`` times on the same fresh tensors (operands in cache, as in an update
+    where the previous op has just written them), median, times how often it occurs."""
+    ops = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
+    total = 0.0
+    for (name, layout), count in Counter(calls).items():
+        tensors = [torch.empty_strided(shape, stride).normal_() for shape, stride in layout]
+        op = ops[name]
+        op(*tensors)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            op(*tensors)
+            times.append(time.perf_counter() - t0)
+        total += count * statistics.median(times)
+    return 1e3 * total
+
+
+def timed(fn: Callable[[], object], inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def operator_table(agent: TQLAgent, sampler: ReplaySampler, target: torch.Tensor, updates: int, top: int) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    step = lambda: agent.update(sampler.sample(agent.config.batch_size), target)  # noqa: E731
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = [{"op": e.key, "ms_per_update": e.self_cpu_time_total / 1e3 / updates,
+             "calls_per_update": e.count / updates, "share": e.self_cpu_time_total / total} for e in events[:top]]
+    rows.append({"op": "(all)", "ms_per_update": total / 1e3 / updates,
+                 "calls_per_update": sum(e.count for e in events) / updates, "share": 1.0})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="cpu", help="training profile whose agent and batch are measured")
+    p.add_argument("--obs-dim", type=int, default=37, help="cube-double: 37 (n = 43 tokens)")
+    p.add_argument("--act-dim", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (medians)")
+    p.add_argument("--inner", type=int, default=10, help="calls per timed sample")
+    p.add_argument("--profile-updates", type=int, default=20, help="updates under torch.profiler")
+    p.add_argument("--top", type=int, default=15, help="operators listed")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    agents, parts, updates = {}, {}, {}
+    for mode in ("eager", "compiled"):
+        agent, transitions = profile_agent(args.profile, args.obs_dim, args.act_dim, mode == "compiled")
+        sampler = random_sampler(transitions, args.obs_dim, args.act_dim)
+        comps = Components(agent, sampler, mode == "compiled")
+        agents[mode] = (agent, sampler, comps.target)
+        parts[mode] = comps.closures()
+        updates[mode] = lambda a=agent, s=sampler, t=comps.target: a.update(s.sample(a.config.batch_size), t)
+    calls, flops = {}, {}
+    for name, fn in [*parts["eager"].items(), ("update", updates["eager"])]:
+        with MatmulRecorder() as rec:
+            fn()
+        calls[name], flops[name] = rec.calls, sum(matmul_flops(*c) for c in rec.calls)
+
+    fns = {("update", "eager"): updates["eager"], ("update", "compiled"): updates["compiled"]}
+    for name in COMPONENTS:
+        fns[(name, "eager")], fns[(name, "compiled")] = parts["eager"][name], parts["compiled"][name]
+    warm = {}
+    for key, fn in fns.items():  # warm-up (compilation) untimed
+        t0 = time.perf_counter()
+        for _ in range(3):
+            fn()
+        warm[key] = time.perf_counter() - t0
+    samples: dict = {k: [] for k in fns}
+    for r in range(args.repeats):
+        for key in (list(fns) if r % 2 == 0 else list(reversed(fns))):
+            samples[key].append(timed(fns[key], args.inner))
+        for name in (*COMPONENTS, "update"):
+            samples.setdefault((name, "floor"), []).append(matmul_floor_ms(calls[name]) / 1e3)
+    ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+
+    rows = []
+    for name in (*COMPONENTS, "update"):
+        floor = ms[(name, "floor")] if flops[name] else 0.0
+        rows.append({"component": name, "eager_ms": ms[(name, "eager")], "compiled_ms": ms[(name, "compiled")],
+                     "gflop": flops[name] / 1e9, "matmul_floor_ms": floor,
+                     "floor_gflop_per_s": flops[name] / floor / 1e6 if floor else None,
+                     "not_arithmetic_compiled_ms": ms[(name, "compiled")] - floor})
+    ops = {mode: operator_table(*agents[mode], args.profile_updates, args.top) for mode in ("eager", "compiled")}
+    result = {"command": " ".join(["python", "benchmarks/speed/update_profile.py",
+                                   *(argv if argv is not None else sys.argv[1:])]),
+              "profile": args.profile, "threads": args.threads, "torch": torch.__version__,
+              "load_avg": [round(x, 2) for x in __import__("os").getloadavg()],
+              "components": rows, "operators": ops,
+              "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}
+    print_result(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def print_result(result: dict) -> None:
+    print(f"profile={result['profile']} threads={result['threads']} torch={result['torch']} "
+          f"load_avg={result['load_avg']}")
+    print(f"{'component':>13} {'eager ms':>9} {'compiled':>9} {'GFLOP':>7} {'mm floor':>9} {'floor GF/s':>10} "
+          f"{'compiled - floor':>16}")
+    for r in result["components"]:
+        rate = f"{r['floor_gflop_per_s']:.0f}" if r["floor_gflop_per_s"] else "-"
+        if r["component"] == "update":
+            print("-" * 80)
+        print(f"{r['component']:>13} {r['eager_ms']:>9.2f} {r['compiled_ms']:>9.2f} {r['gflop']:>7.3f} "
+              f"{r['matmul_floor_ms']:>9.2f} {rate:>10} {r['not_arithmetic_compiled_ms']:>16.2f}")
+    print("components timed alone (their sum exceeds the update: each call pays its own dispatch); mm floor: the "
+          "component's recorded matmuls, each at its best at its own shapes (operands in cache)")
+    for mode, rows in result["operators"].items():
+        print(f"\noperators, {mode} update (torch.profiler, self CPU time per update)")
+        for r in rows:
+            print(f"  {r['op'][:70]:<70} {r['ms_per_update']:>8.2f} ms {r['calls_per_update']:>7.1f} calls "
+                  f"{100 * r['share']:>5.1f}%")
+
+
+if __name__ == "__main__":
+    main()

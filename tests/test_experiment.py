@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from autotune.experiment.plan import plan_experiment, usable_approaches
 from autotune.experiment.cost import experiment_work, fit_steps, total_seconds
@@ -209,3 +210,16 @@ def _toml(raw: dict) -> str:
         lines.append(f"[{table}]")
         lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_the_probe_rates_a_cpu_population_member_as_its_runs_train():
+    """Compiled (runs of the profile's length compile by default): a member at the single-run
+    rate; eager: 1.2x slower (benchmarks/speed/results/update_speed_cpu_cores.txt,
+    population_speed.txt)."""
+    from autotune.experiment.probe import _population_slowdown
+    from tql.agent import compile_pays
+    from tql.trainer import PROFILES
+
+    cpu = torch.device("cpu")
+    assert compile_pays(cpu, PROFILES["cpu"]["steps"]) and not compile_pays(cpu, PROFILES["smoke"]["steps"])
+    assert (_population_slowdown("cpu", cpu), _population_slowdown("smoke", cpu)) == (1.0, 1.2)

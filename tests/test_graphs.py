@@ -12,7 +12,6 @@ import torch
 
 from tests.conftest import TINY_TASK
 from tql.agent import AgentConfig, TQLAgent, compile_pays, lr_factor
-from tql.cores import release_gil_in_compiled_kernels
 from tql.errors import ConfigError
 from tql.graphs import GraphedStep, Uploader, use_cuda_graph
 from tql.trainer import TrainConfig, Trainer, train
@@ -189,15 +188,13 @@ def test_compiled_losses_and_gradients_equal_eager_ones():
     """torch.compile of the whole loss: from the same initialisation, batches and noise, the
     same gradients of one update (float32 reassociation only; a gradient that is rounding
     noise, like the key biases', passes by the absolute tolerance) and the same losses
-    over several updates, made by the two compiled branches at the same time (their kernels
-    without the GIL, as on a CPU with two cores)."""
+    over several updates."""
     def make(compile_):
         torch.manual_seed(0)
-        return TQLAgent(OBS, ACT, _config(compile=compile_), total_steps=20, concurrent_branches=compile_)
+        return TQLAgent(OBS, ACT, _config(compile=compile_), total_steps=20)
 
     eager, compiled = make(False), make(True)
-    assert compiled.compiled and not eager.compiled and compiled.concurrent_branches
-    assert release_gil_in_compiled_kernels()  # in effect with this torch
+    assert compiled.compiled and not eager.compiled
     batches = _batches(4)
     noises = [eager.sample_noise(b, torch.Generator().manual_seed(i)) for i, b in enumerate(batches)]
     target = torch.full((2, 2), 1.5)

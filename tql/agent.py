@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +24,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from tql.compiled import CompiledOrEager
-from tql.cores import release_gil_in_compiled_kernels
 from tql.entropy import REDUCTIONS, SHARINGS, EntropyTemperatures
 from tql.errors import ConfigError
 from tql.model import LEGACY_PRESETS, EnsembleMLP, FP32Linear, GELUTanh, build_critic, get_preset
@@ -263,12 +260,10 @@ class TQLAgent(nn.Module):
     ``total_steps``: the run length the learning-rate schedule spans (``lr_schedule=
     'warmup_cosine'``; default the paper's 1M). It is part of the checkpoint: a resumed run
     continues the schedule it began, and updates past its end keep the final rate.
-    ``concurrent_branches`` (CPU only; ``tql.cores.branch_plan`` decides): each update computes
-    the critic branch and the policy branch at the same time, on two threads (see ``update``).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: AgentConfig, device: str | torch.device = "cpu",
-                 total_steps: int = 1_000_000, compile_default: bool = False, concurrent_branches: bool = False):
+                 total_steps: int = 1_000_000, compile_default: bool = False):
         super().__init__()
         config.validate()
         if total_steps < 1:
@@ -279,12 +274,6 @@ class TQLAgent(nn.Module):
         self.target_critic = build_critic(config.critic, obs_dim, act_dim, config.size, config.num_q)
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
-        # The actor loss reads Q through a twin of the critic without tensors of its own (meta
-        # device), run on the critic's detached parameters: functional_call swaps a module's
-        # tensors while it runs, and swapping the critic's own would race with a concurrent
-        # critic branch. A tuple, so that it is no submodule (no state, no device moves).
-        with torch.device("meta"):
-            self._frozen_critic = (build_critic(config.critic, obs_dim, act_dim, config.size, config.num_q),)
         self.temperatures = EntropyTemperatures(self.critic.depth, 2, config.alpha_init, config.entropy_reduction,
                                                 config.temperature_sharing, config.two_sided, config.alpha_max)
         self.temperatures.requires_grad_(config.entropy_control)
@@ -296,27 +285,16 @@ class TQLAgent(nn.Module):
         # (and the learning rates it gives) without the host (tql.graphs).
         self._lr_step = torch.zeros((), dtype=torch.float64, device=self.device)
         self.optimizer = self.build_optimizer()
-        # torch.compile of the whole loss (forward of every network, losses, metrics) and of its two
-        # branches; AOTAutograd compiles their backward too. ``losses`` itself stays eager: the
-        # population's vmap backend calls it. dynamic=False: a run's shapes are fixed.
+        # torch.compile of the whole loss (forward of every network, losses, metrics); AOTAutograd
+        # compiles its backward too. ``losses`` itself stays eager: the population's vmap
+        # backend calls it. dynamic=False: a run's shapes are fixed.
         compiled = config.compile if config.compile is not None else compile_default
-        if compiled and concurrent_branches:
-            release_gil_in_compiled_kernels()  # else the branches' compiled kernels take turns
-        self._fns = {name: CompiledOrEager(getattr(self, name), compiled, explicit=config.compile is True)
-                     for name in ("losses", "critic_losses", "policy_losses")}
-        # Two concurrent branches (critic, policy) on a CPU: see ``update``.
-        self.concurrent_branches = bool(concurrent_branches) and self.device.type == "cpu"
-        self._branch_pool: ThreadPoolExecutor | None = None
+        self._losses = CompiledOrEager(self.losses, compiled, explicit=config.compile is True)
 
     @property
     def compiled(self) -> bool:
         """Whether the loss runs compiled (False again after a failed default compile)."""
-        return all(fn.compiled for fn in self._fns.values())
-
-    @property
-    def _losses(self) -> Callable:
-        """The whole loss as ``update`` computes it (compiled or eager)."""
-        return self._fns["losses"]
+        return self._losses.compiled
 
     @property
     def device(self) -> torch.device:
@@ -458,34 +436,13 @@ class TQLAgent(nn.Module):
         distill_loss = (student - teacher).pow(2).mean()
         # Q through a frozen view of the critic: the actor loss must not train the critic,
         # and detached parameters keep autograd from computing the critic's weight grads.
-        frozen = {**{k: v.detach() for k, v in self.critic.named_parameters()}, **dict(self.critic.named_buffers())}
-        qs, _ = functional_call(self._frozen_critic[0], frozen, (obs, student.clamp(-1.0, 1.0)), {"entropies": False})
+        frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
+        qs, _ = functional_call(self.critic, frozen, (obs, student.clamp(-1.0, 1.0)), {"entropies": False})
         q_loss = -qs.mean()
         if self.config.normalize_q_loss:
             q_loss = q_loss / qs.abs().mean().detach().clamp_min(1e-6)
         loss = bc_loss + self.config.alpha_fql * distill_loss + q_loss
         return loss, {"actor/bc_flow_loss": bc_loss, "actor/distill_loss": distill_loss, "actor/q_loss": q_loss}
-
-    def critic_losses(self, batch: dict[str, Tensor], target: Tensor,
-                      noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The critic branch of an update: ``(critic loss + temperature loss, its metrics)``.
-
-        It trains the critic and the temperatures only; ``policy_losses`` trains the flow and
-        one-step policies only (it reads the critic through detached parameters), so the two
-        gradients never meet and the branches may run at the same time.
-        """
-        critic_loss, metrics = self._critic_loss(batch, target, noise)
-        entropies = metrics.pop("entropies")
-        temp_loss = self.temperatures.temperature_loss(entropies.detach(), target)
-        # H̄ per (layer, group) as the control saw it (a depth-0 critic: the scalar given).
-        shown = target.expand(entropies.shape) if entropies.numel() else target
-        metrics.update({"critic/loss": critic_loss, "target_entropy": shown, "entropies": entropies})
-        return critic_loss + temp_loss, {k: v.detach() for k, v in metrics.items()}
-
-    def policy_losses(self, batch: dict[str, Tensor], noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The policy branch: flow BC + distillation + Q loss of the one-step policy."""
-        loss, metrics = self._actor_loss(batch, noise)
-        return loss, {k: v.detach() for k, v in metrics.items()}
 
     def losses(self, batch: dict[str, Tensor], target: Tensor, noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total loss, metrics)`` of one update, before any parameter changes.
@@ -493,9 +450,15 @@ class TQLAgent(nn.Module):
         Pure in the parameters (no randomness, no in-place state), so ``tql.batched.population``
         can evaluate it for K stacked members with ``torch.func.functional_call`` + ``vmap``.
         """
-        critic_loss, metrics = self.critic_losses(batch, target, noise)
-        policy_loss, policy_metrics = self.policy_losses(batch, noise)
-        return critic_loss + policy_loss, {**metrics, **policy_metrics}
+        critic_loss, critic_stats = self._critic_loss(batch, target, noise)
+        actor_loss, actor_stats = self._actor_loss(batch, noise)
+        entropies = critic_stats.pop("entropies")
+        temp_loss = self.temperatures.temperature_loss(entropies.detach(), target)
+        # H̄ per (layer, group) as the control saw it (a depth-0 critic: the scalar given).
+        shown = target.expand(entropies.shape) if entropies.numel() else target
+        metrics = {**critic_stats, **actor_stats, "critic/loss": critic_loss, "target_entropy": shown}
+        metrics["entropies"] = entropies.detach()
+        return critic_loss + actor_loss + temp_loss, {k: v.detach() for k, v in metrics.items()}
 
     def update(self, batch: dict[str, Tensor], target_entropy: float | Tensor,
                noise: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -508,13 +471,10 @@ class TQLAgent(nn.Module):
         target = torch.as_tensor(target_entropy, dtype=torch.float32, device=self.device)
         if noise is None:
             noise = self.sample_noise(batch)
+        with self.autocast():
+            loss, metrics = self._losses(batch, target, noise)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.concurrent_branches:
-            metrics = self._branches_backward(batch, target, noise)
-        else:
-            with self.autocast():
-                loss, metrics = self._fns["losses"](batch, target, noise)
-            loss.backward()
+        loss.backward()
         self.optimizer.step()
         self.temperatures.clip_()
         self._lr_step += 1
@@ -522,40 +482,6 @@ class TQLAgent(nn.Module):
         self._update_target()
         metrics["alphas"] = self.temperatures.alphas().detach()  # after the step
         return metrics
-
-    def _branches_backward(self, batch: dict[str, Tensor], target: Tensor,
-                           noise: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Forward and backward of the two branches at the same time: the policy branch on a
-        worker thread, the critic branch here. Their gradients go to disjoint parameters, so
-        they equal one backward of the whole loss. Why: on a CPU the update is a chain of small
-        ops that two intra-op threads share badly (each op forks and joins them), while two
-        independent chains keep two cores busy (benchmarks/speed/README.md)."""
-        def policy_branch() -> dict[str, Tensor]:
-            with self.autocast():  # autocast state is per thread
-                loss, metrics = self._fns["policy_losses"](batch, noise)
-            loss.backward()
-            return metrics
-
-        def critic_branch() -> dict[str, Tensor]:
-            with self.autocast():
-                loss, metrics = self._fns["critic_losses"](batch, target, noise)
-            loss.backward()
-            return metrics
-
-        if not (self._fns["critic_losses"].checked and self._fns["policy_losses"].checked):  # compile one at a time
-            return {**critic_branch(), **policy_branch()}
-        if self._branch_pool is None:
-            self._branch_pool = ThreadPoolExecutor(1, thread_name_prefix="tql-policy-branch")
-        policy = self._branch_pool.submit(policy_branch)
-        try:
-            metrics = critic_branch()
-        finally:
-            policy_metrics = policy.result()  # re-raises the branch's error here
-        return {**metrics, **policy_metrics}
-
-    def __getstate__(self) -> dict:
-        """A copy (deepcopy, pickle) starts without the running branch thread."""
-        return {**self.__dict__, "_branch_pool": None}
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -33,7 +33,7 @@ class CompiledOrEager:
             out = self._fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - fn is pure: computing it eagerly is safe
             warnings.warn(f"torch.compile of the loss failed ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160]}); continuing eagerly", RuntimeWarning, stacklevel=2)
+                          f"{str(exc).splitlines()[0][:160]}); continuing eagerly", RuntimeWarning, stacklevel=3)
             self._fn, self.compiled = self.eager, False
             out = self.eager(*args, **kwargs)
         self.checked = True

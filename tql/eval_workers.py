@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tql.cores import available_cpus as available_cores  # the cores this process may use
+from tql.data.collect import available_cpus as available_cores  # the cores this process may use
 from tql.errors import ConfigError
 from tql.evaluation import (DEFAULT_MAX_ENVS, EnvPool, EpisodeNoise, EvalResult, merge_results, run_episode_numbers,
                             run_episodes)

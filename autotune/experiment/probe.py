@@ -4,8 +4,10 @@ Measured: updates/s of the profile's agent (random batches, eager), the evaluati
 steps/s under random actions and its creation time. Derived, not measured (to keep the probe
 short): data generation at 3/4 of the env-step rate (the oracle's planning on top of MuJoCo:
 benchmarks/speed/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process); on a CPU a
-population's member update at the single-run rate / 1.2 (vmapped members are compute-bound
-there: benchmarks/speed/results/population_speed.txt, 1.1-1.4x slower than one after another).
+population's member update at the single-run rate where the profile's runs compile (a compiled
+population of 4 runs at 1.02x four compiled runs one after another:
+benchmarks/speed/results/update_speed_cpu_cores.txt), at that rate / 1.2 where they stay eager
+(eager members are compute-bound there: results/population_speed.txt, 1.1-1.4x slower).
 On CUDA the probe times eager updates, so it underestimates runs that replay CUDA graphs.
 """
 
@@ -19,7 +21,7 @@ from autotune.experiment.spec import Machine
 from tql.tasks import TaskSpec
 
 DATA_PER_ENV_STEP = 0.75
-CPU_POPULATION_SLOWDOWN = 1.2
+CPU_POPULATION_SLOWDOWN = {"eager": 1.2, "compiled": 1.0}
 
 
 def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: int | None = None,
@@ -36,12 +38,22 @@ def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: i
     torch_device = resolve_device(device)
     updates = _update_rate(task, profile, torch_device, seconds)
     env_rate, env_startup = _env_rate(task, seconds / 2)
-    member = updates / CPU_POPULATION_SLOWDOWN if torch_device.type == "cpu" else updates
+    member = updates / _population_slowdown(profile, torch_device) if torch_device.type == "cpu" else updates
     where = "this machine" + (f" ({torch_device.type})" if torch_device.type != "cpu" else "")
     return Machine(name=where, updates_per_second=round(updates, 1), member_updates_per_second=round(member, 1),
                    eval_env_steps_per_second=round(env_rate, 1), eval_processes=_eval_processes(torch_device),
                    data_transitions_per_second=round(DATA_PER_ENV_STEP * env_rate, 1),
                    processes=os.cpu_count() or 1, run_overhead_seconds=round(env_startup + 1.0, 2))
+
+
+def _population_slowdown(profile: str, device) -> float:
+    """A CPU population member's update time / a single run's, as the profile's runs train
+    (compiled where ``compile_pays`` for the profile's length)."""
+    from tql.agent import compile_pays
+    from tql.trainer import PROFILES
+
+    compiled = compile_pays(device, PROFILES[profile]["steps"])
+    return CPU_POPULATION_SLOWDOWN["compiled" if compiled else "eager"]
 
 
 def _eval_processes(device) -> int:

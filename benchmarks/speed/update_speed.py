@@ -17,6 +17,10 @@ step, target EMA. Variants, all trained with exactly that update:
 - ``tql+bf16``: ``tql`` with ``AgentConfig(precision="bf16")`` (bfloat16 autocast of the
   forward passes, attention core / outputs / losses in float32; see benchmarks/gpu/precision_check.py for
   whether the losses agree);
+- with ``--members K``: K members of one task, per round of K member-updates:
+  ``K x tql+compile`` (one by one, each on ``--threads``: K separate runs) and ``population``
+  (``tql.batched.population.Population``, compiled, on ``--threads``); their ``vs 1by1``
+  column is the ratio to ``K x tql+compile``;
 - ``tql@REV`` (with ``--baseline-rev REV``): the whole agent at git revision REV (its ``tql``
   package imported under another name, ``rev_agent.py``), timed in the same rounds:
   before/after measurements of the current code. Its configuration is the ``tql`` variant's
@@ -60,6 +64,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
+from tql.batched.population import Population  # noqa: E402
+from tql.compiled import CompiledOrEager  # noqa: E402
 from tql.model import EnsembleMLP, get_preset  # noqa: E402
 
 from benchmarks.speed.rev_agent import agent_at  # noqa: E402
@@ -115,15 +121,15 @@ def agent_options(variant: str, preset: str, compile_: bool, bf16: bool, profile
     """``AgentConfig`` fields of a variant (``profile``: a training profile's agent fields)."""
     options = {**profile, "critic": "mlp" if variant == "mlp" else "tql", "size": preset, "alpha_fql": 300.0,
                "precision": "bf16" if bf16 or variant == "tql+bf16" else "fp32"}
-    if compile_ or variant == "tql+compile":
+    if compile_ or variant.endswith("tql+compile") or variant == "population":
         options["compile"] = True
     elif not variant.startswith("tql@"):
         options["compile"] = False  # eager unless asked: the default would compile on CUDA
     return options
 
 
-def make_agent(variant: str, obs_dim: int, act_dim: int, device: str, options: dict) -> TQLAgent:
-    torch.manual_seed(0)
+def make_agent(variant: str, obs_dim: int, act_dim: int, device: str, options: dict, seed: int = 0) -> TQLAgent:
+    torch.manual_seed(seed)
     agent = TQLAgent(obs_dim, act_dim, AgentConfig(**options), device)
     if variant == "reference":
         agent.critic = ReferenceCritic(obs_dim, act_dim, options["size"]).to(device)
@@ -152,12 +158,14 @@ def _sync(device: str) -> None:
 
 
 class Runner:
-    """Times ``inner`` back-to-back updates of one agent (in the agent's own precision)."""
+    """Times ``inner`` back-to-back updates of one agent (in the agent's own precision) on
+    ``threads`` torch threads (set before each timed sample: variants differ in them)."""
 
-    def __init__(self, agent: TQLAgent, batch: dict[str, Tensor], device: str) -> None:
-        self.agent, self.batch, self.device = agent, batch, device
+    def __init__(self, agent: TQLAgent, batch: dict[str, Tensor], device: str, threads: int) -> None:
+        self.agent, self.batch, self.device, self.threads = agent, batch, device, threads
         self.target = torch.tensor(0.5 * math.log(1 + agent.obs_dim + agent.act_dim), device=device)
         self.dtype = torch.bfloat16 if agent.config.precision == "bf16" else torch.float32
+        self.members = 1
 
     @property
     def critic_params(self) -> int:
@@ -167,11 +175,13 @@ class Runner:
         return self.agent.update(self.batch, self.target)
 
     def warm_up(self, updates: int) -> None:
+        torch.set_num_threads(self.threads)
         for _ in range(updates):
             self.step()
         _sync(self.device)
 
     def time(self, inner: int) -> float:
+        torch.set_num_threads(self.threads)
         _sync(self.device)
         t0 = time.perf_counter()
         for _ in range(inner):
@@ -184,7 +194,7 @@ class Runner:
         called under FlopCounterMode is recompiled and afterwards runs at eager speed."""
         compiled = getattr(self.agent, "_losses", None)
         if compiled is not None:
-            self.agent._losses = self.agent.losses
+            self.agent._losses = CompiledOrEager(self.agent.losses, False)
         try:
             with FlopCounterMode(display=False) as counter:
                 self.step()
@@ -192,6 +202,40 @@ class Runner:
             if compiled is not None:
                 self.agent._losses = compiled
         return counter.get_total_flops()
+
+
+class MembersRunner(Runner):
+    """K members' updates per step: K agents one after the other, or one population."""
+
+    def __init__(self, agents: list[TQLAgent], batch: dict[str, Tensor], device: str, threads: int,
+                 population: Population | None = None) -> None:
+        super().__init__(agents[0], batch, device, threads)
+        self.agents, self.population, self.members = agents, population, len(agents)
+        self.stacked = {key: value.expand(len(agents), *value.shape).contiguous() for key, value in batch.items()}
+
+    def step(self) -> None:
+        if self.population is not None:
+            self.population.update(self.stacked, self.target)
+            return
+        for agent in self.agents:
+            agent.update(self.batch, self.target)
+
+    def flops(self) -> int:
+        return self.members * Runner(self.agent, self.batch, self.device, self.threads).flops()
+
+
+def member_runners(args: argparse.Namespace, preset: str, profile: dict, batch: dict[str, Tensor]) -> dict:
+    """``--members K``: K agents one by one (compiled) and a population of K (compiled)."""
+    k, variant = args.members, f"{args.members} x tql+compile"
+    options = agent_options(variant, preset, args.compile, args.bf16, profile)
+    agents = [make_agent(variant, args.obs_dim, args.act_dim, args.device, options, seed) for seed in range(k)]
+    runners = {(preset, variant): MembersRunner(agents, batch, args.device, args.threads)}
+    options = agent_options("population", preset, args.compile, args.bf16, profile)
+    population = Population(args.obs_dim, args.act_dim, AgentConfig(**options), k, args.device, seeds=list(range(k)))
+    runners[(preset, "population")] = MembersRunner([make_agent("tql", args.obs_dim, args.act_dim, args.device,
+                                                                options)] * k, batch, args.device, args.threads,
+                                                    population)
+    return runners
 
 
 def matmul_peak(device: str, size: int, dtype: torch.dtype, seconds: float = 0.5) -> tuple[float, float]:
@@ -247,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           "process, timed in the same rounds)")
     p.add_argument("--profile", help="a training profile's agent (e.g. cpu: its preset, batch size, actor widths, "
                                      "flow steps); replaces --presets and --batch-size")
+    p.add_argument("--members", type=int, default=0, help="K > 1 adds K members one by one and as a population")
     p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
@@ -272,7 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
             options = agent_options(variant, preset, args.compile, args.bf16, profile)
             agent = agent_at(args.baseline_rev, args.obs_dim, args.act_dim, options, device) \
                 if variant.startswith("tql@") else make_agent(variant, args.obs_dim, args.act_dim, device, options)
-            runners[key] = Runner(agent, batch, device)
+            runners[key] = Runner(agent, batch, device, args.threads)
+        if args.members > 1:
+            runners.update(member_runners(args, preset, profile, batch))
     info: dict[tuple[str, str], dict] = {}
     for key, runner in runners.items():
         t0 = time.perf_counter()
@@ -315,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_vs_reference": paired((preset, "reference")),
             "speedup_vs_tql": paired((preset, "tql")) if variant != "tql" else None,
             "speedup_vs_baseline_rev": paired((preset, baseline)) if baseline else None,
+            "speedup_vs_one_by_one": paired((preset, f"{args.members} x tql+compile")) if args.members > 1 else None,
+            "threads": runners[key].threads, "members": runners[key].members,
             "warmup_s": info[key]["warmup_s"],
         })
     result = {
@@ -335,16 +384,18 @@ def main(argv: list[str] | None = None) -> dict:
     for d in peak_dtypes:
         print(f"matmul peak ({peak_size}^2 {d}): median {peak[d] / 1e9:.1f} GFLOP/s (rounds "
               f"{', '.join(f'{x / 1e9:.0f}' for x in peaks[d])}; best single call {max(peaks_best[d]) / 1e9:.0f})")
-    print(f"{'preset':>6} {'variant':>11} {'params':>9} {'upd/s':>8} {'ms/upd':>9} {'GFLOP/upd':>9} "
-          f"{'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7} {'vs tql':>7} {'vs base':>7}")
+    print(f"{'preset':>6} {'variant':>18} {'thr':>3} {'params':>9} {'upd/s':>8} {'ms/upd':>9} {'GFLOP/upd':>9} "
+          f"{'GFLOP/s':>8} {'MFU':>6} {'vs ref':>7} {'vs tql':>7} {'vs base':>7} {'vs 1by1':>7}")
     ratio = lambda x: f"{x:.2f}x" if x else "-"  # noqa: E731
     for row in rows:
-        print(f"{row['preset']:>6} {row['variant']:>11} {row['critic_params']:>9,} {row['updates_per_s']:>8.2f} "
-              f"{row['ms_per_update']:>9.1f} {row['gflop_per_update']:>9.2f} {row['gflop_per_s']:>8.1f} "
-              f"{100 * row['mfu']:>5.1f}% {ratio(row['speedup_vs_reference']):>7} "
-              f"{ratio(row['speedup_vs_tql']):>7} {ratio(row['speedup_vs_baseline_rev']):>7}")
-    print("vs ref / vs tql / vs base: median over rounds of (that variant's time / this one's) in the same round; "
-          "MFU against the peak of the variant's matmul dtype")
+        print(f"{row['preset']:>6} {row['variant']:>18} {row['threads']:>3} {row['critic_params']:>9,} "
+              f"{row['updates_per_s']:>8.2f} {row['ms_per_update']:>9.1f} {row['gflop_per_update']:>9.2f} "
+              f"{row['gflop_per_s']:>8.1f} {100 * row['mfu']:>5.1f}% {ratio(row['speedup_vs_reference']):>7} "
+              f"{ratio(row['speedup_vs_tql']):>7} {ratio(row['speedup_vs_baseline_rev']):>7} "
+              f"{ratio(row['speedup_vs_one_by_one']):>7}")
+    print("vs ref / vs tql / vs base / vs 1by1: median over rounds of (that variant's time / this one's) in the same "
+          "round; MFU against the peak of the variant's matmul dtype; thr: torch threads; "
+          "members' rows: ms and GFLOP per step of all K members")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from tql.agent import compile_pays, flat_metrics
-from tql.cores import CorePlan
 from tql.errors import ConfigError
 from tql.io import append_jsonl
 from tql.batched.population import Population
@@ -75,10 +74,6 @@ class PopulationTrainer(Trainer):
         seeds = [self.config.seed * 1000 + i for i in range(self.members)]
         return Population(self.task.obs_dim, self.task.act_dim, self.config.agent, self.members, self.device, seeds,
                           total_steps=self.config.steps, compile_default=compile_pays(self.device, self.config.steps))
-
-    def _core_plan(self) -> CorePlan:
-        """A population's update is one computation: every thread on it."""
-        return CorePlan(threads=self.config.threads or torch.get_num_threads(), concurrent_branches=False)
 
     def _run_record(self) -> dict:
         return {"population": {"members": self.members, "fitness": self.fitness_kind,

@@ -32,7 +32,7 @@ from tql.data.datasets import (
     subgoal_successes,
     task_goal,
 )
-from tql.cores import available_cpus
+from tql.data.collect import available_cpus
 from tql.data.generate import default_episodes, generate_dataset, write_npz_atomic
 from tql.data.oracles import SUPPORTED_ENVS, SUPPORTED_TYPES
 from tql.data.provision import expected_size, provide_task_data, size_warning

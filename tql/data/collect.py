@@ -9,6 +9,7 @@ episodes of a smaller one made with the same seed.
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import numpy as np
 
@@ -20,6 +21,13 @@ from tql.tasks import TaskSpec
 # rare, so this many failures in a row means something else is wrong.
 MAX_ATTEMPTS = 100
 SPLITS = ("train", "val")  # the split's position goes into its episodes' seeds
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def episode_seeds(seed: int, split: str, index: int, attempt: int = 0) -> tuple[int, int]:

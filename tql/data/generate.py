@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tql.cores import available_cpus
-from tql.data.collect import collect_episodes, episodes_to_arrays
+from tql.data.collect import available_cpus, collect_episodes, episodes_to_arrays
 from tql.data.datasets import META_KEY, GeneratedPaths, dataset_paths, sized_dataset_paths
 from tql.data.oracles import check_supported, random_action_probability
 from tql.errors import TQLError

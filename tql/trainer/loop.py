@@ -12,7 +12,6 @@ from typing import Any, Callable
 import torch
 
 from tql.agent import TQLAgent, compile_pays, critic_depth, flat_metrics
-from tql.cores import CorePlan, apply_plan, branch_plan
 from tql.errors import ConfigError
 from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult
@@ -60,12 +59,10 @@ class Trainer(RunFiles):
         self.device = resolve_device(config.device)
         use_cuda_graph(config.cuda_graph, self.device)  # 'on' without CUDA: refused before any work
         set_tf32(self.device, config.tf32)
-        # The update's two branches run at the same time on a CPU with >= 2 cores (tql.cores).
-        # Several workers on one machine each get a share of the cores (config.threads):
-        # oversubscribed OpenMP threads spin against each other and can slow updates a hundredfold.
-        self.cores = self._core_plan()
-        if config.threads or self.cores.concurrent_branches:
-            apply_plan(self.cores)
+        if config.threads:
+            # Several workers on one machine each get a share: oversubscribed OpenMP threads
+            # spin against each other and can slow updates down a hundredfold.
+            torch.set_num_threads(config.threads)
         self.data, self.sampler, self.val_sampler = load_data(config, self.device, self._say, progress, self._warn)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -80,13 +77,9 @@ class Trainer(RunFiles):
         self._evaluator: PolicyEvaluator | None = None  # env pool or worker processes: built at the first evaluation
         self._prepare_out_dir(fresh)
 
-    def _core_plan(self) -> CorePlan:
-        return branch_plan(self.device, self.config.threads)
-
     def _make_agent(self) -> Any:
         return TQLAgent(self.task.obs_dim, self.task.act_dim, self.config.agent, self.device,
-                        total_steps=self.config.steps, compile_default=compile_pays(self.device, self.config.steps),
-                        concurrent_branches=self.cores.concurrent_branches)
+                        total_steps=self.config.steps, compile_default=compile_pays(self.device, self.config.steps))
 
     def _update_once(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update on a fresh batch: everything on the device, no host sync (capturable)."""

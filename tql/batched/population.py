@@ -182,7 +182,7 @@ class Population:
 
         self._native = BatchedAgent(self._template) if backend == "native" else None
         # The native losses through torch.compile as ``TQLAgent`` compiles its own
-        # (``config.compile``; None: ``compile_default``): 1.5x on a CPU (benchmarks/speed/README.md).
+        # (``config.compile``; None: ``compile_default``); measured in benchmarks/speed/README.md.
         compiled = config.compile if config.compile is not None else compile_default
         self._native_losses = None if self._native is None else \
             CompiledOrEager(self._native.losses, compiled, explicit=config.compile is True)

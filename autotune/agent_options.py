@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from tql.agent import FQL_SETTINGS, LEGACY_SETTINGS, AgentConfig
+from tql.entropy import SHARINGS
 from tql.errors import ConfigError
 from tql.targets import GROUP_NAMES, Table, parse_targets
 
@@ -43,6 +44,22 @@ def _parse_value(name: str, text: str, default: Any) -> Any:
 
 
 _BOOL_OR_NONE = {f.name for f in dataclasses.fields(AgentConfig) if str(f.type) == "bool | None"}
+
+
+def with_sharing(options: list[str], sharing: str | None) -> list[str]:
+    """``--agent`` options plus ``--temperature-sharing`` (one temperature per (layer, group),
+    per layer or for the whole critic), checked; refused beside a different
+    ``--agent temperature_sharing=...``."""
+    if sharing is None:
+        return list(options)
+    if sharing not in SHARINGS:
+        raise ConfigError(f"--temperature-sharing {sharing!r} is not one of: {', '.join(SHARINGS)}")
+    given = [o.partition("=")[2].strip() for o in options
+             if o.partition("=")[0].strip().replace("-", "_") == "temperature_sharing"]
+    if any(value != sharing for value in given):
+        raise ConfigError(f"--temperature-sharing {sharing} and --agent temperature_sharing={given[0]} disagree; "
+                          "give one")
+    return [*options, f"temperature_sharing={sharing}"]
 
 
 def agent_overrides(settings: str = "published", options: list[str] | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from autotune import cli
 from tests.conftest import TINY_TASK
@@ -61,6 +62,8 @@ def run_cli(monkeypatch, capsys, *args):
     (["--task", TINY_TASK, "--agent", "alpha_init=big"], "agent option alpha_init='big': expected float"),
     (["--task", TINY_TASK, "--agent", "entropy_reduction=max"], "entropy_reduction 'max' is not one of: mean, sum"),
     (["--task", TINY_TASK, "--critic", "cnn"], "critic 'cnn' is not one of: tql, mlp"),
+    (["--task", TINY_TASK, "--temperature-sharing", "head"], "--temperature-sharing 'head' is not one of: "
+                                                             "layer_group, layer, global"),
     (["--task", TINY_TASK, "--precision", "fp16"], "precision 'fp16' is not one of: fp32, bf16"),
     (["--task", TINY_TASK, "--controller", "magic"], "controller 'magic' is not one of: none, feedback, population"),
     (["--task", TINY_TASK, "--fitness", "success"], "--fitness applies only with --controller population (got "
@@ -75,6 +78,17 @@ def test_bad_train_arguments_fail_with_one_line_and_exit_2(monkeypatch, capsys, 
     assert code == 2
     assert expected in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "generated").exists()
+
+
+def test_train_with_one_temperature_per_layer_saves_it_and_trains_two(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "4",
+                           "--eval-every", "4", "--eval-episodes", "1", "--temperature-sharing", "layer",
+                           "--data-dir", str(tiny_data_dir), "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["train"]["agent"]["temperature_sharing"] == "layer"
+    model = torch.load(out / "checkpoint.pt", weights_only=False)["agent"]["model"]
+    assert tuple(model["temperatures.log_alpha"].shape) == (2, 1)  # one per layer of the depth-2 critic
 
 
 def test_missing_dataset_error_says_how_to_get_it(monkeypatch, capsys, tmp_path):

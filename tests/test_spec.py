@@ -50,6 +50,9 @@ def test_budget_overrides_keep_other_profiles_defaults():
     ({"search": {"rho_lo": 0.2}}, "unknown key search.rho_lo; valid: rho_low, rho_high, log"),
     ({"sampler": {"name": "anneal"}}, "sampler.name='anneal' is not one of: tpe, gp, cmaes, grid, random"),
     ({"pruner": {"name": "hyper"}}, "pruner.name='hyper' is not one of: median, none"),
+    ({"search": {"sharing": ["global", "heads"]}}, "search.sharing='heads' is not one of: layer_group, layer, global"),
+    ({"search": {"sharing": ["global"]}}, "search.sharing=['global'] must list >= 2 different sharings"),
+    ({"search": {"sharing": "global"}}, "search.sharing='global' must be a list of: layer_group, layer, global"),
     ({"objective": {"last_k": 0}}, "objective.last_k=0 must be an integer >= 1"),
     ({"budget": {"gpu": {"trials": 3}}}, "budget='gpu' is not one of: smoke, cpu, paper"),
     ({"budget": {"cpu": {"trials": 2.5}}}, "budget.cpu.trials=2.5 must be an integer >= 1"),
@@ -90,3 +93,22 @@ def test_the_objective_is_a_spec_field_success_by_default():
     assert spec_from_dict({"objective": {"name": "progress", "last_k": 2}}).objective == "progress"
     with pytest.raises(ConfigError, match="objective.name='graded' is not one of: success, progress"):
         spec_from_dict({"objective": {"name": "graded"}}, source="t.toml")
+
+
+def test_a_sharing_search_is_part_of_the_search_space_and_of_the_grid():
+    from autotune.tuning.studies import make_sampler
+    from autotune.tuning.trials import RunPlan
+    from tql.tasks import get_task
+
+    spec = spec_from_dict({"search": {"sharing": ["global", "layer_group"]}, "sampler": {"name": "grid",
+                                                                                       "grid_points": 2}})
+    assert spec.sharing == ("global", "layer_group")
+    assert spec.search_space()["sharing"] == ["global", "layer_group"]
+    assert "sharing" not in load_spec(None).search_space()  # studies that do not search it resume as before
+    assert make_sampler(spec)._search_space == {"rho": [0.1, 1.0], "temperature_sharing": ["global", "layer_group"]}
+    task = [get_task("cube-single-play-singletask-task1-v0")]
+    assert RunPlan(tasks=task, spec=spec, trials=4, batch="auto", device="cuda").batch == 1
+    with pytest.raises(ConfigError, match="exceeds the grid's 4 points"):
+        RunPlan(tasks=task, spec=spec, trials=5)
+    with pytest.raises(ConfigError, match="--batch 2: the members of a batch share one temperature layout"):
+        RunPlan(tasks=task, spec=spec, trials=2, batch=2)

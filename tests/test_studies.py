@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from tests.conftest import TINY_TASK
@@ -476,3 +477,45 @@ def test_show_tells_a_tie_where_h_never_acted_from_a_tie_by_result(monkeypatch, 
         assert reached != idle and (trial["engaged_at"] is None) == idle
     assert task["best"]["tied"] == 2 and task["best"]["tied_idle"] == idle  # 0% success: a tie either way
     assert ("(tie x2 †)" in out) == idle and ("†: tied because H̄ never acted" in out) == idle
+
+
+def test_a_study_searches_the_temperature_sharing_beside_rho(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    """search.sharing: a categorical trial parameter that reaches each trial's agent (its runs'
+    config and temperatures), its attrs and `show`; with the grid sampler, every (rho, sharing)."""
+    spec = tmp_path / "sharing.toml"
+    spec.write_text('version = 1\n[search]\nrho_low = 0.5\nrho_high = 0.9\nsharing = ["global", "layer_group"]\n'
+                    '[sampler]\nname = "grid"\ngrid_points = 1\n[pruner]\nname = "none"\n')
+    storage, runs = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    args = run_args(storage, study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "2", "--spec", str(spec))
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    trials = load(storage, study, TINY_TASK).trials
+    assert sorted(t.params["temperature_sharing"] for t in trials) == ["global", "layer_group"]
+    for trial in trials:
+        sharing = trial.params["temperature_sharing"]
+        assert trial.user_attrs["temperature_sharing"] == sharing
+        run = runs / study / TINY_TASK / f"trial-{trial.number:04d}" / "seed-0"
+        assert json.loads((run / "config.json").read_text())["train"]["agent"]["temperature_sharing"] == sharing
+        model = torch.load(run / "checkpoint.pt", weights_only=False)["agent"]["model"]
+        assert tuple(model["temperatures.log_alpha"].shape) == {"global": (1, 1), "layer_group": (2, 2)}[sharing]
+    summary = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    assert summary["search"]["sharing"] == ["global", "layer_group"]
+    assert {t["temperature_sharing"] for t in summary["trials"]} == {"global", "layer_group"}
+    code, out, _ = run_cli(monkeypatch, capsys, "show", "--storage", storage, "--study", study, "--no-plots")
+    assert code == 0 and "temperatures" in out and f" {summary['best']['temperature_sharing']} " in out
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--temperature-sharing", "layer")
+    assert code == 2 and "temperature_sharing='layer' for every trial, but the study spec searches global" in err
+
+
+def test_temperature_sharing_for_every_trial_and_its_bad_values(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    storage, runs = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "runs"
+    args = run_args(storage, study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--temperature-sharing", "layer")
+    assert code == 0, err
+    assert load(storage, study, TINY_TASK).user_attrs["tql:agent"] == {"temperature_sharing": "layer"}
+    assert load(storage, study, TINY_TASK).trials[0].user_attrs["temperature_sharing"] == "layer"
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--temperature-sharing", "per-head")
+    assert code == 2 and "--temperature-sharing 'per-head' is not one of: layer_group, layer, global" in err
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--temperature-sharing", "layer", "--agent",
+                           "temperature_sharing=global")
+    assert code == 2 and "--temperature-sharing layer and --agent temperature_sharing=global disagree" in err

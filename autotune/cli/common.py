@@ -20,6 +20,8 @@ DATA_DIR_HELP = "folder with OGBench .npz files (generated ones live in its gene
 SETTINGS_HELP = ("agent settings: published (TQL as published, the default), fql (FQL's optimiser: Adam 3e-4, no "
                  "decay or schedule, no actor LayerNorm), legacy (tql-tune 0.1: alpha from 0.01 at lr 3e-4, sums)")
 AGENT_OPTION_HELP = "one agent option KEY=VALUE (repeatable), e.g. alpha_init=0.01 or two_sided=true"
+SHARING_HELP = ("temperatures of the entropy control: layer_group (one per layer and token group, published), "
+                "layer (one per layer) or global (one for the whole critic)")
 TARGET_HELP = ("constant H̄ in (0, log n]: 3.0 (every layer), 3.0,2.5 (per layer) or 3.0:2.8,2.5:2.4 "
                "([VALUE]:other rows per layer)")
 CUDA_GRAPH_HELP = "auto (on for CUDA), on, off: replay each update from a CUDA graph (no per-step launch overhead)"

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+from autotune.agent_options import with_sharing
+from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
                                  TF32_OPTION, app, console)
 
 
@@ -39,6 +40,7 @@ def compare(
     batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
                                            "one population: on, off, auto (on for CUDA)"),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every run)"),
+    temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every run)"),
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
     import shlex
@@ -53,7 +55,8 @@ def compare(
                          eval_every=eval_every, eval_episodes=eval_episodes, out=out, data_dir=data_dir,
                          threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
                          compile=compile_loss, tf32=tf32, reps=reps, batch=batch, on_run=said,
-                         command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]), agent=agent,
+                         command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                         agent=with_sharing(agent, temperature_sharing),
                          say=console.print)
     print_comparison(result, reps)
 

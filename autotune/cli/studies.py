@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
+from autotune.agent_options import with_sharing
+from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
                                  TF32_OPTION, app, console)
 
 
@@ -46,6 +47,8 @@ def run(
     grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every trial; a study keeps the "
                                     "options it began with)"),
+    temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every "
+                                                      "trial; search it with search.sharing in --spec)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
@@ -58,8 +61,8 @@ def run(
         workers=workers, batch=batch, spec=spec, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period, agent=agent, say=console.print,
-        progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, agent=with_sharing(agent, temperature_sharing),
+        say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 
 
@@ -72,8 +75,9 @@ def _print_summary(summary: dict) -> None:
     options = sorted({f"{k}={v}" for t in summary["tasks"] for k, v in (t.get("agent") or {}).items()})
     if options:
         table.caption += f"; agent options of every trial: {' '.join(options)}"
-    for column in ("task", "n", "best rho", "best H̄", "success %", "progress %", "seeds", "done/pruned/failed",
-                   "steps", "data"):
+    sharing = any((t.get("search") or {}).get("sharing") for t in summary["tasks"])  # a searched parameter
+    for column in ("task", "n", "best rho", "best H̄", *(["temperatures"] if sharing else []), "success %",
+                   "progress %", "seeds", "done/pruned/failed", "steps", "data"):
         table.add_column(column, justify="left" if column in ("task", "data") else "right")
     for t in summary["tasks"]:
         best = t["best"] or {}
@@ -81,7 +85,7 @@ def _print_summary(summary: dict) -> None:
         idle = " †" if best.get("tied_idle") else ""
         rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied}{idle})" if tied > 1 else "")
         table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
-                      fmt_success(best.get("success_mean"), best.get("success_std")),
+                      *([best.get("temperature_sharing") or "-"] if sharing else []), fmt_success(best.get("success_mean"), best.get("success_std")),
                       fmt_success(best.get("progress_mean"), best.get("progress_std")),
                       str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
                       f"{t['steps_total']:,}", t["data_kind"] or "-")

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
+from autotune.agent_options import with_sharing
+from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
                                  EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, TARGET_HELP, TF32_OPTION,
                                  app, console, data_app, print_result)
 
@@ -25,6 +26,7 @@ def train(
     targets: Optional[str] = typer.Option(None, help="published: the paper's per-domain targets (DESIGN.md 3a)"),
     settings: str = typer.Option("published", help=SETTINGS_HELP),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
+    temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP),
     no_entropy_control: bool = typer.Option(False, "--no-entropy-control", help="turn the entropy penalty off"),
     seed: int = typer.Option(0, help="random seed"),
     out: Optional[Path] = typer.Option(None, help="output folder (default runs/<task>/<critic>-seed<seed>)"),
@@ -59,7 +61,7 @@ def train(
     from autotune import api
 
     result = api.train(task, profile=profile, size=size, critic=critic, steps=steps, target_entropy=target_entropy,
-                       rho=rho, targets=targets, settings=settings, agent=agent,
+                       rho=rho, targets=targets, settings=settings, agent=with_sharing(agent, temperature_sharing),
                        entropy_control=not no_entropy_control, seed=seed, out=out, data_dir=data_dir,
                        data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes, eval_every=eval_every,
                        eval_workers=eval_workers, batch_size=batch_size, device=device, threads=threads,

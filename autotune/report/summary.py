@@ -29,7 +29,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
         "metrics": a.get("metrics", []), "host": a.get("host"),
         "fail_kind": fail_kind(t), "fail_reason": a.get("fail_reason"), "retry_of": a.get("retry_of"),
-        "batch_id": a.get("batch_id"),
+        "batch_id": a.get("batch_id"), "temperature_sharing": a.get("temperature_sharing"),
         "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
         **layer_rhos(t),
     }
@@ -77,6 +77,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": len(tied),
             "tied_idle": tied_idle(tied),
+            "temperature_sharing": best.params.get("temperature_sharing", best.user_attrs.get("temperature_sharing")),
             **layer_rhos(best),
         }
     return summary

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tql.entropy import SHARINGS
 from tql.errors import ConfigError
 from tql.trainer import PROFILES
 
@@ -43,6 +44,9 @@ class StudySpec:
     # rho_last, the first and last attention layer's rho (linear between), constant over p
     kind: str = "constant"
     knots: int = 3  # kind 'knots': rho at progress 0, 1/(knots-1), ..., 1 are the parameters
+    # Temperature sharings searched beside rho (a categorical parameter 'temperature_sharing');
+    # empty: every trial keeps the agent's (AgentConfig.temperature_sharing, or --temperature-sharing)
+    sharing: tuple[str, ...] = ()
     last_k: int = 1
     objective: str = "success"
     sampler: str = "tpe"
@@ -66,6 +70,8 @@ class StudySpec:
             space.update(kind=self.kind, knots=self.knots)
         elif self.kind == "layers":
             space.update(kind=self.kind)
+        if self.sharing:
+            space.update(sharing=list(self.sharing))
         return space
 
     def param_names(self) -> list[str]:
@@ -95,6 +101,7 @@ class StudySpec:
             raise ConfigError(f"{where}: search.knots={self.knots!r} must be an integer >= 2")
         if self.kind != "constant" and self.sampler == "grid":
             raise ConfigError(f"{where}: sampler.name='grid' searches one constant rho; use search.kind='constant'")
+        self._check_sharing(where)
         _check_choice(where, "sampler.name", self.sampler, SAMPLERS)
         _check_choice(where, "pruner.name", self.pruner, PRUNERS)
         _check_choice(where, "objective.name", self.objective, OBJECTIVES)
@@ -107,6 +114,15 @@ class StudySpec:
             _check_choice(where, "budget", profile, tuple(PROFILES))
             _check_positive_int(where, f"budget.{profile}.trials", budget.trials)
             _check_positive_int(where, f"budget.{profile}.seeds", budget.seeds)
+
+    def _check_sharing(self, where: str) -> None:
+        if isinstance(self.sharing, str) or not all(isinstance(v, str) for v in self.sharing):
+            raise ConfigError(f"{where}: search.sharing={self.sharing!r} must be a list of: {', '.join(SHARINGS)}")
+        for value in self.sharing:
+            _check_choice(where, "search.sharing", value, SHARINGS)
+        if len(self.sharing) == 1 or len(set(self.sharing)) != len(self.sharing):
+            raise ConfigError(f"{where}: search.sharing={list(self.sharing)!r} must list >= 2 different sharings "
+                              "(one for every trial: --temperature-sharing)")
 
 
 def _check_choice(where: str, name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -122,7 +138,7 @@ def _check_positive_int(where: str, name: str, value: Any) -> None:
 # TOML table -> (key -> StudySpec field). Unknown keys are errors: a typo must not pass silently.
 _FIELDS = {
     "search": {"rho_low": "rho_low", "rho_high": "rho_high", "log": "log", "kind": "kind",
-               "knots": "knots"},
+               "knots": "knots", "sharing": "sharing"},
     "objective": {"name": "objective", "last_k": "last_k"},
     "sampler": {"name": "sampler", "grid_points": "grid_points"},
     "pruner": {"name": "pruner", "startup_trials": "startup_trials", "warmup_evals": "warmup_evals"},
@@ -172,6 +188,8 @@ def spec_from_dict(raw: dict, source: str = "dict") -> StudySpec:
     if raw:
         raise ConfigError(f"{where}: unknown table or key {sorted(raw)[0]!r}; "
                           f"valid: version, {', '.join(_FIELDS)}, budget")
+    if isinstance(values.get("sharing"), list):
+        values["sharing"] = tuple(values["sharing"])
     spec = StudySpec(**values)
     spec.validate()
     return spec

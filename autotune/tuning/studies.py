@@ -34,7 +34,8 @@ from autotune.tuning.spec import StudySpec
 from autotune.tuning.storage import open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
-                                    set_attrs, study_name, suggest_schedule, trial_value)
+                                    set_attrs, study_name, suggest_schedule, suggest_sharing,
+                                    trial_value)
 from tql.data.datasets import SIZE_FIELDS
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
@@ -52,8 +53,18 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
     if spec.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({"rho": spec.grid()}, seed=seed)
+        space = {"rho": spec.grid(), **({"temperature_sharing": list(spec.sharing)} if spec.sharing else {})}
+        return _AskTellGridSampler(space, seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its ``study.stop()`` once every point is taken: stop is
+    for ``study.optimize``, and this toolkit asks and tells (it counts the trials itself), so
+    the trial that took the last point would fail at its ``tell``."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D401 - optuna's hook
+        return None
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -182,19 +193,21 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     """Train every seed at the trial's rho; the trial's value is the mean objective over seeds."""
     spec = plan.spec
     schedule = suggest_schedule(trial, spec, task)
+    sharing = suggest_sharing(trial, spec)
     rho = schedule.rho if schedule.kind == "constant" else schedule.mean_rho()
     run_dir = Path(trial.user_attrs.get("run_dir") or plan.runs_dir / plan.study / task.name / f"trial-{trial.number:04d}")
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
         "schedule": schedule.to_dict(), **layer_attrs(schedule),
+        "temperature_sharing": sharing or plan.train_config(task, rho, 0).agent.temperature_sharing,
         "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "objective": spec.objective, "successes": [], "metrics": [], "steps": 0,
     }
     set_attrs(trial, attrs)
     t0 = time.perf_counter()
     for index, seed in enumerate(plan.seed_list()):
-        config = plan.train_config(task, rho, seed)
+        config = plan.train_config(task, rho, seed, sharing)
         if index == 0:  # every seed's forecast is the same
             attrs["judged_from"] = judge_from(config, schedule)
         reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective,

@@ -62,6 +62,8 @@ class RunPlan:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
+        if self.spec.sharing and self.batch == "auto":
+            self.batch = 1  # a batch's members share one temperature layout
         self.batch = resolve_batch(self.batch, self.device)
         budget = self.spec.budget(self.profile)
         self.trials = self.trials if self.trials is not None else budget.trials
@@ -72,9 +74,16 @@ class RunPlan:
                 raise ConfigError(f"--{name} {value!r} must be >= 1")
         if not self.study or ":" in self.study:
             raise ConfigError(f"study name {self.study!r} must be non-empty and contain no ':'")
-        if self.spec.sampler == "grid" and self.trials > self.spec.grid_points:
-            raise ConfigError(f"--trials {self.trials} exceeds the grid's {self.spec.grid_points} points "
-                              "(sampler.grid_points in the study spec)")
+        grid = self.spec.grid_points * max(1, len(self.spec.sharing))
+        if self.spec.sampler == "grid" and self.trials > grid:
+            raise ConfigError(f"--trials {self.trials} exceeds the grid's {grid} points "
+                              "(sampler.grid_points in the study spec, times the sharings searched)")
+        if self.spec.sharing and "temperature_sharing" in self.agent:
+            raise ConfigError(f"temperature_sharing={self.agent['temperature_sharing']!r} for every trial, but the "
+                              f"study spec searches {', '.join(self.spec.sharing)}; drop one of the two")
+        if self.spec.sharing and self.batch > 1:
+            raise ConfigError(f"--batch {self.batch}: the members of a batch share one temperature layout, and the "
+                              f"study spec searches search.sharing; use --batch 1")
         if not 0 < self.heartbeat_interval < self.grace_period:
             raise ConfigError(f"heartbeat interval {self.heartbeat_interval!r} must be > 0 and below the grace "
                               f"period {self.grace_period!r}")
@@ -82,9 +91,11 @@ class RunPlan:
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
 
-    def train_config(self, task: TaskSpec, rho: float, seed: int) -> TrainConfig:
+    def train_config(self, task: TaskSpec, rho: float, seed: int, sharing: str | None = None) -> TrainConfig:
+        """A seed's run; ``sharing``: the trial's temperature sharing (a study searching it)."""
+        agent = {**self.agent, **({"temperature_sharing": sharing} if sharing else {})}
         return TrainConfig.from_profile(
-            task.name, self.profile, {"precision": self.precision, "compile": self.compile, **self.agent}, rho=rho,
+            task.name, self.profile, {"precision": self.precision, "compile": self.compile, **agent}, rho=rho,
             seed=seed, data_dir=str(self.data_dir),
             data_kind=self.data_kind, device=self.device, threads=self.threads, **self.train_overrides)
 
@@ -121,6 +132,11 @@ def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Sc
         return Schedule.profile(*values, **meta)
     knots = [(i / (len(values) - 1), v) for i, v in enumerate(values)]
     return Schedule.piecewise(knots, **meta)
+
+
+def suggest_sharing(trial: optuna.Trial, spec: StudySpec) -> str | None:
+    """The trial's temperature sharing where the study searches it (None: the agent's)."""
+    return trial.suggest_categorical("temperature_sharing", list(spec.sharing)) if spec.sharing else None
 
 
 # Objective -> the key of an evaluation record (tql.trainer.eval_record) and the trial attr

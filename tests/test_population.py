@@ -3,6 +3,8 @@ with either backend (``native``: tql.batched.forward; ``vmap``: the agent's own 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -397,10 +399,14 @@ def test_held_out_td_errors_equal_each_agents(float64, backend):
         torch.testing.assert_close(got[i], want, atol=1e-10, rtol=0.0)
 
 
-def test_compiled_native_losses_equal_eager_ones():
+def test_compiled_native_losses_equal_eager_ones(monkeypatch):
     """A population compiles its native losses as an agent compiles its own (``compile=True``,
     or by default where it pays): the same metrics and parameters as the eager population, to
-    float32 rounding, over two updates."""
+    float32 rounding, over two updates. Traced by dynamo and AOTAutograd as in a run, but run by
+    the ``aot_eager`` backend: inductor's code generation takes ~100 s on 2 cores for this graph
+    (its numbers are checked on the agent's loss, tests/test_graphs.py; its speed in
+    benchmarks/speed/update_speed.py --members)."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     pops = [Population(OBS, ACT, _config(compile=compile_), 2, "cpu", SEEDS[:2]) for compile_ in (False, True)]
     assert not pops[0]._native_losses.compiled and pops[1]._native_losses.compiled
     for step in range(2):

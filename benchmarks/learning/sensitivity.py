@@ -1,0 +1,317 @@
+"""How sensitive are a run's results and its attention to H̄, where the target bites?
+
+One task, H̄ at several constant fractions rho of log n plus the published per-layer table
+(``published``), optionally several temperature layouts (``--sharings``: one temperature per
+(layer, group), per layer, or for the whole critic), several seeds; every run is a normal
+``tql.train`` run (``--profile``, with ``--agent`` options: by default the early-engaging
+regime of benchmarks/learning/results/engagement_*.txt, alpha from 0.01 at critic rate 1e-3).
+Per H̄ (and layout) it reports, from each run's last evaluation and checkpoint:
+
+- success (mean, 95% bootstrap CI over seeds and, within a seed, over its evaluation
+  episodes) and progress (mean, 95% bootstrap CI over seeds: the runs log one mean per
+  evaluation);
+- the held-out TD error (last logged ``val/td_loss``);
+- Q overestimation: mean of Q(s, a) (mean over heads) minus the discounted Monte-Carlo return
+  of the validation data, over transitions with >= ``--horizon`` steps left in their
+  episode (or a terminal before: the truncation error is below gamma^horizon);
+- attention per layer (``tql.attention`` on 512 training transitions): the median entropy of
+  the [VALUE] query's rows and of the other rows (as fractions of log n), the [VALUE] row's
+  median largest weight, and the [VALUE] row's weight on action vs observation tokens.
+
+Runs are spread over ``--jobs`` processes of one thread each and resume where they stopped
+(re-run the same command; ``--steps`` larger continues nothing: a finished run is measured as
+it is, so give a new ``--out`` for a longer budget). Printed as one table; ``--json`` and
+``--png`` (success and progress vs rho, and the attention entropy vs the target) write them.
+
+    python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\
+        --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 3000 --jobs 2 \\
+        --out /work/bench/runs/sensitivity --json benchmarks/learning/results/sensitivity_cube-single.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+ENGAGED = ["alpha_init=0.01", "critic_lr=1e-3"]  # engages after ~550-600 updates (engagement_model.txt)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="cube-single-play-singletask-task1-v0")
+    p.add_argument("--rhos", default="0.3,0.45,0.6,0.75,0.9,0.95",
+                   help="constant rho values and/or 'published' (the paper's per-layer table: cube-double, scene, "
+                        "puzzle-3x3, puzzle-4x4, cube-triple; the paper gives none for cube-single)")
+    p.add_argument("--sharings", default="layer_group", help="temperature layouts: layer_group, layer, global")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--eval-every", type=int, default=None, help="default: the profile's")
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--agent", action="append", default=None, help=f"agent option KEY=VALUE (default: {ENGAGED})")
+    p.add_argument("--horizon", type=int, default=300, help="steps left for a Monte-Carlo return to count")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (processes of one thread)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default="runs/sensitivity")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--json")
+    p.add_argument("--png")
+    args = p.parse_args(argv)
+    args.agent = ENGAGED if args.agent is None else args.agent
+    return args
+
+
+def grid(args) -> list[dict]:
+    """Every run: (H̄ label, layout, seed) and its folder."""
+    runs = []
+    for label in args.rhos.split(","):
+        for sharing in args.sharings.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                name = f"{label}-{sharing}"
+                runs.append({"label": label, "sharing": sharing, "seed": seed, "name": name,
+                             "dir": str(Path(args.out) / args.task / name / f"seed-{seed}")})
+    return runs
+
+
+def train_config(args, run: dict):
+    from autotune.agent_options import agent_overrides
+    from tql.trainer import TrainConfig
+
+    agent = {**agent_overrides("published", args.agent), "temperature_sharing": run["sharing"]}
+    rho = None if run["label"] == "published" else float(run["label"])
+    return TrainConfig.from_profile(args.task, args.profile, agent, rho=rho,
+                                    targets="published" if rho is None else None, seed=run["seed"],
+                                    steps=args.steps, eval_every=args.eval_every or args.steps // 3,
+                                    eval_episodes=args.eval_episodes, data_dir=args.data_dir, make_data=True,
+                                    threads=1, eval_workers=1)
+
+
+def train_and_measure(args, run: dict) -> dict:
+    """Train (or resume) one run, then measure it."""
+    import torch
+
+    from tql.trainer import train
+
+    torch.set_num_threads(1)
+    config, start = train_config(args, run), time.perf_counter()
+    summary = Path(run["dir"]) / "summary.json"
+    if not (summary.is_file() and json.loads(summary.read_text()).get("steps") == args.steps):
+        train(config, run["dir"], progress=False)
+    return {**run, **measure(config, Path(run["dir"]), args.horizon), "seconds": round(time.perf_counter() - start)}
+
+
+def measure(config, run_dir: Path, horizon: int) -> dict:
+    from autotune.report.attention import checkpoint_view
+    from tql.engagement import first_engagement
+    from tql.io import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    last_eval = [r for r in rows if r.get("type") == "eval"][-1]
+    train_rows = [r for r in rows if r.get("type") == "train"]
+    td = [r["val/td_loss"] for r in train_rows if r.get("val/td_loss") is not None]
+    view = checkpoint_view(run_dir) or {}
+    return {"step": last_eval["step"], "success": last_eval["success_rate"], "episodes": last_eval["episodes"],
+            "progress": last_eval.get("progress"), "val_td": td[-1] if td else None,
+            "overestimation": q_overestimation(config, run_dir, horizon), "attention": view.get("layers"),
+            "engaged_at": first_engagement(train_rows)}
+
+
+def mc_returns(rewards: np.ndarray, masks: np.ndarray, terminals: np.ndarray, gamma: float,
+               horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Discounted returns within each trajectory (``terminals`` ends one; a zero mask ends the
+    return there), and which transitions have >= ``horizon`` steps left or reach a zero mask."""
+    returns, usable = np.zeros(len(rewards)), np.zeros(len(rewards), dtype=bool)
+    following, left, absorbed = 0.0, 0, False
+    for t in range(len(rewards) - 1, -1, -1):
+        if terminals[t]:
+            following, left, absorbed = 0.0, 0, False
+        following = rewards[t] + gamma * masks[t] * following
+        left += 1
+        absorbed = absorbed or masks[t] == 0
+        returns[t], usable[t] = following, absorbed or left >= horizon
+    return returns, usable
+
+
+def q_overestimation(config, run_dir: Path, horizon: int, batch: int = 2048) -> float | None:
+    """Mean Q(s, a) - Monte-Carlo return on the validation split (see the module text)."""
+    import torch
+
+    from tql.attention import checkpoint_critic, has_attention
+    from tql.data import expected_size, load_task_data
+
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    if not has_attention(state):
+        return None
+    task = config.spec
+    data = load_task_data(task, config.data_dir, config.data_kind,
+                          expect=expected_size(task, config.data_episodes, config.data_episode_length)).val
+    returns, usable = mc_returns(data["rewards"], data["masks"], data["terminals"], config.agent.gamma, horizon)
+    rows = np.flatnonzero(usable)  # none when every episode is shorter than the horizon
+    rows = np.random.default_rng(0).choice(rows, size=min(batch, len(rows)), replace=False)
+    critic = checkpoint_critic(state, task.obs_dim, task.act_dim)
+    with torch.no_grad():
+        q, _ = critic(torch.as_tensor(data["observations"][rows], dtype=torch.float32),
+                      torch.as_tensor(data["actions"][rows], dtype=torch.float32), entropies=False)
+    return float((q.mean(0).numpy() - returns[rows]).mean()) if len(rows) else None
+
+
+def bootstrap_ci(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95% CI of the mean, resampling seeds and, within each drawn seed, its values."""
+    means = []
+    for _ in range(reps):
+        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
+        means.append(np.mean([rng.choice(v, size=len(v)).mean() for v in drawn]))
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
+    """One row per (H̄, layout), in the order of the grid."""
+    rng, rows = np.random.default_rng(0), []
+    for name in dict.fromkeys(r["name"] for r in runs):
+        group = [r for r in runs if r["name"] == name]
+        episodes = [np.array([1.0] * round(r["success"] * r["episodes"]) +
+                             [0.0] * (r["episodes"] - round(r["success"] * r["episodes"]))) for r in group]
+        progress = [np.array([r["progress"]]) for r in group if r["progress"] is not None]
+        row = {"name": name, "label": group[0]["label"], "sharing": group[0]["sharing"], "seeds": len(group),
+               "steps": group[0]["step"], "success": float(np.mean([e.mean() for e in episodes])),
+               "success_ci": bootstrap_ci(episodes, reps, rng),
+               "progress": float(np.mean([p[0] for p in progress])) if progress else None,
+               "progress_ci": bootstrap_ci(progress, reps, rng) if progress else None,
+               "engaged_at": [r["engaged_at"] for r in group],  # per seed (None: the control never engaged)
+               "val_td": _mean(r["val_td"] for r in group),
+               "overestimation": _mean(r["overestimation"] for r in group), "layers": _attention(group, log_n)}
+        rows.append(row)
+    return rows
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _attention(group: list[dict], log_n: float) -> list[dict]:
+    """Per layer, over seeds: medians of the row statistics, the [VALUE] row's weight split."""
+    views = [r["attention"] for r in group if r.get("attention")]
+    if not views:
+        return []
+    layers = []
+    for index in range(len(views[0])):
+        per_seed = [v[index] for v in views]
+        layers.append({
+            "value_entropy": float(np.mean([v["value"]["entropy"][1] for v in per_seed])) / log_n,
+            "other_entropy": float(np.mean([v["other"]["entropy"][1] for v in per_seed])) / log_n,
+            "value_largest": float(np.mean([v["value"]["largest"][1] for v in per_seed])),
+            "on_action": float(np.mean([v["value_weight"]["action"] for v in per_seed])),
+            "on_observation": float(np.mean([v["value_weight"]["observation"] for v in per_seed])),
+        })
+    return layers
+
+
+def print_table(rows: list[dict], args, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"H̄ sensitivity: {args.task}, profile {args.profile}, {args.steps:,} updates, agent "
+                        f"{' '.join(args.agent)}")
+    table.caption = ("engaged at: per seed; success: mean [95% CI over seeds and episodes]; progress: mean [CI "
+                     "over seeds]; Q - MC: mean Q minus the data's discounted return; attention "
+                     "per layer l: median row entropy of the [VALUE] query / of the other queries (fractions of "
+                     "log n), the [VALUE] row's median largest weight and its weight on action tokens")
+    for column in ("rho", "temperatures", "engaged at", "success %", "progress %", "held-out TD", "Q - MC",
+                   *[f"l{i}: H V / other, max, on act" for i in range(len(rows[0]["layers"]))]):
+        table.add_column(column, justify="left" if column in ("rho", "temperatures") else "right")
+    for row in rows:
+        ci = row["success_ci"]
+        progress = "-" if row["progress"] is None else \
+            f"{100 * row['progress']:.1f} [{100 * row['progress_ci'][0]:.1f}, {100 * row['progress_ci'][1]:.1f}]"
+        layers = [f"{la['value_entropy']:.2f}/{la['other_entropy']:.2f}, {la['value_largest']:.3f}, "
+                  f"{la['on_action']:.3f}" for la in row["layers"]]
+        engaged = ", ".join("never" if e is None else f"{e:,}" for e in row["engaged_at"])
+        table.add_row(row["label"], row["sharing"], engaged,
+                      f"{100 * row['success']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]", progress,
+                      _fmt(row["val_td"]), _fmt(row["overestimation"]), *layers)
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for sharing in dict.fromkeys(r["sharing"] for r in rows):
+        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
+        x = [float(r["label"]) for r in constant]
+        for key, marker in (("success", "o"), ("progress", "s")):
+            y = [r[key] for r in constant if r[key] is not None]
+            if len(y) == len(x):
+                low = [r[key] - r[f"{key}_ci"][0] for r in constant]
+                high = [r[f"{key}_ci"][1] - r[key] for r in constant]
+                axes[0].errorbar(x, y, yerr=[low, high], marker=marker, capsize=3, label=f"{key} ({sharing})")
+        for layer in range(len(constant[0]["layers"]) if constant and constant[0]["layers"] else 0):
+            axes[1].plot(x, [r["layers"][layer]["value_entropy"] for r in constant], marker="o",
+                         label=f"layer {layer} [VALUE] rows ({sharing})")
+    axes[0].set(xlabel="rho = H̄ / log n", ylabel="final success / progress", title="results")
+    axes[1].plot([0.3, 1.0], [0.3, 1.0], "k--", lw=0.8, label="the target")
+    axes[1].set(xlabel="rho = H̄ / log n", ylabel="median row entropy / log n", title="attention")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    from tql.data import expected_size, provide_task_data
+    from tql.tasks import get_task
+
+    args = parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    runs, task = grid(args), get_task(args.task)
+    from tql.errors import ConfigError
+
+    try:
+        for run in runs:  # bad settings fail here, in one line, before any training
+            train_config(args, run)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    config = train_config(args, runs[0])  # the dataset once, before the runs share it
+    provide_task_data(task, config.data_dir, config.data_kind,
+                      expected_size(task, config.data_episodes, config.data_episode_length), True, console.print,
+                      progress=False)
+    console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
+    if args.jobs == 1:
+        done = [train_and_measure(args, run) for run in runs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(train_and_measure, [args] * len(runs), runs))
+    rows = aggregate(done, task.max_entropy, args.reps)
+    print_table(rows, args, console)
+    command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": command, "task": args.task, "log_n": task.max_entropy,
+                                               "runs": done, "rows": rows}, indent=1, default=float) + "\n")
+    if args.png:
+        plot(rows, args.png, f"{args.task}: {args.steps:,} updates, {' '.join(args.agent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -239,6 +239,27 @@ def print_table(rows: list[dict], args, console) -> None:
     console.print(table)
 
 
+def terminal_plot(rows: list[dict], width: int = 90, height: int = 16) -> str:
+    """The figure's content in the terminal: success, progress and each layer's [VALUE]-row
+    median entropy (fractions of log n), all in percent, against rho (constant-H̄ rows)."""
+    from autotune.report.summary import fresh_plotext, titled_plot
+
+    plt = fresh_plotext()
+    plt.plotsize(width, height)
+    for sharing in dict.fromkeys(r["sharing"] for r in rows):
+        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
+        x = [float(r["label"]) for r in constant]
+        plt.plot(x, [100 * r["success"] for r in constant], marker="o", label=f"success ({sharing})")
+        if all(r["progress"] is not None for r in constant):
+            plt.plot(x, [100 * r["progress"] for r in constant], marker="s", label=f"progress ({sharing})")
+        for layer in range(len(constant[0]["layers"]) if constant and constant[0]["layers"] else 0):
+            plt.plot(x, [100 * r["layers"][layer]["value_entropy"] for r in constant], marker="x",
+                     label=f"l{layer} [VALUE] entropy / log n ({sharing})")
+    plt.ylim(0, 100)
+    plt.xlabel("rho = H̄ / log n")
+    return titled_plot("success %, progress % and attention entropy % of log n vs rho", plt.build())
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -304,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             done = list(pool.map(train_and_measure, [args] * len(runs), runs))
     rows = aggregate(done, task.max_entropy, args.reps)
     print_table(rows, args, console)
+    if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
+        print(terminal_plot(rows))
     command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.json:
         Path(args.json).write_text(json.dumps({"command": command, "task": args.task, "log_n": task.max_entropy,

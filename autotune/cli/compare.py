@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from autotune.agent_options import with_sharing
-from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
-                                 TF32_OPTION, app, console)
+from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
+                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, app, console)
 
 
 @app.command()
@@ -40,12 +39,14 @@ def compare(
     batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
                                            "one population: on, off, auto (on for CUDA)"),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every run)"),
-    temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every run)"),
+    temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing",
+                                                      help=SHARING_HELP + " (every run)"),
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
     import shlex
 
     from autotune import api
+    from autotune.agent_options import with_sharing
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
         console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)

@@ -9,9 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.agent_options import with_sharing
-from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP, STORAGE_HELP,
-                                 TF32_OPTION, app, console)
+from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
+                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, app, console)
 
 
 @app.command()
@@ -53,6 +52,7 @@ def run(
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
     from autotune import api
+    from autotune.agent_options import with_sharing
     from autotune.tuning.progress import StudyProgress
 
     summary = api.run_studies(
@@ -61,7 +61,8 @@ def run(
         workers=workers, batch=batch, spec=spec, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period, agent=with_sharing(agent, temperature_sharing),
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        agent=with_sharing(agent, temperature_sharing),
         say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 
@@ -85,7 +86,8 @@ def _print_summary(summary: dict) -> None:
         idle = " †" if best.get("tied_idle") else ""
         rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied}{idle})" if tied > 1 else "")
         table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
-                      *([best.get("temperature_sharing") or "-"] if sharing else []), fmt_success(best.get("success_mean"), best.get("success_std")),
+                      *([best.get("temperature_sharing") or "-"] if sharing else []),
+                      fmt_success(best.get("success_mean"), best.get("success_std")),
                       fmt_success(best.get("progress_mean"), best.get("progress_std")),
                       str(len(best.get("successes", []))) if best else "-", counts_text(t["counts"]),
                       f"{t['steps_total']:,}", t["data_kind"] or "-")

@@ -8,10 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.agent_options import with_sharing
-from autotune.cli.common import (AGENT_OPTION_HELP, SHARING_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
-                                 EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, TARGET_HELP, TF32_OPTION,
-                                 app, console, data_app, print_result)
+from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
+                                 EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, SHARING_HELP, TARGET_HELP,
+                                 TF32_OPTION, app, console, data_app, print_result)
 
 
 @app.command()
@@ -59,6 +58,7 @@ def train(
 ) -> None:
     """Train one TQL (or FQL) agent, or a population; resumes from the last checkpoint in --out."""
     from autotune import api
+    from autotune.agent_options import with_sharing
 
     result = api.train(task, profile=profile, size=size, critic=critic, steps=steps, target_entropy=target_entropy,
                        rho=rho, targets=targets, settings=settings, agent=with_sharing(agent, temperature_sharing),

@@ -34,8 +34,7 @@ from autotune.tuning.spec import StudySpec
 from autotune.tuning.storage import open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
-                                    set_attrs, study_name, suggest_schedule, suggest_sharing,
-                                    trial_value)
+                                    set_attrs, study_name, suggest_schedule, suggest_sharing, trial_value)
 from tql.data.datasets import SIZE_FIELDS
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
@@ -63,7 +62,7 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
     for ``study.optimize``, and this toolkit asks and tells (it counts the trials itself), so
     the trial that took the last point would fail at its ``tell``."""
 
-    def after_trial(self, study, trial, state, values) -> None:  # noqa: D401 - optuna's hook
+    def after_trial(self, study, trial, state, values) -> None:
         return None
 
 

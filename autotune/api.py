@@ -24,12 +24,18 @@ def _quiet(text: str) -> None:
     pass
 
 
-def _agent_options(agent: Sequence[str] | dict[str, Any]) -> dict[str, Any]:
-    """``--agent KEY=VALUE`` options (or a dict of them) as checked AgentConfig overrides."""
+def _option_list(agent: Sequence[str] | dict[str, Any], sharing: str | None) -> list[str]:
+    """``--agent KEY=VALUE`` options (or a dict of them) plus ``--temperature-sharing``."""
+    from autotune.agent_options import with_sharing
+
+    return with_sharing([f"{k}={v}" for k, v in agent.items()] if isinstance(agent, dict) else list(agent), sharing)
+
+
+def _agent_options(agent: Sequence[str] | dict[str, Any], sharing: str | None = None) -> dict[str, Any]:
+    """``--agent`` options and ``--temperature-sharing`` as checked AgentConfig overrides."""
     from autotune.agent_options import agent_overrides
 
-    return agent_overrides("published", [f"{k}={v}" for k, v in agent.items()] if isinstance(agent, dict)
-                           else list(agent))
+    return agent_overrides("published", _option_list(agent, sharing))
 
 
 def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
@@ -40,10 +46,12 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
                threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
                compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = 30.0,
-               grace_period: float = 120.0, agent: Sequence[str] | dict[str, Any] = ()):
+               grace_period: float = 120.0, agent: Sequence[str] | dict[str, Any] = (),
+               temperature_sharing: str | None = None):
     """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
     before any study or file is written). The keywords are the command's options; ``agent``
-    (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``."""
+    (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``;
+    ``temperature_sharing`` too (``layer_group``, ``layer``, ``global``)."""
     from autotune.tuning.spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import resolve_tasks
@@ -60,7 +68,7 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                    trials=trials, seeds=seeds, workers=workers, runs_dir=Path(runs_dir), data_dir=Path(data_dir),
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    compile=compile, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
-                   grace_period=grace_period, batch=str(batch), agent=_agent_options(agent))
+                   grace_period=grace_period, batch=str(batch), agent=_agent_options(agent, temperature_sharing))
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)
     return plan
 
@@ -153,7 +161,8 @@ def export_schedule(out: str | Path, *, study: str | None = None, storage: str |
 
 def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: str = "tql",
           steps: int | None = None, target_entropy: Any = None, rho: Any = None, targets: str | None = None,
-          settings: str = "published", agent: Sequence[str] | dict[str, Any] = (), entropy_control: bool = True,
+          settings: str = "published", agent: Sequence[str] | dict[str, Any] = (),
+          temperature_sharing: str | None = None, entropy_control: bool = True,
           seed: int = 0, out: str | Path | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
           make_data: bool = False, eval_episodes: int | None = None, eval_every: int | None = None,
           eval_workers: int | str = "auto", batch_size: int | None = None, device: str = "auto",
@@ -180,7 +189,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
 
     members, fitness = population_options(controller, members, fitness)
     profile_options(controller, depth_profile, last_layer_offset)
-    options = [f"{k}={v}" for k, v in agent.items()] if isinstance(agent, dict) else list(agent)
+    options = _option_list(agent, temperature_sharing)
     overrides = {"critic": critic, "entropy_control": entropy_control, "precision": precision, "compile": compile,
                  **named_overrides(settings, options)}
     overrides.update({k: v for k, v in dict(size=size, batch_size=batch_size).items() if v is not None})
@@ -231,7 +240,7 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
             precision: str = "fp32", cuda_graph: str = "auto", compile: bool | None = None, tf32: bool = True,
             reps: int = 2000, batch: str = "auto", on_run: Callable[[str, str, int, float], None] | None = None,
             command: str | None = None, agent: Sequence[str] | dict[str, Any] = (),
-            say: Say | None = None) -> Comparison:
+            temperature_sharing: str | None = None, say: Say | None = None) -> Comparison:
     """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
     and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
@@ -249,7 +258,7 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        seeds=[100 + i for i in range(seeds)], profile=profile, study=study,
                        knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
-                       batch=resolve_batch(batch, device), agent=_agent_options(agent))
+                       batch=resolve_batch(batch, device), agent=_agent_options(agent, temperature_sharing))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
     if warning and say is not None:

@@ -46,7 +46,6 @@ def compare(
     import shlex
 
     from autotune import api
-    from autotune.agent_options import with_sharing
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
         console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)
@@ -57,7 +56,7 @@ def compare(
                          threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
                          compile=compile_loss, tf32=tf32, reps=reps, batch=batch, on_run=said,
                          command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                         agent=with_sharing(agent, temperature_sharing),
+                         agent=agent, temperature_sharing=temperature_sharing,
                          say=console.print)
     print_comparison(result, reps)
 
@@ -113,4 +112,4 @@ def lodo(
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000, batch=batch, agent=[])
+            compile_loss=None, tf32=True, reps=2000, batch=batch, agent=[], temperature_sharing=None)

@@ -52,7 +52,6 @@ def run(
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
     from autotune import api
-    from autotune.agent_options import with_sharing
     from autotune.tuning.progress import StudyProgress
 
     summary = api.run_studies(
@@ -62,7 +61,7 @@ def run(
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
         heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        agent=with_sharing(agent, temperature_sharing),
+        agent=agent, temperature_sharing=temperature_sharing,
         say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 

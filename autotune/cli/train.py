@@ -58,10 +58,10 @@ def train(
 ) -> None:
     """Train one TQL (or FQL) agent, or a population; resumes from the last checkpoint in --out."""
     from autotune import api
-    from autotune.agent_options import with_sharing
 
     result = api.train(task, profile=profile, size=size, critic=critic, steps=steps, target_entropy=target_entropy,
-                       rho=rho, targets=targets, settings=settings, agent=with_sharing(agent, temperature_sharing),
+                       rho=rho, targets=targets, settings=settings, agent=agent,
+                       temperature_sharing=temperature_sharing,
                        entropy_control=not no_entropy_control, seed=seed, out=out, data_dir=data_dir,
                        data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes, eval_every=eval_every,
                        eval_workers=eval_workers, batch_size=batch_size, device=device, threads=threads,

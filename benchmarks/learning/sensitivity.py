@@ -19,8 +19,9 @@ Per H̄ (and layout) it reports, from each run's last evaluation and checkpoint:
   median largest weight, and the [VALUE] row's weight on action vs observation tokens.
 
 Runs are spread over ``--jobs`` processes of one thread each and resume where they stopped
-(re-run the same command; ``--steps`` larger continues nothing: a finished run is measured as
-it is, so give a new ``--out`` for a longer budget). Printed as one table; ``--json`` and
+(re-run the same command). A finished run is measured as it is; one finished at another
+``--steps`` is refused (its learning-rate schedule spanned its own length): give a new
+``--out`` for a longer budget. Printed as one table; ``--json`` and
 ``--png`` (success and progress vs rho, and the attention entropy vs the target) write them.
 
     python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\
@@ -101,10 +102,15 @@ def train_and_measure(args, run: dict) -> dict:
 
     torch.set_num_threads(1)
     config, start = train_config(args, run), time.perf_counter()
-    summary = Path(run["dir"]) / "summary.json"
-    if not (summary.is_file() and json.loads(summary.read_text()).get("steps") == args.steps):
+    if finished_steps(run) is None:
         train(config, run["dir"], progress=False)
     return {**run, **measure(config, Path(run["dir"]), args.horizon), "seconds": round(time.perf_counter() - start)}
+
+
+def finished_steps(run: dict) -> int | None:
+    """The updates of a finished run in the run's folder (None: not finished, or not begun)."""
+    summary = Path(run["dir"]) / "summary.json"
+    return json.loads(summary.read_text()).get("steps") if summary.is_file() else None
 
 
 def measure(config, run_dir: Path, horizon: int) -> dict:
@@ -307,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in runs:  # bad settings fail here, in one line, before any training
             train_config(args, run)
+            if finished_steps(run) not in (None, args.steps):
+                raise ConfigError(f"{run['dir']} holds a finished run of {finished_steps(run):,} updates, not "
+                                  f"{args.steps:,}; give another --out for another budget")
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2

@@ -195,18 +195,18 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
     sharing = suggest_sharing(trial, spec)
     rho = schedule.rho if schedule.kind == "constant" else schedule.mean_rho()
     run_dir = Path(trial.user_attrs.get("run_dir") or plan.runs_dir / plan.study / task.name / f"trial-{trial.number:04d}")
+    configs = [plan.train_config(task, rho, seed, sharing) for seed in plan.seed_list()]
     attrs: dict[str, Any] = {
         "task": task.name, "n_tokens": task.n_tokens, "profile": plan.profile, "precision": plan.precision,
         "seeds": plan.seed_list(), "rho": rho, "target_entropy": task.target_entropy(rho),
         "schedule": schedule.to_dict(), **layer_attrs(schedule),
-        "temperature_sharing": sharing or plan.train_config(task, rho, 0).agent.temperature_sharing,
+        "temperature_sharing": configs[0].agent.temperature_sharing,
         "run_dir": str(run_dir.resolve()),
         "host": socket.gethostname(), "objective": spec.objective, "successes": [], "metrics": [], "steps": 0,
     }
     set_attrs(trial, attrs)
     t0 = time.perf_counter()
-    for index, seed in enumerate(plan.seed_list()):
-        config = plan.train_config(task, rho, seed, sharing)
+    for index, (seed, config) in enumerate(zip(plan.seed_list(), configs)):
         if index == 0:  # every seed's forecast is the same
             attrs["judged_from"] = judge_from(config, schedule)
         reporter = TrialHooks(trial, index * config.steps, spec.warmup_evals, on_step, spec.objective,

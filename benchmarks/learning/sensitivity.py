@@ -18,8 +18,10 @@ Per H̄ (and layout) it reports, from each run's last evaluation and checkpoint:
   the [VALUE] query's rows and of the other rows (as fractions of log n), the [VALUE] row's
   median largest weight, and the [VALUE] row's weight on action vs observation tokens.
 
-Runs are spread over ``--jobs`` processes of one thread each and resume where they stopped
-(re-run the same command). A finished run is measured as it is; one finished at another
+Runs are spread over ``--jobs`` processes of one thread each, or, with ``--batch``, each
+layout's runs train together as one batch (``tql.batched``: one update for every member,
+the fast way on a GPU; each member's checkpoint is then written into its own folder). Either
+way they resume where they stopped (re-run the same command). A finished run is measured as it is; one finished at another
 ``--steps`` is refused (its learning-rate schedule spanned its own length): give a new
 ``--out`` for a longer budget. Printed as one table; ``--json`` and
 ``--png`` (success and progress vs rho, and the attention entropy vs the target) write them.
@@ -59,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent", action="append", default=None, help=f"agent option KEY=VALUE (default: {ENGAGED})")
     p.add_argument("--horizon", type=int, default=300, help="steps left for a Monte-Carlo return to count")
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once (processes of one thread)")
+    p.add_argument("--batch", action="store_true",
+                   help="train each layout's runs as one batch in this process (all its cores; a GPU if any)")
+    p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu or cuda")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default="runs/sensitivity")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
@@ -82,6 +87,8 @@ def grid(args) -> list[dict]:
 
 
 def train_config(args, run: dict):
+    """One run's config: one thread and one evaluation process in ``--jobs`` mode; the
+    machine's threads and evaluation workers for a ``--batch``."""
     from autotune.agent_options import agent_overrides
     from tql.trainer import TrainConfig
 
@@ -91,7 +98,8 @@ def train_config(args, run: dict):
                                     targets="published" if rho is None else None, seed=run["seed"],
                                     steps=args.steps, eval_every=args.eval_every or args.steps // 3,
                                     eval_episodes=args.eval_episodes, data_dir=args.data_dir, make_data=True,
-                                    threads=1, eval_workers=1)
+                                    device=args.device, threads=None if args.batch else 1,
+                                    eval_workers="auto" if args.batch else 1)
 
 
 def train_and_measure(args, run: dict) -> dict:
@@ -105,6 +113,31 @@ def train_and_measure(args, run: dict) -> dict:
     if finished_steps(run) is None:
         train(config, run["dir"], progress=False)
     return {**run, **measure(config, Path(run["dir"]), args.horizon), "seconds": round(time.perf_counter() - start)}
+
+
+def train_batches(args, runs: list[dict]) -> list[dict]:
+    """Each layout's runs as one batch (members differ in H̄ and seed only), then measured.
+    A member's checkpoint (``Population.member_state``) goes into its own folder, in the
+    format of a single run's, so that it is measured like one."""
+    from tql.batched.trials import BatchMember, BatchTrainer
+    from tql.io import atomic_torch_save
+
+    done = []
+    for sharing in dict.fromkeys(r["sharing"] for r in runs):
+        group = [r for r in runs if r["sharing"] == sharing]
+        configs = [train_config(args, r) for r in group]
+        if not all(finished_steps(r) == args.steps and (Path(r["dir"]) / "checkpoint.pt").is_file() for r in group):
+            start = time.perf_counter()
+            trainer = BatchTrainer([BatchMember(c, Path(r["dir"])) for c, r in zip(configs, group)],
+                                   Path(args.out) / args.task / f"batch-{sharing}", progress=False)
+            trainer.run()
+            for i, (run, member) in enumerate(zip(group, trainer.members)):
+                atomic_torch_save({"step": trainer.step, "agent": trainer.population.member_state(i),
+                                   "evals": member.evals}, Path(run["dir"]) / "checkpoint.pt")
+            print(f"batch {sharing}: {len(group)} members x {args.steps:,} updates in "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        done += [{**r, **measure(c, Path(r["dir"]), args.horizon)} for c, r in zip(configs, group)]
+    return done
 
 
 def finished_steps(run: dict) -> int | None:
@@ -323,10 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     provide_task_data(task, config.data_dir, config.data_kind,
                       expected_size(task, config.data_episodes, config.data_episode_length), True, console.print,
                       progress=False)
-    console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
-    if args.jobs == 1:
+    if args.batch:
+        console.print(f"{len(runs)} runs of {args.steps:,} updates, each layout's as one batch")
+        done = train_batches(args, runs)
+    elif args.jobs == 1:
+        console.print(f"{len(runs)} runs of {args.steps:,} updates, one at a time (1 thread)")
         done = [train_and_measure(args, run) for run in runs]
     else:
+        console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 

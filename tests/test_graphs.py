@@ -119,6 +119,76 @@ def test_a_failing_capture_falls_back_to_eager_without_losing_the_update():
                     "stream is capturing); continuing eagerly"]
 
 
+class _CaptureModel:
+    """torch's capture bookkeeping, as far as generators go: a capture marks every registered
+    generator and the device's default one as capturing, and only a capture that ends well
+    clears the mark (a marked generator refuses eager draws)."""
+
+    class Generator:
+        def __init__(self, offset: int = 0):
+            self.device, self.offset, self.capturing = torch.device("cuda"), offset, False
+
+        def clone_state(self):
+            return _CaptureModel.Generator(self.offset)
+
+        def graphsafe_set_state(self, other):
+            self.offset, self.capturing = other.offset, other.capturing
+
+        def draw(self):
+            if self.capturing:
+                raise RuntimeError("Offset increment outside graph capture encountered unexpectedly.")
+            self.offset += 4
+
+    def __init__(self, monkeypatch):
+        self.default, self.registered = self.Generator(offset=100), []
+        model = self
+
+        class Graph:
+            def register_generator_state(self, generator):
+                model.registered.append(generator)
+
+            def replay(self):
+                pass
+
+        class graph:  # noqa: N801 - torch.cuda.graph's name
+            def __init__(self, g):
+                pass
+
+            def __enter__(self):
+                for generator in [*model.registered, model.default]:
+                    generator.capturing = True
+
+            def __exit__(self, kind, exc, tb):
+                if kind is None:
+                    for generator in [*model.registered, model.default]:
+                        generator.capturing = False
+                return False
+
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        monkeypatch.setattr(torch.cuda, "default_generators", (self.default,))
+
+
+def test_a_failed_cuda_capture_gives_the_generators_back_as_they_were(monkeypatch):
+    from tql.graphs import CudaCapture
+
+    model = _CaptureModel(monkeypatch)
+    ours = model.Generator(offset=8)
+    capture = CudaCapture(torch.device("cuda"), [ours])
+
+    def failing():
+        ours.offset += 4  # what the capture recorded: never run
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    with pytest.raises(RuntimeError, match="not permitted"):
+        capture.capture(failing)
+    assert (ours.capturing, model.default.capturing) == (False, False) and capture.graph is None
+    assert (ours.offset, model.default.offset) == (8, 100)  # the eager update draws what it would have
+    ours.draw(), model.default.draw()  # no "Offset increment outside graph capture"
+    replay, out = capture.capture(lambda: "recorded")
+    assert out == "recorded" and not ours.capturing and model.registered.count(ours) == 2
+
+
 def test_uploads_arrive_as_float32_tables_on_the_device():
     upload = Uploader(torch.device("cpu"))
     table = [[3.0, 2.5], [2.0, 1.5]]
@@ -282,6 +352,28 @@ def test_graph_replays_equal_eager_updates_on_cuda():
         for key in ("critic/td_loss", "critic/loss", "actor/q_loss"):
             torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-6, msg=key)
     assert step.captured and graphed.lr_step == eager.lr_step == 20
+
+
+@CUDA
+def test_a_failed_capture_on_cuda_leaves_random_draws_working():
+    """A host sync inside the captured step fails the capture; the update then runs eagerly
+    and every generator draws again (before the fix: "Offset increment outside graph capture")."""
+    from tql.graphs import CudaCapture
+
+    ours = torch.Generator("cuda").manual_seed(0)
+    weight = torch.zeros((), device="cuda")
+
+    def step(target):
+        noise = torch.rand((), device="cuda", generator=ours) + torch.rand((), device="cuda")
+        weight.add_(noise * target)
+        return {"weight": weight, "synced": float(weight)}  # float(): not allowed while capturing
+
+    said: list[str] = []
+    graphed = GraphedStep(step, CudaCapture(torch.device("cuda"), [ours]), warmup=1, warn=said.append)
+    for _ in range(3):
+        graphed(torch.ones((), device="cuda"))
+    assert graphed.eager_only and len(said) == 1 and "capture failed" in said[0]
+    torch.rand((), device="cuda", generator=ours), torch.rand((), device="cuda")
 
 
 @CUDA

@@ -61,13 +61,28 @@ class CudaCapture:
         return out
 
     def capture(self, run: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
-        """Record ``run`` (nothing executes) and return (replay, the recorded outputs)."""
+        """Record ``run`` (nothing executes) and return (replay, the recorded outputs).
+
+        A capture that fails leaves every generator it registered (ours and the device's
+        default one) in capture mode: torch marks them as capturing when the capture begins
+        and clears the mark only when it ends well, so every later draw, eager ones too,
+        raises "Offset increment outside graph capture". Each generator's state is therefore
+        cloned before, and put back in its place when the capture fails: the eager updates
+        that follow draw exactly what they would have drawn had no capture been tried."""
         self.graph = torch.cuda.CUDAGraph()
-        for generator in self.generators:
-            if generator.device.type == "cuda":
-                self.graph.register_generator_state(generator)
-        with torch.cuda.graph(self.graph):
-            out = run()
+        generators = [g for g in self.generators if g.device.type == "cuda"]
+        for generator in generators:
+            self.graph.register_generator_state(generator)
+        generators.append(torch.cuda.default_generators[torch.device(self.device).index or 0])
+        saved = [generator.clone_state() for generator in generators]
+        try:
+            with torch.cuda.graph(self.graph):
+                out = run()
+        except BaseException:
+            for generator, state in zip(generators, saved):
+                generator.graphsafe_set_state(state)
+            self.graph = None
+            raise
         return self.graph.replay, out
 
 

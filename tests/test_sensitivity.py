@@ -1,5 +1,6 @@
-"""The pure parts of benchmarks/learning/sensitivity.py: Monte-Carlo returns of the data and
-the hierarchical bootstrap, against computations written out by hand."""
+"""benchmarks/learning/sensitivity.py: Monte-Carlo returns of the data and the hierarchical
+bootstrap against computations written out by hand, and ``--batch`` members against the same
+runs trained alone."""
 
 from __future__ import annotations
 
@@ -27,3 +28,45 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_to_it_when_nothing_varies():
     mixed = [np.array([1.0] * 5 + [0.0] * 15), np.array([1.0] * 15 + [0.0] * 5)]
     low, high = bootstrap_ci(mixed, 2000, rng)
     assert low < 0.5 < high and 0.0 <= low and high <= 1.0
+
+
+def test_a_batch_gives_each_member_the_checkpoint_and_measures_of_its_run_alone(tiny_data_dir, tmp_path,
+                                                                                monkeypatch):
+    """``--batch`` trains each layout's runs as one population; each member's checkpoint, written
+    into its own folder, holds what the same run trained alone (``--jobs``) holds."""
+    from pathlib import Path
+
+    import torch
+
+    import benchmarks.learning.sensitivity as sensitivity
+    from tests.conftest import TINY_TASK
+
+    original = sensitivity.train_config
+
+    def on_the_tiny_data(args, run):  # the fixture's 3 episodes of 100 steps, not the profile's size
+        config = original(args, run)
+        config.data_episodes, config.data_episode_length = 3, 100
+        return config
+
+    monkeypatch.setattr(sensitivity, "train_config", on_the_tiny_data)
+    argv = ["--task", TINY_TASK, "--profile", "smoke", "--steps", "20", "--eval-every", "20", "--rhos", "0.3,0.9",
+            "--seeds", "0", "--eval-episodes", "1", "--horizon", "50", "--data-dir", str(tiny_data_dir)]
+    batch = sensitivity.parse_args(argv + ["--batch", "--out", str(tmp_path / "batch")])
+    alone = sensitivity.parse_args(argv + ["--jobs", "1", "--out", str(tmp_path / "alone")])
+    threads = torch.get_num_threads()
+    try:
+        batched = sensitivity.train_batches(batch, sensitivity.grid(batch))
+        single = [sensitivity.train_and_measure(alone, run) for run in sensitivity.grid(alone)]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["label"] for r in batched] == ["0.3", "0.9"]
+    for member, run in zip(batched, single):
+        saved = [torch.load(Path(r["dir"]) / "checkpoint.pt", weights_only=False) for r in (member, run)]
+        assert saved[0]["step"] == saved[1]["step"] == 20
+        for name, tensor in saved[1]["agent"]["model"].items():
+            torch.testing.assert_close(saved[0]["agent"]["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        assert member["val_td"] == pytest.approx(run["val_td"], rel=1e-3)
+        assert member["overestimation"] == pytest.approx(run["overestimation"], rel=1e-4)
+        for got, want in zip(member["attention"], run["attention"]):
+            assert got["value"]["entropy"] == pytest.approx(want["value"]["entropy"], rel=1e-4)
+    assert sensitivity.train_batches(batch, sensitivity.grid(batch)) == batched  # finished: measured again, not retrained

@@ -32,9 +32,13 @@ step() {
     timeout "$left" "$@" 2>&1 | grep -v -e "gym.logger.warn" -e "UserWarning" -e "GLFWError" | tee -a "$OUT/$name.txt"
 }
 
-step gpu_check 180 python benchmarks/gpu/gpu_check.py --json "$OUT/gpu_check.json"
-step batched_trials 360 python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu \
-    --json "$OUT/batched_trials.json"
+# Usual times from the first run (one H200, 2026-12-04, benchmarks/gpu/results/): gpu_check took
+# 164 s, a failed capture (1.6M graph+compile) having stopped every later variant (mended: they
+# run now, the compiled ones with ~40 s of warm-up each); a 16-trial
+# study of 3,000-update runs took 295 s one by one alone, so batched_trials runs 1,500 updates.
+step gpu_check 270 python benchmarks/gpu/gpu_check.py --json "$OUT/gpu_check.json"
+step batched_trials 240 python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu \
+    --steps 1500 --json "$OUT/batched_trials.json"
 step eval_members 120 python benchmarks/speed/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500 \
     --repeats 1 --json "$OUT/eval_speed_members.json"
 step held_out 60 python benchmarks/speed/held_out_speed.py --device cuda --k 16 --json "$OUT/held_out_speed.json"

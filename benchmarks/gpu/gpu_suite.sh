@@ -14,23 +14,7 @@
 set -u
 MINUTES=${1:-10}
 OUT=${2:-benchmarks/gpu/results}
-mkdir -p "$OUT"
-: > "$OUT/skipped.txt"
-DEADLINE=$(( $(date +%s) + MINUTES * 60 ))
-
-# step NAME SECONDS COMMAND...: run COMMAND if SECONDS (its usual time) still fit the budget.
-step() {
-    local name=$1 usual=$2
-    shift 2
-    local left=$(( DEADLINE - $(date +%s) ))
-    if (( left < usual )); then
-        echo "$name: skipped, needs about ${usual} s, ${left} s left" | tee -a "$OUT/skipped.txt"
-        return
-    fi
-    echo "== $name (up to ${left} s)"
-    echo "\$ $*" > "$OUT/$name.txt"
-    timeout "$left" "$@" 2>&1 | grep -v -e "gym.logger.warn" -e "UserWarning" -e "GLFWError" | tee -a "$OUT/$name.txt"
-}
+source "$(dirname "$0")/budget_steps.sh"
 
 # Usual times from the first run (one H200, 2026-12-04, benchmarks/gpu/results/): gpu_check took
 # 164 s, a failed capture (1.6M graph+compile) having stopped every later variant (mended: they

@@ -1,0 +1,20 @@
+# Sourced by the GPU scripts that run steps within a wall-time budget (gpu_suite.sh,
+# ../learning/sensitivity_gpu.sh). Expects MINUTES and OUT set; defines step().
+mkdir -p "$OUT"
+: > "$OUT/skipped.txt"
+DEADLINE=$(( $(date +%s) + MINUTES * 60 ))
+
+# step NAME SECONDS COMMAND...: run COMMAND if SECONDS (its usual time) still fit the budget,
+# under a timeout of what is left; its command and output go to OUT/NAME.txt.
+step() {
+    local name=$1 usual=$2
+    shift 2
+    local left=$(( DEADLINE - $(date +%s) ))
+    if (( left < usual )); then
+        echo "$name: skipped, needs about ${usual} s, ${left} s left" | tee -a "$OUT/skipped.txt"
+        return
+    fi
+    echo "== $name (up to ${left} s)"
+    echo "\$ $*" > "$OUT/$name.txt"
+    timeout "$left" "$@" 2>&1 | grep -v -e "gym.logger.warn" -e "UserWarning" -e "GLFWError" | tee -a "$OUT/$name.txt"
+}

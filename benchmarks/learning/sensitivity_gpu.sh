@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The H̄ sensitivity measurements that need a GPU, in order of priority within a wall-time
+# budget (each step runs only if its usual time still fits; see ../gpu/budget_steps.sh). All
+# train each layout's runs as one batch (`sensitivity.py --batch`) on the `cpu` profile's data.
+#
+#   bash benchmarks/learning/sensitivity_gpu.sh [MINUTES (default 10)] [OUT (default
+#        benchmarks/learning/results/gpu)] [DATA_DIR (default data)]
+#
+# 1. confirm:   cube-single, rho 0.3 / 0.6 / 0.9 x 4 seeds, 20,000 updates: does the lowest
+#               target's 0 of 40 at 11,000 updates (docs/sensitivity.md) hold with more seeds?
+# 2. sharing:   cube-single, one temperature per (layer, group) / layer / critic at rho 0.3 and
+#               the best H̄ so far (0.9), 2 seeds, 11,000 updates.
+# 3. published: cube-single with the published configuration (alpha from 1.0, the published
+#               rates) at rho 0.3-0.95, 2 seeds, 30,000 updates.
+# 4. scene:     scene task 1, rho 0.3-0.95 + the published table, 2 seeds, 11,000 updates.
+# Usual times: 12 members x 11,000 updates of cube-single took 106 s on one H200 (with the
+# final evaluation); the others are scaled from it by member-updates. Generating a missing
+# dataset adds about a minute per domain: carry DATA_DIR's generated/ files where you can.
+set -u
+MINUTES=${1:-10}
+OUT=${2:-benchmarks/learning/results/gpu}
+DATA=${3:-data}
+source "$(dirname "$0")/../gpu/budget_steps.sh"
+CUBE=cube-single-play-singletask-task1-v0
+run() {  # run NAME SECONDS ARGS...: one sensitivity.py call writing OUT/NAME.{txt,json,png}
+    local name=$1 usual=$2
+    shift 2
+    step "$name" "$usual" python benchmarks/learning/sensitivity.py --batch --eval-episodes 20 --data-dir "$DATA" \
+        --out "runs/sensitivity-gpu/$name" --json "$OUT/$name.json" --png "$OUT/$name.png" "$@"
+}
+run confirm 220 --task $CUBE --rhos 0.3,0.6,0.9 --seeds 0,1,2,3 --steps 20000 --eval-every 20000
+run sharing 270 --task $CUBE --rhos 0.3,0.9 --sharings layer_group,layer,global --seeds 0,1 --steps 11000 --eval-every 11000
+run published 300 --task $CUBE --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 30000 --eval-every 30000 \
+    --agent alpha_init=1.0
+run scene 180 --task scene-play-singletask-task1-v0 --rhos 0.3,0.45,0.6,0.75,0.9,0.95,published --seeds 0,1 \
+    --steps 11000 --eval-every 11000
+echo "results in $OUT"

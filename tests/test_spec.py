@@ -17,12 +17,21 @@ def test_shipped_default_file_equals_the_built_in_default():
     assert from_file.replace(source="x") == load_spec(None).replace(source="x")
 
 
-EXPERIMENT = STUDIES / "experiment.toml"  # an experiment spec (tests/test_experiment.py), not a study spec
+EXPERIMENTS = set(STUDIES.glob("experiment*.toml"))  # experiment specs (tests/test_experiment.py), not study specs
 
 
-@pytest.mark.parametrize("path", sorted(set(STUDIES.glob("*.toml")) - {EXPERIMENT}), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(set(STUDIES.glob("*.toml")) - EXPERIMENTS), ids=lambda p: p.name)
 def test_every_shipped_spec_is_valid(path):
     load_spec(path).validate()
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS), ids=lambda p: p.name)
+def test_every_shipped_experiment_spec_loads_with_its_study_specs(path):
+    from autotune.experiment.spec import load_experiment
+
+    spec = load_experiment(path)
+    assert spec.tasks and spec.approaches
+    load_spec(path.parent / spec.tuned_spec).validate()
 
 
 def test_a_spec_of_another_version_or_not_toml_fails_in_one_line(tmp_path):

@@ -167,6 +167,7 @@ class _CaptureModel:
         monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
         monkeypatch.setattr(torch.cuda, "graph", graph)
         monkeypatch.setattr(torch.cuda, "default_generators", (self.default,))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
 
 def test_a_failed_cuda_capture_gives_the_generators_back_as_they_were(monkeypatch):

@@ -73,7 +73,8 @@ class CudaCapture:
         generators = [g for g in self.generators if g.device.type == "cuda"]
         for generator in generators:
             self.graph.register_generator_state(generator)
-        generators.append(torch.cuda.default_generators[torch.device(self.device).index or 0])
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        generators.append(torch.cuda.default_generators[index])
         saved = [generator.clone_state() for generator in generators]
         try:
             with torch.cuda.graph(self.graph):

@@ -21,9 +21,9 @@ Per H̄ (and layout) it reports, from each run's last evaluation and checkpoint:
 Runs are spread over ``--jobs`` processes of one thread each, or, with ``--batch``, each
 layout's runs train together as one batch (``tql.batched``: one update for every member,
 the fast way on a GPU; each member's checkpoint is then written into its own folder). Either
-way they resume where they stopped (re-run the same command). A finished run is measured as it is; one finished at another
-``--steps`` is refused (its learning-rate schedule spanned its own length): give a new
-``--out`` for a longer budget. Printed as one table; ``--json`` and
+way they resume where they stopped (re-run the same command). A finished run is measured as
+it is; one finished at another ``--steps`` is refused (its learning-rate schedule spanned its
+own length): give a new ``--out`` for a longer budget. Printed as one table; ``--json`` and
 ``--png`` (success and progress vs rho, and the attention entropy vs the target) write them.
 
     python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\

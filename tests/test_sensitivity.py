@@ -70,3 +70,39 @@ def test_a_batch_gives_each_member_the_checkpoint_and_measures_of_its_run_alone(
         for got, want in zip(member["attention"], run["attention"]):
             assert got["value"]["entropy"] == pytest.approx(want["value"]["entropy"], rel=1e-4)
     assert sensitivity.train_batches(batch, sensitivity.grid(batch)) == batched  # finished: measured again, not retrained
+
+
+def _hypergeometric_two_sided(a: int, row: int, col: int, total: int) -> float:
+    """Fisher's two-sided p by hand: every table with the same margins at most as likely as ours."""
+    from math import comb
+
+    def prob(k: int) -> float:
+        return comb(col, k) * comb(total - col, row - k) / comb(total, row)
+
+    observed = prob(a)
+    return sum(prob(k) for k in range(max(0, row + col - total), min(row, col) + 1) if prob(k) <= observed * (1 + 1e-9))
+
+
+def test_success_tests_pool_the_other_targets_of_a_layout_and_report_again_from_json(tmp_path):
+    import json
+
+    from benchmarks.learning.sensitivity import main
+
+    def run(label, seed, success, sharing="layer_group"):
+        return {"label": label, "sharing": sharing, "seed": seed, "name": f"{label}-{sharing}", "dir": "-",
+                "step": 100, "success": success, "episodes": 20, "progress": success, "val_td": 0.5,
+                "overestimation": 1.0, "attention": None, "engaged_at": None}
+
+    runs = [run("0.3", 0, 0.0), run("0.3", 1, 0.0), run("0.6", 0, 0.25), run("0.6", 1, 0.1),
+            run("0.9", 0, 0.2), run("0.9", 1, 0.15), run("0.3", 0, 0.5, "global")]
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"command": "python benchmarks/learning/sensitivity.py --task "
+                                            "cube-single-play-singletask-task1-v0 --steps 100", "runs": runs}))
+    again = tmp_path / "again.json"
+    assert main(["--from-json", str(saved), "--json", str(again), "--reps", "50"]) == 0
+    rows = {(r["label"], r["sharing"]): r for r in json.loads(again.read_text())["rows"]}
+    low = rows[("0.3", "layer_group")]
+    assert (low["successes"], low["episodes"]) == (0, 40)
+    # against 0.6 and 0.9 pooled: 7 + 7 = 14 of 80; the 'global' run is another layout's
+    assert low["success_p"] == pytest.approx(_hypergeometric_two_sided(0, 40, 14, 120), rel=1e-9)
+    assert rows[("0.3", "global")]["success_p"] == 1.0  # alone in its layout: nothing to compare with

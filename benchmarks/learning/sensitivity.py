@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--json")
     p.add_argument("--png")
+    p.add_argument("--from-json", help="report an earlier run's --json again (its own settings), training nothing")
     args = p.parse_args(argv)
     args.agent = ENGAGED if args.agent is None else args.agent
     return args
@@ -220,6 +222,7 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         progress = [np.array([r["progress"]]) for r in group if r["progress"] is not None]
         row = {"name": name, "label": group[0]["label"], "sharing": group[0]["sharing"], "seeds": len(group),
                "steps": group[0]["step"], "success": float(np.mean([e.mean() for e in episodes])),
+               "successes": int(sum(e.sum() for e in episodes)), "episodes": int(sum(len(e) for e in episodes)),
                "success_ci": bootstrap_ci(episodes, reps, rng),
                "progress": float(np.mean([p[0] for p in progress])) if progress else None,
                "progress_ci": bootstrap_ci(progress, reps, rng) if progress else None,
@@ -227,7 +230,24 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
                "val_td": _mean(r["val_td"] for r in group),
                "overestimation": _mean(r["overestimation"] for r in group), "layers": _attention(group, log_n)}
         rows.append(row)
+    for row, p_value in zip(rows, success_tests(rows)):
+        row["success_p"] = p_value
     return rows
+
+
+def success_tests(rows: list[dict]) -> list[float]:
+    """Per row: Fisher's exact test (two-sided) of its successful episodes against those of the
+    other H̄ of its layout, pooled. It counts episodes as independent, which episodes of one
+    seed are not, and it is one of several comparisons: a lead to confirm, not a verdict."""
+    from scipy.stats import fisher_exact
+
+    p_values = []
+    for row in rows:
+        others = [r for r in rows if r["sharing"] == row["sharing"] and r is not row]
+        won, lost = sum(r["successes"] for r in others), sum(r["episodes"] - r["successes"] for r in others)
+        table = [[row["successes"], row["episodes"] - row["successes"]], [won, lost]]
+        p_values.append(float(fisher_exact(table).pvalue) if others else 1.0)
+    return p_values
 
 
 def _mean(values) -> float | None:
@@ -340,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        shown = parse_args(shlex.split(saved["command"])[2:])
+        return report(shown, saved["runs"], saved["command"], console, args.json, args.png)
     runs, task = grid(args), get_task(args.task)
     from tql.errors import ConfigError
 
@@ -369,16 +393,28 @@ def main(argv: list[str] | None = None) -> int:
 
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             done = list(pool.map(train_and_measure, [args] * len(runs), runs))
-    rows = aggregate(done, task.max_entropy, args.reps)
+    command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    return report(args, done, command, console, args.json, args.png)
+
+
+def report(args, done: list[dict], command: str, console, json_path: str | None, png_path: str | None) -> int:
+    """The table, the success tests, the terminal plot; ``--json`` and ``--png`` if asked."""
+    from tql.tasks import get_task
+
+    log_n = get_task(args.task).max_entropy
+    rows = aggregate(done, log_n, args.reps)
     print_table(rows, args, console)
+    console.print("success vs the other H̄ of its layout pooled (Fisher's exact test; episodes counted as "
+                  "independent, which episodes of one seed are not): " +
+                  "; ".join(f"{r['label']} {r['sharing']} {r['successes']}/{r['episodes']} p = {r['success_p']:.3g}"
+                            for r in rows))
     if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
         print(terminal_plot(rows))
-    command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "task": args.task, "log_n": task.max_entropy,
+    if json_path:
+        Path(json_path).write_text(json.dumps({"command": command, "task": args.task, "log_n": log_n,
                                                "runs": done, "rows": rows}, indent=1, default=float) + "\n")
-    if args.png:
-        plot(rows, args.png, f"{args.task}: {args.steps:,} updates, {' '.join(args.agent)}")
+    if png_path:
+        plot(rows, png_path, f"{args.task}: {args.steps:,} updates, {' '.join(args.agent)}")
     return 0
 
 

@@ -2,13 +2,20 @@
 # ../learning/sensitivity_gpu.sh). Expects MINUTES and OUT set; defines step().
 mkdir -p "$OUT"
 : > "$OUT/skipped.txt"
+: > "$OUT/commands.txt"
 DEADLINE=$(( $(date +%s) + MINUTES * 60 ))
 
 # step NAME SECONDS COMMAND...: run COMMAND if SECONDS (its usual time) still fit the budget,
-# under a timeout of what is left; its command and output go to OUT/NAME.txt.
+# under a timeout of what is left; its command and output go to OUT/NAME.txt. With
+# GPU_STEPS_DRY=1 every command is only listed, one per line, in OUT/commands.txt (the tests
+# check them on a CPU).
 step() {
     local name=$1 usual=$2
     shift 2
+    if [ "${GPU_STEPS_DRY:-0}" = 1 ]; then
+        printf '%q ' "$@" >> "$OUT/commands.txt" && echo >> "$OUT/commands.txt"
+        return
+    fi
     local left=$(( DEADLINE - $(date +%s) ))
     if (( left < usual )); then
         echo "$name: skipped, needs about ${usual} s, ${left} s left" | tee -a "$OUT/skipped.txt"

@@ -1,0 +1,71 @@
+"""The budgeted GPU scripts (benchmarks/gpu/gpu_suite.sh, benchmarks/learning/sensitivity_gpu.sh)
+checked on a CPU: a broken command would cost a GPU machine's minutes. With GPU_STEPS_DRY=1
+they list their commands instead of running them; each command's arguments must parse, and
+each sensitivity run's settings must make a valid training config."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ["benchmarks/gpu/gpu_suite.sh", "benchmarks/learning/sensitivity_gpu.sh"]
+
+
+class _Parsed(Exception):
+    def __init__(self, namespace: argparse.Namespace):
+        self.namespace = namespace
+
+
+def listed_commands(script: str, out: Path) -> list[list[str]]:
+    done = subprocess.run(["bash", script, "10", str(out)], cwd=ROOT, env={**os.environ, "GPU_STEPS_DRY": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [shlex.split(line) for line in (out / "commands.txt").read_text().splitlines() if line.strip()]
+
+
+def parsed_arguments(module_path: str, argv: list[str], monkeypatch) -> argparse.Namespace:
+    """The script's own parser applied to ``argv`` (its main stops right after parsing)."""
+    module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(_Parsed) as parsed:
+        module.main(argv)
+    monkeypatch.undo()
+    return parsed.value.namespace
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_listed_command_parses(script, tmp_path, monkeypatch):
+    commands = listed_commands(script, tmp_path)
+    assert len(commands) >= 4 and (tmp_path / "skipped.txt").read_text() == ""
+    for command in commands:
+        assert command[0] == "python", command
+        if command[1] == "-m":  # python -m pytest FILE...
+            assert all((ROOT / f).is_file() for f in command[4:]), command
+            continue
+        assert (ROOT / command[1]).is_file(), command
+        namespace = parsed_arguments(command[1], command[2:], monkeypatch)
+        assert namespace is not None
+
+
+def test_sensitivity_gpu_runs_make_valid_configs(tmp_path):
+    import benchmarks.learning.sensitivity as sensitivity
+
+    for command in listed_commands("benchmarks/learning/sensitivity_gpu.sh", tmp_path):
+        args = sensitivity.parse_args(command[2:])
+        runs = sensitivity.grid(args)
+        assert args.batch and runs
+        for run in runs:  # the agent options, rho labels, layouts and budgets are all accepted
+            config = sensitivity.train_config(args, run)
+            assert config.steps == args.steps == args.eval_every

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.learning.sensitivity import bootstrap_ci, mc_returns
+from benchmarks.learning.sensitivity import mc_returns
+from benchmarks.learning.sensitivity_report import bootstrap_ci
 
 
 def test_mc_returns_restart_at_each_trajectory_and_stop_at_a_zero_mask():

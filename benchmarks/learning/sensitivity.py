@@ -23,8 +23,9 @@ layout's runs train together as one batch (``tql.batched``: one update for every
 the fast way on a GPU; each member's checkpoint is then written into its own folder). Either
 way they resume where they stopped (re-run the same command). A finished run is measured as
 it is; one finished at another ``--steps`` is refused (its learning-rate schedule spanned its
-own length): give a new ``--out`` for a longer budget. Printed as one table; ``--json`` and
-``--png`` (success and progress vs rho, and the attention entropy vs the target) write them.
+own length): give a new ``--out`` for a longer budget. Printed as one table (``sensitivity_report.py``); ``--json`` and
+``--png`` (success and progress vs rho, and the attention entropy vs the target) write them,
+and ``--from-json`` reports a saved run again.
 
     python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\
         --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 3000 --jobs 2 \\
@@ -43,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.learning.sensitivity_report import report  # noqa: E402
 
 ENGAGED = ["alpha_init=0.01", "critic_lr=1e-3"]  # engages after ~550-600 updates (engagement_model.txt)
 
@@ -203,155 +206,6 @@ def q_overestimation(config, run_dir: Path, horizon: int, batch: int = 2048) -> 
     return float((q.mean(0).numpy() - returns[rows]).mean()) if len(rows) else None
 
 
-def bootstrap_ci(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> tuple[float, float]:
-    """95% CI of the mean, resampling seeds and, within each drawn seed, its values."""
-    means = []
-    for _ in range(reps):
-        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
-        means.append(np.mean([rng.choice(v, size=len(v)).mean() for v in drawn]))
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
-
-
-def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
-    """One row per (H̄, layout), in the order of the grid."""
-    rng, rows = np.random.default_rng(0), []
-    for name in dict.fromkeys(r["name"] for r in runs):
-        group = [r for r in runs if r["name"] == name]
-        episodes = [np.array([1.0] * round(r["success"] * r["episodes"]) +
-                             [0.0] * (r["episodes"] - round(r["success"] * r["episodes"]))) for r in group]
-        progress = [np.array([r["progress"]]) for r in group if r["progress"] is not None]
-        row = {"name": name, "label": group[0]["label"], "sharing": group[0]["sharing"], "seeds": len(group),
-               "steps": group[0]["step"], "success": float(np.mean([e.mean() for e in episodes])),
-               "successes": int(sum(e.sum() for e in episodes)), "episodes": int(sum(len(e) for e in episodes)),
-               "success_ci": bootstrap_ci(episodes, reps, rng),
-               "progress": float(np.mean([p[0] for p in progress])) if progress else None,
-               "progress_ci": bootstrap_ci(progress, reps, rng) if progress else None,
-               "engaged_at": [r["engaged_at"] for r in group],  # per seed (None: the control never engaged)
-               "val_td": _mean(r["val_td"] for r in group),
-               "overestimation": _mean(r["overestimation"] for r in group), "layers": _attention(group, log_n)}
-        rows.append(row)
-    for row, p_value in zip(rows, success_tests(rows)):
-        row["success_p"] = p_value
-    return rows
-
-
-def success_tests(rows: list[dict]) -> list[float]:
-    """Per row: Fisher's exact test (two-sided) of its successful episodes against those of the
-    other H̄ of its layout, pooled. It counts episodes as independent, which episodes of one
-    seed are not, and it is one of several comparisons: a lead to confirm, not a verdict."""
-    from scipy.stats import fisher_exact
-
-    p_values = []
-    for row in rows:
-        others = [r for r in rows if r["sharing"] == row["sharing"] and r is not row]
-        won, lost = sum(r["successes"] for r in others), sum(r["episodes"] - r["successes"] for r in others)
-        table = [[row["successes"], row["episodes"] - row["successes"]], [won, lost]]
-        p_values.append(float(fisher_exact(table).pvalue) if others else 1.0)
-    return p_values
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _attention(group: list[dict], log_n: float) -> list[dict]:
-    """Per layer, over seeds: medians of the row statistics, the [VALUE] row's weight split."""
-    views = [r["attention"] for r in group if r.get("attention")]
-    if not views:
-        return []
-    layers = []
-    for index in range(len(views[0])):
-        per_seed = [v[index] for v in views]
-        layers.append({
-            "value_entropy": float(np.mean([v["value"]["entropy"][1] for v in per_seed])) / log_n,
-            "other_entropy": float(np.mean([v["other"]["entropy"][1] for v in per_seed])) / log_n,
-            "value_largest": float(np.mean([v["value"]["largest"][1] for v in per_seed])),
-            "on_action": float(np.mean([v["value_weight"]["action"] for v in per_seed])),
-            "on_observation": float(np.mean([v["value_weight"]["observation"] for v in per_seed])),
-        })
-    return layers
-
-
-def print_table(rows: list[dict], args, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"H̄ sensitivity: {args.task}, profile {args.profile}, {args.steps:,} updates, agent "
-                        f"{' '.join(args.agent)}")
-    table.caption = ("engaged at: per seed; success: mean [95% CI over seeds and episodes]; progress: mean [CI "
-                     "over seeds]; Q - MC: mean Q minus the data's discounted return; attention "
-                     "per layer l: median row entropy of the [VALUE] query / of the other queries (fractions of "
-                     "log n), the [VALUE] row's median largest weight and its weight on action tokens")
-    for column in ("rho", "temperatures", "engaged at", "success %", "progress %", "held-out TD", "Q - MC",
-                   *[f"l{i}: H V / other, max, on act" for i in range(len(rows[0]["layers"]))]):
-        table.add_column(column, justify="left" if column in ("rho", "temperatures") else "right")
-    for row in rows:
-        ci = row["success_ci"]
-        progress = "-" if row["progress"] is None else \
-            f"{100 * row['progress']:.1f} [{100 * row['progress_ci'][0]:.1f}, {100 * row['progress_ci'][1]:.1f}]"
-        layers = [f"{la['value_entropy']:.2f}/{la['other_entropy']:.2f}, {la['value_largest']:.3f}, "
-                  f"{la['on_action']:.3f}" for la in row["layers"]]
-        engaged = ", ".join("never" if e is None else f"{e:,}" for e in row["engaged_at"])
-        table.add_row(row["label"], row["sharing"], engaged,
-                      f"{100 * row['success']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]", progress,
-                      _fmt(row["val_td"]), _fmt(row["overestimation"]), *layers)
-    console.print(table)
-
-
-def terminal_plot(rows: list[dict], width: int = 90, height: int = 16) -> str:
-    """The figure's content in the terminal: success, progress and each layer's [VALUE]-row
-    median entropy (fractions of log n), all in percent, against rho (constant-H̄ rows)."""
-    from autotune.report.summary import fresh_plotext, titled_plot
-
-    plt = fresh_plotext()
-    plt.plotsize(width, height)
-    for sharing in dict.fromkeys(r["sharing"] for r in rows):
-        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
-        x = [float(r["label"]) for r in constant]
-        plt.plot(x, [100 * r["success"] for r in constant], marker="o", label=f"success ({sharing})")
-        if all(r["progress"] is not None for r in constant):
-            plt.plot(x, [100 * r["progress"] for r in constant], marker="s", label=f"progress ({sharing})")
-        for layer in range(len(constant[0]["layers"]) if constant and constant[0]["layers"] else 0):
-            plt.plot(x, [100 * r["layers"][layer]["value_entropy"] for r in constant], marker="x",
-                     label=f"l{layer} [VALUE] entropy / log n ({sharing})")
-    plt.ylim(0, 100)
-    plt.xlabel("rho = H̄ / log n")
-    return titled_plot("success %, progress % and attention entropy % of log n vs rho", plt.build())
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def plot(rows: list[dict], path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for sharing in dict.fromkeys(r["sharing"] for r in rows):
-        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
-        x = [float(r["label"]) for r in constant]
-        for key, marker in (("success", "o"), ("progress", "s")):
-            y = [r[key] for r in constant if r[key] is not None]
-            if len(y) == len(x):
-                low = [r[key] - r[f"{key}_ci"][0] for r in constant]
-                high = [r[f"{key}_ci"][1] - r[key] for r in constant]
-                axes[0].errorbar(x, y, yerr=[low, high], marker=marker, capsize=3, label=f"{key} ({sharing})")
-        for layer in range(len(constant[0]["layers"]) if constant and constant[0]["layers"] else 0):
-            axes[1].plot(x, [r["layers"][layer]["value_entropy"] for r in constant], marker="o",
-                         label=f"layer {layer} [VALUE] rows ({sharing})")
-    axes[0].set(xlabel="rho = H̄ / log n", ylabel="final success / progress", title="results")
-    axes[1].plot([0.3, 1.0], [0.3, 1.0], "k--", lw=0.8, label="the target")
-    axes[1].set(xlabel="rho = H̄ / log n", ylabel="median row entropy / log n", title="attention")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -395,27 +249,6 @@ def main(argv: list[str] | None = None) -> int:
             done = list(pool.map(train_and_measure, [args] * len(runs), runs))
     command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
     return report(args, done, command, console, args.json, args.png)
-
-
-def report(args, done: list[dict], command: str, console, json_path: str | None, png_path: str | None) -> int:
-    """The table, the success tests, the terminal plot; ``--json`` and ``--png`` if asked."""
-    from tql.tasks import get_task
-
-    log_n = get_task(args.task).max_entropy
-    rows = aggregate(done, log_n, args.reps)
-    print_table(rows, args, console)
-    console.print("success vs the other H̄ of its layout pooled (Fisher's exact test; episodes counted as "
-                  "independent, which episodes of one seed are not): " +
-                  "; ".join(f"{r['label']} {r['sharing']} {r['successes']}/{r['episodes']} p = {r['success_p']:.3g}"
-                            for r in rows))
-    if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
-        print(terminal_plot(rows))
-    if json_path:
-        Path(json_path).write_text(json.dumps({"command": command, "task": args.task, "log_n": log_n,
-                                               "runs": done, "rows": rows}, indent=1, default=float) + "\n")
-    if png_path:
-        plot(rows, png_path, f"{args.task}: {args.steps:,} updates, {' '.join(args.agent)}")
-    return 0
 
 
 if __name__ == "__main__":

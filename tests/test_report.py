@@ -42,6 +42,20 @@ def test_show_marks_a_tied_best_and_explains_it(capsys):
     assert "0.200" in out and "tie" not in out
 
 
+def test_show_names_a_progress_study_by_its_objective_not_success(capsys):
+    from autotune.report.summary import objective_vs_rho_plot
+
+    study = _study([0.4, 0.4, 0.2])
+    study.set_user_attr("tql:objective", "progress")
+    summary = summarize_study(study)
+    cli_studies._print_summary({"study": "tql", "storage": "memory", "tasks": [summary]})
+    out = capsys.readouterr().out
+    assert "best by progress" in out and "share the best progress" in out and "best success" not in out
+    plot = objective_vs_rho_plot(summary)
+    assert plot.startswith("cube-double-play-singletask-task1-v0: progress % of complete trials vs rho")
+    assert "success" not in plot
+
+
 def test_entropy_series_shows_per_layer_targets_only_when_they_differ(tmp_path):
     from autotune.report.summary import entropy_series
     from tql.io import append_jsonl

@@ -95,8 +95,9 @@ def _print_summary(summary: dict) -> None:
         console.print("a -> b: the first and the last attention layer's rho (and H̄) of a layers study; layers "
                       "between are linear")
     if any((t["best"] or {}).get("tied", 1) > 1 for t in summary["tasks"]):
-        console.print("tie xK: K complete trials share the best success; the earliest is shown, and its rho is no "
-                      "better than the others' (more steps, seeds or evaluation episodes can separate them)")
+        console.print(f"tie xK: K complete trials share the best {' and '.join(objectives)}; the earliest is shown, "
+                      "and its rho is no better than the others' (more steps, seeds or evaluation episodes can "
+                      "separate them)")
     if any((t["best"] or {}).get("tied_idle") for t in summary["tasks"]):
         from tql.engagement import ENGAGE_MARGIN
 
@@ -175,7 +176,7 @@ def show(
     import json
 
     from autotune import api
-    from autotune.report.summary import entropy_plot, success_vs_rho_plot
+    from autotune.report.summary import entropy_plot, objective_vs_rho_plot
 
     summary = api.study_summary(study, storage, task)
     if as_json:
@@ -184,7 +185,7 @@ def show(
     _print_summary(summary)
     if plots:
         for t in summary["tasks"]:
-            print(success_vs_rho_plot(t))
+            print(objective_vs_rho_plot(t))
             print(entropy_plot(t))
 
 

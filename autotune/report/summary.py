@@ -132,9 +132,10 @@ def titled_plot(title: str, canvas: str) -> str:
     return title + "\n" + ANSI.sub("", canvas).rstrip()
 
 
-def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14) -> str:
-    """Success of each complete trial against its rho; a layers study's trials appear twice,
-    at rho_first and at rho_last (labelled), as their mean would hide the profile."""
+def objective_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: int = 14) -> str:
+    """The study's objective (success or progress) of each complete trial against its rho; a
+    layers study's trials appear twice, at rho_first and at rho_last (labelled), as their mean
+    would hide the profile."""
     complete = [t for t in task_summary["trials"] if t["state"] == "complete" and t["value"] is not None]
     if not complete:
         return f"{task_summary['task']}: no complete trials yet"
@@ -149,8 +150,9 @@ def success_vs_rho_plot(task_summary: dict[str, Any], width: int = 70, height: i
     plt.xlim(search["rho_low"], search["rho_high"])
     plt.ylim(0, 100)
     plt.xlabel("rho = H̄ / log n")
-    plt.ylabel("success %")
-    return titled_plot(f"{task_summary['task']}: success % of complete trials vs rho", plt.build())
+    objective = task_summary.get("objective", "success")
+    plt.ylabel(f"{objective} %")
+    return titled_plot(f"{task_summary['task']}: {objective} % of complete trials vs rho", plt.build())
 
 
 ENTROPY_KEY = re.compile(r"entropy/l(\d+)_(value|other)$")
@@ -210,5 +212,5 @@ def counts_text(counts: dict[str, int]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
-__all__ = ["summarize", "summarize_study", "success_vs_rho_plot", "entropy_plot", "entropy_series",
+__all__ = ["summarize", "summarize_study", "objective_vs_rho_plot", "entropy_plot", "entropy_series",
            "fmt_success", "counts_text"]

@@ -46,16 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def setting(task: str, profile: str):
     """The profile's compiled agent config, the task's dims, one batch and H̄ table."""
+    from benchmarks.speed.chunked_update import random_batch
     from tql.trainer import TrainConfig
 
     config = TrainConfig.from_profile(task, profile, {"compile": True})
-    spec, size = config.spec, config.agent.batch_size
-    g = torch.Generator().manual_seed(1)
-    batch = {"observations": torch.randn(size, spec.obs_dim, generator=g),
-             "actions": torch.rand(size, spec.act_dim, generator=g) * 2 - 1,
-             "next_observations": torch.randn(size, spec.obs_dim, generator=g),
-             "rewards": -torch.rand(size, generator=g), "masks": torch.ones(size)}
-    return config, spec, batch, torch.full((2, 2), 0.9 * spec.max_entropy)
+    spec = config.spec
+    return config, spec, random_batch(spec, config.agent.batch_size), torch.full((2, 2), 0.9 * spec.max_entropy)
 
 
 def worker(conn, task: str, profile: str, members: int, first_seed: int) -> None:

@@ -70,7 +70,9 @@ def test_a_batch_gives_each_member_the_checkpoint_and_measures_of_its_run_alone(
         assert member["overestimation"] == pytest.approx(run["overestimation"], rel=1e-4)
         for got, want in zip(member["attention"], run["attention"]):
             assert got["value"]["entropy"] == pytest.approx(want["value"]["entropy"], rel=1e-4)
-    assert sensitivity.train_batches(batch, sensitivity.grid(batch)) == batched  # finished: measured again, not retrained
+    written = {r["dir"]: (Path(r["dir"]) / "checkpoint.pt").stat().st_mtime_ns for r in batched}
+    assert sensitivity.train_batches(batch, sensitivity.grid(batch)) == batched  # finished: measured again,
+    assert {d: (Path(d) / "checkpoint.pt").stat().st_mtime_ns for d in written} == written  # not retrained
 
 
 def _hypergeometric_two_sided(a: int, row: int, col: int, total: int) -> float:

@@ -222,7 +222,8 @@ def test_killed_worker_batch_is_retried_from_the_population_checkpoint(monkeypat
     finished = {p: p.stat().st_mtime_ns for p in runs.rglob("summary.json")}
     assert len(finished) == 2
     # Trials 2 and 3 train for "ever" as one batch in another process; kill it after a checkpoint.
-    worker = _cli(*base, "--trials", "4", "--steps", "100000", "--eval-every", "100000")
+    # --no-compile (here and at the retry, whose batch must match) spares a cold compile.
+    worker = _cli(*base, "--trials", "4", "--steps", "100000", "--eval-every", "100000", "--no-compile")
     checkpoint = runs / study / TINY_TASK / "batch-0002" / "checkpoint.pt"
     try:
         _wait_for(checkpoint.exists, 180, f"{checkpoint}")
@@ -233,7 +234,8 @@ def test_killed_worker_batch_is_retried_from_the_population_checkpoint(monkeypat
     saved_step = torch.load(checkpoint, weights_only=False)["step"]
     metrics = runs / study / TINY_TASK / "trial-0002" / "seed-0" / "metrics.jsonl"
     before = [r for r in _rows(metrics, "train") if r["step"] <= saved_step]
-    code, _, err = run_cli(monkeypatch, capsys, *base, "--trials", "4", "--steps", "300", "--eval-every", "300")
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--trials", "4", "--steps", "300", "--eval-every", "300",
+                           "--no-compile")
     assert code == 0, err
     trials = load(storage_url, study, TINY_TASK).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from autotune.report.stats import (
-    CI, ComparisonData, aggregate, iqm, mean, paired_tests, per_task_means, per_task_summary,
+    CI, ComparisonData, aggregate, difference_ci, iqm, mean, paired_tests, per_task_means, per_task_summary,
     probability_of_improvement, stratified_bootstrap_ci, wins_ties_losses,
 )
 
@@ -277,3 +277,37 @@ def test_progress_data_is_the_same_comparison_scored_by_progress():
     assert by_progress.scores == progress and by_progress.meta == {"profile": "smoke"}
     # IQM of a's four runs [0.2, 0.5, 0.5, 1.0]: the middle two, 0.5 and 0.5.
     assert aggregate(by_progress, reps=50)["a"]["iqm"] == pytest.approx(0.5)
+
+
+def test_difference_ci_has_the_exact_bootstrap_distributions_percentiles():
+    # One task: X = [0, 0, 0, 1] against a constant Y. A resampled mean of X is k/4 with k ~ Bin(4, 1/4):
+    # P(k = 0) = 0.32 > 2.5%, P(k <= 2) = 0.949 < 97.5% <= P(k <= 3) = 0.996, so the 95% CI is [0, 0.75].
+    ci = difference_ci({"t": [0, 0, 0, 1]}, {"t": [0.0, 0.0]}, reps=20_000)
+    assert ci == CI(0.25, 0.0, 0.75)
+    # A second task whose difference is 0.4 whatever the resample: the mean over tasks halves the first.
+    two = difference_ci({"t": [0, 0, 0, 1], "u": [0.5, 0.5]}, {"t": [0.0, 0.0], "u": [0.1, 0.1]}, reps=20_000)
+    assert two.point == pytest.approx(0.325) and two.low == pytest.approx(0.2) and two.high == pytest.approx(0.575)
+    with pytest.raises(ValueError, match="same non-empty set of tasks"):
+        difference_ci({"t": [1.0]}, {"u": [1.0]})
+
+
+def test_paired_tests_and_reports_bound_the_difference_with_its_ci(tmp_path):
+    from autotune.report.comparison import write_markdown
+
+    shifted = ComparisonData(["default", "up"], ["a", "b"], {"default": {"a": [0.1], "b": [0.2]},
+                                                             "up": {"a": [0.35], "b": [0.45]}}, {"default": 0, "up": 0})
+    r = paired_tests(shifted, reps=100)["up"]
+    assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx((0.25, 0.25))  # one seed: nothing to resample
+    scores = {"a": {"t1": [0.0, 0.0], "t2": [0.0, 0.0]}, "b": {"t1": [0.0, 0.0], "t2": [0.0, 0.0]}}
+    # Progress means per task: a 0.5, 0.6; b 0.25, 0.5; so a - b = (0.25 + 0.1) / 2 = +17.5 points.
+    progress = {"a": {"t1": [0.5, 0.5], "t2": [0.2, 1.0]}, "b": {"t1": [0.5, 0.0], "t2": [0.4, 0.6]}}
+    graded = ComparisonData(approaches=["b", "a"], tasks=["t1", "t2"], scores=scores, steps={"a": 10, "b": 10},
+                            meta={"progress": progress})
+    text = write_markdown(graded, tmp_path / "r.md", baseline="b", reps=500).read_text()
+    section = text.split("## Aggregate progress")[1].split("##")[0]
+    row_a = next(line for line in section.splitlines() if line.startswith("| a |"))
+    row_b = next(line for line in section.splitlines() if line.startswith("| b |"))
+    expected = difference_ci(progress["a"], progress["b"], reps=500)
+    assert row_a.endswith(f"| +17.5 [{100 * expected.low:+.1f}, {100 * expected.high:+.1f}] |") and row_b.endswith("| - |")
+    assert "| +0.0 [+0.0, +0.0] |" in text.split("## Paired tests")[1]  # success: every run 0
+

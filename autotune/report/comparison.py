@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.report.curves import rliable_summary
-from autotune.report.stats import ComparisonData, aggregate, default_baseline, paired_tests, per_task_summary
+from autotune.report.stats import (ComparisonData, aggregate, default_baseline, difference_ci, paired_tests,
+                                   per_task_summary)
 from tql.errors import ConfigError
 from tql.io import atomic_path, atomic_write_text
 
@@ -32,6 +33,11 @@ def _p(p: float | None) -> str:
 
 def _signed_pct(x: float) -> str:
     return f"{100 * x:+.1f}"
+
+
+def _diff_text(test: dict[str, Any]) -> str:
+    """A paired test's mean difference with its CI, in percentage points."""
+    return f"{_signed_pct(test['mean_diff'])} [{_signed_pct(test['diff_ci_low'])}, {_signed_pct(test['diff_ci_high'])}]"
 
 
 def _md_escape(text: Any) -> str:
@@ -64,7 +70,16 @@ def _meta_lines(data: ComparisonData) -> list[str]:
     return lines
 
 
-def _progress_lines(data: ComparisonData, reps: int, confidence: float, seed: int, level: str) -> list[str]:
+def _diff_cell(data: ComparisonData, approach: str, base: str, reps: int, confidence: float, seed: int) -> str:
+    """``approach``'s mean minus ``base``'s in percentage points, with its bootstrap CI."""
+    if approach == base:
+        return "-"
+    gap = difference_ci(data.scores[approach], data.scores[base], reps=reps, confidence=confidence, seed=seed)
+    return f"{_signed_pct(gap.point)} [{_signed_pct(gap.low)}, {_signed_pct(gap.high)}]"
+
+
+def _progress_lines(data: ComparisonData, base: str, reps: int, confidence: float, seed: int,
+                    level: str) -> list[str]:
     """The aggregate once more, scored by progress, where the runs recorded it."""
     progress = data.progress_data()
     if progress is None:
@@ -72,10 +87,13 @@ def _progress_lines(data: ComparisonData, reps: int, confidence: float, seed: in
     graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
     lines = ["## Aggregate progress over all tasks and seeds", "",
              "Progress in %: the fraction of each task's subtasks (cubes, buttons, drawer, window) done at the "
-             "episodes' ends, which grades runs that all score 0% success. IQM and CI as above.", "",
-             f"| approach | IQM | {level} CI | mean |", "|---|---:|---:|---:|"]
+             "episodes' ends, which grades runs that all score 0% success. IQM and CI as above; the last "
+             f"column is the mean's difference from `{_md_escape(base)}` in percentage points, with its {level} "
+             "CI (seeds resampled within each task): the range of differences these runs cannot rule out.", "",
+             f"| approach | IQM | {level} CI | mean | vs {_md_escape(base)} [CI] |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {_md_escape(a)} | {_pct(graded[a]['iqm'])} | [{_pct(graded[a]['ci_low'])}, "
-              f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} |" for a in data.approaches]
+              f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} | "
+              f"{_diff_cell(progress, a, base, reps, confidence, seed)} |" for a in data.approaches]
     return lines + [""] + (_curve_lines(progress, reps, confidence, seed, "progress") if progress.curves else [])
 
 
@@ -144,7 +162,7 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
         out.append(f"| {_md_escape(a)} | {_pct(g['iqm'])} | [{_pct(g['ci_low'])}, {_pct(g['ci_high'])}] | "
                    f"{_pct(g['mean'])} | {g['n_runs']} | {g['steps']:,} |")
     out.append("")
-    out += _progress_lines(data, reps, confidence, seed, level)
+    out += _progress_lines(data, base, reps, confidence, seed, level)
 
     out += ["## Per task", "", "Mean ± sample std of the success rate (%) over seeds; best mean per task in bold.", "",
             "| task | " + " | ".join(_md_escape(a) for a in data.approaches) + " |",
@@ -163,11 +181,12 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
     if not tests:
         out += ["Only one approach: nothing to test.", ""]
     else:
-        out += [f"Per-task mean success, paired by task ({len(data.tasks)} tasks). Differences in percentage points.", "",
-                f"| approach | mean diff | won / tied / lost | Wilcoxon p | t-test p | P(approach > {_md_escape(base)}) [{level} CI] |",
+        out += [f"Per-task mean success, paired by task ({len(data.tasks)} tasks). Differences in percentage points, "
+                f"with the {level} CI of the mean difference (seeds resampled within each task).", "",
+                f"| approach | mean diff [CI] | won / tied / lost | Wilcoxon p | t-test p | P(approach > {_md_escape(base)}) [{level} CI] |",
                 "|---|---:|---:|---:|---:|---:|"]
         for a, r in tests.items():
-            out.append(f"| {_md_escape(a)} | {_signed_pct(r['mean_diff'])} | {r['wins']} / {r['ties']} / {r['losses']} | "
+            out.append(f"| {_md_escape(a)} | {_diff_text(r)} | {r['wins']} / {r['ties']} / {r['losses']} | "
                        f"{_p(r['wilcoxon_p'])} | {_p(r['ttest_p'])} | {r['prob_improvement']:.2f} "
                        f"[{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}] |")
         # A note every approach shares (e.g. too few tasks) is printed once.
@@ -310,18 +329,19 @@ def rich_tables(data: ComparisonData, baseline: str | None = None, reps: int = 2
     if progress is not None:
         graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
         t_prog = Table(title="Aggregate progress (%): the fraction of each task's subtasks done at the end")
-        for col in ("approach", "IQM", f"{level} CI", "mean"):
+        for col in ("approach", "IQM", f"{level} CI", "mean", f"vs {escape(base)} (pp) \\[CI]"):
             t_prog.add_column(col, justify="left" if col == "approach" else "right")
         for a in data.approaches:
             g = graded[a]
-            t_prog.add_row(escape(a), _pct(g["iqm"]), f"[{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]", _pct(g["mean"]))
+            t_prog.add_row(escape(a), _pct(g["iqm"]), f"[{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]", _pct(g["mean"]),
+                           escape(_diff_cell(progress, a, base, reps, confidence, seed)))
         tables.insert(1, t_prog)
     if tests:
         t_test = Table(title=f"Paired tests vs {escape(base)} ({len(data.tasks)} tasks)")
-        for col in ("approach", "mean diff (pp)", "won/tied/lost", "Wilcoxon p", "t-test p", f"P(> {escape(base)}) \\[{level} CI]", "notes"):
+        for col in ("approach", "mean diff (pp) \\[CI]", "won/tied/lost", "Wilcoxon p", "t-test p", f"P(> {escape(base)}) \\[{level} CI]", "notes"):
             t_test.add_column(col, justify="left" if col in ("approach", "notes") else "right")
         for a, r in tests.items():
-            t_test.add_row(escape(a), _signed_pct(r["mean_diff"]), f"{r['wins']}/{r['ties']}/{r['losses']}", _p(r["wilcoxon_p"]),
+            t_test.add_row(escape(a), escape(_diff_text(r)), f"{r['wins']}/{r['ties']}/{r['losses']}", _p(r["wilcoxon_p"]),
                            _p(r["ttest_p"]), f"{r['prob_improvement']:.2f} [{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}]",
                            escape("; ".join(r["notes"])))
         tables.append(t_test)

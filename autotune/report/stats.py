@@ -377,6 +377,34 @@ def probability_of_improvement(x_by_task: dict[str, Sequence[float]], y_by_task:
     return _percentile_ci(float(np.mean(point_parts)), np.mean(boot_parts, axis=0), confidence)
 
 
+def difference_ci(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
+                  reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> CI:
+    """Mean over tasks of (X's mean - Y's mean), with a stratified bootstrap CI.
+
+    The bootstrap resamples each approach's seeds within each task independently, as for
+    ``probability_of_improvement``. The interval bounds the difference that these runs allow:
+    one that holds 0 says "no difference found", and its ends say how large a difference the
+    runs could still hide, which a p-value does not.
+    """
+    if set(x_by_task) != set(y_by_task) or not x_by_task:
+        raise ValueError("a difference needs the same non-empty set of tasks for both approaches")
+    if reps < 1:
+        raise ValueError(f"reps {reps!r} must be at least 1")
+    _alpha(confidence)
+    rng = np.random.default_rng(seed)
+    point_parts, boot_parts = [], []
+    for task in x_by_task:
+        x = np.asarray(x_by_task[task], float).ravel()
+        y = np.asarray(y_by_task[task], float).ravel()
+        if x.size == 0 or y.size == 0:
+            raise ValueError(f"task {task!r} has no scores")
+        point_parts.append(x.mean() - y.mean())
+        xb = x[rng.integers(0, x.size, size=(reps, x.size))].mean(axis=1)
+        yb = y[rng.integers(0, y.size, size=(reps, y.size))].mean(axis=1)
+        boot_parts.append(xb - yb)
+    return _percentile_ci(float(np.mean(point_parts)), np.mean(boot_parts, axis=0), confidence)
+
+
 # --------------------------------------------------------------------------------------
 # Summaries over ComparisonData
 
@@ -434,8 +462,10 @@ def paired_tests(data: ComparisonData, baseline: str = "default", reps: int = 20
     ``wins``, ``ties``, ``losses`` (tasks where the approach's mean is higher / equal within
     ``tol`` / lower), ``wilcoxon_p`` (``scipy.stats.wilcoxon(diffs, zero_method="zsplit")``,
     two-sided), ``ttest_p`` (``scipy.stats.ttest_rel(approach, baseline)``, two-sided),
-    ``prob_improvement``, ``poi_ci_low``, ``poi_ci_high`` (P(approach > baseline) over
-    (task, seed) runs with a stratified bootstrap CI, see ``probability_of_improvement``),
+    ``diff_ci_low``, ``diff_ci_high`` (a stratified bootstrap CI of ``mean_diff``, see
+    ``difference_ci``), ``prob_improvement``, ``poi_ci_low``, ``poi_ci_high`` (P(approach >
+    baseline) over (task, seed) runs with a stratified bootstrap CI, see
+    ``probability_of_improvement``),
     and ``notes`` (list of strings). Differences within ``tol`` of zero are set to zero. A
     p-value is ``None`` when the test is undefined (one task; constant non-zero differences
     for the t-test); with all differences zero both p-values are 1.0, with a note.
@@ -474,7 +504,9 @@ def paired_tests(data: ComparisonData, baseline: str = "default", reps: int = 20
                 notes.append(f"only {diffs.size} tasks: the Wilcoxon test cannot reach p < 0.05")
         poi = probability_of_improvement(data.scores[a], data.scores[baseline], reps=reps,
                                          confidence=confidence, seed=seed)
+        gap = difference_ci(data.scores[a], data.scores[baseline], reps=reps, confidence=confidence, seed=seed)
         out[a] = {"baseline": baseline, "n_tasks": int(diffs.size), "mean_diff": float(diffs.mean()),
+                  "diff_ci_low": gap.low, "diff_ci_high": gap.high,
                   "wins": won, "ties": tied, "losses": lost, "wilcoxon_p": wilcoxon_p, "ttest_p": ttest_p,
                   "prob_improvement": poi.point, "poi_ci_low": poi.low, "poi_ci_high": poi.high, "notes": notes}
     return out

@@ -223,3 +223,28 @@ def test_the_probe_rates_a_cpu_population_member_as_its_runs_train():
     cpu = torch.device("cpu")
     assert compile_pays(cpu, PROFILES["cpu"]["steps"]) and not compile_pays(cpu, PROFILES["smoke"]["steps"])
     assert (_population_slowdown("cpu", cpu), _population_slowdown("smoke", cpu)) == (1.0, 1.2)
+
+
+def test_a_comparison_cut_off_keeps_the_minutes_of_its_finished_runs(monkeypatch):
+    import types
+
+    import autotune.experiment.plan as plan_module
+
+    clock = iter([0.0, 60.0, 60.0, 180.0, 300.0])  # data 0-60 s; compare from 60, runs end at 180 and 300
+    monkeypatch.setattr(plan_module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(plan_module, "make_data", lambda *args: None)
+    seen = []
+
+    def two_runs_then_killed(plan, settings, on_run):
+        on_run("default", "t", 100, 0.0)
+        on_run("default", "t", 101, 0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_module, "run_compare", two_runs_then_killed)
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        plan_module.run_experiment(types.SimpleNamespace(approaches=["default"]), None,
+                                   lambda phase, minutes: recorded.append((phase, minutes)),
+                                   on_run=lambda *run: seen.append(run))
+    assert recorded == [("data", 1.0), ("compare", 2.0), ("compare", 2.0)]
+    assert seen == [("default", "t", 100, 0.0), ("default", "t", 101, 0.5)]

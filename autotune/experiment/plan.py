@@ -268,7 +268,8 @@ def run_experiment(plan: ExperimentPlan, settings: Settings, record: Callable[[s
                    say: Callable[[str], None] = lambda text: None,
                    on_run: Callable[[str, str, int, float], None] | None = None):
     """Data, the studies the approaches read, then the comparison; ``record(phase, minutes)``
-    is called as each phase ends (for plan.json). Returns the ComparisonData."""
+    is called as each phase ends, and in the comparison after each run, so that the minutes of
+    a comparison cut off and resumed add up (for plan.json). Returns the ComparisonData."""
     start = time.perf_counter()
     make_data(plan, settings, say)
     record("data", (time.perf_counter() - start) / 60)
@@ -277,9 +278,21 @@ def run_experiment(plan: ExperimentPlan, settings: Settings, record: Callable[[s
             start = time.perf_counter()
             run_study(plan, settings, which, say)
             record(f"study {which}", (time.perf_counter() - start) / 60)
-    start = time.perf_counter()
-    data = run_compare(plan, settings, on_run)
-    record("compare", (time.perf_counter() - start) / 60)
+    mark = time.perf_counter()
+
+    def lap() -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        record("compare", (now - mark) / 60)
+        mark = now
+
+    def finished(approach: str, task: str, seed: int, value: float) -> None:
+        lap()
+        if on_run is not None:
+            on_run(approach, task, seed, value)
+
+    data = run_compare(plan, settings, finished)
+    lap()
     return data
 
 

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from autotune.controllers import (FeedbackController, PBTRule, PopulationController, followed_schedule_of,
                                   train_with_population)
 from autotune.schedules import Schedule, ScheduleHooks
-from autotune.report.stats import ComparisonData
+from autotune.report.data import ComparisonData
 from autotune.transfer import leave_one_domain_out, schedule_of_task
 from autotune.tuning.trials import objective_value
 from tql.errors import ConfigError

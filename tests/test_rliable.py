@@ -12,7 +12,7 @@ import json
 import pytest
 
 from autotune.report.curves import PROFILE_THRESHOLDS, common_steps, performance_profile, rliable_summary, sample_efficiency
-from autotune.report.stats import ComparisonData
+from autotune.report.data import ComparisonData
 from tql.errors import ConfigError
 
 A, B = "cube-double-play-singletask-task1-v0", "scene-play-singletask-task2-v0"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from autotune.report.data import ComparisonData
 from autotune.report.stats import (
-    CI, ComparisonData, aggregate, difference_ci, iqm, mean, paired_tests, per_task_means, per_task_summary,
+    CI, aggregate, difference_ci, iqm, mean, paired_tests, per_task_means, per_task_summary,
     probability_of_improvement, stratified_bootstrap_ci, wins_ties_losses,
 )
 

@@ -94,7 +94,7 @@ def test_export_warns_and_writes_ties_into_the_schedule(monkeypatch, capsys, sto
 def test_compare_approaches_carry_ties_into_the_report(storage, tmp_path):
     from autotune.approaches import ComparePlan, build_approach
     from autotune.report.comparison import markdown_report
-    from autotune.report.stats import ComparisonData
+    from autotune.report.data import ComparisonData
     from tql.tasks import get_task
 
     plan = ComparePlan(tasks=[get_task(CUBE), get_task(SCENE)], approaches=["tuned", "transfer"], seeds=[100],

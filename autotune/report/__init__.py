@@ -2,8 +2,8 @@
 
 Modules:
 
-- ``stats``: ``ComparisonData`` (scores per approach, task and seed) and pure statistics
-  over it: IQM, stratified bootstrap CIs, paired tests;
+- ``data``: ``ComparisonData``, scores per approach, task and seed (with curves and progress);
+- ``stats``: pure statistics over it: IQM, stratified bootstrap CIs, differences, paired tests;
 - ``curves``: sample-efficiency curves and performance profiles (``rliable_summary``);
 - ``summary``: studies read back per task (`tql-tune show`, ``--json``) and their terminal plots;
 - ``comparison``: a comparison's report.md, report.png and rich tables;

@@ -1,6 +1,6 @@
 """Reports for ``tql-tune compare``: Markdown, a PNG figure, and rich tables for the terminal.
 
-All three read a ``autotune.report.stats.ComparisonData`` and compute their statistics with
+All three read a ``autotune.report.data.ComparisonData`` and compute their statistics with
 ``autotune.report.stats`` (same bootstrap seed, so the numbers agree across outputs). Files are
 written atomically (temporary file in the same folder, then ``os.replace``).
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.report.curves import rliable_summary
-from autotune.report.stats import (ComparisonData, aggregate, default_baseline, difference_ci, paired_tests,
-                                   per_task_summary)
+from autotune.report.data import ComparisonData
+from autotune.report.stats import aggregate, default_baseline, difference_ci, paired_tests, per_task_summary
 from tql.errors import ConfigError
 from tql.io import atomic_path, atomic_write_text
 

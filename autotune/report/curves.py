@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from autotune.report.stats import ComparisonData, CI, iqm, stratified_bootstrap_ci
+from autotune.report.data import ComparisonData
+from autotune.report.stats import CI, iqm, stratified_bootstrap_ci
 
 #: Thresholds of the performance profile: 0, 0.01, ..., 1.
 PROFILE_THRESHOLDS = tuple(i / 100 for i in range(101))

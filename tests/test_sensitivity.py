@@ -109,3 +109,42 @@ def test_success_tests_pool_the_other_targets_of_a_layout_and_report_again_from_
     # against 0.6 and 0.9 pooled: 7 + 7 = 14 of 80; the 'global' run is another layout's
     assert low["success_p"] == pytest.approx(_hypergeometric_two_sided(0, 40, 14, 120), rel=1e-9)
     assert rows[("0.3", "global")]["success_p"] == 1.0  # alone in its layout: nothing to compare with
+    # Seeds as the units: of the 15 ways to pick 2 of the 6 seeds, only {0, 0} is as far from the
+    # rest (means 0 vs 0.175; any other pair's mean is >= 0.05, at most 0.225, never 0.2333 or more).
+    assert low["seed_success"] == [0.0, 0.0] and low["seed_p"] == pytest.approx(1 / 15)
+    assert rows[("0.3", "global")]["seed_p"] == 1.0
+
+
+def test_seed_permutation_p_samples_when_there_are_too_many_splits(monkeypatch):
+    from benchmarks.learning import sensitivity_report
+
+    own, others = [0.0, 0.0], [0.25, 0.1, 0.2, 0.15]
+    assert sensitivity_report.seed_permutation_p(own, others) == pytest.approx(1 / 15)
+    monkeypatch.setattr(sensitivity_report, "EXACT_LIMIT", 0)
+    assert sensitivity_report.seed_permutation_p(own, others) == pytest.approx(1 / 15, abs=0.01)
+    assert sensitivity_report.seed_permutation_p([0.1, 0.1], [0.1, 0.1, 0.1]) == 1.0  # nothing differs
+
+
+def test_from_json_pools_the_seeds_of_several_files_and_refuses_other_settings(tmp_path, capsys):
+    import json
+
+    from benchmarks.learning.sensitivity import main
+
+    def saved(name, seeds, steps=100):
+        runs = [{"label": "0.3", "sharing": "layer_group", "seed": s, "name": "0.3-layer_group", "dir": "-",
+                 "step": steps, "success": 0.0, "episodes": 20, "progress": 0.0, "val_td": 0.5,
+                 "overestimation": 1.0, "attention": None, "engaged_at": None} for s in seeds]
+        path = tmp_path / name
+        path.write_text(json.dumps({"command": "python benchmarks/learning/sensitivity.py --task "
+                                               f"cube-single-play-singletask-task1-v0 --steps {steps}", "runs": runs}))
+        return str(path)
+
+    first, second, longer = saved("a.json", [0, 1]), saved("b.json", [2, 3, 4]), saved("c.json", [5], steps=200)
+    pooled = tmp_path / "pooled.json"
+    assert main(["--from-json", f"{first},{second}", "--json", str(pooled), "--reps", "20"]) == 0
+    written = json.loads(pooled.read_text())
+    assert written["rows"][0]["seeds"] == 5 and " + " in written["command"]
+    assert main(["--from-json", f"{first},{longer}", "--reps", "20"]) == 2
+    assert "only runs of the same task, budget and agent pool" in capsys.readouterr().out
+    assert main(["--from-json", f"{first},{first}", "--reps", "20"]) == 2
+    assert "0.3-layer_group seed 0, 0.3-layer_group seed 1 more than once" in capsys.readouterr().out

@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--json")
     p.add_argument("--png")
-    p.add_argument("--from-json", help="report an earlier run's --json again (its own settings), training nothing")
+    p.add_argument("--from-json", help="report earlier runs' --json again, training nothing; several files "
+                                       "(comma-separated) of the same task, budget and agent pool their runs")
     args = p.parse_args(argv)
     args.agent = ENGAGED if args.agent is None else args.agent
     return args
@@ -206,6 +207,29 @@ def q_overestimation(config, run_dir: Path, horizon: int, batch: int = 2048) -> 
     return float((q.mean(0).numpy() - returns[rows]).mean()) if len(rows) else None
 
 
+def pooled_runs(paths: list[str]) -> tuple[argparse.Namespace, list[dict], str]:
+    """The runs of several --json files as one grid (e.g. seeds 0-1 from one machine, 2-5 from
+    another), with the first file's settings; ValueError when the files differ in task, updates
+    or agent options, or hold the same (H̄, layout, seed) twice."""
+    settings, runs, commands = None, [], []
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        shown = parse_args(shlex.split(saved["command"])[2:])
+        key = (shown.task, shown.steps, sorted(shown.agent))
+        if settings is not None and key != settings[1]:
+            raise ValueError(f"{path} ran {key[0]}, {key[1]:,} updates, agent {' '.join(key[2])}; "
+                             f"{paths[0]} ran {settings[1][0]}, {settings[1][1]:,}, {' '.join(settings[1][2])}: "
+                             "only runs of the same task, budget and agent pool")
+        settings = settings or (shown, key)
+        runs += saved["runs"]
+        commands.append(saved["command"])
+    seen = [(r["name"], r["seed"]) for r in runs]
+    twice = sorted({f"{name} seed {seed}" for name, seed in seen if seen.count((name, seed)) > 1})
+    if twice:
+        raise ValueError(f"the files hold {', '.join(twice)} more than once; pool runs of different seeds")
+    return settings[0], runs, " + ".join(commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -215,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        shown = parse_args(shlex.split(saved["command"])[2:])
-        return report(shown, saved["runs"], saved["command"], console, args.json, args.png)
+        try:
+            shown, runs, command = pooled_runs(args.from_json.split(","))
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 2
+        return report(shown, runs, command, console, args.json, args.png)
     runs, task = grid(args), get_task(args.task)
     from tql.errors import ConfigError
 

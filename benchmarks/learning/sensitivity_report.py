@@ -1,11 +1,13 @@
 """The report of benchmarks/learning/sensitivity.py: one row per (H̄, layout) from its runs'
 measurements (success with a CI over seeds and episodes, progress, held-out TD error, Q - MC,
-attention per layer), a test of each H̄'s successes against the rest of its layout, the table,
-the terminal plot and the figure."""
+attention per layer), two tests of each H̄'s successes against the rest of its layout, the
+table, the terminal plot and the figure."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,11 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         rows.append(row)
     for row, p_value in zip(rows, success_tests(rows)):
         row["success_p"] = p_value
+    for row in rows:
+        row["seed_success"] = [r["success"] for r in runs if r["name"] == row["name"]]
+    for row in rows:
+        others = [v for r in rows if r["sharing"] == row["sharing"] and r is not row for v in r["seed_success"]]
+        row["seed_p"] = seed_permutation_p(row["seed_success"], others) if others else 1.0
     return rows
 
 
@@ -56,6 +63,30 @@ def success_tests(rows: list[dict]) -> list[float]:
         table = [[row["successes"], row["episodes"] - row["successes"]], [won, lost]]
         p_values.append(float(fisher_exact(table).pvalue) if others else 1.0)
     return p_values
+
+
+EXACT_LIMIT = 200_000  # assignments enumerated; above, a fixed-seed sample of MONTE_CARLO of them
+MONTE_CARLO = 20_000
+
+
+def seed_permutation_p(own: list[float], others: list[float]) -> float:
+    """Two-sided permutation test of mean success over seeds, one H̄'s seeds against the others':
+    the share of all ways to split the pooled seeds into groups of these sizes whose difference
+    in means is at least as large (in absolute value) as the observed one. Seeds, not episodes,
+    are the units here, so it does not assume that a seed's episodes are independent; with few
+    seeds it cannot reach small p (2 seeds against 10: p >= 1/66)."""
+    pooled, k = np.array(list(own) + list(others), float), len(own)
+    observed = abs(np.mean(own) - np.mean(others)) - 1e-12  # float ties count as "as large"
+    if math.comb(len(pooled), k) <= EXACT_LIMIT:
+        splits = np.array(list(itertools.combinations(range(len(pooled)), k)))
+    else:
+        rng = np.random.default_rng(0)
+        splits = np.array([rng.permutation(len(pooled))[:k] for _ in range(MONTE_CARLO)])
+    picked = np.zeros((len(splits), len(pooled)), bool)
+    np.put_along_axis(picked, splits, True, axis=1)
+    own_mean = (picked * pooled).sum(axis=1) / k
+    rest_mean = (~picked * pooled).sum(axis=1) / (len(pooled) - k)
+    return float(np.mean(np.abs(own_mean - rest_mean) >= observed))
 
 
 def _mean(values) -> float | None:
@@ -170,6 +201,9 @@ def report(args, done: list[dict], command: str, console, json_path: str | None,
     console.print("success vs the other H̄ of its layout pooled (Fisher's exact test; episodes counted as "
                   "independent, which episodes of one seed are not): " +
                   "; ".join(f"{r['label']} {r['sharing']} {r['successes']}/{r['episodes']} p = {r['success_p']:.3g}"
+                            for r in rows))
+    console.print("the same with seeds as the units (permutation test of mean success over seeds): " +
+                  "; ".join(f"{r['label']} {r['sharing']} {len(r['seed_success'])} seeds p = {r['seed_p']:.3g}"
                             for r in rows))
     if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
         print(terminal_plot(rows))

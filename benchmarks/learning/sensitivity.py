@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             shown, runs, command = pooled_runs(args.from_json.split(","))
         except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
             return 2
         return report(shown, runs, command, console, args.json, args.png)
     runs, task = grid(args), get_task(args.task)
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"{run['dir']} holds a finished run of {finished_steps(run):,} updates, not "
                                   f"{args.steps:,}; give another --out for another budget")
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
         return 2
     config = train_config(args, runs[0])  # the dataset once, before the runs share it
     provide_task_data(task, config.data_dir, config.data_kind,

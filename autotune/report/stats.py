@@ -130,17 +130,13 @@ def _poi_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
 
 
-def probability_of_improvement(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
-                               reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> CI:
-    """P(X > Y) (Agarwal et al. 2021) with a stratified bootstrap CI.
-
-    For each task, the probability that a run of X scores higher than a run of Y, over all
-    pairs of their seeds, ties counting 1/2 (the Mann-Whitney U statistic / (n m)); averaged
-    over tasks. The bootstrap resamples each approach's seeds within each task independently,
-    as ``rliable`` does. 0.5 means no difference; above 0.5 favours X.
-    """
+def _two_sample_ci(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
+                   rows: Callable[[np.ndarray, np.ndarray], np.ndarray], what: str, reps: int, confidence: float,
+                   seed: int) -> CI:
+    """``rows(x, y)`` (a statistic of each row of x (R, n) against y (R, m)) averaged over tasks,
+    with a CI from resampling each approach's seeds within each task independently."""
     if set(x_by_task) != set(y_by_task) or not x_by_task:
-        raise ValueError("probability of improvement needs the same non-empty set of tasks for both approaches")
+        raise ValueError(f"{what} needs the same non-empty set of tasks for both approaches")
     if reps < 1:
         raise ValueError(f"reps {reps!r} must be at least 1")
     _alpha(confidence)
@@ -151,11 +147,27 @@ def probability_of_improvement(x_by_task: dict[str, Sequence[float]], y_by_task:
         y = np.asarray(y_by_task[task], float).ravel()
         if x.size == 0 or y.size == 0:
             raise ValueError(f"task {task!r} has no scores")
-        point_parts.append(_poi_rows(x[None], y[None])[0])
+        point_parts.append(rows(x[None], y[None])[0])
         xb = x[rng.integers(0, x.size, size=(reps, x.size))]
         yb = y[rng.integers(0, y.size, size=(reps, y.size))]
-        boot_parts.append(_poi_rows(xb, yb))
+        boot_parts.append(rows(xb, yb))
     return _percentile_ci(float(np.mean(point_parts)), np.mean(boot_parts, axis=0), confidence)
+
+
+def probability_of_improvement(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
+                               reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> CI:
+    """P(X > Y) (Agarwal et al. 2021) with a stratified bootstrap CI.
+
+    For each task, the probability that a run of X scores higher than a run of Y, over all
+    pairs of their seeds, ties counting 1/2 (the Mann-Whitney U statistic / (n m)); averaged
+    over tasks. The bootstrap resamples each approach's seeds within each task independently,
+    as ``rliable`` does. 0.5 means no difference; above 0.5 favours X.
+    """
+    return _two_sample_ci(x_by_task, y_by_task, _poi_rows, "probability of improvement", reps, confidence, seed)
+
+
+def _mean_difference_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1) - y.mean(axis=1)
 
 
 def difference_ci(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Sequence[float]],
@@ -167,23 +179,7 @@ def difference_ci(x_by_task: dict[str, Sequence[float]], y_by_task: dict[str, Se
     one that holds 0 says "no difference found", and its ends say how large a difference the
     runs could still hide, which a p-value does not.
     """
-    if set(x_by_task) != set(y_by_task) or not x_by_task:
-        raise ValueError("a difference needs the same non-empty set of tasks for both approaches")
-    if reps < 1:
-        raise ValueError(f"reps {reps!r} must be at least 1")
-    _alpha(confidence)
-    rng = np.random.default_rng(seed)
-    point_parts, boot_parts = [], []
-    for task in x_by_task:
-        x = np.asarray(x_by_task[task], float).ravel()
-        y = np.asarray(y_by_task[task], float).ravel()
-        if x.size == 0 or y.size == 0:
-            raise ValueError(f"task {task!r} has no scores")
-        point_parts.append(x.mean() - y.mean())
-        xb = x[rng.integers(0, x.size, size=(reps, x.size))].mean(axis=1)
-        yb = y[rng.integers(0, y.size, size=(reps, y.size))].mean(axis=1)
-        boot_parts.append(xb - yb)
-    return _percentile_ci(float(np.mean(point_parts)), np.mean(boot_parts, axis=0), confidence)
+    return _two_sample_ci(x_by_task, y_by_task, _mean_difference_rows, "a difference", reps, confidence, seed)
 
 
 # --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         row = {"name": name, "label": group[0]["label"], "sharing": group[0]["sharing"], "seeds": len(group),
                "steps": group[0]["step"], "success": float(np.mean([e.mean() for e in episodes])),
                "successes": int(sum(e.sum() for e in episodes)), "episodes": int(sum(len(e) for e in episodes)),
-               "success_ci": bootstrap_ci(episodes, reps, rng),
+               "success_ci": bootstrap_ci(episodes, reps, rng), "seed_success": [r["success"] for r in group],
                "progress": float(np.mean([p[0] for p in progress])) if progress else None,
                "progress_ci": bootstrap_ci(progress, reps, rng) if progress else None,
                "engaged_at": [r["engaged_at"] for r in group],  # per seed (None: the control never engaged)
@@ -42,8 +42,6 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         rows.append(row)
     for row, p_value in zip(rows, success_tests(rows)):
         row["success_p"] = p_value
-    for row in rows:
-        row["seed_success"] = [r["success"] for r in runs if r["name"] == row["name"]]
     for row in rows:
         others = [v for r in rows if r["sharing"] == row["sharing"] and r is not row for v in r["seed_success"]]
         row["seed_p"] = seed_permutation_p(row["seed_success"], others) if others else 1.0

@@ -144,6 +144,7 @@ def test_from_json_pools_the_seeds_of_several_files_and_refuses_other_settings(t
     assert main(["--from-json", f"{first},{second}", "--json", str(pooled), "--reps", "20"]) == 0
     written = json.loads(pooled.read_text())
     assert written["rows"][0]["seeds"] == 5 and " + " in written["command"]
+    assert main(["--from-json", str(pooled), "--reps", "20"]) == 0  # a pooled file reports again
     assert main(["--from-json", f"{first},{longer}", "--reps", "20"]) == 2
     assert "only runs of the same task, budget and agent pool" in capsys.readouterr().out
     assert main(["--from-json", f"{first},{first}", "--reps", "20"]) == 2

@@ -214,7 +214,8 @@ def pooled_runs(paths: list[str]) -> tuple[argparse.Namespace, list[dict], str]:
     settings, runs, commands = None, [], []
     for path in paths:
         saved = json.loads(Path(path).read_text())
-        shown = parse_args(shlex.split(saved["command"])[2:])
+        # A pooled file's command joins its sources' with " + "; their settings agree, so the first speaks for all.
+        shown = parse_args(shlex.split(saved["command"].split(" + ")[0])[2:])
         key = (shown.task, shown.steps, sorted(shown.agent))
         if settings is not None and key != settings[1]:
             raise ValueError(f"{path} ran {key[0]}, {key[1]:,} updates, agent {' '.join(key[2])}; "

@@ -35,9 +35,14 @@ def _signed_pct(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+def _signed_ci(point: float, low: float, high: float) -> str:
+    """A difference with its CI, in percentage points."""
+    return f"{_signed_pct(point)} [{_signed_pct(low)}, {_signed_pct(high)}]"
+
+
 def _diff_text(test: dict[str, Any]) -> str:
-    """A paired test's mean difference with its CI, in percentage points."""
-    return f"{_signed_pct(test['mean_diff'])} [{_signed_pct(test['diff_ci_low'])}, {_signed_pct(test['diff_ci_high'])}]"
+    """A paired test's mean difference with its CI."""
+    return _signed_ci(test["mean_diff"], test["diff_ci_low"], test["diff_ci_high"])
 
 
 def _md_escape(text: Any) -> str:
@@ -75,7 +80,7 @@ def _diff_cell(data: ComparisonData, approach: str, base: str, reps: int, confid
     if approach == base:
         return "-"
     gap = difference_ci(data.scores[approach], data.scores[base], reps=reps, confidence=confidence, seed=seed)
-    return f"{_signed_pct(gap.point)} [{_signed_pct(gap.low)}, {_signed_pct(gap.high)}]"
+    return _signed_ci(*gap)
 
 
 def _progress_lines(data: ComparisonData, base: str, reps: int, confidence: float, seed: int,

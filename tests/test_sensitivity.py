@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.learning.sensitivity import mc_returns
-from benchmarks.learning.sensitivity_report import bootstrap_ci
+from benchmarks.learning.sensitivity_report import bootstrap_ci, bootstrap_cis
 
 
 def test_mc_returns_restart_at_each_trajectory_and_stop_at_a_zero_mask():
@@ -29,6 +29,21 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_to_it_when_nothing_varies():
     mixed = [np.array([1.0] * 5 + [0.0] * 15), np.array([1.0] * 15 + [0.0] * 5)]
     low, high = bootstrap_ci(mixed, 2000, rng)
     assert low < 0.5 < high and 0.0 <= low and high <= 1.0
+
+
+def test_the_iqm_ci_comes_from_the_mean_ci_draws_and_ignores_one_outlying_seed():
+    # 11 seeds at 0.1 and one at 1.0: the IQM of 12 trims 3 at each end, so the outlier counts
+    # only in resamples that draw it 4 times or more (about 1%); the mean moves with 2 copies
+    per_seed = [np.full(4, 0.1)] * 11 + [np.full(4, 1.0)]
+    cis = bootstrap_cis(per_seed, 4000, np.random.default_rng(3))
+    assert cis["iqm"] == pytest.approx((0.1, 0.1))
+    assert cis["mean"][1] > 0.2
+    # the mean's CI is the one the plain resampling loop gives with the same generator
+    rng, means = np.random.default_rng(3), []
+    for _ in range(4000):
+        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
+        means.append(np.mean([rng.choice(v, size=len(v)).mean() for v in drawn]))
+    assert cis["mean"] == pytest.approx((np.quantile(means, 0.025), np.quantile(means, 0.975)))
 
 
 def test_a_batch_gives_each_member_the_checkpoint_and_measures_of_its_run_alone(tiny_data_dir, tmp_path,
@@ -113,6 +128,11 @@ def test_success_tests_pool_the_other_targets_of_a_layout_and_report_again_from_
     # rest (means 0 vs 0.175; any other pair's mean is >= 0.05, at most 0.225, never 0.2333 or more).
     assert low["seed_success"] == [0.0, 0.0] and low["seed_p"] == pytest.approx(1 / 15)
     assert rows[("0.3", "global")]["seed_p"] == 1.0
+    # IQM over seeds beside the mean (of 2 seeds, IQM trims nothing), with its CI read back
+    middle = rows[("0.6", "layer_group")]
+    assert middle["success_iqm"] == pytest.approx(0.175) and middle["progress_iqm"] == pytest.approx(0.175)
+    assert middle["success_iqm_ci"] == pytest.approx(middle["success_ci"])  # the same draws, the same statistic
+    assert middle["success_iqm_ci"][0] < 0.175 < middle["success_iqm_ci"][1]
 
 
 def test_seed_permutation_p_samples_when_there_are_too_many_splits(monkeypatch):

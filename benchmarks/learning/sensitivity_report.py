@@ -12,14 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
+from autotune.report.stats import iqm
+
+
+def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
+    """95% CIs of the mean and of the IQM over seeds (of each seed's mean), from the same
+    resamples: seeds drawn with replacement and, within each drawn seed, its values."""
+    draws = np.empty((reps, len(per_seed)))
+    for rep in range(reps):
+        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
+        draws[rep] = [rng.choice(v, size=len(v)).mean() for v in drawn]
+    return {name: (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
+            for name, values in (("mean", draws.mean(axis=1)), ("iqm", iqm(draws, axis=1)))}
+
 
 def bootstrap_ci(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> tuple[float, float]:
     """95% CI of the mean, resampling seeds and, within each drawn seed, its values."""
-    means = []
-    for _ in range(reps):
-        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
-        means.append(np.mean([rng.choice(v, size=len(v)).mean() for v in drawn]))
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    return bootstrap_cis(per_seed, reps, rng)["mean"]
 
 
 def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
@@ -30,12 +39,17 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         episodes = [np.array([1.0] * round(r["success"] * r["episodes"]) +
                              [0.0] * (r["episodes"] - round(r["success"] * r["episodes"]))) for r in group]
         progress = [np.array([r["progress"]]) for r in group if r["progress"] is not None]
+        success_cis = bootstrap_cis(episodes, reps, rng)
+        progress_cis = bootstrap_cis(progress, reps, rng) if progress else {"mean": None, "iqm": None}
         row = {"name": name, "label": group[0]["label"], "sharing": group[0]["sharing"], "seeds": len(group),
                "steps": group[0]["step"], "success": float(np.mean([e.mean() for e in episodes])),
                "successes": int(sum(e.sum() for e in episodes)), "episodes": int(sum(len(e) for e in episodes)),
-               "success_ci": bootstrap_ci(episodes, reps, rng), "seed_success": [r["success"] for r in group],
+               "success_ci": success_cis["mean"], "seed_success": [r["success"] for r in group],
+               "success_iqm": iqm([e.mean() for e in episodes]), "success_iqm_ci": success_cis["iqm"],
                "progress": float(np.mean([p[0] for p in progress])) if progress else None,
-               "progress_ci": bootstrap_ci(progress, reps, rng) if progress else None,
+               "progress_ci": progress_cis["mean"],
+               "progress_iqm": iqm([p[0] for p in progress]) if progress else None,
+               "progress_iqm_ci": progress_cis["iqm"],
                "engaged_at": [r["engaged_at"] for r in group],  # per seed (None: the control never engaged)
                "val_td": _mean(r["val_td"] for r in group),
                "overestimation": _mean(r["overestimation"] for r in group), "layers": _attention(group, log_n)}
@@ -115,22 +129,20 @@ def print_table(rows: list[dict], args, console) -> None:
 
     table = Table(title=f"H̄ sensitivity: {args.task}, profile {args.profile}, {args.steps:,} updates, agent "
                         f"{' '.join(args.agent)}")
-    table.caption = ("engaged at: per seed; success: mean [95% CI over seeds and episodes]; progress: mean [CI "
-                     "over seeds]; Q - MC: mean Q minus the data's discounted return; attention "
-                     "per layer l: median row entropy of the [VALUE] query / of the other queries (fractions of "
+    table.caption = ("engaged at: per seed; success: mean [95% CI over seeds and episodes], below it the IQM "
+                     "over seeds [CI]; progress: the same, CIs over seeds; Q - MC: mean Q minus the data's "
+                     "discounted return; attention per layer l: median row entropy of the [VALUE] query / of the other queries (fractions of "
                      "log n), the [VALUE] row's median largest weight and its weight on action tokens")
     for column in ("rho", "temperatures", "engaged at", "success %", "progress %", "held-out TD", "Q - MC",
                    *[f"l{i}: H V / other, max, on act" for i in range(len(rows[0]["layers"]))]):
         table.add_column(column, justify="left" if column in ("rho", "temperatures") else "right")
     for row in rows:
-        ci = row["success_ci"]
-        progress = "-" if row["progress"] is None else \
-            f"{100 * row['progress']:.1f} [{100 * row['progress_ci'][0]:.1f}, {100 * row['progress_ci'][1]:.1f}]"
+        progress = "-" if row["progress"] is None else _percent_cell(row, "progress")
         layers = [f"{la['value_entropy']:.2f}/{la['other_entropy']:.2f}, {la['value_largest']:.3f}, "
                   f"{la['on_action']:.3f}" for la in row["layers"]]
         engaged = ", ".join("never" if e is None else f"{e:,}" for e in row["engaged_at"])
         table.add_row(row["label"], row["sharing"], engaged,
-                      f"{100 * row['success']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]", progress,
+                      _percent_cell(row, "success"), progress,
                       _fmt(row["val_td"]), _fmt(row["overestimation"]), *layers)
     console.print(table)
 
@@ -154,6 +166,14 @@ def terminal_plot(rows: list[dict], width: int = 90, height: int = 16) -> str:
     plt.ylim(0, 100)
     plt.xlabel("rho = H̄ / log n")
     return titled_plot("success %, progress % and attention entropy % of log n vs rho", plt.build())
+
+
+def _percent_cell(row: dict, key: str) -> str:
+    """'mean [CI]' over 'IQM [CI]' of a row's success or progress, in percent."""
+    def one(point: float, ci: tuple[float, float]) -> str:
+        return f"{100 * point:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+    return f"{one(row[key], row[f'{key}_ci'])}\nIQM {one(row[f'{key}_iqm'], row[f'{key}_iqm_ci'])}"
 
 
 def _fmt(value: float | None) -> str:

@@ -128,11 +128,28 @@ def test_success_tests_pool_the_other_targets_of_a_layout_and_report_again_from_
     # rest (means 0 vs 0.175; any other pair's mean is >= 0.05, at most 0.225, never 0.2333 or more).
     assert low["seed_success"] == [0.0, 0.0] and low["seed_p"] == pytest.approx(1 / 15)
     assert rows[("0.3", "global")]["seed_p"] == 1.0
+    # its difference from the rest: 0 - 0.175 (its own episodes never succeed, so every resample
+    # is below 0); alone in a layout there is nothing to subtract
+    assert low["seed_diff"] == pytest.approx(-0.175)
+    assert low["seed_diff_ci"][0] < -0.175 < low["seed_diff_ci"][1] < 0
+    assert rows[("0.3", "global")]["seed_diff"] is None
     # IQM over seeds beside the mean (of 2 seeds, IQM trims nothing), with its CI read back
     middle = rows[("0.6", "layer_group")]
     assert middle["success_iqm"] == pytest.approx(0.175) and middle["progress_iqm"] == pytest.approx(0.175)
     assert middle["success_iqm_ci"] == pytest.approx(middle["success_ci"])  # the same draws, the same statistic
     assert middle["success_iqm_ci"][0] < 0.175 < middle["success_iqm_ci"][1]
+
+
+def test_the_difference_from_the_rest_varies_with_the_episodes_even_when_seeds_agree():
+    from benchmarks.learning.sensitivity_report import difference_from_rest
+
+    two_of_twenty = np.array([1.0] * 2 + [0.0] * 18)
+    point, (low, high) = difference_from_rest([two_of_twenty] * 2, [two_of_twenty] * 2, 4000)
+    # seeds alone could not move (all four score 10%); episodes do: the normal approximation
+    # of a difference of two means of 40 Bernoulli(0.1) episodes has sd sqrt(2 * 0.09 / 40)
+    sd = np.sqrt(2 * 0.1 * 0.9 / 40)
+    assert point == 0.0
+    assert low == pytest.approx(-1.96 * sd, abs=0.03) and high == pytest.approx(1.96 * sd, abs=0.03)
 
 
 def test_seed_permutation_p_samples_when_there_are_too_many_splits(monkeypatch):

@@ -15,13 +15,20 @@ import numpy as np
 from autotune.report.stats import iqm
 
 
-def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
-    """95% CIs of the mean and of the IQM over seeds (of each seed's mean), from the same
-    resamples: seeds drawn with replacement and, within each drawn seed, its values."""
+def seed_mean_draws(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> np.ndarray:
+    """(reps, seeds): each resample's per-seed means, drawing seeds with replacement and, within
+    each drawn seed, its values (the hierarchical bootstrap: seeds and episodes both vary)."""
     draws = np.empty((reps, len(per_seed)))
     for rep in range(reps):
         drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
         draws[rep] = [rng.choice(v, size=len(v)).mean() for v in drawn]
+    return draws
+
+
+def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
+    """95% CIs of the mean and of the IQM over seeds (of each seed's mean), from the same
+    resamples (``seed_mean_draws``)."""
+    draws = seed_mean_draws(per_seed, reps, rng)
     return {name: (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
             for name, values in (("mean", draws.mean(axis=1)), ("iqm", iqm(draws, axis=1)))}
 
@@ -33,7 +40,7 @@ def bootstrap_ci(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator
 
 def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
     """One row per (H̄, layout), in the order of the grid."""
-    rng, rows = np.random.default_rng(0), []
+    rng, rows, episodes_of = np.random.default_rng(0), [], {}
     for name in dict.fromkeys(r["name"] for r in runs):
         group = [r for r in runs if r["name"] == name]
         episodes = [np.array([1.0] * round(r["success"] * r["episodes"]) +
@@ -54,12 +61,27 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
                "val_td": _mean(r["val_td"] for r in group),
                "overestimation": _mean(r["overestimation"] for r in group), "layers": _attention(group, log_n)}
         rows.append(row)
+        episodes_of[name] = episodes
     for row, p_value in zip(rows, success_tests(rows)):
         row["success_p"] = p_value
     for row in rows:
         others = [v for r in rows if r["sharing"] == row["sharing"] and r is not row for v in r["seed_success"]]
         row["seed_p"] = seed_permutation_p(row["seed_success"], others) if others else 1.0
+        rest = [e for r in rows if r["sharing"] == row["sharing"] and r is not row for e in episodes_of[r["name"]]]
+        row["seed_diff"], row["seed_diff_ci"] = \
+            difference_from_rest(episodes_of[row["name"]], rest, reps) if rest else (None, None)
     return rows
+
+
+def difference_from_rest(own: list[np.ndarray], rest: list[np.ndarray], reps: int) -> tuple[float, tuple[float, float]]:
+    """Mean success over one H̄'s seeds minus that over the rest of its layout, with a 95% CI
+    from resampling both groups hierarchically (seeds, then episodes within each seed): how
+    large a gap these runs allow, which a p-value does not say. Episodes are resampled too,
+    because with 2 seeds of equal success a seeds-only bootstrap would see no spread at all."""
+    rng = np.random.default_rng(1)  # its own stream: the other CIs stay as they were
+    point = float(np.mean([e.mean() for e in own]) - np.mean([e.mean() for e in rest]))
+    gaps = seed_mean_draws(own, reps, rng).mean(axis=1) - seed_mean_draws(rest, reps, rng).mean(axis=1)
+    return point, (float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975)))
 
 
 def success_tests(rows: list[dict]) -> list[float]:
@@ -176,6 +198,13 @@ def _percent_cell(row: dict, key: str) -> str:
     return f"{one(row[key], row[f'{key}_ci'])}\nIQM {one(row[f'{key}_iqm'], row[f'{key}_iqm_ci'])}"
 
 
+def _difference(row: dict) -> str:
+    if row["seed_diff"] is None:
+        return ""
+    low, high = row["seed_diff_ci"]
+    return f", {100 * row['seed_diff']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -220,9 +249,10 @@ def report(args, done: list[dict], command: str, console, json_path: str | None,
                   "independent, which episodes of one seed are not): " +
                   "; ".join(f"{r['label']} {r['sharing']} {r['successes']}/{r['episodes']} p = {r['success_p']:.3g}"
                             for r in rows))
-    console.print("the same with seeds as the units (permutation test of mean success over seeds): " +
+    console.print("the same with seeds as the units (permutation test of mean success over seeds; the mean "
+                  "difference from the rest in points, with its 95% CI resampling seeds and episodes): " +
                   "; ".join(f"{r['label']} {r['sharing']} {len(r['seed_success'])} seeds p = {r['seed_p']:.3g}"
-                            for r in rows))
+                            + _difference(r) for r in rows))
     if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
         print(terminal_plot(rows))
     if json_path:

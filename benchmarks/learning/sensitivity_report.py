@@ -153,8 +153,9 @@ def print_table(rows: list[dict], args, console) -> None:
                         f"{' '.join(args.agent)}")
     table.caption = ("engaged at: per seed; success: mean [95% CI over seeds and episodes], below it the IQM "
                      "over seeds [CI]; progress: the same, CIs over seeds; Q - MC: mean Q minus the data's "
-                     "discounted return; attention per layer l: median row entropy of the [VALUE] query / of the other queries (fractions of "
-                     "log n), the [VALUE] row's median largest weight and its weight on action tokens")
+                     "discounted return; attention per layer l: median row entropy of the [VALUE] query / of "
+                     "the other queries (fractions of log n), the [VALUE] row's median largest weight and its "
+                     "weight on action tokens")
     for column in ("rho", "temperatures", "engaged at", "success %", "progress %", "held-out TD", "Q - MC",
                    *[f"l{i}: H V / other, max, on act" for i in range(len(rows[0]["layers"]))]):
         table.add_column(column, justify="left" if column in ("rho", "temperatures") else "right")

@@ -133,6 +133,12 @@ def test_success_tests_pool_the_other_targets_of_a_layout_and_report_again_from_
     assert low["seed_diff"] == pytest.approx(-0.175)
     assert low["seed_diff_ci"][0] < -0.175 < low["seed_diff_ci"][1] < 0
     assert rows[("0.3", "global")]["seed_diff"] is None
+    # the layout question: 'global' against the other layouts at rho 0.3 (per (layer, group), 0 of
+    # 40): of the 3 ways to pick 1 of the 3 seeds, only its own is as far from the rest (0.5 vs 0)
+    versus = rows[("0.3", "global")]
+    assert versus["layout_p"] == pytest.approx(1 / 3) and versus["layout_diff"] == pytest.approx(0.5)
+    assert 0 < versus["layout_diff_ci"][0] < 0.5 < versus["layout_diff_ci"][1] <= 1
+    assert rows[("0.6", "layer_group")]["layout_diff"] is None  # no other layout ran at rho 0.6
     # IQM over seeds beside the mean (of 2 seeds, IQM trims nothing), with its CI read back
     middle = rows[("0.6", "layer_group")]
     assert middle["success_iqm"] == pytest.approx(0.175) and middle["progress_iqm"] == pytest.approx(0.175)

@@ -65,12 +65,22 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
     for row, p_value in zip(rows, success_tests(rows)):
         row["success_p"] = p_value
     for row in rows:
-        others = [v for r in rows if r["sharing"] == row["sharing"] and r is not row for v in r["seed_success"]]
-        row["seed_p"] = seed_permutation_p(row["seed_success"], others) if others else 1.0
-        rest = [e for r in rows if r["sharing"] == row["sharing"] and r is not row for e in episodes_of[r["name"]]]
-        row["seed_diff"], row["seed_diff_ci"] = \
-            difference_from_rest(episodes_of[row["name"]], rest, reps) if rest else (None, None)
+        # H̄ against the other H̄ of its layout; the layout against the other layouts at its H̄
+        row["seed_p"], row["seed_diff"], row["seed_diff_ci"] = _versus_rest(row, rows, "sharing", episodes_of, reps)
+        row["layout_p"], row["layout_diff"], row["layout_diff_ci"] = _versus_rest(row, rows, "label", episodes_of,
+                                                                                  reps)
     return rows
+
+
+def _versus_rest(row: dict, rows: list[dict], same: str, episodes_of: dict, reps: int) -> tuple:
+    """The seed-level p and the difference with its CI of a row against the other rows that
+    share its ``same`` key (p = 1 and no difference when there are none)."""
+    rest = [r for r in rows if r[same] == row[same] and r is not row]
+    if not rest:
+        return 1.0, None, None
+    p_value = seed_permutation_p(row["seed_success"], [v for r in rest for v in r["seed_success"]])
+    diff, ci = difference_from_rest(episodes_of[row["name"]], [e for r in rest for e in episodes_of[r["name"]]], reps)
+    return p_value, diff, ci
 
 
 def difference_from_rest(own: list[np.ndarray], rest: list[np.ndarray], reps: int) -> tuple[float, tuple[float, float]]:
@@ -199,11 +209,11 @@ def _percent_cell(row: dict, key: str) -> str:
     return f"{one(row[key], row[f'{key}_ci'])}\nIQM {one(row[f'{key}_iqm'], row[f'{key}_iqm_ci'])}"
 
 
-def _difference(row: dict) -> str:
-    if row["seed_diff"] is None:
+def _difference(row: dict, key: str = "seed") -> str:
+    if row[f"{key}_diff"] is None:
         return ""
-    low, high = row["seed_diff_ci"]
-    return f", {100 * row['seed_diff']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    low, high = row[f"{key}_diff_ci"]
+    return f", {100 * row[f'{key}_diff']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def _fmt(value: float | None) -> str:
@@ -254,6 +264,11 @@ def report(args, done: list[dict], command: str, console, json_path: str | None,
                   "difference from the rest in points, with its 95% CI resampling seeds and episodes): " +
                   "; ".join(f"{r['label']} {r['sharing']} {len(r['seed_success'])} seeds p = {r['seed_p']:.3g}"
                             + _difference(r) for r in rows))
+    if len({r["sharing"] for r in rows}) > 1:
+        compared = [r for r in rows if r["layout_diff"] is not None]
+        console.print("each temperature layout against the other layouts at its H̄ (the same permutation test and "
+                      "difference): " + "; ".join(f"{r['label']} {r['sharing']} p = {r['layout_p']:.3g}"
+                                                  + _difference(r, "layout") for r in compared))
     if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
         print(terminal_plot(rows))
     if json_path:

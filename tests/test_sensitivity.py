@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks.learning.sensitivity import mc_returns
-from benchmarks.learning.sensitivity_report import bootstrap_ci, bootstrap_cis
+from benchmarks.learning.sensitivity_report import bootstrap_cis
 
 
 def test_mc_returns_restart_at_each_trajectory_and_stop_at_a_zero_mask():
@@ -25,9 +25,9 @@ def test_mc_returns_restart_at_each_trajectory_and_stop_at_a_zero_mask():
 def test_bootstrap_ci_covers_the_mean_and_shrinks_to_it_when_nothing_varies():
     rng = np.random.default_rng(0)
     same = [np.ones(10), np.ones(10)]
-    assert bootstrap_ci(same, 200, rng) == (1.0, 1.0)
+    assert bootstrap_cis(same, 200, rng) == {"mean": (1.0, 1.0), "iqm": (1.0, 1.0)}
     mixed = [np.array([1.0] * 5 + [0.0] * 15), np.array([1.0] * 15 + [0.0] * 5)]
-    low, high = bootstrap_ci(mixed, 2000, rng)
+    low, high = bootstrap_cis(mixed, 2000, rng)["mean"]
     assert low < 0.5 < high and 0.0 <= low and high <= 1.0
 
 

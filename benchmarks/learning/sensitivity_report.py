@@ -33,11 +33,6 @@ def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generato
             for name, values in (("mean", draws.mean(axis=1)), ("iqm", iqm(draws, axis=1)))}
 
 
-def bootstrap_ci(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> tuple[float, float]:
-    """95% CI of the mean, resampling seeds and, within each drawn seed, its values."""
-    return bootstrap_cis(per_seed, reps, rng)["mean"]
-
-
 def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
     """One row per (H̄, layout), in the order of the grid."""
     rng, rows, episodes_of = np.random.default_rng(0), [], {}

@@ -29,8 +29,11 @@ def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generato
     """95% CIs of the mean and of the IQM over seeds (of each seed's mean), from the same
     resamples (``seed_mean_draws``)."""
     draws = seed_mean_draws(per_seed, reps, rng)
-    return {name: (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
-            for name, values in (("mean", draws.mean(axis=1)), ("iqm", iqm(draws, axis=1)))}
+    return {"mean": _percentile_95(draws.mean(axis=1)), "iqm": _percentile_95(iqm(draws, axis=1))}
+
+
+def _percentile_95(values: np.ndarray) -> tuple[float, float]:
+    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
 def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
@@ -79,14 +82,15 @@ def _versus_rest(row: dict, rows: list[dict], same: str, episodes_of: dict, reps
 
 
 def difference_from_rest(own: list[np.ndarray], rest: list[np.ndarray], reps: int) -> tuple[float, tuple[float, float]]:
-    """Mean success over one H̄'s seeds minus that over the rest of its layout, with a 95% CI
-    from resampling both groups hierarchically (seeds, then episodes within each seed): how
-    large a gap these runs allow, which a p-value does not say. Episodes are resampled too,
-    because with 2 seeds of equal success a seeds-only bootstrap would see no spread at all."""
+    """Mean success over one row's seeds minus that over the rest (the other H̄ of its layout, or
+    the other layouts at its H̄), with a 95% CI from resampling both groups hierarchically
+    (seeds, then episodes within each seed): how large a gap these runs allow, which a p-value
+    does not say. Episodes are resampled too, because with 2 seeds of equal success a
+    seeds-only bootstrap would see no spread at all."""
     rng = np.random.default_rng(1)  # its own stream: the other CIs stay as they were
     point = float(np.mean([e.mean() for e in own]) - np.mean([e.mean() for e in rest]))
     gaps = seed_mean_draws(own, reps, rng).mean(axis=1) - seed_mean_draws(rest, reps, rng).mean(axis=1)
-    return point, (float(np.quantile(gaps, 0.025)), float(np.quantile(gaps, 0.975)))
+    return point, _percentile_95(gaps)
 
 
 def success_tests(rows: list[dict]) -> list[float]:

@@ -3,13 +3,14 @@
 On 2 cores a compiled population of K members costs what K compiled runs one after another
 do (update_speed.py --members: 1.02x): batching members merges their matmuls but not their
 elementwise traffic. The other way to share the cores is to split the members: P processes
-of one thread each, each training K / P members as one compiled population, all at once.
-This script measures that split side by side with K agents one after another on all the
-threads (what K runs of a sweep cost one by one), in interleaved rounds: per round, N updates
-of every member in each setting; the one-by-one setting runs while the workers wait, and the
-other way round. Reported: ms per update of all K members (median) and the ratio.
+of one thread each, all at once, each training K / P members, either one after another
+(``--inside agents``) or as one compiled population (``--inside population``); both by
+default, as two settings. This script measures the split side by side with K agents one after
+another on all the threads (what K runs of a sweep cost one by one), in interleaved rounds:
+per round, N updates of every member in each setting, one setting at a time (the others'
+processes wait). Reported: ms per update of all K members (median) and the ratios.
 
-    python benchmarks/speed/member_split.py --members 4 --processes 2 --rounds 9 \\
+    python benchmarks/speed/member_split.py --members 4 --processes 2 --rounds 15 \\
         --json benchmarks/speed/results/member_split.json
 """
 
@@ -35,13 +36,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--processes", type=int, default=2, help="worker processes of the split (one thread each)")
     p.add_argument("--threads", type=int, default=2, help="threads of the one-by-one setting")
+    p.add_argument("--inside", default="agents,population",
+                   help="what each worker runs, settings side by side: 'agents' (its members one after "
+                        "another) and/or 'population' (one compiled population of them)")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--inner", type=int, default=5, help="updates of every member per timed sample")
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.members % args.processes:
         p.error(f"--members {args.members} must split evenly over --processes {args.processes}")
+    args.inside = args.inside.split(",")
+    if bad := sorted(set(args.inside) - set(INSIDE)):
+        p.error(f"--inside {','.join(bad)} is not one of: {', '.join(INSIDE)}")
     return args
+
+
+INSIDE = ("agents", "population")
 
 
 def setting(task: str, profile: str):
@@ -54,21 +64,55 @@ def setting(task: str, profile: str):
     return config, spec, random_batch(spec, config.agent.batch_size), torch.full((2, 2), 0.9 * spec.max_entropy)
 
 
-def worker(conn, task: str, profile: str, members: int, first_seed: int) -> None:
-    """One process, one thread: a compiled population of ``members``; runs N updates per "go"."""
+def worker(conn, task: str, profile: str, inside: str, members: int, first_seed: int) -> None:
+    """One process, one thread: ``members`` compiled agents updated one after another
+    (``inside='agents'``) or one compiled population of them; N updates of each per "go"."""
+    from tql.agent import TQLAgent
     from tql.batched.population import Population
 
     torch.set_num_threads(1)
     config, spec, batch, target = setting(task, profile)
-    population = Population(spec.obs_dim, spec.act_dim, config.agent, members, "cpu",
-                            seeds=list(range(first_seed, first_seed + members)), total_steps=config.steps)
-    stacked = {k: v.expand(members, *v.shape).contiguous() for k, v in batch.items()}
-    population.update(stacked, target)  # compiles
+    seeds = list(range(first_seed, first_seed + members))
+    if inside == "population":
+        population = Population(spec.obs_dim, spec.act_dim, config.agent, members, "cpu", seeds=seeds,
+                                total_steps=config.steps)
+        stacked = {k: v.expand(members, *v.shape).contiguous() for k, v in batch.items()}
+        steps = [lambda: population.update(stacked, target)]
+    else:
+        agents = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            agents.append(TQLAgent(spec.obs_dim, spec.act_dim, config.agent, "cpu", total_steps=config.steps))
+        steps = [lambda agent=agent: agent.update(batch, target) for agent in agents]
+    for step in steps:
+        step()  # compiles
     conn.send("ready")
     while (updates := conn.recv()) is not None:
         for _ in range(updates):
-            population.update(stacked, target)
+            for step in steps:
+                step()
         conn.send("done")
+
+
+def start_workers(args: argparse.Namespace, inside: str) -> list:
+    """``args.processes`` workers of ``inside``, compiled and waiting; their pipes."""
+    per = args.members // args.processes
+    context = get_context("spawn")
+    pipes = []
+    for i in range(args.processes):
+        ours, theirs = context.Pipe()
+        context.Process(target=worker, args=(theirs, args.task, args.profile, inside, per, i * per),
+                        daemon=True).start()
+        pipes.append(ours)
+    assert all(pipe.recv() == "ready" for pipe in pipes)
+    return pipes
+
+
+def run_split(pipes: list, updates: int) -> None:
+    """All workers at once, ``updates`` updates of each of their members."""
+    for pipe in pipes:
+        pipe.send(updates)
+    assert all(pipe.recv() == "done" for pipe in pipes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,39 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         agents.append(TQLAgent(spec.obs_dim, spec.act_dim, config.agent, "cpu", total_steps=config.steps))
     for agent in agents:
         agent.update(batch, target)  # compiles (once: the same shapes)
-    per = args.members // args.processes
-    context = get_context("spawn")
-    pipes, workers = [], []
-    for i in range(args.processes):
-        ours, theirs = context.Pipe()
-        process = context.Process(target=worker, args=(theirs, args.task, args.profile, per, i * per), daemon=True)
-        process.start()
-        pipes.append(ours)
-        workers.append(process)
-    assert all(pipe.recv() == "ready" for pipe in pipes)
-    samples = {"one by one": [], "split": []}
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        for _ in range(args.inner):
-            for agent in agents:
-                agent.update(batch, target)
-        samples["one by one"].append(1000 * (time.perf_counter() - start) / args.inner)
-        start = time.perf_counter()
+    splits = {f"split, {inside}": start_workers(args, inside) for inside in args.inside}
+    samples = {"one by one": [], **{name: [] for name in splits}}
+    for r in range(args.rounds):
+        for name in (list(samples) if r % 2 == 0 else list(reversed(samples))):
+            start = time.perf_counter()
+            if name == "one by one":
+                for _ in range(args.inner):
+                    for agent in agents:
+                        agent.update(batch, target)
+            else:
+                run_split(splits[name], args.inner)
+            samples[name].append(1000 * (time.perf_counter() - start) / args.inner)
+    for pipes in splits.values():
         for pipe in pipes:
-            pipe.send(args.inner)
-        assert all(pipe.recv() == "done" for pipe in pipes)
-        samples["split"].append(1000 * (time.perf_counter() - start) / args.inner)
-    for pipe in pipes:
-        pipe.send(None)
-    for process in workers:
-        process.join(timeout=30)
+            pipe.send(None)
     median = {name: statistics.median(values) for name, values in samples.items()}
+    per = args.members // args.processes
     print(f"{args.members} members of `{args.profile}` updates: one after another on {args.threads} threads vs "
-          f"{args.processes} processes x {per} members (one compiled population, one thread each); "
-          f"{args.rounds} interleaved rounds of {args.inner}")
-    print(f"{'setting':<12} {'ms per K member-updates':>24} {'vs one by one':>14}")
+          f"{args.processes} processes x {per} members, one thread each ('agents': one after another, "
+          f"'population': one compiled population); {args.rounds} interleaved rounds of {args.inner}")
+    print(f"{'setting':<22} {'ms per K member-updates':>24} {'vs one by one':>14}")
     for name, value in median.items():
-        print(f"{name:<12} {value:>24.1f} {median['one by one'] / value:>13.2f}x")
+        print(f"{name:<22} {value:>24.1f} {median['one by one'] / value:>13.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "median_ms": median, "ms_samples": samples},
                                               indent=1) + "\n")

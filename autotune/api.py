@@ -40,7 +40,7 @@ def _agent_options(agent: Sequence[str] | dict[str, Any], sharing: str | None = 
 
 def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
                trials: int | None = None, seeds: int | None = None, profile: str = "smoke",
-               sampler: str | None = None, objective: str | None = None, workers: int = 1, batch: str | int = "auto",
+               sampler: str | None = None, objective: str | None = None, workers: int | str = "auto", batch: str | int = "auto",
                spec: str | Path | None = None, steps: int | None = None, eval_every: int | None = None,
                eval_episodes: int | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
                make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",

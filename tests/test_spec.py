@@ -121,3 +121,32 @@ def test_a_sharing_search_is_part_of_the_search_space_and_of_the_grid():
         RunPlan(tasks=task, spec=spec, trials=5)
     with pytest.raises(ConfigError, match="--batch 2: the members of a batch share one temperature layout"):
         RunPlan(tasks=task, spec=spec, trials=2, batch=2)
+
+
+def test_workers_auto_is_one_process_per_core_on_a_cpu_and_one_on_cuda(monkeypatch):
+    from autotune.tuning.trials import RunPlan, resolve_workers
+    from tql.tasks import get_task
+
+    monkeypatch.setattr("tql.data.available_cpus", lambda: 8)
+    assert resolve_workers("auto", "cpu", batches=50) == 8  # one thread each
+    assert resolve_workers("auto", "cpu", batches=50, threads=2) == 4  # cores / threads per worker
+    assert resolve_workers("auto", "cpu", batches=3) == 3  # no idle worker: at most one per batch of trials
+    assert resolve_workers("auto", "cuda:0", batches=50) == 1
+    assert resolve_workers("3", "cuda", batches=1) == 3  # a number is taken as given
+    monkeypatch.setattr("tql.data.available_cpus", lambda: 1)
+    assert resolve_workers("auto", "cpu", batches=50) == 1
+    monkeypatch.setattr("tql.data.available_cpus", lambda: 4)
+    tasks = [get_task("cube-single-play-singletask-task1-v0"), get_task("scene-play-singletask-task1-v0")]
+    spec = load_spec(None)
+    # 2 tasks x ceil(3 trials / batches of 2) = 4 batches of trials; 4 cores.
+    assert RunPlan(tasks=tasks, spec=spec, trials=3, batch=2, device="cpu").workers == 4
+    assert RunPlan(tasks=tasks[:1], spec=spec, trials=3, batch=2, device="cpu").workers == 2
+    assert RunPlan(tasks=tasks, spec=spec, trials=3, device="cpu", workers=1).workers == 1
+
+
+@pytest.mark.parametrize("value", ["0", "x", "2.5", True])
+def test_a_bad_workers_value_names_the_valid_choices(value):
+    from autotune.tuning.trials import resolve_workers
+
+    with pytest.raises(ConfigError, match=f"--workers {value!r} is not one of: auto, an integer >= 1"):
+        resolve_workers(value, "cpu", batches=4)

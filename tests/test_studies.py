@@ -27,7 +27,8 @@ from tests.test_cli import run_cli
 TASK1 = "cube-double-play-singletask-task1-v0"
 TWO_TASKS = f"{TASK1},{TINY_TASK}"
 # Tiny budgets: 20 steps, an evaluation every 10 (1 episode of at most 50 steps, smoke profile).
-TINY = ["--profile", "smoke", "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--threads", "1"]
+TINY = ["--profile", "smoke", "--steps", "20", "--eval-every", "10", "--eval-episodes", "1", "--threads", "1",
+        "--workers", "1"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -25,7 +25,8 @@ def run(
     objective: Optional[str] = typer.Option(None, help="what a trial maximises: success, or progress (the fraction "
                                                        "of the task's subtasks done at the end; default: the "
                                                        "spec's, success)"),
-    workers: int = typer.Option(1, help="local worker processes on the same studies"),
+    workers: str = typer.Option("auto", help="local worker processes on the same studies: a number >= 1, or auto "
+                                             "(on a CPU one per core, each on one thread; 1 on CUDA)"),
     batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
                                            "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
     spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),

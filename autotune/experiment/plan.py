@@ -238,11 +238,12 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
         raise ConfigError(f"the {which} study's spec {spec_path} has search.kind={study_spec.kind!r}, "
                           f"need {expected!r}")
     trials = plan.spec.tuned_trials if which == "tuned" else plan.spec.layers_trials
+    # The trials run in this process, one after another: what the cost model prices (workers=1).
     run_plan = RunPlan(tasks=plan.tasks, spec=study_spec, study=STUDY_NAMES[which], storage=storage_url(settings),
                        profile=plan.spec.profile, trials=trials, seeds=plan.spec.study_seeds,
                        runs_dir=settings.out / "studies", data_dir=settings.data_dir, make_data=False,
                        device=settings.device, threads=settings.threads, train_overrides=plan.train_overrides(),
-                       batch="auto", agent=dict(plan.spec.agent))
+                       batch="auto", agent=dict(plan.spec.agent), workers=1)
     storage = open_storage(run_plan.storage)
     create_studies(run_plan, storage)
     say(f"study {which}: {len(plan.tasks)} task(s) x {trials} trials x {plan.spec.study_seeds} seed(s), "

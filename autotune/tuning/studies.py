@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import time
 import dataclasses
@@ -35,6 +34,7 @@ from autotune.tuning.storage import open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
                                     set_attrs, study_name, suggest_schedule, suggest_sharing, trial_value)
+from tql.data import available_cpus
 from tql.data.datasets import SIZE_FIELDS
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
@@ -323,7 +323,7 @@ def run_workers(plan: RunPlan, poll: Callable[[], None] | None = None, poll_ever
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/OpenMP or MuJoCo state
-    threads = plan.threads or max(1, (os.cpu_count() or 1) // plan.workers)
+    threads = plan.threads or max(1, available_cpus() // plan.workers)
     child_plan = _replace(plan, threads=threads)
     procs = [ctx.Process(target=_worker_main, args=(child_plan,), name=f"tql-worker-{i}") for i in range(plan.workers)]
     for p in procs:
@@ -355,7 +355,7 @@ def ensure_data(plan: RunPlan, say: Callable[[str], None] = lambda text: None) -
     """Load (or, with make_data, generate: on every core, beside a too-small generated one) each
     domain's dataset once, before any worker starts; says its size, warns when it is smaller
     than the profile expects (``tql.data.provide_task_data``)."""
-    from tql.data import available_cpus, expected_size, provide_task_data
+    from tql.data import expected_size, provide_task_data
 
     kinds: dict[str, str] = {}
     profile = PROFILES[plan.profile]

@@ -44,7 +44,7 @@ class RunPlan:
     profile: str = "smoke"
     trials: int | None = None
     seeds: int | None = None
-    workers: int = 1
+    workers: int | str = "auto"  # local worker processes (resolve_workers)
     runs_dir: Path = Path("runs/studies")
     data_dir: Path = Path("data")
     data_kind: str = "auto"
@@ -68,7 +68,9 @@ class RunPlan:
         budget = self.spec.budget(self.profile)
         self.trials = self.trials if self.trials is not None else budget.trials
         self.seeds = self.seeds if self.seeds is not None else budget.seeds
-        for name in ("trials", "seeds", "workers"):
+        tasks_batches = len(self.tasks) * -(-self.trials // self.batch)
+        self.workers = resolve_workers(self.workers, self.device, tasks_batches, self.threads)
+        for name in ("trials", "seeds"):
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"--{name} {value!r} must be >= 1")
@@ -106,11 +108,7 @@ BATCH_AUTO = {"cpu": 1, "cuda": 8}  # --batch auto: on a CPU a population is com
 def resolve_batch(value: int | str, device: str) -> int:
     """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
     if value == "auto":
-        if device == "auto":
-            import torch
-
-            return BATCH_AUTO["cuda" if torch.cuda.is_available() else "cpu"]
-        return BATCH_AUTO["cuda" if str(device).startswith("cuda") else "cpu"]
+        return BATCH_AUTO["cuda" if _on_cuda(device) else "cpu"]
     try:
         batch = int(value)
     except (TypeError, ValueError):
@@ -118,6 +116,38 @@ def resolve_batch(value: int | str, device: str) -> int:
     if isinstance(value, bool) or batch < 1 or str(batch) != str(value).strip():
         raise ConfigError(f"--batch {value!r} is not one of: auto, an integer >= 1")
     return batch
+
+
+def resolve_workers(value: int | str, device: str, batches: int, threads: int | None = None) -> int:
+    """``--workers``: local processes on the studies, a number >= 1 or 'auto'.
+
+    'auto' on a CPU: one process per core (``threads`` each, default one), at most one per batch
+    of trials the plan has (``batches``). A CPU update on one thread uses its core better than one
+    update spread over two, and runs, evaluations and data loading go side by side too (measured:
+    benchmarks/speed/README.md, "Members that share the cores"). On CUDA: 1 (one process feeds the
+    GPU; trials share it as a population, ``--batch``).
+    """
+    if value == "auto":
+        if _on_cuda(device):
+            return 1
+        from tql.data import available_cpus
+
+        return max(1, min(available_cpus() // max(threads or 1, 1), batches))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        workers = 0
+    if isinstance(value, bool) or workers < 1 or str(workers) != str(value).strip():
+        raise ConfigError(f"--workers {value!r} is not one of: auto, an integer >= 1")
+    return workers
+
+
+def _on_cuda(device: str) -> bool:
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
 
 
 def suggest_schedule(trial: optuna.Trial, spec: StudySpec, task: TaskSpec) -> Schedule:

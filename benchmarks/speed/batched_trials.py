@@ -18,7 +18,8 @@ at a time each, and W workers each with its own batch of K (``run --workers W --
 so the gain of workers over one worker's batch is measured in the same run.
 
 ``--skip-one-by-one`` leaves the one-by-one settings out (with ``--workers``, when one by one
-was measured already).
+was measured already); ``--skip-batched`` the batched ones (the workers' gain one by one: what
+``run --workers auto`` chooses on a CPU).
 
 ``--concurrent`` runs the settings at the same time, each in its own process (give each its
 share of the cores with ``--threads``), instead of one after another: half the wall time on a
@@ -73,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrent", action="store_true", help="run the settings at the same time")
     parser.add_argument("--skip-one-by-one", action="store_true",
                         help="leave out the one-by-one settings (with --workers: the workers' gain only)")
+    parser.add_argument("--skip-batched", action="store_true",
+                        help="leave out the batched settings (with --workers: the workers' gain one by one only)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     return parser.parse_args(argv)
@@ -92,6 +95,8 @@ def settings_of(args) -> list[Setting]:
                      Setting(f"batched (K={args.batch}) x {args.workers} workers", args.batch, args.workers)]
     if args.skip_one_by_one:
         settings = [s for s in settings if s.batch > 1]
+    if args.skip_batched:
+        settings = [s for s in settings if s.batch == 1]
     return settings
 
 
@@ -99,8 +104,11 @@ def check_args(args) -> None:
     for name in ("trials", "batch", "seeds", "rounds", "workers"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} {getattr(args, name)}: must be >= 1")
-    if args.skip_one_by_one and args.workers == 1:
-        raise SystemExit("--skip-one-by-one needs --workers W > 1 (else only one setting is left)")
+    for flag in ("skip_one_by_one", "skip_batched"):
+        if getattr(args, flag) and args.workers == 1:
+            raise SystemExit(f"--{flag.replace('_', '-')} needs --workers W > 1 (else only one setting is left)")
+    if args.skip_one_by_one and args.skip_batched:
+        raise SystemExit("--skip-one-by-one and --skip-batched together leave no setting")
     if args.concurrent and args.workers > 1:
         raise SystemExit(f"--concurrent with --workers {args.workers}: choose one (the workers' processes "
                          "would compete with the other settings)")
@@ -221,9 +229,11 @@ def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dic
     speedups = {name: medians[reference] / medians[name] for name in names}
     for name in names:
         print(f"{name:>{width}} {medians[name]:9.1f} {medians[name] / args.trials:9.2f} {speedups[name]:7.2f}x")
-    if not args.skip_one_by_one:
+    if args.skip_batched:
+        print(f"speedup (one by one / {args.workers} workers): {speedups[names[1]]:.2f}x")
+    elif not args.skip_one_by_one:
         print(f"speedup (one by one / batched): {speedups[names[1]]:.2f}x")
-    if args.workers > 1:
+    if args.workers > 1 and not args.skip_batched:
         batch = next(name for name in names if name.startswith("batched") and "workers" not in name)
         print(f"workers' gain over one worker's batch: {medians[batch] / medians[names[-1]]:.2f}x")
     print(f"largest |value difference| between settings: {diff:.4f}")

@@ -23,7 +23,11 @@ rounded once per round so it sees the same contention as the components. ``compo
 arithmetic (elementwise ops, reductions, copies, dispatch, Python).
 
 **Operators.** ``torch.profiler`` over ``--profile-updates`` whole updates, eager and
-compiled: self CPU time per update of the top operators.
+compiled: self CPU time per update of the top operators. ``--kernel-names`` has inductor record
+each of its fused C++ kernels by name (``cpp.enable_kernel_profile``: about 1 us per kernel call
+more), so that the compiled table names them instead of one "CompiledFxGraph" row per graph,
+and sums every table by kind of work (``KINDS``: matmuls, GELU, softmax and entropies, layer
+norms, layout copies, the optimiser, the rest).
 
     python benchmarks/speed/update_profile.py --threads 2 --repeats 7 \\
         --json benchmarks/speed/results/update_profile.json
@@ -200,7 +204,37 @@ def timed(fn: Callable[[], object], inner: int) -> float:
     return (time.perf_counter() - t0) / inner
 
 
-def operator_table(agent: TQLAgent, sampler: ReplaySampler, target: torch.Tensor, updates: int, top: int) -> list[dict]:
+# Kind of work of an operator or fused kernel, by the first pattern its name contains (inductor
+# names a fused kernel after the ATen ops in it: GELU is a sigmoid form there, tql.model.gelu_tanh).
+KINDS = (("matmul", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
+         ("softmax and entropies", ("softmax",)),
+         ("GELU", ("gelu", "sigmoid")),
+         ("layer norm", ("layer_norm",)),
+         ("optimiser", ("adam", "optimizer", "lerp", "zero_grad")),
+         ("copies and layout changes", ("clone", "permute", "transpose", "aten::copy_", "cat")))
+
+
+def kind_of(op: str) -> str:
+    name = op.lower()
+    for kind, patterns in KINDS:
+        if any(pattern in name for pattern in patterns):
+            return kind
+    return "other (elementwise, dispatch, autograd, Python)"
+
+
+def by_kind(rows: list[dict]) -> list[dict]:
+    """``operator_table``'s rows (all of them) summed by ``kind_of``, largest first."""
+    totals: Counter = Counter()
+    for row in rows:
+        if row["op"] != "(all)":
+            totals[kind_of(row["op"])] += row["ms_per_update"]
+    whole = sum(totals.values())
+    return [{"kind": kind, "ms_per_update": ms, "share": ms / whole} for kind, ms in totals.most_common()]
+
+
+def operator_table(agent: TQLAgent, sampler: ReplaySampler, target: torch.Tensor, updates: int,
+                   top: int | None) -> list[dict]:
+    """Self CPU time per update of the ``top`` operators (all with None), and their sum."""
     from torch.profiler import ProfilerActivity, profile
 
     step = lambda: agent.update(sampler.sample(agent.config.batch_size), target)  # noqa: E731
@@ -228,9 +262,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--inner", type=int, default=10, help="calls per timed sample")
     p.add_argument("--profile-updates", type=int, default=20, help="updates under torch.profiler")
     p.add_argument("--top", type=int, default=15, help="operators listed")
+    p.add_argument("--kernel-names", action="store_true", help="name inductor's fused kernels in the compiled table")
     p.add_argument("--json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.kernel_names:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
+        inductor_config.cpp.descriptive_names = "original_aten"
 
     agents, parts, updates = {}, {}, {}
     for mode in ("eager", "compiled"):
@@ -270,12 +310,14 @@ def main(argv: list[str] | None = None) -> dict:
                      "gflop": flops[name] / 1e9, "matmul_floor_ms": floor,
                      "floor_gflop_per_s": flops[name] / floor / 1e6 if floor else None,
                      "not_arithmetic_compiled_ms": ms[(name, "compiled")] - floor})
-    ops = {mode: operator_table(*agents[mode], args.profile_updates, args.top) for mode in ("eager", "compiled")}
+    every_op = {mode: operator_table(*agents[mode], args.profile_updates, None) for mode in ("eager", "compiled")}
+    ops = {mode: rows[:args.top] + rows[-1:] for mode, rows in every_op.items()}
+    kinds = {mode: by_kind(rows) for mode, rows in every_op.items()}
     result = {"command": " ".join(["python", "benchmarks/speed/update_profile.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
               "profile": args.profile, "threads": args.threads, "torch": torch.__version__,
               "load_avg": [round(x, 2) for x in __import__("os").getloadavg()],
-              "components": rows, "operators": ops,
+              "kernel_names": args.kernel_names, "components": rows, "operators": ops, "kinds": kinds,
               "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}
     print_result(result)
     if args.json:
@@ -302,6 +344,10 @@ def print_result(result: dict) -> None:
         for r in rows:
             print(f"  {r['op'][:70]:<70} {r['ms_per_update']:>8.2f} ms {r['calls_per_update']:>7.1f} calls "
                   f"{100 * r['share']:>5.1f}%")
+    for mode, rows in result.get("kinds", {}).items():
+        print(f"\nby kind of work, {mode} update (every operator and kernel above and below the top ones)")
+        for r in rows:
+            print(f"  {r['kind']:<50} {r['ms_per_update']:>8.2f} ms {100 * r['share']:>5.1f}%")
 
 
 if __name__ == "__main__":

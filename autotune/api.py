@@ -40,7 +40,8 @@ def _agent_options(agent: Sequence[str] | dict[str, Any], sharing: str | None = 
 
 def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str | None = None,
                trials: int | None = None, seeds: int | None = None, profile: str = "smoke",
-               sampler: str | None = None, objective: str | None = None, workers: int | str = "auto", batch: str | int = "auto",
+               sampler: str | None = None, objective: str | None = None, workers: int | str = "auto",
+               batch: str | int = "auto",
                spec: str | Path | None = None, steps: int | None = None, eval_every: int | None = None,
                eval_episodes: int | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
                make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
@@ -238,27 +239,32 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
             eval_every: int | None = None, eval_episodes: int | None = None, out: str | Path = "runs/compare",
             data_dir: str | Path = "data", threads: int | None = None, device: str = "auto",
             precision: str = "fp32", cuda_graph: str = "auto", compile: bool | None = None, tf32: bool = True,
-            reps: int = 2000, batch: str = "auto", on_run: Callable[[str, str, int, float], None] | None = None,
+            reps: int = 2000, batch: str = "auto", workers: int | str = "auto",
+            on_run: Callable[[str, str, int, float], None] | None = None,
             command: str | None = None, agent: Sequence[str] | dict[str, Any] = (),
             temperature_sharing: str | None = None, say: Say | None = None) -> Comparison:
     """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
     and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
-    task, seed, success)`` hears each finished run; ``command`` is recorded in the data."""
+    task, seed, success)`` hears each finished run; ``command`` is recorded in the data.
+    ``workers``: processes training the runs side by side (``auto``: one per core on a CPU)."""
     from autotune.approaches import ComparePlan, resolve_batch, run_comparison
+    from autotune.tuning.trials import resolve_workers
     from autotune.forecast import studies_line
     from tql.tasks import resolve_tasks
 
     names = [a.strip() for a in approaches.split(",")] if isinstance(approaches, str) else list(approaches)
+    task_specs = resolve_tasks(tasks)
     overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
                  if v is not None}
     overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     out = Path(out)
-    plan = ComparePlan(tasks=resolve_tasks(tasks), approaches=[a for a in names if a], out_dir=out,
+    plan = ComparePlan(tasks=task_specs, approaches=[a for a in names if a], out_dir=out,
                        seeds=[100 + i for i in range(seeds)], profile=profile, study=study,
                        knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
-                       batch=resolve_batch(batch, device), agent=_agent_options(agent, temperature_sharing))
+                       batch=resolve_batch(batch, device), agent=_agent_options(agent, temperature_sharing),
+                       workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
     if warning and say is not None:

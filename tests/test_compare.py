@@ -15,6 +15,7 @@ from tests.test_studies import TINY, show_json
 
 TASKS = f"{TINY_TASK},{SCENE_TASK}"
 SHORT = ["--profile", "smoke", "--steps", "20", "--eval-every", "20", "--eval-episodes", "1", "--threads", "1"]
+IN_PROCESS = ["--workers", "1"]  # compare's runs in the test's process (auto: one worker process per core)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
     out = tmp_path / "cmp"
     args = ["compare", "--tasks", TASKS, "--approaches", "default,tuned,feedback,population,transfer", "--seeds", "2",
             "--study", "tql", "--storage", storage, "--out", str(out), "--data-dir", str(two_domain_data_dir),
-            "--reps", "200", *SHORT]
+            "--reps", "200", *SHORT, *IN_PROCESS]
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     data = json.loads((out / "data.json").read_text())
@@ -112,7 +113,7 @@ def test_lodo_learns_without_the_holdout_domain(monkeypatch, capsys, two_domain_
     storage, study = finished_study
     out = tmp_path / "lodo"
     code, stdout, err = run_cli(monkeypatch, capsys, "lodo", "--holdout", "scene-play", "--study", "tql",
-                                "--storage", storage, "--seeds", "1", "--out", str(out), *SHORT,
+                                "--storage", storage, "--seeds", "1", "--out", str(out), *SHORT, *IN_PROCESS,
                                 "--data-dir", str(two_domain_data_dir))
     assert code == 0, err
     learned = Schedule.load(out / "schedule-without-scene-play.json")
@@ -128,7 +129,7 @@ def test_lodo_batched_gives_the_one_by_one_numbers(monkeypatch, capsys, two_doma
     for batch in ("off", "on"):
         out = tmp_path / batch
         code, _, err = run_cli(monkeypatch, capsys, "lodo", "--holdout", "scene-play", "--study", "tql", "--storage",
-                               storage, "--seeds", "1", "--out", str(out), *SHORT, "--data-dir",
+                               storage, "--seeds", "1", "--out", str(out), *SHORT, *IN_PROCESS, "--data-dir",
                                str(two_domain_data_dir), "--batch", batch)
         assert code == 0, err
         data[batch] = json.loads((out / "data.json").read_text())
@@ -188,7 +189,7 @@ def test_published_approach_trains_with_the_published_table(monkeypatch, capsys,
 
     out = tmp_path / "c"
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,published",
-                           "--seeds", "1", "--out", str(out), "--data-dir", str(tiny_data_dir), *SHORT)
+                           "--seeds", "1", "--out", str(out), "--data-dir", str(tiny_data_dir), *SHORT, *IN_PROCESS)
     assert code == 0, err
     data = json.loads((out / "data.json").read_text())
     assert data["approaches"] == ["default", "published"] and data["steps"]["published"] == 20
@@ -215,7 +216,7 @@ def test_compare_agent_options_reach_every_run_and_a_run_with_other_options_is_r
         monkeypatch, capsys, tiny_data_dir, tmp_path):
     out = tmp_path / "c"
     args = ["compare", "--tasks", TINY_TASK, "--approaches", "default", "--seeds", "1", "--out", str(out),
-            "--data-dir", str(tiny_data_dir), *SHORT]
+            "--data-dir", str(tiny_data_dir), *SHORT, *IN_PROCESS]
     code, text, err = run_cli(monkeypatch, capsys, *args, "--agent", "alpha_init=0.01")
     assert code == 0, err
     assert "H̄ cannot change the runs of 1 of 1 task(s)" in " ".join(text.split())  # 20 updates
@@ -229,3 +230,28 @@ def test_compare_agent_options_reach_every_run_and_a_run_with_other_options_is_r
     code, _, err = run_cli(monkeypatch, capsys, *args)  # another agent: refused, the finished run kept
     assert code == 2 and "holds a run with other agent settings (alpha_init 0.01 -> 1.0); use another --out" in err
     assert (run / "summary.json").read_text() == first
+
+
+def test_compare_workers_train_the_same_runs_and_report_each_once(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    """``--workers 2`` trains the runs in two processes: the same numbers as in this process, and
+    every run's line printed once, as it finishes."""
+    data, rows = {}, {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        code, text, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches",
+                                  "default,feedback", "--seeds", "2", "--out", str(out), "--data-dir",
+                                  str(tiny_data_dir), "--reps", "100", *SHORT, "--workers", workers)
+        assert code == 0, err
+        heard = [line.split() for line in text.splitlines() if ": success " in line]
+        assert sorted((w[0], w[3].rstrip(":")) for w in heard) == [(a, s) for a in ("default", "feedback")
+                                                                   for s in ("100", "101")]
+        data[workers] = json.loads((out / "data.json").read_text())
+        rows[workers] = {run.relative_to(out): [r for r in map(json.loads, run.read_text().splitlines())
+                                                if r["type"] == "train"][-1]
+                         for run in sorted(out.glob("runs/*/*/seed-*/metrics.jsonl"))}
+    assert data["2"]["scores"] == data["1"]["scores"] and data["2"]["steps"] == data["1"]["steps"]
+    assert len(rows["2"]) == 4 and rows["2"].keys() == rows["1"].keys()
+    for run, last in rows["1"].items():
+        assert rows["2"][run]["step"] == last["step"], run
+        for key in ("critic/td_loss", "actor/q_loss", "entropy/l0_value"):
+            assert rows["2"][run][key] == pytest.approx(last[key], rel=1e-6), (run, key)

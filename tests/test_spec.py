@@ -128,13 +128,13 @@ def test_workers_auto_is_one_process_per_core_on_a_cpu_and_one_on_cuda(monkeypat
     from tql.tasks import get_task
 
     monkeypatch.setattr("tql.data.available_cpus", lambda: 8)
-    assert resolve_workers("auto", "cpu", batches=50) == 8  # one thread each
-    assert resolve_workers("auto", "cpu", batches=50, threads=2) == 4  # cores / threads per worker
-    assert resolve_workers("auto", "cpu", batches=3) == 3  # no idle worker: at most one per batch of trials
-    assert resolve_workers("auto", "cuda:0", batches=50) == 1
-    assert resolve_workers("3", "cuda", batches=1) == 3  # a number is taken as given
+    assert resolve_workers("auto", "cpu", jobs=50) == 8  # one thread each
+    assert resolve_workers("auto", "cpu", jobs=50, threads=2) == 4  # cores / threads per worker
+    assert resolve_workers("auto", "cpu", jobs=3) == 3  # no idle worker: at most one per job
+    assert resolve_workers("auto", "cuda:0", jobs=50) == 1
+    assert resolve_workers("3", "cuda", jobs=1) == 3  # a number is taken as given
     monkeypatch.setattr("tql.data.available_cpus", lambda: 1)
-    assert resolve_workers("auto", "cpu", batches=50) == 1
+    assert resolve_workers("auto", "cpu", jobs=50) == 1
     monkeypatch.setattr("tql.data.available_cpus", lambda: 4)
     tasks = [get_task("cube-single-play-singletask-task1-v0"), get_task("scene-play-singletask-task1-v0")]
     spec = load_spec(None)
@@ -149,4 +149,4 @@ def test_a_bad_workers_value_names_the_valid_choices(value):
     from autotune.tuning.trials import resolve_workers
 
     with pytest.raises(ConfigError, match=f"--workers {value!r} is not one of: auto, an integer >= 1"):
-        resolve_workers(value, "cpu", batches=4)
+        resolve_workers(value, "cpu", jobs=4)

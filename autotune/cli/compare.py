@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
-                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, app, console)
+                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP, app, console)
 
 
 @app.command()
@@ -38,6 +38,7 @@ def compare(
     reps: int = typer.Option(2000, help="bootstrap resamples"),
     batch: str = typer.Option("auto", help="train a task's runs (every approach but population, every seed) as "
                                            "one population: on, off, auto (on for CUDA)"),
+    workers: str = typer.Option("auto", help="processes training the runs side by side: " + WORKERS_HELP),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every run)"),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing",
                                                       help=SHARING_HELP + " (every run)"),
@@ -54,7 +55,7 @@ def compare(
                          knots_study=knots_study, layers_study=layers_study, storage=storage, steps=steps,
                          eval_every=eval_every, eval_episodes=eval_episodes, out=out, data_dir=data_dir,
                          threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
-                         compile=compile_loss, tf32=tf32, reps=reps, batch=batch, on_run=said,
+                         compile=compile_loss, tf32=tf32, reps=reps, batch=batch, workers=workers, on_run=said,
                          command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                          agent=agent, temperature_sharing=temperature_sharing,
                          say=console.print)
@@ -94,6 +95,7 @@ def lodo(
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     batch: str = typer.Option("auto", help="train each held-out task's runs (both approaches, every seed) as one "
                                            "population: on, off, auto (on for CUDA)"),
+    workers: str = typer.Option("auto", help="processes training the runs side by side: " + WORKERS_HELP),
 ) -> None:
     """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
     against the default constant (no tuning on the held-out domain)."""
@@ -112,4 +114,5 @@ def lodo(
     compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
             layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000, batch=batch, agent=[], temperature_sharing=None)
+            compile_loss=None, tf32=True, reps=2000, batch=batch, workers=workers, agent=[],
+            temperature_sharing=None)

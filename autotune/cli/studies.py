@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
-                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, app, console)
+                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP, app, console)
 
 
 @app.command()
@@ -25,8 +25,7 @@ def run(
     objective: Optional[str] = typer.Option(None, help="what a trial maximises: success, or progress (the fraction "
                                                        "of the task's subtasks done at the end; default: the "
                                                        "spec's, success)"),
-    workers: str = typer.Option("auto", help="local worker processes on the same studies: a number >= 1, or auto "
-                                             "(on a CPU one per core, each on one thread; 1 on CUDA)"),
+    workers: str = typer.Option("auto", help="local worker processes on the same studies: " + WORKERS_HELP),
     batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
                                            "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
     spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),

@@ -118,21 +118,22 @@ def resolve_batch(value: int | str, device: str) -> int:
     return batch
 
 
-def resolve_workers(value: int | str, device: str, batches: int, threads: int | None = None) -> int:
-    """``--workers``: local processes on the studies, a number >= 1 or 'auto'.
+def resolve_workers(value: int | str, device: str, jobs: int, threads: int | None = None) -> int:
+    """``--workers`` of ``run`` and ``compare``: local processes, a number >= 1 or 'auto'.
 
-    'auto' on a CPU: one process per core (``threads`` each, default one), at most one per batch
-    of trials the plan has (``batches``). A CPU update on one thread uses its core better than one
-    update spread over two, and runs, evaluations and data loading go side by side too (measured:
-    benchmarks/speed/README.md, "Members that share the cores"). On CUDA: 1 (one process feeds the
-    GPU; trials share it as a population, ``--batch``).
+    'auto' on a CPU: one process per core (``threads`` each, default one), at most one per job
+    (``jobs``: a study's batches of trials, a comparison's runs). A CPU update on one thread uses
+    its core better than one update spread over two, and the rest of a run (data loading,
+    evaluation, Python) goes side by side too (measured: benchmarks/speed/README.md, "Whole
+    studies, one worker per core"). On CUDA: 1 (one process feeds the GPU; runs share it as a
+    population, ``--batch``).
     """
     if value == "auto":
         if _on_cuda(device):
             return 1
         from tql.data import available_cpus
 
-        return max(1, min(available_cpus() // max(threads or 1, 1), batches))
+        return max(1, min(available_cpus() // max(threads or 1, 1), jobs))
     try:
         workers = int(value)
     except (TypeError, ValueError):

@@ -28,9 +28,9 @@ member computes what its run computes alone, so the numbers are the same, in les
 a GPU. A diverged member stops the comparison as a diverged run does.
 
 With ``workers`` W > 1 (``--workers``; ``auto``: one per core on a CPU) the unfinished runs
-train in W processes side by side, each on cores / W threads (one), and are read back from
-their folders: the same runs, the same seeds, in 1.3-1.5x less wall time on 2 CPU cores
-(benchmarks/speed/README.md, "Whole studies, one worker per core").
+train in W processes side by side, each on cores / W threads (one): the same runs with the same
+seeds, in less wall time on a CPU (1.61x for 4 runs on 2 cores: benchmarks/speed/README.md,
+"Whole studies, one worker per core").
 """
 
 from __future__ import annotations
@@ -244,14 +244,15 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     steps = {a.name: a.tuning_steps for a in approaches}
     kinds: set[str] = set()
     batched = _train_batched(plan, approaches) if plan.batch else {}
-    reported = _train_in_workers(plan, approaches, on_run) if plan.workers > 1 else set()
+    in_workers = _train_in_workers(plan, approaches, on_run) if plan.workers > 1 else {}
     for approach in approaches:
         for task in plan.tasks:
             make_hooks = approach.hooks_for(task)
             for seed in plan.seeds:
                 out = _run_dir(plan, approach, task, seed)
                 config = plan.config(task, seed, **approach.config_overrides)
-                result = (batched.get((approach.name, task.name, seed)) or _finished(out, config)
+                key = (approach.name, task.name, seed)
+                result = (batched.get(key) or in_workers.get(key) or _finished(out, config)
                           or _train(approach, config, out, make_hooks()))
                 value = objective_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
@@ -262,7 +263,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                     [[e["step"], e.get("progress")] for e in result.evals])
                 steps[approach.name] += result.steps * result.members
                 kinds.add(result.data_kind)
-                if on_run is not None and (approach.name, task.name, seed) not in reported:
+                if on_run is not None and key not in in_workers:  # those were heard as they finished
                     on_run(approach.name, task.name, seed, value)
     meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
             "data_kind": ",".join(sorted(kinds)), "study": plan.study, "knots_study": plan.knots_study,
@@ -327,11 +328,11 @@ def _pending_runs(plan: ComparePlan, approaches: list[Approach]) -> list[tuple[s
             if _finished(_run_dir(plan, a, task, seed), plan.config(task, seed, **a.config_overrides)) is None]
 
 
-def _train_in_workers(plan: ComparePlan, approaches: list[Approach],
-                      on_run: Callable[[str, str, int, float], None] | None) -> set[tuple[str, str, int]]:
+def _train_in_workers(plan: ComparePlan, approaches: list[Approach], on_run: Callable[[str, str, int, float], None]
+                      | None) -> dict[tuple[str, str, int], TrainResult]:
     """The unfinished runs, trained by ``plan.workers`` processes side by side (each on cores /
-    workers threads unless ``plan.threads``); ``on_run`` hears each as it finishes. Returns the
-    runs it reported; their results are in their folders, where the caller reads them back."""
+    workers threads unless ``plan.threads``); ``on_run`` hears each as it finishes. Returns their
+    results by (approach, task, seed)."""
     import multiprocessing as mp
     from dataclasses import replace
     from functools import partial
@@ -340,25 +341,24 @@ def _train_in_workers(plan: ComparePlan, approaches: list[Approach],
 
     pending = _pending_runs(plan, approaches)
     if len(pending) < 2:
-        return set()
+        return {}
     child = replace(plan, threads=plan.threads or max(1, available_cpus() // plan.workers))
-    reported = set()
+    results = {}
     # spawn: fresh interpreters, no forked torch/OpenMP or MuJoCo state (as `run --workers`)
     with mp.get_context("spawn").Pool(min(plan.workers, len(pending))) as pool:
-        for key, value in pool.imap_unordered(partial(_train_in_worker, child), pending):
+        for key, result in pool.imap_unordered(partial(_train_in_worker, child), pending):
             if on_run is not None:
-                on_run(*key, value)
-            reported.add(key)
-    return reported
+                on_run(*key, objective_value(result.evals, plan.last_k))
+            results[key] = result
+    return results
 
 
-def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tuple[str, str, int], float]:
+def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tuple[str, str, int], TrainResult]:
     """One run in a worker process (its approach rebuilt there: hooks do not pickle)."""
     name, task_name, seed = key
     approach, task = build_approach(plan, name), get_task(task_name)
     config = plan.config(task, seed, **approach.config_overrides)
-    result = _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)())
-    return key, objective_value(result.evals, plan.last_k)
+    return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)())
 
 
 def _safe(name: str) -> str:

@@ -249,8 +249,8 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
     task, seed, success)`` hears each finished run; ``command`` is recorded in the data.
     ``workers``: processes training the runs side by side (``auto``: one per core on a CPU)."""
     from autotune.approaches import ComparePlan, resolve_batch, run_comparison
-    from autotune.tuning.trials import resolve_workers
     from autotune.forecast import studies_line
+    from autotune.tuning.trials import resolve_workers
     from tql.tasks import resolve_tasks
 
     names = [a.strip() for a in approaches.split(",")] if isinstance(approaches, str) else list(approaches)

@@ -109,13 +109,7 @@ def resolve_batch(value: int | str, device: str) -> int:
     """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
     if value == "auto":
         return BATCH_AUTO["cuda" if _on_cuda(device) else "cpu"]
-    try:
-        batch = int(value)
-    except (TypeError, ValueError):
-        batch = 0
-    if isinstance(value, bool) or batch < 1 or str(batch) != str(value).strip():
-        raise ConfigError(f"--batch {value!r} is not one of: auto, an integer >= 1")
-    return batch
+    return _count("--batch", value)
 
 
 def resolve_workers(value: int | str, device: str, jobs: int, threads: int | None = None) -> int:
@@ -134,13 +128,18 @@ def resolve_workers(value: int | str, device: str, jobs: int, threads: int | Non
         from tql.data import available_cpus
 
         return max(1, min(available_cpus() // max(threads or 1, 1), jobs))
+    return _count("--workers", value)
+
+
+def _count(option: str, value: int | str) -> int:
+    """An option's value that is not 'auto': an integer >= 1 (a bool or '2.5' is not one)."""
     try:
-        workers = int(value)
+        count = int(value)
     except (TypeError, ValueError):
-        workers = 0
-    if isinstance(value, bool) or workers < 1 or str(workers) != str(value).strip():
-        raise ConfigError(f"--workers {value!r} is not one of: auto, an integer >= 1")
-    return workers
+        count = 0
+    if isinstance(value, bool) or count < 1 or str(count) != str(value).strip():
+        raise ConfigError(f"{option} {value!r} is not one of: auto, an integer >= 1")
+    return count
 
 
 def _on_cuda(device: str) -> bool:

@@ -27,7 +27,7 @@ compiled: self CPU time per update of the top operators. ``--kernel-names`` has 
 each of its fused C++ kernels by name (``cpp.enable_kernel_profile``: about 1 us per kernel call
 more), so that the compiled table names them instead of one "CompiledFxGraph" row per graph,
 and sums every table by kind of work (``KINDS``: matmuls, GELU, softmax and entropies, layer
-norms, layout copies, the optimiser, the rest).
+norms, copies and layout changes, the optimiser, the rest).
 
     python benchmarks/speed/update_profile.py --threads 2 --repeats 7 \\
         --json benchmarks/speed/results/update_profile.json
@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "floor_gflop_per_s": flops[name] / floor / 1e6 if floor else None,
                      "not_arithmetic_compiled_ms": ms[(name, "compiled")] - floor})
     every_op = {mode: operator_table(*agents[mode], args.profile_updates, None) for mode in ("eager", "compiled")}
-    ops = {mode: rows[:args.top] + rows[-1:] for mode, rows in every_op.items()}
-    kinds = {mode: by_kind(rows) for mode, rows in every_op.items()}
+    ops = {mode: table[:args.top] + table[-1:] for mode, table in every_op.items()}
+    kinds = {mode: by_kind(table) for mode, table in every_op.items()}
     result = {"command": " ".join(["python", "benchmarks/speed/update_profile.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
               "profile": args.profile, "threads": args.threads, "torch": torch.__version__,

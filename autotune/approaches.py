@@ -353,10 +353,17 @@ def _train_in_workers(plan: ComparePlan, approaches: list[Approach], on_run: Cal
     return results
 
 
+# A worker process's approaches, built once each (hooks do not pickle, so a worker builds its
+# own; a pool's workers serve one comparison).
+_WORKER_APPROACHES: dict[str, Approach] = {}
+
+
 def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tuple[str, str, int], TrainResult]:
-    """One run in a worker process (its approach rebuilt there: hooks do not pickle)."""
+    """One run in a worker process."""
     name, task_name, seed = key
-    approach, task = build_approach(plan, name), get_task(task_name)
+    if name not in _WORKER_APPROACHES:
+        _WORKER_APPROACHES[name] = build_approach(plan, name)
+    approach, task = _WORKER_APPROACHES[name], get_task(task_name)
     config = plan.config(task, seed, **approach.config_overrides)
     return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)())
 

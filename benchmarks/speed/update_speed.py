@@ -20,7 +20,10 @@ step, target EMA. Variants, all trained with exactly that update:
 - with ``--members K``: K members of one task, per round of K member-updates:
   ``K x tql+compile`` (one by one, each on ``--threads``: K separate runs) and ``population``
   (``tql.batched.population.Population``, compiled, on ``--threads``); their ``vs 1by1``
-  column is the ratio to ``K x tql+compile``;
+  column is the ratio to ``K x tql+compile``; with ``--split P`` (and ``--profile``) also
+  ``split P x 1 thread``: the K members as P processes of one thread, each updating its K / P
+  compiled agents one after another, all at once (``member_split.py``'s workers: what
+  ``run --workers auto`` and ``compare --workers auto`` do with runs on a CPU);
 - ``tql@REV`` (with ``--baseline-rev REV``): the whole agent at git revision REV (its ``tql``
   package imported under another name, ``rev_agent.py``), timed in the same rounds:
   before/after measurements of the current code. Its configuration is the ``tql`` variant's
@@ -238,6 +241,41 @@ def member_runners(args: argparse.Namespace, preset: str, profile: dict, batch: 
     return runners
 
 
+class SplitRunner(Runner):
+    """``--split P``: K members as P one-thread worker processes of K / P compiled agents each
+    (``member_split.py``), all at once; a step is one update of every member."""
+
+    def __init__(self, args: argparse.Namespace, agent: TQLAgent, batch: dict[str, Tensor]) -> None:
+        from types import SimpleNamespace
+
+        from benchmarks.speed.member_split import start_workers
+
+        super().__init__(agent, batch, args.device, threads=1)
+        self.members = args.members
+        self.pipes = start_workers(SimpleNamespace(members=args.members, processes=args.split, task=args.task,
+                                                   profile=args.profile), "agents")
+
+    def step(self) -> None:
+        self.time(1)
+
+    def warm_up(self, updates: int) -> None:
+        self.time(updates)
+
+    def time(self, inner: int) -> float:
+        from benchmarks.speed.member_split import run_split
+
+        t0 = time.perf_counter()
+        run_split(self.pipes, inner)
+        return (time.perf_counter() - t0) / inner
+
+    def flops(self) -> int:
+        return self.members * Runner(self.agent, self.batch, self.device, self.threads).flops()
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+
+
 def matmul_peak(device: str, size: int, dtype: torch.dtype, seconds: float = 0.5) -> tuple[float, float]:
     """FLOP/s of a square ``size`` matmul: (median, best) of the calls timed in ``seconds``.
 
@@ -292,9 +330,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile", help="a training profile's agent (e.g. cpu: its preset, batch size, actor widths, "
                                      "flow steps); replaces --presets and --batch-size")
     p.add_argument("--members", type=int, default=0, help="K > 1 adds K members one by one and as a population")
+    p.add_argument("--split", type=int, default=0, help="P: with --members K and --profile, adds the K members as "
+                                                         "P one-thread processes at once (member_split.py)")
+    p.add_argument("--task", default="cube-double-play-singletask-task2-v0", help="the task of --split's workers")
     p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
+    if args.split and (args.members < 2 or args.members % args.split or not args.profile or args.device != "cpu"):
+        p.error(f"--split {args.split} needs --members K > 1 that it divides, --profile and --device cpu")
     torch.set_num_threads(args.threads)
     device = args.device
     peak_size = args.peak_size or (8192 if device.startswith("cuda") else 2048)
@@ -320,6 +363,9 @@ def main(argv: list[str] | None = None) -> dict:
             runners[key] = Runner(agent, batch, device, args.threads)
         if args.members > 1:
             runners.update(member_runners(args, preset, profile, batch))
+        if args.split:
+            agent = runners[(preset, f"{args.members} x tql+compile")].agent
+            runners[(preset, f"split {args.split} x 1 thread")] = SplitRunner(args, agent, batch)
     info: dict[tuple[str, str], dict] = {}
     for key, runner in runners.items():
         t0 = time.perf_counter()
@@ -340,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict:
         for key in order:
             samples[key].append(runners[key].time(args.inner))
     peak = {d: statistics.median(v) for d, v in peaks.items()}
+    for runner in runners.values():
+        if isinstance(runner, SplitRunner):
+            runner.close()
 
     rows = []
     for key in runners:

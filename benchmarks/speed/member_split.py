@@ -64,10 +64,20 @@ def setting(task: str, profile: str):
     return config, spec, random_batch(spec, config.agent.batch_size), torch.full((2, 2), 0.9 * spec.max_entropy)
 
 
+def make_agents(config, spec, seeds) -> list:
+    """One CPU agent of ``config`` per seed (torch's generator seeded before each is built)."""
+    from tql.agent import TQLAgent
+
+    agents = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        agents.append(TQLAgent(spec.obs_dim, spec.act_dim, config.agent, "cpu", total_steps=config.steps))
+    return agents
+
+
 def worker(conn, task: str, profile: str, inside: str, members: int, first_seed: int) -> None:
     """One process, one thread: ``members`` compiled agents updated one after another
     (``inside='agents'``) or one compiled population of them; N updates of each per "go"."""
-    from tql.agent import TQLAgent
     from tql.batched.population import Population
 
     torch.set_num_threads(1)
@@ -79,11 +89,7 @@ def worker(conn, task: str, profile: str, inside: str, members: int, first_seed:
         stacked = {k: v.expand(members, *v.shape).contiguous() for k, v in batch.items()}
         steps = [lambda: population.update(stacked, target)]
     else:
-        agents = []
-        for seed in seeds:
-            torch.manual_seed(seed)
-            agents.append(TQLAgent(spec.obs_dim, spec.act_dim, config.agent, "cpu", total_steps=config.steps))
-        steps = [lambda agent=agent: agent.update(batch, target) for agent in agents]
+        steps = [lambda agent=agent: agent.update(batch, target) for agent in make_agents(config, spec, seeds)]
     for step in steps:
         step()  # compiles
     conn.send("ready")
@@ -116,15 +122,10 @@ def run_split(pipes: list, updates: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tql.agent import TQLAgent
-
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     config, spec, batch, target = setting(args.task, args.profile)
-    agents = []
-    for seed in range(args.members):
-        torch.manual_seed(seed)
-        agents.append(TQLAgent(spec.obs_dim, spec.act_dim, config.agent, "cpu", total_steps=config.steps))
+    agents = make_agents(config, spec, range(args.members))
     for agent in agents:
         agent.update(batch, target)  # compiles (once: the same shapes)
     splits = {f"split, {inside}": start_workers(args, inside) for inside in args.inside}

@@ -113,20 +113,12 @@ def run_studies(tasks: str = "all", *, say: Say | None = None, progress: Callabl
 
 def _work(plan, watch: Any, say: Say) -> None:
     """This process's trials (``workers`` 1) or ``workers`` worker processes', to the end."""
-    from autotune.tuning.studies import run_workers, work
+    from autotune.tuning.studies import work_all
 
-    if plan.workers == 1:
-        hooks = {} if watch is None else dict(on_trial=watch.trial_done, on_step=watch.step,
-                                              on_task=watch.task_started)
-        report = work(plan, **hooks)
-        if report.retried_stale:
-            say(f"re-queued {report.retried_stale} trial(s) whose workers were lost")
-        return
-    codes = run_workers(plan, poll=None if watch is None else watch.refresh)
-    bad = [c for c in codes if c != 0]
-    if bad:
-        raise TQLError(f"{len(bad)} of {plan.workers} workers failed (exit codes {bad}); "
-                       "finished trials are saved, re-run the same command to continue")
+    hooks = {} if watch is None else dict(on_trial=watch.trial_done, on_step=watch.step, on_task=watch.task_started)
+    report = work_all(plan, poll=None if watch is None else watch.refresh, **hooks)
+    if report is not None and report.retried_stale:
+        say(f"re-queued {report.retried_stale} trial(s) whose workers were lost")
 
 
 def study_summary(study: str = DEFAULT_STUDY, storage: str | None = None, task: str | None = None,

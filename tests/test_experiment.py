@@ -51,6 +51,7 @@ def test_dry_run_table_replaces_the_toy_sized_values():
     ("run", "eval_episodes", -1, "eval_episodes=-1"),
     ("run", "typo", 1, "unknown key run.typo"),
     ("reference", "updates_per_second", 0, "updates_per_second=0"),
+    ("reference", "workers", 0, "workers=0 must be an integer >= 1"),
     ("dry_run", "steps", 5, "unknown key dry_run.steps"),
 ])
 def test_bad_spec_values_fail_with_one_line_naming_them(table, key, value, words):
@@ -97,6 +98,42 @@ def test_a_batch_is_evaluated_together_so_more_processes_share_its_episodes():
     together = min(15, spec.eval_episodes * 8 * spec.study_seeds)
     assert batched.fixed_seconds(gpu) == pytest.approx(env_steps / (200.0 * together))
     assert batched.fixed_seconds(CPU) == one_by_one.fixed_seconds(CPU) - 8 * spec.study_seeds * 2.0 + 2.0
+
+
+def test_runs_side_by_side_take_the_time_of_ceil_runs_over_workers_runs():
+    """W workers: a phase of n equal runs takes ceil(n / W) runs' time; data is not shared out."""
+    spec = load_experiment(SPEC).for_dry_run()
+    phases = _cpu_plan_phases(spec)
+    two = dataclasses.replace(CPU, workers=2)
+    by_name = {p.name: p for p in phases}
+    study = by_name["study tuned"]
+    n = len(spec.task_specs()) * spec.tuned_trials * spec.study_seeds
+    assert study.jobs == n and n > 2
+    for steps in (0, 100):
+        assert study.seconds(two, steps) == pytest.approx(study.seconds(CPU, steps) * -(-n // 2) / n)
+    assert by_name["data"].seconds(two, 100) == by_name["data"].seconds(CPU, 100)
+    odd = dataclasses.replace(study, jobs=3)  # 3 runs on 2 workers: two rounds of runs
+    assert odd.seconds(two, 100) == pytest.approx(odd.seconds(CPU, 100) * 2 / 3)
+    assert dataclasses.replace(study, jobs=1).seconds(two, 100) == study.seconds(CPU, 100)
+    assert fit_steps(spec, phases, two, 600) > fit_steps(spec, phases, CPU, 600)
+
+
+def test_the_reference_machine_runs_one_worker_unless_its_table_says():
+    assert load_experiment(SPEC).reference.workers == 1
+    raw = raw_spec()
+    raw["reference"]["workers"] = 4
+    assert experiment_from_dict(raw, folder=SPEC.parent).reference.workers == 4
+
+
+def test_the_probe_times_runs_side_by_side_in_worker_processes():
+    from autotune.experiment.probe import update_rates_side_by_side
+    from tql.tasks import get_task
+
+    task = get_task("cube-double-play-singletask-task1-v0")
+    rates = update_rates_side_by_side(task, "smoke", workers=2, threads=1, seconds=0.3)
+    assert len(rates) == 2 and all(isinstance(rate, float) and rate > 0 for rate in rates)
+    with pytest.raises(RuntimeError, match="the speed probe's worker failed: ConfigError: unknown profile 'huge'"):
+        update_rates_side_by_side(task, "huge", workers=2, threads=1, seconds=0.3)
 
 
 def test_a_budget_too_small_for_min_steps_is_refused_with_what_it_needs():
@@ -179,9 +216,10 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
                          .replace('"layers.toml"', json.dumps(str(SPEC.parent / "layers.toml"))))
     out = tmp_path / "exp"
     args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "1", "--out", str(out),
-            "--device", "cpu", "--reps", "50"]
+            "--device", "cpu", "--reps", "50", "--workers", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "2 worker(s)" in result.output  # the studies' trials, and compare's runs, in 2 processes
     data = json.loads((out / "data.json").read_text())
     assert set(data["approaches"]) == set(APPROACHES)
     report = (out / "report.md").read_text()

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import DATA_DIR_HELP, app, console
+from autotune.cli.common import DATA_DIR_HELP, WORKERS_HELP, app, console
 
 
 @app.command()
@@ -29,7 +29,9 @@ def experiment(
                                                   "(default runs/experiment, or runs/experiment-dry-run)"),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP + " (default data; a dry run's: OUT/data)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (of each worker)"),
+    workers: str = typer.Option("auto", help="processes training a study's or the comparison's runs side by "
+                                             "side: " + WORKERS_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples of the report"),
 ) -> None:
     """Run the experiment of studies/experiment.toml: every approach to H̄ on the same tasks,
@@ -50,7 +52,8 @@ def experiment(
         budget_minutes = experiment_spec.minutes
     out = out or Path("runs/experiment-dry-run" if dry_run else "runs/experiment")
     settings = ex.Settings(out=out, data_dir=data_dir or (out / "data" if dry_run else Path("data")), device=device,
-                           threads=threads)
+                           threads=threads, workers=workers)
+    side_by_side = settings.compare_workers(experiment_spec)  # a bad --workers fails here, before any work
     inputs = ex.plan_inputs(experiment_spec, budget_minutes, dry_run, device)
     saved = None if plan_only else ex.saved_plan(out, inputs)
     n_missing = len(ex.missing_domains(experiment_spec, settings.data_dir))
@@ -63,8 +66,10 @@ def experiment(
         if budget_minutes is not None:
             from autotune.experiment.probe import probe_machine
 
-            console.print("measuring this machine (a few seconds) ...")
-            here = probe_machine(experiment_spec.task_specs()[0], experiment_spec.profile, device, threads)
+            console.print("measuring this machine (a few seconds"
+                          f"{f', {side_by_side} runs side by side' if side_by_side > 1 else ''}) ...")
+            here = probe_machine(experiment_spec.task_specs()[0], experiment_spec.profile, device, threads,
+                                 workers=side_by_side)
         plan = ex.plan_experiment(experiment_spec, here, budget_minutes, n_missing, **batching)
     console.print(plan_table(plan))
     for note in plan.notes:
@@ -92,7 +97,8 @@ def plan_table(plan) -> Table:
     reference machine for the same plan."""
     here, reference = plan.minutes_here(), plan.minutes_reference()
     machine = plan.spec.reference.name
-    sized_for = machine if plan.here is None else "this machine"
+    sized_for = machine if plan.here is None else "this machine" + (
+        f", {plan.here.workers} runs side by side" if plan.here.workers > 1 else "")
     table = Table(title=f"experiment: {len(plan.tasks)} task(s) x {plan.spec.seeds} seed(s) x "
                         f"{len(plan.approaches)} approaches, profile {plan.spec.profile}, {plan.steps:,} steps per "
                         f"run (sized for {plan.budget_minutes:g} minutes on {sized_for})")

@@ -16,6 +16,10 @@ The model is linear in the steps per run S, so the sizing is exact by its own es
   together: a batch's members all at once, ``PolicyEvaluator.run_many``; ``tql.eval_workers``:
   on CUDA all cores but one, on a CPU one). Episodes that succeed end early, so this is an
   upper bound.
+- workers: a study's and the comparison's runs (or batches) go ``workers`` at a time, each at
+  ``updates_per_second`` (on a CPU: one run's rate on its share of the cores while the other
+  workers train, as ``probe_machine`` measures it), so a phase of n equal runs takes
+  ceil(n / workers) runs' time.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class PhaseWork:
     env_steps: int  # evaluation env steps in total
     eval_episodes: int = 1  # episodes evaluated at once (a batch's members'): at most this many processes
     transitions: int = 0  # data generation
+    jobs: int = 1  # runs or batches that workers can train side by side (data: 1)
 
     def seconds(self, machine: Machine, steps: int) -> float:
         return self.fixed_seconds(machine) + steps * self.seconds_per_step(machine)
@@ -49,11 +54,17 @@ class PhaseWork:
     def fixed_seconds(self, machine: Machine) -> float:
         data = self.transitions / (machine.data_transitions_per_second * machine.processes)
         eval_rate = machine.eval_env_steps_per_second * min(machine.eval_processes, self.eval_episodes)
-        return data + self.overheads * machine.run_overhead_seconds + self.env_steps / eval_rate
+        return data + self.share(machine) * (self.overheads * machine.run_overhead_seconds + self.env_steps / eval_rate)
 
     def seconds_per_step(self, machine: Machine) -> float:
         rate = machine.member_updates_per_second if self.batched else machine.updates_per_second
-        return self.member_updates_per_step / rate
+        return self.share(machine) * self.member_updates_per_step / rate
+
+    def share(self, machine: Machine) -> float:
+        """The part of the phase's summed run time that its wall time is: its ``jobs`` equal jobs
+        go ``machine.workers`` at a time, so ceil(jobs / workers) of them one after another."""
+        workers = min(machine.workers, self.jobs)
+        return math.ceil(self.jobs / workers) / self.jobs
 
 
 def episode_steps(spec: ExperimentSpec, task: TaskSpec) -> int:
@@ -74,7 +85,8 @@ def study_work(spec: ExperimentSpec, tasks: list[TaskSpec], name: str, trials: i
                 for t in tasks)
     overheads = len(tasks) * math.ceil(trials / batch) if batch > 1 else runs
     together = min(batch, trials) * spec.study_seeds if batch > 1 else 1  # runs evaluated at once
-    return PhaseWork(f"study {name}", runs, runs, batch > 1, overheads, evals, spec.eval_episodes * together)
+    return PhaseWork(f"study {name}", runs, runs, batch > 1, overheads, evals, spec.eval_episodes * together,
+                     jobs=overheads)
 
 
 def compare_work(spec: ExperimentSpec, tasks: list[TaskSpec], approaches: list[str], batched: bool) -> list[PhaseWork]:
@@ -86,13 +98,14 @@ def compare_work(spec: ExperimentSpec, tasks: list[TaskSpec], approaches: list[s
         evals = sum(len(singles) * spec.seeds * _evaluation(spec, t) for t in tasks)
         batch_together = batched and len(singles) * spec.seeds > 1
         together = len(singles) * spec.seeds if batch_together else 1  # runs evaluated at once
-        rows.append(PhaseWork("compare", runs, runs, batch_together, len(tasks) if batch_together else runs, evals,
-                              spec.eval_episodes * together))
+        jobs = len(tasks) if batch_together else runs
+        rows.append(PhaseWork("compare", runs, runs, batch_together, jobs, evals, spec.eval_episodes * together,
+                              jobs=jobs))
     if "population" in approaches:
         runs = len(tasks) * spec.seeds
         evals = sum(spec.seeds * _evaluation(spec, t) for t in tasks)
         rows.append(PhaseWork("compare population", runs, runs * POPULATION_MEMBERS, True, runs, evals,
-                              spec.eval_episodes))
+                              spec.eval_episodes, jobs=runs))
     return rows
 
 

@@ -208,6 +208,15 @@ class Settings:
     data_dir: Path
     device: str = "auto"
     threads: int | None = None
+    workers: int | str = "auto"  # a phase's runs side by side (autotune.tuning.trials.resolve_workers)
+
+    def compare_workers(self, spec: ExperimentSpec) -> int:
+        """The comparison's worker processes (at most one per run); the probe measures as many."""
+        from autotune.tuning.trials import resolve_workers
+
+        tasks = spec.task_specs()
+        runs = len(tasks) * len(usable_approaches(spec, tasks)[0]) * spec.seeds
+        return resolve_workers(self.workers, self.device, runs, self.threads)
 
 
 def make_data(plan: ExperimentPlan, settings: Settings, say: Callable[[str], None]) -> None:
@@ -228,7 +237,7 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
     """The ``tuned`` or ``layers`` study on every task, continued to its trial count."""
     from autotune.tuning.spec import load_spec
     from autotune.tuning.storage import open_storage
-    from autotune.tuning.studies import create_studies, work
+    from autotune.tuning.studies import create_studies, work_all
     from autotune.tuning.trials import RunPlan
 
     spec_path = plan.spec.tuned_spec if which == "tuned" else plan.spec.layers_spec
@@ -238,17 +247,17 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
         raise ConfigError(f"the {which} study's spec {spec_path} has search.kind={study_spec.kind!r}, "
                           f"need {expected!r}")
     trials = plan.spec.tuned_trials if which == "tuned" else plan.spec.layers_trials
-    # The trials run in this process, one after another: what the cost model prices (workers=1).
     run_plan = RunPlan(tasks=plan.tasks, spec=study_spec, study=STUDY_NAMES[which], storage=storage_url(settings),
                        profile=plan.spec.profile, trials=trials, seeds=plan.spec.study_seeds,
                        runs_dir=settings.out / "studies", data_dir=settings.data_dir, make_data=False,
                        device=settings.device, threads=settings.threads, train_overrides=plan.train_overrides(),
-                       batch="auto", agent=dict(plan.spec.agent), workers=1)
+                       batch="auto", agent=dict(plan.spec.agent), workers=settings.workers)
     storage = open_storage(run_plan.storage)
     create_studies(run_plan, storage)
     say(f"study {which}: {len(plan.tasks)} task(s) x {trials} trials x {plan.spec.study_seeds} seed(s), "
-        f"{plan.steps} steps each{f', batches of {run_plan.batch}' if run_plan.batch > 1 else ''}")
-    work(run_plan)
+        f"{plan.steps} steps each{f', batches of {run_plan.batch}' if run_plan.batch > 1 else ''}, "
+        f"{run_plan.workers} worker(s)")
+    work_all(run_plan)
 
 
 def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str, str, int, float], None] | None):
@@ -261,7 +270,8 @@ def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str,
                                layers_study=STUDY_NAMES["layers"], storage=storage_url(settings),
                                train_overrides=plan.train_overrides(), data_dir=settings.data_dir,
                                device=settings.device, threads=settings.threads,
-                               batch=resolve_batch("auto", settings.device), agent=dict(plan.spec.agent))
+                               batch=resolve_batch("auto", settings.device), agent=dict(plan.spec.agent),
+                               workers=settings.compare_workers(plan.spec))
     return run_comparison(compare_plan, on_run=on_run)
 
 

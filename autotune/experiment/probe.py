@@ -9,6 +9,11 @@ population of 4 runs at 1.02x four compiled runs one after another:
 benchmarks/speed/results/update_speed_cpu_cores.txt), at that rate / 1.2 where they stay eager
 (eager members are compute-bound there: results/population_speed.txt, 1.1-1.4x slower).
 On CUDA the probe times eager updates, so it underestimates runs that replay CUDA graphs.
+
+With ``workers`` W > 1 (the runs of ``--workers``, on a CPU) the update rate is one run's
+while W - 1 others train beside it: W processes of cores / W threads time their updates at
+once, and the rate is their mean (two one-thread runs on two cores each go slower than one
+alone: they share the memory bandwidth and the caches).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import Any, Callable
 
 from autotune.experiment.spec import Machine
 from tql.tasks import TaskSpec
@@ -25,25 +31,76 @@ CPU_POPULATION_SLOWDOWN = {"eager": 1.2, "compiled": 1.0}
 
 
 def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: int | None = None,
-                  seconds: float = 2.0) -> Machine:
+                  seconds: float = 2.0, workers: int = 1) -> Machine:
     """This machine's speeds for ``profile``'s agent on ``task`` (a few seconds in all), with
-    the torch threads the runs will use (too many threads on a busy CPU are much slower)."""
+    the torch threads the runs will use (too many threads on a busy CPU are much slower) and
+    ``workers`` runs side by side (a CPU's ``--workers``; CUDA: 1)."""
     import torch
 
     from tql.trainer import resolve_device
 
-    if threads:
-        torch.set_num_threads(threads)
-
     torch_device = resolve_device(device)
-    updates = _update_rate(task, profile, torch_device, seconds)
+    workers = 1 if torch_device.type != "cpu" else workers
+    if workers > 1:
+        from tql.data import available_cpus
+
+        each = threads or max(1, available_cpus() // workers)
+        updates = sum(update_rates_side_by_side(task, profile, workers, each, seconds)) / workers
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        updates = _update_rate(task, profile, torch_device, seconds)
     env_rate, env_startup = _env_rate(task, seconds / 2)
     member = updates / _population_slowdown(profile, torch_device) if torch_device.type == "cpu" else updates
     where = "this machine" + (f" ({torch_device.type})" if torch_device.type != "cpu" else "")
     return Machine(name=where, updates_per_second=round(updates, 1), member_updates_per_second=round(member, 1),
                    eval_env_steps_per_second=round(env_rate, 1), eval_processes=_eval_processes(torch_device),
                    data_transitions_per_second=round(DATA_PER_ENV_STEP * env_rate, 1),
-                   processes=os.cpu_count() or 1, run_overhead_seconds=round(env_startup + 1.0, 2))
+                   processes=os.cpu_count() or 1, run_overhead_seconds=round(env_startup + 1.0, 2),
+                   workers=workers)
+
+
+def update_rates_side_by_side(task: TaskSpec, profile: str, workers: int, threads: int,
+                              seconds: float) -> list[float]:
+    """Updates/s of ``workers`` CPU processes (``threads`` torch threads each) timing their
+    updates at the same time: each warms up, waits for the others, then times."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fresh interpreters, as the workers of `run` and `compare`
+    queue, ready = ctx.Queue(), ctx.Barrier(workers)
+    procs = [ctx.Process(target=_rate_in_worker, args=(task.name, profile, threads, seconds, ready, queue))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        answers = [queue.get(timeout=PROBE_TIMEOUT) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=PROBE_TIMEOUT)
+            if proc.is_alive():
+                proc.terminate()
+    errors = [answer for answer in answers if isinstance(answer, str)]
+    if errors:
+        raise RuntimeError(f"the speed probe's worker failed: {errors[0]}")
+    return answers
+
+
+PROBE_TIMEOUT = 300.0  # seconds a probe worker may take to import, build, warm up and time
+
+
+def _rate_in_worker(task_name: str, profile: str, threads: int, seconds: float, ready, queue) -> None:
+    """One probe worker: its updates/s (a float) or its error (a string) into ``queue``."""
+    try:
+        import torch
+
+        from tql.tasks import get_task
+
+        torch.set_num_threads(threads)
+        queue.put(_update_rate(get_task(task_name), profile, torch.device("cpu"), seconds,
+                               before_timing=lambda: ready.wait(timeout=PROBE_TIMEOUT)))
+    except BaseException as exc:  # the parent waits for an answer from every worker
+        ready.abort()
+        queue.put(f"{type(exc).__name__}: {exc}")
 
 
 def _population_slowdown(profile: str, device) -> float:
@@ -63,7 +120,8 @@ def _eval_processes(device) -> int:
     return resolve_eval_workers("auto", device, episodes=1_000)
 
 
-def _update_rate(task: TaskSpec, profile: str, device, seconds: float) -> float:
+def _update_rate(task: TaskSpec, profile: str, device, seconds: float,
+                 before_timing: Callable[[], Any] | None = None) -> float:
     import torch
 
     from tql.agent import TQLAgent
@@ -76,6 +134,8 @@ def _update_rate(task: TaskSpec, profile: str, device, seconds: float) -> float:
     target = 0.6 * math.log(task.n_tokens)
     for _ in range(2):  # warm-up: allocator, first-call costs
         agent.update(batch, target)
+    if before_timing is not None:
+        before_timing()
     done, start = 0, time.perf_counter()
     while done < 3 or (time.perf_counter() - start < seconds and done < 200):
         metrics = agent.update(batch, target)

@@ -34,6 +34,7 @@ class Machine:
     data_transitions_per_second: float  # per process
     processes: int  # processes generating one domain's data (data make --workers)
     run_overhead_seconds: float  # per run or batch: envs, data, warm-up
+    workers: int = 1  # runs (or batches) training side by side, each at updates_per_second (--workers)
 
     def validate(self, where: str) -> None:
         for key in ("updates_per_second", "member_updates_per_second", "eval_env_steps_per_second",
@@ -41,6 +42,7 @@ class Machine:
             _check_positive_number(where, key, getattr(self, key))
         _check_positive_int(where, "processes", self.processes)
         _check_positive_int(where, "eval_processes", self.eval_processes)
+        _check_positive_int(where, "workers", self.workers)
         value = self.run_overhead_seconds
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{where}: run_overhead_seconds={value!r} must be a number >= 0")
@@ -141,6 +143,8 @@ _TABLES = {
     "studies": {"seeds": "study_seeds", "tuned_trials": "tuned_trials", "layers_trials": "layers_trials"},
 }
 _MACHINE_KEYS = tuple(f.name for f in dataclasses.fields(Machine) if f.name != "name")
+_REQUIRED_MACHINE_KEYS = tuple(f.name for f in dataclasses.fields(Machine)
+                               if f.name != "name" and f.default is dataclasses.MISSING)
 _DRY_RUN_KEYS = ("tasks", "seeds", "approaches", "profile", "minutes", "evaluations", "eval_episodes",
                  "eval_max_steps", "min_steps", "step_quantum", "data_episodes", "data_episode_length",
                  "study_seeds", "tuned_trials", "layers_trials")
@@ -200,7 +204,7 @@ def _machine(where: str, section: dict) -> Machine:
     if unknown:
         raise ConfigError(f"{where}: unknown key reference.{unknown[0]}; valid: machine, minutes, "
                           f"{', '.join(_MACHINE_KEYS)}")
-    missing = [k for k in _MACHINE_KEYS if k not in section]
+    missing = [k for k in _REQUIRED_MACHINE_KEYS if k not in section]
     if missing:
         raise ConfigError(f"{where}: [reference] misses {', '.join(missing)}")
     return Machine(name=name, **section)

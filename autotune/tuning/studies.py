@@ -343,6 +343,21 @@ def run_workers(plan: RunPlan, poll: Callable[[], None] | None = None, poll_ever
     return [p.exitcode for p in procs]
 
 
+def work_all(plan: RunPlan, poll: Callable[[], None] | None = None, **hooks) -> WorkerReport | None:
+    """The studies' trials to the end: in this process (``plan.workers`` 1; ``hooks`` are
+    ``work``'s) or in ``plan.workers`` worker processes (``poll`` called while they run). A
+    failed worker is an error after the others end; finished trials stay saved."""
+    from tql.errors import TQLError
+
+    if plan.workers == 1:
+        return work(plan, **hooks)
+    bad = [code for code in run_workers(plan, poll=poll) if code != 0]
+    if bad:
+        raise TQLError(f"{len(bad)} of {plan.workers} workers failed (exit codes {bad}); "
+                       "finished trials are saved, re-run the same command to continue")
+    return None
+
+
 def _replace(plan: RunPlan, **changes) -> RunPlan:
     import dataclasses
 

@@ -52,6 +52,8 @@ def test_dry_run_table_replaces_the_toy_sized_values():
     ("run", "typo", 1, "unknown key run.typo"),
     ("reference", "updates_per_second", 0, "updates_per_second=0"),
     ("reference", "workers", 0, "workers=0 must be an integer >= 1"),
+    ("reference", "compile_min_steps", 2000, "compiled_updates_per_second=0.0 must be"),
+    ("reference", "compile_seconds", -1, "compile_seconds=-1 must be a number >= 0"),
     ("dry_run", "steps", 5, "unknown key dry_run.steps"),
 ])
 def test_bad_spec_values_fail_with_one_line_naming_them(table, key, value, words):
@@ -250,17 +252,52 @@ def _toml(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_probe_rates_a_cpu_population_member_as_its_runs_train():
-    """Compiled (runs of the profile's length compile by default): a member at the single-run
-    rate; eager: 1.2x slower (benchmarks/speed/results/update_speed_cpu_cores.txt,
-    population_speed.txt)."""
-    from autotune.experiment.probe import _population_slowdown
-    from tql.agent import compile_pays
-    from tql.trainer import PROFILES
+def test_the_probe_rates_cpu_runs_eager_below_the_compile_length_and_compiled_from_it():
+    """Eager: a population member 1.2x slower than a run; compiled (runs of >= 2,000 updates on
+    a CPU): 1.4x the eager rate, members at the run's rate, 4 s of compilation per run
+    (benchmarks/speed/results/compile_cost.txt, update_speed_cpu_cores.txt, population_speed.txt)."""
+    from autotune.experiment.probe import update_rates
+    from tql.agent import COMPILE_MIN_STEPS
 
-    cpu = torch.device("cpu")
-    assert compile_pays(cpu, PROFILES["cpu"]["steps"]) and not compile_pays(cpu, PROFILES["smoke"]["steps"])
-    assert (_population_slowdown("cpu", cpu), _population_slowdown("smoke", cpu)) == (1.0, 1.2)
+    rates = update_rates(30.0, torch.device("cpu"))
+    machine = dataclasses.replace(CPU, **rates, run_overhead_seconds=2.0)
+    assert machine.at(COMPILE_MIN_STEPS["cpu"] - 1) is machine
+    assert (machine.updates_per_second, machine.member_updates_per_second) == (30.0, 25.0)
+    compiled = machine.at(COMPILE_MIN_STEPS["cpu"])
+    assert (compiled.updates_per_second, compiled.member_updates_per_second) == (42.0, 42.0)
+    assert compiled.run_overhead_seconds == 6.0
+    assert update_rates(30.0, torch.device("meta")) == {"updates_per_second": 30.0, "member_updates_per_second": 30.0}
+
+
+def test_a_plan_of_compiled_runs_says_how_it_priced_them():
+    from autotune.experiment.probe import update_rates
+
+    spec = load_experiment(SPEC).for_dry_run()
+    machine = dataclasses.replace(CPU, **update_rates(20.0, torch.device("cpu")))
+    long = plan_experiment(spec, machine, 600, 0, 1, False)
+    assert long.steps >= 2000
+    assert any("compile their loss: priced at 28 updates/s per run (eager: 20) and 4 s" in n for n in long.notes)
+    short = plan_experiment(spec, machine, 3, 0, 1, False)
+    assert short.steps < 2000 and not any("compile their loss" in n for n in short.notes)
+
+
+def test_the_sizing_takes_the_compiled_rates_from_the_length_where_runs_compile():
+    """A run of S updates costs (overhead + S / rate) by the rates of its regime; the sizing
+    takes a compiled length when it fits, and otherwise stays below the compile length."""
+    from autotune.experiment.cost import PhaseWork
+
+    spec = load_experiment(SPEC).replace(min_steps=100, step_quantum=100)
+    one_run = [PhaseWork("study", 1, 1, False, 1, 0, jobs=1)]
+    machine = dataclasses.replace(CPU, updates_per_second=10.0, compile_min_steps=2000,
+                                  compiled_updates_per_second=20.0, compiled_member_updates_per_second=20.0,
+                                  compile_seconds=50.0)
+    assert total_seconds(one_run, machine, 1900) == pytest.approx(2.0 + 1900 / 10.0)
+    assert total_seconds(one_run, machine, 2000) == pytest.approx(2.0 + 50.0 + 2000 / 20.0)
+    assert fit_steps(spec, one_run, machine, 140.0) == 1300  # eager (140 - 2) x 10 = 1380; compiled 1760 < 2000
+    assert fit_steps(spec, one_run, machine, 153.0) == 2000  # compiled (153 - 52) x 20 = 2020
+    assert fit_steps(spec, one_run, machine, 300.0) == 4900  # compiled (300 - 52) x 20 = 4960
+    slow_compile = dataclasses.replace(machine, compile_seconds=1000.0)
+    assert fit_steps(spec, one_run, slow_compile, 300.0) == 1900  # eager 2980 would compile: stop below 2000
 
 
 def test_a_comparison_cut_off_keeps_the_minutes_of_its_finished_runs(monkeypatch):

@@ -1,6 +1,8 @@
 """What an experiment costs, phase by phase, and the steps per run that fit a budget.
 
-The model is linear in the steps per run S, so the sizing is exact by its own estimate:
+The model is linear in the steps per run S on either side of the length from which runs
+compile (``Machine.compile_min_steps``: above it the compiled rates and one compilation per
+run), so the sizing is exact by its own estimate:
 
     seconds = data + sum over runs of (overhead + evaluation env steps / env rate)
               + S * (member updates per step) / update rate
@@ -49,6 +51,7 @@ class PhaseWork:
     jobs: int = 1  # runs or batches that workers can train side by side (data: 1)
 
     def seconds(self, machine: Machine, steps: int) -> float:
+        machine = machine.at(steps)
         return self.fixed_seconds(machine) + steps * self.seconds_per_step(machine)
 
     def fixed_seconds(self, machine: Machine) -> float:
@@ -130,14 +133,26 @@ def total_seconds(phases: list[PhaseWork], machine: Machine, steps: int) -> floa
 
 def fit_steps(spec: ExperimentSpec, phases: list[PhaseWork], machine: Machine, budget_seconds: float) -> int:
     """The most steps per run (a multiple of step_quantum, >= min_steps) whose estimate fits
-    the budget; a budget that cannot fit min_steps is refused with what it would need."""
-    fixed = sum(p.fixed_seconds(machine) for p in phases)
-    per_step = sum(p.seconds_per_step(machine) for p in phases)
-    room = budget_seconds - fixed
-    steps = spec.step_quantum * math.floor(room / per_step / spec.step_quantum) if per_step > 0 and room > 0 else 0
+    the budget; a budget that cannot fit min_steps is refused with what it would need.
+
+    Where runs of ``machine.compile_min_steps`` compile: the compiled answer if it reaches that
+    length (compiled runs are faster, but each pays its compilation), else the most steps below it."""
+    steps = _most_steps(spec, phases, machine, budget_seconds)
+    if machine.compile_min_steps:
+        compiled = _most_steps(spec, phases, machine.at(machine.compile_min_steps), budget_seconds)
+        eager_most = spec.step_quantum * ((machine.compile_min_steps - 1) // spec.step_quantum)
+        steps = compiled if compiled >= machine.compile_min_steps else min(steps, eager_most)
     if steps < spec.min_steps:
-        need = (fixed + spec.min_steps * per_step) / 60
+        need = total_seconds(phases, machine, spec.min_steps) / 60
         raise ConfigError(f"a budget of {budget_seconds / 60:.1f} minutes is too small on {machine.name}: "
                           f"{spec.min_steps} steps per run (min_steps) need ~{need:.1f} minutes; give more "
                           "--budget-minutes, or fewer --tasks, --seeds or trials")
     return steps
+
+
+def _most_steps(spec: ExperimentSpec, phases: list[PhaseWork], machine: Machine, budget_seconds: float) -> int:
+    """The most steps (a multiple of step_quantum) that fit at ``machine``'s rates as they are."""
+    fixed = sum(p.fixed_seconds(machine) for p in phases)
+    per_step = sum(p.seconds_per_step(machine) for p in phases)
+    room = budget_seconds - fixed
+    return spec.step_quantum * math.floor(room / per_step / spec.step_quantum) if per_step > 0 and room > 0 else 0

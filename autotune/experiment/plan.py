@@ -138,6 +138,11 @@ def plan_experiment(spec: ExperimentSpec, here: Machine | None, budget_minutes: 
     minutes = budget_minutes if budget_minutes is not None else spec.minutes
     steps = fit_steps(spec, phases, machine, minutes * 60)
     plan = ExperimentPlan(spec, tasks, approaches, steps, phases, reference, here, minutes, notes)
+    if machine.at(steps) is not machine:
+        plan.notes.append(f"runs of >= {machine.compile_min_steps:,} updates compile their loss: priced at "
+                          f"{machine.compiled_updates_per_second:g} updates/s per run (eager: "
+                          f"{machine.updates_per_second:g}) and {machine.compile_seconds:g} s of compilation each; "
+                          "a machine's first compilation takes about a minute more")
     plan.notes.append(engagement_note(plan))
     return plan
 

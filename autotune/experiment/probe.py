@@ -2,12 +2,20 @@
 
 Measured: updates/s of the profile's agent (random batches, eager), the evaluation env's
 steps/s under random actions and its creation time. Derived, not measured (to keep the probe
-short): data generation at 3/4 of the env-step rate (the oracle's planning on top of MuJoCo:
-benchmarks/speed/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process); on a CPU a
-population's member update at the single-run rate where the profile's runs compile (a compiled
-population of 4 runs at 1.02x four compiled runs one after another:
-benchmarks/speed/results/update_speed_cpu_cores.txt), at that rate / 1.2 where they stay eager
-(eager members are compute-bound there: results/population_speed.txt, 1.1-1.4x slower).
+short):
+
+- data generation at 3/4 of the env-step rate (the oracle's planning on top of MuJoCo:
+  benchmarks/speed/results/data_speed.txt vs eval_speed.txt, ~450 vs ~590 per process);
+- on a CPU, runs long enough to compile (``tql.agent.COMPILE_MIN_STEPS``): updates at 1.4x
+  the eager rate, and 4 s more per run for the compilation, the inductor cache warm
+  (benchmarks/speed/results/compile_cost.txt, `cpu` profile: 1.39x on one thread, 1.46x on
+  two; 3.5-3.7 s warm. A machine's first compiled run per thread count takes about a minute
+  more, cold, which the model leaves out);
+- a CPU population member at the single-run rate / 1.2 eager (eager members are
+  compute-bound: results/population_speed.txt, 1.1-1.4x slower), at the single-run rate
+  compiled (a compiled population of 4 runs at 1.02x four compiled runs one after another:
+  results/update_speed_cpu_cores.txt).
+
 On CUDA the probe times eager updates, so it underestimates runs that replay CUDA graphs.
 
 With ``workers`` W > 1 (the runs of ``--workers``, on a CPU) the update rate is one run's
@@ -28,6 +36,8 @@ from tql.tasks import TaskSpec
 
 DATA_PER_ENV_STEP = 0.75
 CPU_POPULATION_SLOWDOWN = {"eager": 1.2, "compiled": 1.0}
+CPU_COMPILED_SPEEDUP = 1.4
+CPU_COMPILE_SECONDS = 4.0
 
 
 def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: int | None = None,
@@ -51,13 +61,27 @@ def probe_machine(task: TaskSpec, profile: str, device: str = "auto", threads: i
             torch.set_num_threads(threads)
         updates = _update_rate(task, profile, torch_device, seconds)
     env_rate, env_startup = _env_rate(task, seconds / 2)
-    member = updates / _population_slowdown(profile, torch_device) if torch_device.type == "cpu" else updates
     where = "this machine" + (f" ({torch_device.type})" if torch_device.type != "cpu" else "")
-    return Machine(name=where, updates_per_second=round(updates, 1), member_updates_per_second=round(member, 1),
+    return Machine(name=where, **update_rates(updates, torch_device),
                    eval_env_steps_per_second=round(env_rate, 1), eval_processes=_eval_processes(torch_device),
                    data_transitions_per_second=round(DATA_PER_ENV_STEP * env_rate, 1),
                    processes=os.cpu_count() or 1, run_overhead_seconds=round(env_startup + 1.0, 2),
                    workers=workers)
+
+
+def update_rates(eager: float, device) -> dict[str, Any]:
+    """The Machine's update rates from the probe's eager updates/s: on a CPU a population
+    member's, and from COMPILE_MIN_STEPS on the compiled rates and the compilation's seconds."""
+    if device.type != "cpu":
+        return {"updates_per_second": round(eager, 1), "member_updates_per_second": round(eager, 1)}
+    from tql.agent import COMPILE_MIN_STEPS
+
+    compiled = eager * CPU_COMPILED_SPEEDUP
+    return {"updates_per_second": round(eager, 1),
+            "member_updates_per_second": round(eager / CPU_POPULATION_SLOWDOWN["eager"], 1),
+            "compile_min_steps": COMPILE_MIN_STEPS["cpu"], "compiled_updates_per_second": round(compiled, 1),
+            "compiled_member_updates_per_second": round(compiled / CPU_POPULATION_SLOWDOWN["compiled"], 1),
+            "compile_seconds": CPU_COMPILE_SECONDS}
 
 
 def update_rates_side_by_side(task: TaskSpec, profile: str, workers: int, threads: int,
@@ -101,16 +125,6 @@ def _rate_in_worker(task_name: str, profile: str, threads: int, seconds: float, 
     except BaseException as exc:  # the parent waits for an answer from every worker
         ready.abort()
         queue.put(f"{type(exc).__name__}: {exc}")
-
-
-def _population_slowdown(profile: str, device) -> float:
-    """A CPU population member's update time / a single run's, as the profile's runs train
-    (compiled where ``compile_pays`` for the profile's length)."""
-    from tql.agent import compile_pays
-    from tql.trainer import PROFILES
-
-    compiled = compile_pays(device, PROFILES[profile]["steps"])
-    return CPU_POPULATION_SLOWDOWN["compiled" if compiled else "eager"]
 
 
 def _eval_processes(device) -> int:

@@ -35,6 +35,21 @@ class Machine:
     processes: int  # processes generating one domain's data (data make --workers)
     run_overhead_seconds: float  # per run or batch: envs, data, warm-up
     workers: int = 1  # runs (or batches) training side by side, each at updates_per_second (--workers)
+    # Runs of >= compile_min_steps updates compile their loss (tql.agent.compile_pays; 0: none
+    # does): from there on they train at the compiled rates and each pays compile_seconds once.
+    compile_min_steps: int = 0
+    compiled_updates_per_second: float = 0.0
+    compiled_member_updates_per_second: float = 0.0
+    compile_seconds: float = 0.0
+
+    def at(self, steps: int) -> "Machine":
+        """This machine as runs of ``steps`` updates see it: compiled from compile_min_steps."""
+        if not self.compile_min_steps or steps < self.compile_min_steps:
+            return self
+        return dataclasses.replace(self, updates_per_second=self.compiled_updates_per_second,
+                                   member_updates_per_second=self.compiled_member_updates_per_second,
+                                   run_overhead_seconds=self.run_overhead_seconds + self.compile_seconds,
+                                   compile_min_steps=0)
 
     def validate(self, where: str) -> None:
         for key in ("updates_per_second", "member_updates_per_second", "eval_env_steps_per_second",
@@ -43,9 +58,14 @@ class Machine:
         _check_positive_int(where, "processes", self.processes)
         _check_positive_int(where, "eval_processes", self.eval_processes)
         _check_positive_int(where, "workers", self.workers)
-        value = self.run_overhead_seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where}: run_overhead_seconds={value!r} must be a number >= 0")
+        for key in ("run_overhead_seconds", "compile_seconds"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{where}: {key}={value!r} must be a number >= 0")
+        if self.compile_min_steps != 0:
+            _check_positive_int(where, "compile_min_steps", self.compile_min_steps)
+            for key in ("compiled_updates_per_second", "compiled_member_updates_per_second"):
+                _check_positive_number(where, key, getattr(self, key))
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="leave out the one-by-one settings (with --workers: the workers' gain only)")
     parser.add_argument("--skip-batched", action="store_true",
                         help="leave out the batched settings (with --workers: the workers' gain one by one only)")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="first train each setting's workers one untimed run each, so that every thread count "
+                             "finds inductor's cache warm (a cold compile costs a CPU run ~1 minute once per "
+                             "thread count: compile_cost.py)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None, help="also write the numbers here")
     return parser.parse_args(argv)
@@ -188,6 +192,16 @@ def run_round(args, spec, tmp: Path, settings: list[Setting], rhos: list[float],
     return outcomes
 
 
+def warm_up(args, spec, tmp: Path, settings: list[Setting], rhos: list[float]) -> None:
+    """One untimed run per worker of each setting (each process compiles what its runs will)."""
+    for s in settings:
+        runs = s.workers * s.batch
+        short = argparse.Namespace(**{**vars(args), "trials": runs, "seeds": 1})
+        _, wall, _ = run_setting(short, spec, tmp / f"warm-{s.batch}-{s.workers}", s,
+                                 [rhos[i % len(rhos)] for i in range(runs)])
+        print(f"warm-up: {s.name}: {runs} run(s), {wall:.1f} s (not counted)", flush=True)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     check_args(args)
@@ -203,6 +217,8 @@ def main(argv=None) -> None:
         kinds = studies.ensure_data(probe, say=lambda text: print(text.removeprefix("[yellow]")))
         walls: dict[str, list[float]] = {s.name: [] for s in settings}
         values: dict[str, dict[float, float]] = {}
+        if args.warm_up:
+            warm_up(args, spec, Path(tmp), settings, rhos)
         for r in range(args.rounds):
             for name, wall, trial_values in run_round(args, spec, Path(tmp), settings, rhos, r):
                 walls[name].append(wall)

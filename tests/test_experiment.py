@@ -170,6 +170,19 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path):
     assert "or set alpha_init = 0.01 and critic_lr = 0.001 in the spec's [agent]" in said
 
 
+def test_a_bad_workers_value_is_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(app, ["experiment", "--spec", str(SPEC), "--workers", "two", "--out", str(out),
+                                      "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code != 0
+    assert "--workers 'two' is not one of: auto, an integer >= 1" in str(result.exception)
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
 def test_the_engagement_note_follows_the_specs_agent():
     """With alpha from 0.01 at critic rate 1e-3 (the spec's [agent]), the note gives the update
     at which the slowest task's control engages, recomputed here from tql.engagement."""

@@ -78,23 +78,22 @@ def experiment_once(args: argparse.Namespace, workers: int, out: Path, data_dir:
             "measured": plan["measured_minutes"]}
 
 
-def measured_phase(measured: dict, phase: str) -> float:
+def measured_name(phase: str) -> str:
     """plan.json measures the comparison as one phase; the cost model has two rows for it."""
-    return measured.get("compare" if phase.startswith("compare") else phase, 0.0)
+    return "compare" if phase.startswith("compare") else phase
+
+
+def estimated_minutes(run: dict, name: str) -> float:
+    return sum(minutes for phase, minutes in run["estimated"].items() if measured_name(phase) == name)
 
 
 def summarize(runs: list[dict]) -> dict:
     median = {key: statistics.median(run[key] for run in runs) for key in ("wall", "steps", "updates")}
     median["updates_per_minute"] = statistics.median(run["updates"] / (run["wall"] / 60) for run in runs)
-    phases = {}
-    for phase in runs[0]["estimated"]:
-        name = "compare" if phase.startswith("compare") else phase
-        estimate = statistics.median(sum(v for k, v in run["estimated"].items()
-                                         if (k.startswith("compare") if name == "compare" else k == name))
-                                     for run in runs)
-        phases[name] = {"estimated": estimate,
-                        "measured": statistics.median(measured_phase(run["measured"], name) for run in runs)}
-    median["phases"] = phases
+    names = dict.fromkeys(measured_name(phase) for phase in runs[0]["estimated"])
+    median["phases"] = {name: {"estimated": statistics.median(estimated_minutes(run, name) for run in runs),
+                               "measured": statistics.median(run["measured"].get(name, 0.0) for run in runs)}
+                        for name in names}
     return median
 
 

@@ -36,7 +36,7 @@ from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_e
                                     set_attrs, study_name, suggest_schedule, suggest_sharing, trial_value)
 from tql.data import available_cpus
 from tql.data.datasets import SIZE_FIELDS
-from tql.errors import ConfigError
+from tql.errors import ConfigError, TQLError
 from tql.evaluation import EvalResult
 from tql.tasks import TaskSpec
 from tql.trainer import PROFILES, TrainHooks, TrainingDiverged, train
@@ -347,8 +347,6 @@ def work_all(plan: RunPlan, poll: Callable[[], None] | None = None, **hooks) -> 
     """The studies' trials to the end: in this process (``plan.workers`` 1; ``hooks`` are
     ``work``'s) or in ``plan.workers`` worker processes (``poll`` called while they run). A
     failed worker is an error after the others end; finished trials stay saved."""
-    from tql.errors import TQLError
-
     if plan.workers == 1:
         return work(plan, **hooks)
     bad = [code for code in run_workers(plan, poll=poll) if code != 0]

@@ -22,6 +22,12 @@ its best (small matmuls do not reach the large matmul peak: this measures what t
 rounded once per round so it sees the same contention as the components. ``component time - floor`` is what is not
 arithmetic (elementwise ops, reductions, copies, dispatch, Python).
 
+**Matmul chain.** The whole update's recorded matmuls (those the compiled update makes too:
+inductor computes a few small ones in its own kernels) replayed one after another with nothing
+between them, on buffers laid out as the update's own (``MatmulChain``), timed in the same
+rounds: the update if every other op were free. ``compiled update / chain`` bounds what any
+fusion, fewer copies or less dispatch can gain while the matmuls stay as they are.
+
 **Operators.** ``torch.profiler`` over ``--profile-updates`` whole updates, eager and
 compiled: self CPU time per update of the top operators. ``--kernel-names`` has inductor record
 each of its fused C++ kernels by name (``cpp.enable_kernel_profile``: about 1 us per kernel call
@@ -155,18 +161,71 @@ class Components:
 
 
 class MatmulRecorder(TorchDispatchMode):
-    """Records every matmul-type call: (op, [(shape, stride) of each tensor argument])."""
+    """Records every matmul-type call: (op, [(shape, stride) of each tensor argument]) in
+    ``calls``, and the arguments' memory addresses (``data_ptr``) in ``addresses``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple] = []
+        self.addresses: list[tuple[int, ...]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         if name in MATMULS:
-            layout = tuple((tuple(x.shape), tuple(x.stride())) for x in args if isinstance(x, torch.Tensor))
-            self.calls.append((name, layout))
+            tensors = [x for x in args if isinstance(x, torch.Tensor)]
+            self.calls.append((name, tuple((tuple(x.shape), tuple(x.stride())) for x in tensors)))
+            self.addresses.append(tuple(x.data_ptr() for x in tensors))
         return func(*args, **(kwargs or {}))
+
+
+class MatmulChain:
+    """An update's recorded matmuls replayed one after another, nothing between them: what the
+    update would cost if every other op (elementwise work, copies, dispatch, the optimiser)
+    were free and the matmuls kept their shapes.
+
+    Operands are views of one buffer per address the update used (arguments that shared memory
+    in the update share it here: weights read by several calls, an activation read by its
+    forward and backward matmuls, the allocator's reuse of freed blocks), so the chain moves
+    about the data the update's matmuls moved. Unlike ``matmul_floor_ms`` an operand is not in
+    cache unless the chain itself left it there.
+    """
+
+    OPS = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
+
+    def __init__(self, calls: list[tuple], addresses: list[tuple[int, ...]]) -> None:
+        spans: dict[int, int] = {}
+        for (_, layout), ptrs in zip(calls, addresses):
+            for (shape, stride), ptr in zip(layout, ptrs):
+                span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
+                spans[ptr] = max(spans.get(ptr, 0), span)
+        self.buffers = {ptr: torch.randn(span) for ptr, span in spans.items()}
+        self.steps = [(self.OPS[name], [self.buffers[ptr].as_strided(shape, stride)
+                                        for (shape, stride), ptr in zip(layout, ptrs)])
+                      for (name, layout), ptrs in zip(calls, addresses)]
+
+    @classmethod
+    def of_calls_made(cls, calls: list[tuple], addresses: list[tuple[int, ...]], made: Counter) -> "MatmulChain":
+        """The chain of those recorded calls that another run of the same update made too:
+        ``made`` counts ``(op, shapes of the two matrix operands)`` of that run (a compiled update: inductor
+        computes some small matmuls, e.g. a bmm whose inner size is 1, in its own kernels)."""
+        left, kept = Counter(made), []
+        for call, ptrs in zip(calls, addresses):
+            key = (call[0], tuple(shape for shape, _ in call[1][-2:]))
+            if left[key] > 0:
+                left[key] -= 1
+                kept.append((call, ptrs))
+        missing = +left
+        if missing:
+            raise ValueError(f"matmuls the other run made that the recorded one did not: {dict(missing)}")
+        return cls([c for c, _ in kept], [p for _, p in kept])
+
+    @property
+    def megabytes(self) -> float:
+        return sum(b.numel() * b.element_size() for b in self.buffers.values()) / 1e6
+
+    def __call__(self) -> None:
+        for op, operands in self.steps:
+            op(*operands)
 
 
 def matmul_flops(name: str, layout: tuple) -> int:
@@ -195,6 +254,25 @@ def matmul_floor_ms(calls: list[tuple], repeats: int = 20) -> float:
             times.append(time.perf_counter() - t0)
         total += count * statistics.median(times)
     return 1e3 * total
+
+
+def matmuls_made(update: Callable[[], object]) -> Counter:
+    """``(op, shapes of the two matrix operands)`` of every matmul-type call one ``update``
+    makes, counted, as ``torch.profiler`` sees them (a compiled update's too, unlike a dispatch
+    mode, under which dynamo runs the function eagerly). The added term of addmm / baddbmm is
+    left out: a compiled update may pass it expanded where eager broadcasts it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    operands = {"mm": 2, "bmm": 2, "addmm": 3, "baddbmm": 3}
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        update()
+    made: Counter = Counter()
+    for event in prof.events():
+        op = event.name.removeprefix("aten::")
+        if op in operands:
+            shapes = [tuple(shape) for shape in event.input_shapes if shape][:operands[op]]
+            made[(op, tuple(shapes[-2:]))] += 1
+    return made
 
 
 def timed(fn: Callable[[], object], inner: int) -> float:
@@ -285,8 +363,13 @@ def main(argv: list[str] | None = None) -> dict:
         with MatmulRecorder() as rec:
             fn()
         calls[name], flops[name] = rec.calls, sum(matmul_flops(*c) for c in rec.calls)
+    for _ in range(3):  # compiled before its matmuls are counted
+        updates["compiled"]()
+    # The whole update's matmuls (recorded last), as many of them as the compiled update makes.
+    chain = MatmulChain.of_calls_made(rec.calls, rec.addresses, matmuls_made(updates["compiled"]))
 
-    fns = {("update", "eager"): updates["eager"], ("update", "compiled"): updates["compiled"]}
+    fns = {("update", "eager"): updates["eager"], ("update", "compiled"): updates["compiled"],
+           ("update", "chain"): chain}
     for name in COMPONENTS:
         fns[(name, "eager")], fns[(name, "compiled")] = parts["eager"][name], parts["compiled"][name]
     warm = {}
@@ -302,6 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in (*COMPONENTS, "update"):
             samples.setdefault((name, "floor"), []).append(matmul_floor_ms(calls[name]) / 1e3)
     ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+    bound = statistics.median(c / m for c, m in zip(samples[("update", "compiled")], samples[("update", "chain")]))
 
     rows = []
     for name in (*COMPONENTS, "update"):
@@ -318,6 +402,10 @@ def main(argv: list[str] | None = None) -> dict:
               "profile": args.profile, "threads": args.threads, "torch": torch.__version__,
               "load_avg": [round(x, 2) for x in __import__("os").getloadavg()],
               "kernel_names": args.kernel_names, "components": rows, "operators": ops, "kinds": kinds,
+              "matmul_chain": {"calls": len(chain.steps), "operand_mb": chain.megabytes,
+                               "ms": ms[("update", "chain")], "compiled_over_chain": bound,
+                               "calls_by_op": dict(Counter(op.__name__ for op, _ in chain.steps)),
+                               "eager_calls": len(calls["update"])},
               "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}
     print_result(result)
     if args.json:
@@ -339,6 +427,15 @@ def print_result(result: dict) -> None:
               f"{r['matmul_floor_ms']:>9.2f} {rate:>10} {r['not_arithmetic_compiled_ms']:>16.2f}")
     print("components timed alone (their sum exceeds the update: each call pays its own dispatch); mm floor: the "
           "component's recorded matmuls, each at its best at its own shapes (operands in cache)")
+    chain = result.get("matmul_chain")
+    if chain:
+        compiled = next(r["compiled_ms"] for r in result["components"] if r["component"] == "update")
+        by_op = ", ".join(f"{n} {name}" for name, n in chain["calls_by_op"].items())
+        print(f"matmul chain: the compiled update's {chain['calls']} matmuls ({by_op}; the eager update makes "
+              f"{chain['eager_calls']}) one after another on buffers laid out as the update's own "
+              f"({chain['operand_mb']:.0f} MB), nothing else: {chain['ms']:.2f} ms.\n"
+              f"  compiled update / chain: {chain['compiled_over_chain']:.2f}x (median of rounds): the most that "
+              f"removing every other op could gain; 1.8x the compiled update needs {compiled / 1.8:.2f} ms")
     for mode, rows in result["operators"].items():
         print(f"\noperators, {mode} update (torch.profiler, self CPU time per update)")
         for r in rows:

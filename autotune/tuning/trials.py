@@ -112,8 +112,10 @@ def resolve_batch(value: int | str, device: str) -> int:
     return _count("--batch", value)
 
 
-def resolve_workers(value: int | str, device: str, jobs: int, threads: int | None = None) -> int:
-    """``--workers`` of ``run`` and ``compare``: local processes, a number >= 1 or 'auto'.
+def resolve_workers(value: int | str, device: str, jobs: int, threads: int | None = None,
+                    option: str = "--workers") -> int:
+    """``--workers`` of ``run`` and ``compare`` (``option``: the name a bad value is reported
+    under, e.g. the learning sweeps' ``--jobs``): local processes, a number >= 1 or 'auto'.
 
     'auto' on a CPU: one process per core (``threads`` each, default one), at most one per job
     (``jobs``: a study's batches of trials, a comparison's runs). A CPU update on one thread uses
@@ -128,7 +130,7 @@ def resolve_workers(value: int | str, device: str, jobs: int, threads: int | Non
         from tql.data import available_cpus
 
         return max(1, min(available_cpus() // max(threads or 1, 1), jobs))
-    return _count("--workers", value)
+    return _count(option, value)
 
 
 def _count(option: str, value: int | str) -> int:

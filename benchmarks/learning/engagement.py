@@ -15,7 +15,8 @@ H̄ and (b) the temperature alpha is large enough to push back. This script meas
   differ (``differ``).
 
 Each run trains the whole agent (critic and policy) on generated data with the same batches
-(seeded), no evaluation episodes. Runs are spread over ``--jobs`` processes of one thread.
+(seeded), no evaluation episodes. Runs are spread over ``--jobs`` processes of one thread
+(default ``auto``: one per core, one on a GPU).
 
     python benchmarks/learning/engagement.py --grid free --steps 3000 --jobs 2 \\
         --json benchmarks/learning/results/engagement_free.json
@@ -39,9 +40,11 @@ from rich.table import Table
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from autotune.tuning.trials import resolve_workers  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
 from tql.data import ReplaySampler, expected_size, provide_task_data  # noqa: E402
 from tql.engagement import ENGAGE_MARGIN  # noqa: E402
+from tql.errors import ConfigError  # noqa: E402
 from tql.targets import GROUP_NAMES, rho_table  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.trainer import resolve_device  # noqa: E402
@@ -68,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-points", type=int, default=60, help="logged updates per run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--json", default=None)
     parser.add_argument("--from-json", default=None, help="re-read the runs of an earlier --json and report them")
@@ -249,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     task, device = get_task(args.task), resolve_device(args.device)
     runs = grid_runs(args)
     console = Console(width=200)
+    try:
+        args.jobs = resolve_workers(args.jobs, str(device), len(runs), option="--jobs")
+    except ConfigError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        return 2
     for episodes in sorted({run["episodes"] for run in runs} if not args.from_json else ()):
         load_sampler(task, episodes, args.data_dir, device, say=console.print)  # the data once, before the workers
     console.print(f"{task.name} (log n = {task.max_entropy:.3f}): {len(runs)} run(s), batch {args.batch_size}, "

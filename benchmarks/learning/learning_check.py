@@ -32,15 +32,16 @@ from scipy.stats import fisher_exact
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from autotune.tuning.trials import resolve_workers  # noqa: E402
 from tql.data import generate_dataset, load_task_data  # noqa: E402
-from tql.errors import MissingDatasetError  # noqa: E402
+from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
 from tql.evaluation import evaluate, random_policy  # noqa: E402
 from tql.io import read_jsonl  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.trainer import TrainConfig, train  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="cube-single-play-singletask-task1-v0")
     parser.add_argument("--profile", default="cpu")
@@ -49,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--critic", default="tql", choices=["tql", "mlp"])
     parser.add_argument("--settings", default="published", help="comma list of: published, fql, legacy")
     parser.add_argument("--seeds", default="0", help="comma list of seeds (every settings runs each)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs trained at once, processes of one thread (auto: one per core, at most one per run)")
     parser.add_argument("--data-episodes", type=int, default=100)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (with --jobs 1)")
@@ -58,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     parser.add_argument("--resume", action="store_true",
                         help="continue (or reuse, if finished) the runs in --out instead of starting afresh")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def ensure_data(task, data_dir: str, episodes: int) -> str:
@@ -125,8 +127,12 @@ def run_one(args, settings: str, seed: int) -> dict:
     }
 
 
+def run_pairs(args) -> list[tuple[str, int]]:
+    return [(settings.strip(), int(seed)) for settings in args.settings.split(",") for seed in args.seeds.split(",")]
+
+
 def run_all(args) -> list[dict]:
-    pairs = [(settings.strip(), int(seed)) for settings in args.settings.split(",") for seed in args.seeds.split(",")]
+    pairs = run_pairs(args)
     if args.jobs == 1:
         return [run_one(args, *pair) for pair in pairs]
     from concurrent.futures import ProcessPoolExecutor
@@ -160,8 +166,13 @@ def print_runs(task, kind: str, runs: list[dict], episodes: int) -> dict[str, bo
     return checks
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:  # a bad --jobs fails in one line, before any data or run
+        args.jobs = resolve_workers(args.jobs, "auto", len(run_pairs(args)), args.threads, option="--jobs")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     task = get_task(args.task)
     kind = ensure_data(task, args.data_dir, args.data_episodes)
     runs = run_all(args)

@@ -18,7 +18,8 @@ Per H̄ (and layout) it reports, from each run's last evaluation and checkpoint:
   the [VALUE] query's rows and of the other rows (as fractions of log n), the [VALUE] row's
   median largest weight, and the [VALUE] row's weight on action vs observation tokens.
 
-Runs are spread over ``--jobs`` processes of one thread each, or, with ``--batch``, each
+Runs are spread over ``--jobs`` processes of one thread each (default ``auto``: one per core,
+one on a GPU), or, with ``--batch``, each
 layout's runs train together as one batch (``tql.batched``: one update for every member,
 the fast way on a GPU; each member's checkpoint is then written into its own folder). Either
 way they resume where they stopped (re-run the same command). A finished run is measured as
@@ -28,7 +29,7 @@ own length): give a new ``--out`` for a longer budget. Printed as one table (``s
 and ``--from-json`` reports a saved run again.
 
     python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\
-        --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 3000 --jobs 2 \\
+        --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 3000 \\
         --out /work/bench/runs/sensitivity --json benchmarks/learning/results/sensitivity_cube-single.json
 """
 
@@ -64,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--agent", action="append", default=None, help=f"agent option KEY=VALUE (default: {ENGAGED})")
     p.add_argument("--horizon", type=int, default=300, help="steps left for a Monte-Carlo return to count")
-    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (processes of one thread)")
+    p.add_argument("--jobs", default="auto",
+                   help="runs trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     p.add_argument("--batch", action="store_true",
                    help="train each layout's runs as one batch in this process (all its cores; a GPU if any)")
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu or cuda")
@@ -247,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return report(shown, runs, command, console, args.json, args.png)
     runs, task = grid(args), get_task(args.task)
+    from autotune.tuning.trials import resolve_workers
     from tql.errors import ConfigError
 
     try:
+        args.jobs = resolve_workers(args.jobs, args.device, len(runs), option="--jobs")
         for run in runs:  # bad settings fail here, in one line, before any training
             train_config(args, run)
             if finished_steps(run) not in (None, args.steps):

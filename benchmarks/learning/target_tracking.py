@@ -43,9 +43,10 @@ from rich.table import Table
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from autotune.tuning.trials import resolve_workers  # noqa: E402
 from tql.agent import LEGACY_SETTINGS, AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
 from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
-from tql.errors import MissingDatasetError  # noqa: E402
+from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
 from tql.targets import GROUP_NAMES, published_targets, rho_table  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.trainer import resolve_device  # noqa: E402
@@ -55,7 +56,7 @@ LEGACY = {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4}
 TOLERANCE = 0.1  # nats
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="cube-double-play-singletask-task2-v0")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma list of: {', '.join(RUNS)}")
@@ -67,11 +68,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (with --jobs 1)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--data-episodes", type=int, default=40)
     parser.add_argument("--json", default=None)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def run_settings(name: str, task, depth: int) -> tuple[dict, list[list[float]]]:
@@ -181,10 +183,15 @@ def run_all(args, names: list[str]) -> list[dict]:
         return list(pool.map(train_run, [args] * len(names), names))
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     task, device = get_task(args.task), resolve_device(args.device)
     names = [name.strip() for name in args.runs.split(",")]
+    try:  # a bad --jobs fails in one line, before any data or run
+        args.jobs = resolve_workers(args.jobs, str(device), len(names), args.threads, option="--jobs")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     for name in names:
         run_settings(name, task, 2)  # a bad name fails before any training
     sampler, kind = load_sampler(args, task, device)  # makes the data once, before the workers start

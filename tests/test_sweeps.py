@@ -1,0 +1,44 @@
+"""The learning sweeps (benchmarks/learning) spread their runs over the cores as run and compare do."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+SWEEPS = ("sensitivity", "engagement", "learning_check", "target_tracking")
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_a_bad_jobs_value_fails_in_one_line_before_any_run(sweep, tmp_path, capsys):
+    script = importlib.import_module(f"benchmarks.learning.{sweep}")
+    out = tmp_path / "runs"
+    writes = ["--out", str(out)] if sweep in ("sensitivity", "learning_check") else []  # the others: --json only
+    code = script.main(["--jobs", "two", *writes, "--data-dir", str(tmp_path / "data")])
+    captured = capsys.readouterr()
+    said = (captured.out + captured.err).strip()
+    assert code == 2
+    assert said == "--jobs 'two' is not one of: auto, an integer >= 1"
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("cores, runs, threads, jobs", [(2, 3, None, 2), (8, 3, None, 3), (1, 4, None, 1), (2, 3, 2, 1)])
+def test_auto_jobs_are_one_per_core_and_at_most_one_per_run(cores, runs, threads, jobs, tmp_path, monkeypatch):
+    """``--threads T`` (threads of one run) leaves cores // T processes."""
+    import benchmarks.learning.learning_check as check
+    import tql.data
+
+    monkeypatch.setattr(tql.data, "available_cpus", lambda: cores)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    seen = {}
+
+    def stop_before_training(args):
+        seen["jobs"] = args.jobs
+        raise SystemExit(0)
+
+    monkeypatch.setattr(check, "ensure_data", lambda *a: "generated")
+    monkeypatch.setattr(check, "run_all", stop_before_training)
+    seeds = ",".join(str(seed) for seed in range(runs))
+    with pytest.raises(SystemExit):
+        check.main(["--seeds", seeds, "--out", str(tmp_path), *(["--threads", str(threads)] if threads else [])])
+    assert seen["jobs"] == jobs

@@ -51,3 +51,18 @@ def test_the_chain_of_a_compiled_update_keeps_the_calls_it_made_and_refuses_ones
 
     with pytest.raises(ValueError, match="bmm"):
         MatmulChain.of_calls_made(rec.calls, rec.addresses, made + Counter({("bmm", ((9, 1, 1), (9, 1, 1))): 1}))
+
+
+def test_inductor_counts_a_pointwise_kernel_reading_its_input_and_writing_its_output_once():
+    import torch._inductor.config as inductor_config
+    from update_limit import counting_kernel_bytes, gelu_form, parts_in_the_update
+
+    x, w = torch.randn(1000), torch.randn(8, 8)
+    step = torch.compile(lambda x, w: (gelu_form(x), w @ w), dynamic=False)
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        with counting_kernel_bytes() as counted:
+            step(x, w)  # one fused kernel (the GELU form) and one library matmul
+        inside = parts_in_the_update(lambda: step(x, w), updates=2)
+    assert counted["fused"] == 2 * 4 * x.numel()  # the matmul's bytes are not counted
+    assert inside["calls"] == {"matmuls": 1, "fused kernels": 1}
+    assert 0 < inside["ms"]["fused kernels"] + inside["ms"]["matmuls"] <= inside["ms"]["all"]

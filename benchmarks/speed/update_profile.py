@@ -25,8 +25,9 @@ arithmetic (elementwise ops, reductions, copies, dispatch, Python).
 **Matmul chain.** The whole update's recorded matmuls (those the compiled update makes too:
 inductor computes a few small ones in its own kernels) replayed one after another with nothing
 between them, on buffers laid out as the update's own (``MatmulChain``), timed in the same
-rounds: the update if every other op were free. ``compiled update / chain`` bounds what any
-fusion, fewer copies or less dispatch can gain while the matmuls stay as they are.
+rounds: the matmuls with operands that no kernel has just written into cache. Inside the update
+they run faster than that (``update_limit.py`` times them there), so ``compiled update / chain``
+is not a bound on what removing the other ops could gain; ``update_limit.py`` gives that.
 
 **Operators.** ``torch.profiler`` over ``--profile-updates`` whole updates, eager and
 compiled: self CPU time per update of the top operators. ``--kernel-names`` has inductor record
@@ -179,9 +180,8 @@ class MatmulRecorder(TorchDispatchMode):
 
 
 class MatmulChain:
-    """An update's recorded matmuls replayed one after another, nothing between them: what the
-    update would cost if every other op (elementwise work, copies, dispatch, the optimiser)
-    were free and the matmuls kept their shapes.
+    """An update's recorded matmuls replayed one after another, nothing between them (no
+    elementwise work, copies, dispatch or optimiser).
 
     Operands are views of one buffer per address the update used (arguments that shared memory
     in the update share it here: weights read by several calls, an activation read by its
@@ -434,8 +434,8 @@ def print_result(result: dict) -> None:
         print(f"matmul chain: the compiled update's {chain['calls']} matmuls ({by_op}; the eager update makes "
               f"{chain['eager_calls']}) one after another on buffers laid out as the update's own "
               f"({chain['operand_mb']:.0f} MB), nothing else: {chain['ms']:.2f} ms.\n"
-              f"  compiled update / chain: {chain['compiled_over_chain']:.2f}x (median of rounds): the most that "
-              f"removing every other op could gain; 1.8x the compiled update needs {compiled / 1.8:.2f} ms")
+              f"  compiled update / chain: {chain['compiled_over_chain']:.2f}x (median of rounds); inside the update "
+              f"the matmuls find operands in cache (update_limit.py); 1.8x the update: {compiled / 1.8:.2f} ms")
     for mode, rows in result["operators"].items():
         print(f"\noperators, {mode} update (torch.profiler, self CPU time per update)")
         for r in rows:

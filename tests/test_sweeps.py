@@ -6,14 +6,14 @@ import importlib
 
 import pytest
 
-SWEEPS = ("sensitivity", "engagement", "learning_check", "target_tracking")
+SWEEPS = ("sensitivity", "engagement", "learning_check", "target_tracking", "learning_curves")
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_a_bad_jobs_value_fails_in_one_line_before_any_run(sweep, tmp_path, capsys):
     script = importlib.import_module(f"benchmarks.learning.{sweep}")
     out = tmp_path / "runs"
-    writes = ["--out", str(out)] if sweep in ("sensitivity", "learning_check") else []  # the others: --json only
+    writes = ["--out", str(out)] if sweep in ("sensitivity", "learning_check", "learning_curves") else []
     code = script.main(["--jobs", "two", *writes, "--data-dir", str(tmp_path / "data")])
     captured = capsys.readouterr()
     said = (captured.out + captured.err).strip()
@@ -42,3 +42,19 @@ def test_auto_jobs_are_one_per_core_and_at_most_one_per_run(cores, runs, threads
     with pytest.raises(SystemExit):
         check.main(["--seeds", seeds, "--out", str(tmp_path), *(["--threads", str(threads)] if threads else [])])
     assert seen["jobs"] == jobs
+
+
+def test_the_learning_curves_budget_prices_the_busiest_process():
+    import argparse
+
+    from benchmarks.learning.learning_curves import step_budget, worker_loads
+
+    assert worker_loads([3.0, 1.0, 2.0, 2.0], 2) == [[0, 1], [2, 3]]  # the costliest first, to the least loaded
+    assert worker_loads([1.0, 1.0], 3) == [[0], [1], []]
+    probes = {pair: {"update_seconds": per_step, "eval_seconds_per_member": 1.0, "env_setup_seconds": 0.0}
+              for pair, per_step in zip("abc", (0.3, 0.2, 0.1))}
+    args = argparse.Namespace(evals=2, seeds=3, jobs=2)
+    # 2 processes: [a] and [b, c], 0.3 s per step each; evaluations 6 s per population, 12 s for [b, c]
+    assert step_budget(args, probes, seconds_left=612.3) == 2000  # 600.3 s of updates / 0.3
+    args.jobs = 1  # one process: 0.6 s per step, 18 s of evaluations
+    assert step_budget(args, probes, seconds_left=618.3) == 1000

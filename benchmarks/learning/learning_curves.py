@@ -7,7 +7,10 @@ same number of updates, so the curves of one task compare at equal steps.
 
 Budgeted by wall time: a probe times each population's update and one evaluation on this
 machine, then the step budget is the largest (multiple of ``--evals``) that fits
-``--minutes`` in total, probe and data generation included. The curves are learning curves
+``--minutes`` in total, probe and data generation included. The populations train side by side
+in ``--jobs`` processes of one thread each (default ``auto``: one per core, at most one per
+population; 1 on a GPU), as ``tql-tune run --workers auto`` trains trials: then the probes run
+side by side too, and the budget prices each process's share of the populations. The curves are learning curves
 of runs of that length (the learning-rate schedule spans the whole run), not of shorter runs.
 
 Prints, per task and critic, mean success (and its spread over seeds) at each evaluation and
@@ -33,9 +36,10 @@ from scipy import stats
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from autotune.tuning.trials import resolve_workers  # noqa: E402
 from tql.batched.trials import BatchMember, BatchTrainer  # noqa: E402
 from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
-from tql.errors import MissingDatasetError  # noqa: E402
+from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
 from tql.model import get_preset  # noqa: E402
 from tql.targets import PUBLISHED_TARGETS, published_targets  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
@@ -46,7 +50,7 @@ PROBE_UPDATES = 12  # timed updates per population, after WARMUP untimed ones
 WARMUP = 3
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="cube-single-play-singletask-task1-v0,scene-play-singletask-task1-v0")
     parser.add_argument("--critics", default="tql,mlp", help=f"comma list of: {', '.join(CRITICS)}")
@@ -58,7 +62,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", default="cpu", help="training profile of the agent (batch, sizes)")
     parser.add_argument("--data-episodes", type=int, default=None, help="episodes to generate when data is missing")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of one population")
+    parser.add_argument("--jobs", default="auto",
+                        help="populations trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/learning_curves")
     parser.add_argument("--json", default=None)
@@ -66,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--merge", default=None,
                         help="comma list of --json files of earlier sweeps (e.g. run side by side, one task each): "
                              "print and plot them together instead of training")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     bad = [c for c in args.critics.split(",") if c not in CRITICS]
     if bad:
         parser.error(f"--critics {bad[0]!r} is not one of: {', '.join(CRITICS)}")
@@ -92,7 +98,8 @@ def member_config(args, task: str, critic: str, seed: int, steps: int, eval_ever
     return TrainConfig.from_profile(task, args.profile, agent, steps=steps, seed=seed, **h_bar,
                                     eval_every=eval_every, eval_episodes=args.eval_episodes,
                                     checkpoint_every=max(eval_every, 1), data_dir=args.data_dir,
-                                    threads=args.threads, device=args.device, make_data=False)
+                                    threads=args.threads, device=args.device, make_data=False,
+                                    eval_workers=1 if args.jobs > 1 else "auto")
 
 
 def members(args, task: str, critic: str, steps: int, eval_every: int, root: Path) -> list[BatchMember]:
@@ -133,12 +140,26 @@ def probe(args, task: str, critic: str, root: Path) -> dict:
             "env_setup_seconds": times[0] - times[1]}
 
 
+def worker_loads(costs: list[float], workers: int) -> list[list[int]]:
+    """Which populations each of ``workers`` processes trains: the costliest first, each to the
+    least loaded process (a pool hands the next population to the first process free)."""
+    loads, assigned = [0.0] * workers, [[] for _ in range(workers)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = loads.index(min(loads))
+        loads[w] += costs[i]
+        assigned[w].append(i)
+    return assigned
+
+
 def step_budget(args, probes: dict, seconds_left: float) -> int:
-    """The largest multiple of ``--evals`` steps whose estimated time fits ``seconds_left``."""
-    per_step = sum(p["update_seconds"] for p in probes.values())
-    evals = sum(args.evals * args.seeds * p["eval_seconds_per_member"] + p["env_setup_seconds"]
-                for p in probes.values())
-    steps = int(max(seconds_left - evals, 0.0) / per_step)
+    """The largest multiple of ``--evals`` steps whose estimated time fits ``seconds_left``:
+    the busiest of the ``--jobs`` processes, its populations' updates and evaluations."""
+    per_step = [p["update_seconds"] for p in probes.values()]
+    evals = [args.evals * args.seeds * p["eval_seconds_per_member"] + p["env_setup_seconds"] for p in probes.values()]
+    assigned = worker_loads(per_step, args.jobs)
+    slowest = max(sum(per_step[i] for i in group) for group in assigned)
+    eval_time = max(sum(evals[i] for i in group) for group in assigned)
+    steps = int(max(seconds_left - eval_time, 0.0) / slowest)
     return max(args.evals, steps - steps % args.evals)
 
 
@@ -168,7 +189,7 @@ def train_population(args, task: str, critic: str, steps: int, root: Path) -> di
     eval_every = steps // args.evals
     root = root / f"{steps}-steps"  # a re-run with the same budget resumes; another budget starts afresh
     trainer = BatchTrainer(members(args, task, critic, steps, eval_every, root), root / "_batches" / task / critic,
-                           progress=sys.stdout.isatty())
+                           progress=sys.stdout.isatty() and args.jobs == 1)
     start = time.perf_counter()
     result = curve(trainer.run())
     result["wall_seconds"] = time.perf_counter() - start
@@ -239,35 +260,57 @@ def merge(args) -> None:
         plot(results, args.png)
 
 
-def main() -> None:
-    args = parse_args()
+def side_by_side(args, fn, calls: list[tuple]) -> list:
+    """``fn(args, *call)`` for every call: here, or in ``--jobs`` processes of one thread."""
+    if args.jobs == 1:
+        return [fn(args, *call) for call in calls]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(fn, [args] * len(calls), *zip(*calls)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.merge:
         merge(args)
-        return
+        return 0
     start = time.perf_counter()
     tasks, critics = [t.strip() for t in args.tasks.split(",") if t.strip()], args.critics.split(",")
+    pairs = [(t, c) for t in tasks for c in critics]
+    try:  # a bad --jobs fails in one line, before any data or run
+        args.jobs = resolve_workers(args.jobs, args.device, len(pairs), args.threads, option="--jobs")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.jobs > 1:
+        args.threads = 1
     root = Path(args.out)
     data = {task: ensure_data(args, task) for task in tasks}
-    probes = {(t, c): probe(args, t, c, root) for t in tasks for c in critics}
+    probes = dict(zip(pairs, side_by_side(args, probe, [(t, c, root) for t, c in pairs])))
     for (task, critic), p in probes.items():
         print(f"probe {task} {critic} x{args.seeds}: {1000 * p['update_seconds']:.0f} ms/update, "
               f"{p['eval_seconds_per_member']:.1f} s per member evaluation", flush=True)
     steps = args.steps or step_budget(args, probes, 60 * args.minutes - (time.perf_counter() - start))
-    print(f"step budget: {steps} updates per run, {args.evals} evaluations of {args.eval_episodes} episodes", flush=True)
+    print(f"step budget: {steps} updates per run, {args.evals} evaluations of {args.eval_episodes} episodes; "
+          f"{args.jobs} population(s) at once", flush=True)
     results: dict = {task: {} for task in tasks}
-    for task in tasks:
-        for critic in critics:
-            results[task][critic] = train_population(args, task, critic, steps, root)
-            print_curve(task, critic, results[task][critic])
+    trained = side_by_side(args, train_population, [(t, c, steps, root) for t, c in pairs])
+    for (task, critic), result in zip(pairs, trained):
+        results[task][critic] = result
+        print_curve(task, critic, result)
     print(first_to_leave_zero(results))
     record = {"command": "python " + " ".join(sys.argv), "steps": steps, "seeds": args.seeds, "profile": args.profile,
+              "jobs": args.jobs,
               "eval_episodes": args.eval_episodes, "data": data, "wall_minutes": (time.perf_counter() - start) / 60,
               "probes": {f"{t} {c}": p for (t, c), p in probes.items()}, "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1))
     if args.png:
         plot(results, args.png)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

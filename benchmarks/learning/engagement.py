@@ -41,6 +41,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from autotune.tuning.trials import resolve_workers  # noqa: E402
+from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
 from tql.data import ReplaySampler, expected_size, provide_task_data  # noqa: E402
 from tql.engagement import ENGAGE_MARGIN  # noqa: E402
@@ -201,13 +202,7 @@ def differences(runs: list[dict]) -> list[dict]:
 
 
 def run_all(args, runs: list[dict]) -> list[dict]:
-    if args.jobs == 1:
-        return [train_run(args, run) for run in runs]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(train_run, [args] * len(runs), runs))
+    return side_by_side(args, train_run, [(run,) for run in runs])
 
 
 def never(value) -> str:

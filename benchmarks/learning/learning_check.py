@@ -33,6 +33,7 @@ from scipy.stats import fisher_exact
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from autotune.tuning.trials import resolve_workers  # noqa: E402
+from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
 from tql.data import generate_dataset, load_task_data  # noqa: E402
 from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
 from tql.evaluation import evaluate, random_policy  # noqa: E402
@@ -132,14 +133,7 @@ def run_pairs(args) -> list[tuple[str, int]]:
 
 
 def run_all(args) -> list[dict]:
-    pairs = run_pairs(args)
-    if args.jobs == 1:
-        return [run_one(args, *pair) for pair in pairs]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(run_one, [args] * len(pairs), *zip(*pairs)))
+    return side_by_side(args, run_one, run_pairs(args))
 
 
 def print_runs(task, kind: str, runs: list[dict], episodes: int) -> dict[str, bool]:

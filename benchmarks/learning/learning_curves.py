@@ -37,6 +37,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from autotune.tuning.trials import resolve_workers  # noqa: E402
+from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
 from tql.batched.trials import BatchMember, BatchTrainer  # noqa: E402
 from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
@@ -258,17 +259,6 @@ def merge(args) -> None:
         Path(args.json).write_text(json.dumps({"merged": records}, indent=1))
     if args.png:
         plot(results, args.png)
-
-
-def side_by_side(args, fn, calls: list[tuple]) -> list:
-    """``fn(args, *call)`` for every call: here, or in ``--jobs`` processes of one thread."""
-    if args.jobs == 1:
-        return [fn(args, *call) for call in calls]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(fn, [args] * len(calls), *zip(*calls)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return report(shown, runs, command, console, args.json, args.png)
     runs, task = grid(args), get_task(args.task)
     from autotune.tuning.trials import resolve_workers
+    from benchmarks.learning.side_by_side import side_by_side
     from tql.errors import ConfigError
 
     try:
@@ -269,16 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch:
         console.print(f"{len(runs)} runs of {args.steps:,} updates, each layout's as one batch")
         done = train_batches(args, runs)
-    elif args.jobs == 1:
-        console.print(f"{len(runs)} runs of {args.steps:,} updates, one at a time (1 thread)")
-        done = [train_and_measure(args, run) for run in runs]
     else:
         console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            done = list(pool.map(train_and_measure, [args] * len(runs), runs))
+        done = side_by_side(args, train_and_measure, [(run,) for run in runs])
     command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
     return report(args, done, command, console, args.json, args.png)
 

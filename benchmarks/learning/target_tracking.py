@@ -44,6 +44,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from autotune.tuning.trials import resolve_workers  # noqa: E402
+from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
 from tql.agent import LEGACY_SETTINGS, AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
 from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
@@ -174,13 +175,7 @@ def print_run(run: dict, log_n: float, console: Console) -> None:
 
 
 def run_all(args, names: list[str]) -> list[dict]:
-    if args.jobs == 1:
-        return [train_run(args, name) for name in names]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(train_run, [args] * len(names), names))
+    return side_by_side(args, train_run, [(name,) for name in names])
 
 
 def main(argv: list[str] | None = None) -> int:

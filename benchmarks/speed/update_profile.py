@@ -62,7 +62,8 @@ from tql.agent import AgentConfig, TQLAgent, flow_matching_loss, td_target  # no
 from tql.data.sampler import ReplaySampler  # noqa: E402
 from tql.trainer import PROFILES  # noqa: E402
 
-MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
+MATMUL_OPS = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
+MATMULS = set(MATMUL_OPS)
 COMPONENTS = ("sample", "td_target", "critic", "flow_bc", "flow_teacher", "one_step", "optimizer")
 
 
@@ -190,8 +191,6 @@ class MatmulChain:
     cache unless the chain itself left it there.
     """
 
-    OPS = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
-
     def __init__(self, calls: list[tuple], addresses: list[tuple[int, ...]]) -> None:
         spans: dict[int, int] = {}
         for (_, layout), ptrs in zip(calls, addresses):
@@ -199,15 +198,16 @@ class MatmulChain:
                 span = 1 + sum((size - 1) * step for size, step in zip(shape, stride))
                 spans[ptr] = max(spans.get(ptr, 0), span)
         self.buffers = {ptr: torch.randn(span) for ptr, span in spans.items()}
-        self.steps = [(self.OPS[name], [self.buffers[ptr].as_strided(shape, stride)
+        self.steps = [(MATMUL_OPS[name], [self.buffers[ptr].as_strided(shape, stride)
                                         for (shape, stride), ptr in zip(layout, ptrs)])
                       for (name, layout), ptrs in zip(calls, addresses)]
 
     @classmethod
     def of_calls_made(cls, calls: list[tuple], addresses: list[tuple[int, ...]], made: Counter) -> "MatmulChain":
         """The chain of those recorded calls that another run of the same update made too:
-        ``made`` counts ``(op, shapes of the two matrix operands)`` of that run (a compiled update: inductor
-        computes some small matmuls, e.g. a bmm whose inner size is 1, in its own kernels)."""
+        ``made`` counts ``(op, shapes of the two matrix operands)`` of that run (a compiled
+        update: inductor computes some small matmuls, e.g. a bmm whose inner size is 1, in its
+        own kernels)."""
         left, kept = Counter(made), []
         for call, ptrs in zip(calls, addresses):
             key = (call[0], tuple(shape for shape, _ in call[1][-2:]))
@@ -241,11 +241,10 @@ def matmul_floor_ms(calls: list[tuple], repeats: int = 20) -> float:
     """The recorded matmuls' time at their best: each distinct call (op, shapes, strides)
     timed ``repeats`` times on the same fresh tensors (operands in cache, as in an update
     where the previous op has just written them), median, times how often it occurs."""
-    ops = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
     total = 0.0
     for (name, layout), count in Counter(calls).items():
         tensors = [torch.empty_strided(shape, stride).normal_() for shape, stride in layout]
-        op = ops[name]
+        op = MATMUL_OPS[name]
         op(*tensors)
         times = []
         for _ in range(repeats):
@@ -385,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in (*COMPONENTS, "update"):
             samples.setdefault((name, "floor"), []).append(matmul_floor_ms(calls[name]) / 1e3)
     ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
-    bound = statistics.median(c / m for c, m in zip(samples[("update", "compiled")], samples[("update", "chain")]))
+    over_chain = statistics.median(c / m for c, m in zip(samples[("update", "compiled")], samples[("update", "chain")]))
 
     rows = []
     for name in (*COMPONENTS, "update"):
@@ -403,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
               "load_avg": [round(x, 2) for x in __import__("os").getloadavg()],
               "kernel_names": args.kernel_names, "components": rows, "operators": ops, "kinds": kinds,
               "matmul_chain": {"calls": len(chain.steps), "operand_mb": chain.megabytes,
-                               "ms": ms[("update", "chain")], "compiled_over_chain": bound,
+                               "ms": ms[("update", "chain")], "compiled_over_chain": over_chain,
                                "calls_by_op": dict(Counter(op.__name__ for op, _ in chain.steps)),
                                "eager_calls": len(calls["update"])},
               "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}

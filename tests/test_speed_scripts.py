@@ -55,10 +55,12 @@ def test_the_chain_of_a_compiled_update_keeps_the_calls_it_made_and_refuses_ones
 
 def test_inductor_counts_a_pointwise_kernel_reading_its_input_and_writing_its_output_once():
     import torch._inductor.config as inductor_config
-    from update_limit import counting_kernel_bytes, gelu_form, parts_in_the_update
+    from update_limit import counting_kernel_bytes, parts_in_the_update
+
+    from tql.model import gelu_tanh
 
     x, w = torch.randn(1000), torch.randn(8, 8)
-    step = torch.compile(lambda x, w: (gelu_form(x), w @ w), dynamic=False)
+    step = torch.compile(lambda x, w: (gelu_tanh(x), w @ w), dynamic=False)
     with inductor_config.patch({"cpp.enable_kernel_profile": True}):
         with counting_kernel_bytes() as counted:
             step(x, w)  # one fused kernel (the GELU form) and one library matmul

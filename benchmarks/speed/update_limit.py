@@ -51,21 +51,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from update_profile import (MATMULS, Components, MatmulChain, MatmulRecorder, matmul_floor_ms,  # noqa: E402
                             matmuls_made, profile_agent, random_sampler, timed)
+from tql.model import gelu_tanh  # noqa: E402  (update_profile put the checkout on the path)
 
 ACTIVATION = 5504 * 128  # the critic's MLP hidden layer at batch 128, n = 43: the largest activation
 COLD_BUFFERS = 40
-
-
-def gelu_form(x: torch.Tensor) -> torch.Tensor:
-    """What the critic's GELU compiles to (tql.model.gelu_tanh under torch.compile)."""
-    return x * torch.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
 
 
 def elementwise_rates(repeats: int) -> list[dict]:
     """GB/s (bytes read + written) of compiled reference kernels at the largest activation's
     size, on one buffer (in cache) and on ``COLD_BUFFERS`` buffers (from memory)."""
     rows = []
-    for name, fn in (("GELU form", gelu_form), ("add", lambda x: x + 1.0)):
+    for name, fn in (("GELU form", gelu_tanh), ("add", lambda x: x + 1.0)):
         kernel = torch.compile(fn, dynamic=False)
         for where, count in (("in cache", 1), ("from memory", COLD_BUFFERS)):
             buffers = [torch.randn(ACTIVATION) for _ in range(count)]
@@ -168,12 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
     for fn in (update, chain):
         for _ in range(3):
             fn()
-    floor_calls, fns = chain_calls(chain), {"update": update, "chain": chain}
+    fns = {"update": update, "chain": chain}
     samples: dict[str, list[float]] = {"update": [], "chain": [], "floor": []}
     for r in range(args.repeats):
         for name in (list(fns) if r % 2 == 0 else list(reversed(fns))):
             samples[name].append(1e3 * timed(fns[name], args.inner))
-        samples["floor"].append(matmul_floor_ms(floor_calls))
+        samples["floor"].append(matmul_floor_ms(chain.calls))
     inside = parts_in_the_update(update, args.profile_updates)
     rates = elementwise_rates(args.repeats)
     ms = {k: statistics.median(v) for k, v in samples.items()}
@@ -193,11 +189,6 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def chain_calls(chain: MatmulChain) -> list[tuple]:
-    """The chain's calls as ``(op, layout)``, for ``matmul_floor_ms``."""
-    return [(op.__name__, tuple((tuple(t.shape), t.stride()) for t in operands)) for op, operands in chain.steps]
 
 
 def print_result(r: dict) -> None:

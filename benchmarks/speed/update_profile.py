@@ -192,6 +192,7 @@ class MatmulChain:
     """
 
     def __init__(self, calls: list[tuple], addresses: list[tuple[int, ...]]) -> None:
+        self.calls = calls  # (op, layout) per step, as ``MatmulRecorder`` records them
         spans: dict[int, int] = {}
         for (_, layout), ptrs in zip(calls, addresses):
             for (shape, stride), ptr in zip(layout, ptrs):
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
               "kernel_names": args.kernel_names, "components": rows, "operators": ops, "kinds": kinds,
               "matmul_chain": {"calls": len(chain.steps), "operand_mb": chain.megabytes,
                                "ms": ms[("update", "chain")], "compiled_over_chain": over_chain,
-                               "calls_by_op": dict(Counter(op.__name__ for op, _ in chain.steps)),
+                               "calls_by_op": dict(Counter(name for name, _ in chain.calls)),
                                "eager_calls": len(calls["update"])},
               "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}
     print_result(result)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from tql.errors import ConfigError
-from tql.evaluation import (EnvPool, achieved_subtasks, episode_progress, episode_seed, evaluate, grading_goal,
-                            random_policy, run_episodes)
+from tql.evaluation import (EnvPool, achieved_subtasks, episode_progress, episode_seed, evaluate, gained_from,
+                            grading_goal, random_policy, run_episodes)
 from tql.tasks import TaskSpec, get_task
 
 # ---------------------------------------------------------------- scripted env
@@ -253,8 +253,9 @@ def test_to_dict_is_json_serialisable():
     d = json.loads(json.dumps(res.to_dict()))
     assert d["task"] == SCRIPTED_TASK.name and d["episodes"] == 3
     assert set(d) == {"task", "episodes", "success_rate", "successes", "returns", "lengths",
-                      "env_steps", "seconds", "progress", "subtasks"}
-    assert d["progress"] == [] and d["subtasks"] == []  # a test double outside OGBench's families: ungraded
+                      "env_steps", "seconds", "progress", "subtasks", "start_subtasks", "gained"}
+    # a test double outside OGBench's families: ungraded
+    assert d["progress"] == d["subtasks"] == d["start_subtasks"] == d["gained"] == []
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -379,3 +380,36 @@ def test_progress_from_the_reward_agrees_with_the_subtasks_from_the_state(name):
         assert fraction == pytest.approx(sum(achieved) / len(achieved))
     assert result.mean_progress == pytest.approx(sum(result.progress) / 3)
     assert result.subtask_rates == [sum(column) / 3 for column in zip(*result.subtasks)]
+
+
+# ---------------------------------------------------------------- progress from the start state
+def test_gained_counts_only_subtasks_the_episode_changed_to_done():
+    assert gained_from([True, False], [True, True]) == 1.0  # the one open subtask done: all it could gain
+    assert gained_from([True, False], [True, False]) == 0.0  # nothing changed
+    assert gained_from([False, False, False], [True, False, True]) == pytest.approx(2 / 3)
+    assert gained_from([True, False, False], [False, True, False]) == 0.5  # undoing a done one costs nothing here
+    assert gained_from([True, True], [True, True]) == 0.0  # nothing was left to gain
+    with pytest.raises(ValueError, match="start has 2 subtasks, end 3"):
+        gained_from([True, False], [True, False, True])
+
+
+@pytest.mark.parametrize("name", ["cube-double-play-singletask-task1-v0", "scene-play-singletask-task1-v0"])
+def test_a_policy_that_does_nothing_gains_nothing_where_progress_credits_the_start(name):
+    """cube-double task 1 and scene task 1 start with subtasks done: progress credits them to
+    any policy, progress from the start state does not."""
+    task = get_task(name)
+    result = evaluate(zero_policy(task.act_dim), task, episodes=3, max_steps=20)
+    assert result.mean_progress > 0.0  # what today's progress gives a do-nothing policy
+    assert result.gained == [0.0, 0.0, 0.0] and result.mean_gained == 0.0
+    for start, end, fraction in zip(result.start_subtasks, result.subtasks, result.progress):
+        assert start == end and any(start)  # nothing moved; something was done from the start
+        assert fraction == pytest.approx(sum(start) / len(start))
+
+
+def test_gained_is_one_for_an_episode_that_succeeds_from_an_open_start():
+    res = evaluate(zero_policy(5), TELEPORT_TASK, 4, seed=0, num_envs=2, max_steps=15)
+    assert any(res.successes)
+    for success, start, gained in zip(res.successes, res.start_subtasks, res.gained):
+        assert gained == (gained_from(start, [True] * len(start)) if success else 0.0)
+        if success and not all(start):
+            assert gained == 1.0

@@ -25,6 +25,12 @@ achieved) - N, so an episode's progress is 1 + r / N with r its last step's rewa
 fraction of the task's N subtasks (cubes, buttons, drawer, window) achieved at its end;
 cube-single's is its success. Which subtasks were achieved is read from the last state with
 the same subgoal checks that relabel the datasets (``tql.data.datasets.subgoal_successes``).
+
+Progress counts subtasks already done when the episode starts (cube-double task 1 starts with
+one of its two cubes in place, so a policy that does nothing scores 50%). ``gained`` counts
+from the start state instead: the subtasks the episode changed from not done to done, as a
+fraction of those not done at its start (0 when none was left to do). A policy that does
+nothing gains 0; one that solves the task gains 1 (``gained_from``).
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class EvalResult:
     seconds: float  # wall time: of evaluate() (env creation included) or of run_episodes()
     progress: list[float] = field(default_factory=list)  # per episode: fraction of subtasks achieved at its end
     subtasks: list[list[bool]] = field(default_factory=list)  # per episode: each subtask achieved at its end
+    start_subtasks: list[list[bool]] = field(default_factory=list)  # per episode: each subtask done at its start
+    gained: list[float] = field(default_factory=list)  # per episode: progress counted from its start (gained_from)
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (Python scalars only)."""
@@ -73,6 +81,11 @@ class EvalResult:
     def mean_progress(self) -> float | None:
         """Mean over episodes of the fraction of subtasks achieved at the episode's end."""
         return sum(self.progress) / len(self.progress) if self.progress else None
+
+    @property
+    def mean_gained(self) -> float | None:
+        """Mean over episodes of the progress made from each episode's start state."""
+        return sum(self.gained) / len(self.gained) if self.gained else None
 
     @property
     def subtask_rates(self) -> list[float]:
@@ -86,6 +99,15 @@ def episode_progress(final_reward: float, n_subtasks: int) -> float:
     """The fraction of a task's ``n_subtasks`` achieved at an episode's end, from its last
     reward (OGBench's single-task reward is achieved - N)."""
     return min(1.0, max(0.0, 1.0 + float(final_reward) / n_subtasks))
+
+
+def gained_from(start: Sequence[bool], end: Sequence[bool]) -> float:
+    """The fraction of the subtasks not done at an episode's start that are done at its end
+    (0.0 when all were done at the start: the episode had nothing left to gain)."""
+    if len(start) != len(end):
+        raise ValueError(f"start has {len(start)} subtasks, end {len(end)}")
+    open_ = [k for k, done in enumerate(start) if not done]
+    return sum(bool(end[k]) for k in open_) / len(open_) if open_ else 0.0
 
 
 def grading_goal(task: TaskSpec, env) -> TaskGoal | None:
@@ -183,6 +205,7 @@ class _Slot:
     ret: float = 0.0
     length: int = 0
     info: dict = field(default_factory=dict)
+    start_info: dict = field(default_factory=dict)  # the reset's info: the state the episode started in
     noise: np.random.Generator | None = None  # the episode's own noise (EpisodeNoise)
 
 
@@ -192,7 +215,7 @@ def _start(slot: _Slot, episode: int, seed: int, noise: EpisodeNoise | None) -> 
     # seed that sampler too so an episode never depends on what the env ran before.
     slot.env.action_space.seed(s)
     obs, info = slot.env.reset(seed=s)
-    slot.episode, slot.obs, slot.ret, slot.length, slot.info = episode, obs, 0.0, 0, info
+    slot.episode, slot.obs, slot.ret, slot.length, slot.info, slot.start_info = episode, obs, 0.0, 0, info, info
     slot.noise = noise.generator(episode) if noise is not None else None
 
 
@@ -264,6 +287,7 @@ def run_episode_numbers(
     lengths: list[int] = [0] * count
     fractions: list[float] = [0.0] * count
     subtasks: list[list[bool]] = [[] for _ in range(count)]
+    start_subtasks: list[list[bool]] = [[] for _ in range(count)]
     start = time.perf_counter()
     running = [_Slot(env) for env in pool.envs[: min(len(pool), count)]]
     for slot, number in zip(running, numbers):
@@ -289,6 +313,7 @@ def run_episode_numbers(
             returns[k], lengths[k] = slot.ret, slot.length
             if goal is not None:
                 subtasks[k] = achieved_subtasks(goal, slot.info)
+                start_subtasks[k] = achieved_subtasks(goal, slot.start_info)
                 fractions[k] = episode_progress(reward, len(subtasks[k]))
             finished += 1
             if progress is not None:
@@ -309,6 +334,8 @@ def run_episode_numbers(
         seconds=time.perf_counter() - start,
         progress=fractions if goal is not None else [],
         subtasks=subtasks if goal is not None else [],
+        start_subtasks=start_subtasks if goal is not None else [],
+        gained=[gained_from(a, b) for a, b in zip(start_subtasks, subtasks)] if goal is not None else [],
     )
 
 
@@ -347,14 +374,17 @@ def merge_results(task: TaskSpec, parts: Sequence[tuple[Sequence[int], EvalResul
     for numbers, result in parts:
         ungraded = [None] * len(numbers)  # a part run without progress (EvalResult built by hand)
         placed.update(zip(numbers, zip(result.successes, result.returns, result.lengths,
-                                       result.progress or ungraded, result.subtasks or ungraded)))
+                                       result.progress or ungraded, result.subtasks or ungraded,
+                                       result.start_subtasks or ungraded, result.gained or ungraded)))
     episodes = len(placed)
     if sorted(placed) != list(range(episodes)):
         raise ValueError(f"parts cover episodes {sorted(placed)}, not 0..{episodes - 1}")
-    successes, returns, lengths, progress, subtasks = (list(column) for column in
-                                                        zip(*(placed[i] for i in range(episodes))))
-    graded = None not in progress
+    successes, returns, lengths, progress, subtasks, starts, gained = (
+        list(column) for column in zip(*(placed[i] for i in range(episodes))))
+    graded, from_start = None not in progress, None not in gained
     return EvalResult(task=task.name, episodes=episodes, success_rate=sum(successes) / episodes,
                       successes=successes, returns=returns, lengths=lengths,
                       env_steps=sum(result.env_steps for _, result in parts), seconds=seconds,
-                      progress=progress if graded else [], subtasks=subtasks if graded else [])
+                      progress=progress if graded else [], subtasks=subtasks if graded else [],
+                      start_subtasks=starts if graded and from_start else [],
+                      gained=gained if graded and from_start else [])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -134,14 +135,35 @@ DEFAULT_PRESET = "0.4M"
 CRITIC_KINDS = ("tql", "mlp")
 
 
+# A shape with no preset, named by what it is: ``w64-d4`` (width 64, depth 4), ``w64-d4-h2``
+# (and 2 heads). Built like the published sizes (MLP ratio 4, two ReLU Q-head layers of width
+# / 2); heads default to width / 32 (at least 2), as the published 0.03M and 0.4M critics have.
+# Deeper, narrow critics are where free attention collapses cheaply (docs/collapse.md).
+CUSTOM_SHAPE = re.compile(r"w(\d+)-d(\d+)(?:-h(\d+))?")
+
+
+def custom_shape(name: str) -> CriticSize | None:
+    """The critic a ``wW-dD[-hH]`` name describes, or None for any other name."""
+    match = CUSTOM_SHAPE.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        return None
+    dim, depth = int(match[1]), int(match[2])
+    heads = int(match[3]) if match[3] else max(2, dim // 32)
+    return CriticSize(name, dim=dim, depth=depth, heads=heads, head_hidden=max(1, dim // 2), head_layers=2)
+
+
 def get_preset(name: str) -> CriticSize:
-    """Look up a size preset by name; ConfigError naming the valid ones otherwise."""
-    try:
+    """Look up a size preset (or a ``wW-dD[-hH]`` shape) by name; ConfigError naming the valid
+    ones otherwise."""
+    if name in PRESETS:
         return PRESETS[name]
-    except (KeyError, TypeError):
-        renamed = f" ({name} was a deeper preset of tql-tune 0.1, now {LEGACY_PRESETS[name]!r})" \
-            if name in LEGACY_PRESETS else ""
-        raise ConfigError(f"unknown critic size {name!r}{renamed}; valid: {', '.join(PRESETS)}") from None
+    shape = custom_shape(name)
+    if shape is not None:
+        return shape
+    renamed = f" ({name} was a deeper preset of tql-tune 0.1, now {LEGACY_PRESETS[name]!r})" \
+        if isinstance(name, str) and name in LEGACY_PRESETS else ""
+    raise ConfigError(f"unknown critic size {name!r}{renamed}; valid: {', '.join(PRESETS)}, "
+                      "or a shape wWIDTH-dDEPTH[-hHEADS] such as w64-d4")
 
 
 def _resolve_size(size: CriticSize | str) -> CriticSize:

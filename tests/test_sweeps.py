@@ -6,14 +6,14 @@ import importlib
 
 import pytest
 
-SWEEPS = ("sensitivity", "engagement", "learning_check", "target_tracking", "learning_curves")
+SWEEPS = ("sensitivity", "engagement", "learning_check", "target_tracking", "learning_curves", "collapse")
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_a_bad_jobs_value_fails_in_one_line_before_any_run(sweep, tmp_path, capsys):
     script = importlib.import_module(f"benchmarks.learning.{sweep}")
     out = tmp_path / "runs"
-    writes = ["--out", str(out)] if sweep in ("sensitivity", "learning_check", "learning_curves") else []
+    writes = ["--out", str(out)] if sweep in ("sensitivity", "learning_check", "learning_curves", "collapse") else []
     code = script.main(["--jobs", "two", *writes, "--data-dir", str(tmp_path / "data")])
     captured = capsys.readouterr()
     said = (captured.out + captured.err).strip()

@@ -70,9 +70,10 @@ def policy_episodes(agent: TQLAgent, evaluator: PolicyEvaluator, config: TrainCo
 def eval_record(step: int, result: EvalResult, **extra) -> dict:
     """An evaluation as ``metrics.jsonl`` and ``summary.json`` hold it: success, and progress
     (the mean fraction of the task's subtasks achieved at the episodes' ends) with the rate of
-    each subtask, and ``gained``: progress counted from each episode's start state, with its
-    spread over episodes (``gained_sd``; ``tql.evaluation``)."""
-    gained = {"gained": result.mean_gained, "gained_sd": float(np.std(result.gained))} if result.gained else {}
+    each subtask, and ``gained``: progress counted from each episode's start state, with each
+    episode's value (``gained_episodes``: what power calculations need; ``tql.evaluation``)."""
+    gained = {"gained": result.mean_gained, "gained_episodes": [round(g, 4) for g in result.gained]} \
+        if result.gained else {}
     return {"step": step, "success_rate": result.success_rate, "progress": result.mean_progress, **gained,
             "subtask_rates": result.subtask_rates, "episodes": result.episodes,
             "mean_return": float(np.mean(result.returns)), "env_steps": result.env_steps, **extra}

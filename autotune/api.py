@@ -48,7 +48,7 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
                compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = 30.0,
                grace_period: float = 120.0, agent: Sequence[str] | dict[str, Any] = (),
-               temperature_sharing: str | None = None):
+               temperature_sharing: str | None = None, collapse_alarm: float | None = None):
     """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
     before any study or file is written). The keywords are the command's options; ``agent``
     (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``;
@@ -62,8 +62,8 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
         study_spec = study_spec.replace(sampler=sampler)
     if objective is not None:
         study_spec = study_spec.replace(objective=objective)
-    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                                       collapse_alarm=collapse_alarm).items() if v is not None}
     overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     plan = RunPlan(tasks=resolve_tasks(tasks), spec=study_spec, study=study, storage=storage, profile=profile,
                    trials=trials, seeds=seeds, workers=workers, runs_dir=Path(runs_dir), data_dir=Path(data_dir),
@@ -163,7 +163,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
           compile: bool | None = None, tf32: bool = True, schedule: str | Path | None = None,
           controller: str = "none", members: int | None = None, fitness: str | None = None,
           depth_profile: bool = False, last_layer_offset: float | None = None, fresh: bool = False,
-          console: Any = None, progress: bool = True):
+          collapse_alarm: float | None = None, console: Any = None, progress: bool = True):
     """`tql-tune train`: one TQL (or FQL) run, or a population, resumed from ``out`` when it
     holds a checkpoint. H̄ comes from one of ``rho``/``target_entropy`` (a number, one per layer,
     a ``[depth, 2]`` table or the CLI's text forms), ``targets="published"``, a ``schedule``
@@ -192,7 +192,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         task, profile, overrides, steps=steps, rho=rho, target_entropy=target_entropy, targets=targets, seed=seed,
         data_dir=str(data_dir), data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes,
         eval_every=eval_every, device=device, threads=threads, cuda_graph=cuda_graph, tf32=tf32,
-        eval_workers=parse_eval_workers(str(eval_workers)))
+        eval_workers=parse_eval_workers(str(eval_workers)), collapse_alarm=collapse_alarm)
     out = Path(out) if out is not None else Path("runs") / task / f"{critic}-seed{seed}"
     hooks, target_text = target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
                                       depth_profile, last_layer_offset or 0.0)
@@ -234,7 +234,8 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
             reps: int = 2000, batch: str = "auto", workers: int | str = "auto",
             on_run: Callable[[str, str, int, float], None] | None = None,
             command: str | None = None, agent: Sequence[str] | dict[str, Any] = (),
-            temperature_sharing: str | None = None, say: Say | None = None) -> Comparison:
+            temperature_sharing: str | None = None, collapse_alarm: float | None = None,
+            say: Say | None = None) -> Comparison:
     """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
     and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
@@ -247,8 +248,8 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
 
     names = [a.strip() for a in approaches.split(",")] if isinstance(approaches, str) else list(approaches)
     task_specs = resolve_tasks(tasks)
-    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                                       collapse_alarm=collapse_alarm).items() if v is not None}
     overrides.update(cuda_graph=cuda_graph, tf32=tf32)
     out = Path(out)
     plan = ComparePlan(tasks=task_specs, approaches=[a for a in names if a], out_dir=out,

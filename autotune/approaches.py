@@ -16,7 +16,15 @@ Approaches (each a way of choosing H̄ for a task without looking at its evaluat
   every member's steps;
 - ``transfer``: leave-one-domain-out: the schedule pooled from ``--study``'s tasks of the
   other domains; its compute includes those source tasks' study steps (once);
-- ``file:NAME=PATH``: any schedule file (e.g. exported with ``tql-tune export``).
+- ``file:NAME=PATH``: any schedule file (e.g. exported with ``tql-tune export``);
+- ``off``: the paper's "transformer without TQL": the same critic with the entropy control
+  switched off (no penalty, temperatures frozen), so attention is free to collapse; H̄ plays
+  no part;
+- ``fql``: FQL, the paper's other baseline: its MLP critic (4 x 512) with FQL's optimiser
+  settings, the same actor, data and budget; no attention, so no H̄.
+
+The two baselines answer whether H̄ matters at all in a setting: where ``off`` ties with
+``default``, no choice of H̄ can be told apart on results either (docs/collapse.md).
 
 Evaluation runs go to ``OUT/runs/<approach>/<task>/seed-<k>``; re-running the command reuses
 finished runs (training resumes from checkpoints), so an interrupted comparison loses nothing.
@@ -50,7 +58,9 @@ from tql.errors import ConfigError
 from tql.tasks import DEFAULT_RHO, TaskSpec, get_task
 from tql.trainer import TrainConfig, TrainHooks, TrainResult, train
 
-BUILTIN = ("default", "published", "tuned", "knots", "layers", "feedback", "population", "transfer")
+BUILTIN = ("default", "published", "tuned", "knots", "layers", "feedback", "population", "transfer", "off", "fql")
+# The paper's baselines: their runs' agent settings (AgentConfig fields) beside the plan's own.
+BASELINE_AGENTS: dict[str, dict[str, Any]] = {"off": {"entropy_control": False}, "fql": {"critic": "mlp"}}
 
 
 def resolve_batch(value: str, device: str) -> bool:
@@ -101,9 +111,12 @@ class ComparePlan:
         if "layers" in self.approaches and not self.layers_study:
             raise ConfigError("approach 'layers' needs --layers-study (a study run with search.kind = 'layers')")
 
-    def config(self, task: TaskSpec, seed: int, **overrides) -> TrainConfig:
+    def config(self, task: TaskSpec, seed: int, agent: dict[str, Any] | None = None, **overrides) -> TrainConfig:
+        """A run's config: the profile, the plan's settings, then ``agent`` (an approach's
+        AgentConfig fields, e.g. a baseline's) and ``overrides`` (TrainConfig fields)."""
         return TrainConfig.from_profile(task.name, self.profile,
-                                        {"precision": self.precision, "compile": self.compile, **self.agent},
+                                        {"precision": self.precision, "compile": self.compile, **self.agent,
+                                         **(agent or {})},
                                         seed=seed,
                                         data_dir=str(self.data_dir), device=self.device, threads=self.threads,
                                         **{**self.train_overrides, **overrides})
@@ -119,6 +132,7 @@ class Approach:
     describe: dict[str, str] = field(default_factory=dict)
     population: bool = False  # runs are population runs (tql.batched.pbt)
     config_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of its runs
+    agent_overrides: dict[str, Any] = field(default_factory=dict)  # AgentConfig fields of its runs (baselines)
     ties: list[str] = field(default_factory=list)  # study tasks whose best trial, used here, is a tie
     ties_idle: list[str] = field(default_factory=list)  # ... tied because H̄ never acted in the tied trials
 
@@ -148,7 +162,19 @@ def _schedule_approach(plan: ComparePlan, name: str, schedules: dict[str, Schedu
                     ties_idle=sorted(idle))
 
 
+def run_config(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -> TrainConfig:
+    """The config of one of ``approach``'s runs."""
+    return plan.config(task, seed, approach.agent_overrides, **approach.config_overrides)
+
+
 def build_approach(plan: ComparePlan, name: str) -> Approach:
+    if name in BASELINE_AGENTS:
+        describe = {"off": "entropy control off", "fql": "FQL's MLP critic"}[name]
+        approach = Approach(name, lambda task: (lambda: None), 0, {t.name: describe for t in plan.tasks},
+                            agent_overrides=BASELINE_AGENTS[name])
+        for task in plan.tasks:  # a bad combination with the plan's --agent fails before any run
+            run_config(plan, approach, task, plan.seeds[0])
+        return approach
     if name == "default":
         constant = Schedule.constant(DEFAULT_RHO)
         return _schedule_approach(plan, name, {t.name: constant for t in plan.tasks}, 0)
@@ -242,6 +268,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     progress_curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
+    collapses: dict[str, dict[str, list]] = {a.name: {} for a in approaches}  # per seed: step of the alarm, or None
+    episodes: set[int] = set()
     kinds: set[str] = set()
     batched = _train_batched(plan, approaches) if plan.batch else {}
     in_workers = _train_in_workers(plan, approaches, on_run) if plan.workers > 1 else {}
@@ -250,7 +278,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             make_hooks = approach.hooks_for(task)
             for seed in plan.seeds:
                 out = _run_dir(plan, approach, task, seed)
-                config = plan.config(task, seed, **approach.config_overrides)
+                config = run_config(plan, approach, task, seed)
                 key = (approach.name, task.name, seed)
                 result = (batched.get(key) or in_workers.get(key) or _finished(out, config)
                           or _train(approach, config, out, make_hooks()))
@@ -263,6 +291,9 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                     [[e["step"], e.get("progress")] for e in result.evals])
                 steps[approach.name] += result.steps * result.members
                 kinds.add(result.data_kind)
+                collapse = (result.extra or {}).get("collapse")
+                collapses[approach.name].setdefault(task.name, []).append(collapse and collapse["step"])
+                episodes.add(sum(e.get("episodes", 0) for e in result.evals[-plan.last_k:]))
                 if on_run is not None and key not in in_workers:  # those were heard as they finished
                     on_run(approach.name, task.name, seed, value)
     meta = {"profile": plan.profile, "precision": plan.precision, "seeds": plan.seeds,
@@ -275,6 +306,12 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             **({"ties_idle": {a.name: a.ties_idle for a in approaches if a.ties_idle}}
                if any(a.ties_idle for a in approaches) else {}),
             **({"progress": progress} if _complete(progress) else {}),
+            # episodes behind each score (the last last_k evaluations): what power calculations need
+            **({"episodes_per_score": episodes.pop()} if len(episodes) == 1 else {}),
+            **({"collapse": {a: by_task for a, by_task in collapses.items()
+                             if any(s is not None for steps in by_task.values() for s in steps)}}
+               if any(s is not None for by_task in collapses.values() for steps in by_task.values() for s in steps)
+               else {}),
             **({"progress_curves": progress_curves} if _graded_curves(progress_curves) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
                           scores=scores, steps=steps, meta=meta, curves=curves)
@@ -285,19 +322,22 @@ def _run_dir(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -
 
 
 def _train_batched(plan: ComparePlan, approaches: list[Approach]) -> dict[tuple[str, str, int], TrainResult]:
-    """Each task's unfinished runs (population approaches aside) trained as one population."""
+    """Each task's unfinished runs (population approaches aside) trained as one population per
+    agent: runs whose agents differ (a baseline's critic or control) cannot share a batch."""
     results = {}
     for task in plan.tasks:
-        pending = []
+        pending: dict[str, list] = {}
         for approach in (a for a in approaches if not a.population):
             make_hooks = approach.hooks_for(task)
             for seed in plan.seeds:
-                config = plan.config(task, seed, **approach.config_overrides)
+                config = run_config(plan, approach, task, seed)
                 out = _run_dir(plan, approach, task, seed)
                 if _finished(out, config) is None:
-                    pending.append((approach.name, seed, config, out, make_hooks()))
-        if len(pending) > 1:
-            results.update(_train_task_batch(plan, task, pending))
+                    agent = json.dumps(config.agent.to_dict(), sort_keys=True)
+                    pending.setdefault(agent, []).append((approach.name, seed, config, out, make_hooks()))
+        for group in pending.values():
+            if len(group) > 1:
+                results.update(_train_task_batch(plan, task, group))
     return results
 
 
@@ -325,7 +365,7 @@ def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[
 def _pending_runs(plan: ComparePlan, approaches: list[Approach]) -> list[tuple[str, str, int]]:
     """(approach, task, seed) of every run not finished in its folder yet."""
     return [(a.name, task.name, seed) for a in approaches for task in plan.tasks for seed in plan.seeds
-            if _finished(_run_dir(plan, a, task, seed), plan.config(task, seed, **a.config_overrides)) is None]
+            if _finished(_run_dir(plan, a, task, seed), run_config(plan, a, task, seed)) is None]
 
 
 def _train_in_workers(plan: ComparePlan, approaches: list[Approach], on_run: Callable[[str, str, int, float], None]
@@ -364,7 +404,7 @@ def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tupl
     if name not in _WORKER_APPROACHES:
         _WORKER_APPROACHES[name] = build_approach(plan, name)
     approach, task = _WORKER_APPROACHES[name], get_task(task_name)
-    config = plan.config(task, seed, **approach.config_overrides)
+    config = run_config(plan, approach, task, seed)
     return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)())
 
 

@@ -255,3 +255,31 @@ def test_compare_workers_train_the_same_runs_and_report_each_once(monkeypatch, c
         assert rows["2"][run]["step"] == last["step"], run
         for key in ("critic/td_loss", "actor/q_loss", "entropy/l0_value"):
             assert rows["2"][run][key] == pytest.approx(last[key], rel=1e-6), (run, key)
+
+
+def test_the_papers_baselines_run_beside_default_and_the_report_has_their_rows(monkeypatch, capsys, tiny_data_dir,
+                                                                               tmp_path):
+    """``off``: the same transformer with its control off; ``fql``: FQL's MLP critic with FQL's
+    optimiser. Batched (``--batch on``): each baseline trains apart from the TQL runs."""
+    from tql.io import read_jsonl
+
+    out = tmp_path / "c"
+    code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,off,fql",
+                           "--seeds", "2", "--out", str(out), "--data-dir", str(tiny_data_dir), "--reps", "100",
+                           "--batch", "on", *SHORT, *IN_PROCESS)
+    assert code == 0, err
+    data = json.loads((out / "data.json").read_text())
+    assert data["approaches"] == ["default", "off", "fql"]
+    assert all(data["steps"][a] == 2 * 20 for a in data["approaches"])
+    agents = {a: json.loads((out / "runs" / a / TINY_TASK / "seed-100" / "config.json").read_text())["train"]["agent"]
+              for a in data["approaches"]}
+    assert agents["default"]["entropy_control"] and agents["default"]["critic"] == "tql"
+    assert not agents["off"]["entropy_control"] and agents["off"]["critic"] == "tql"
+    assert agents["fql"]["critic"] == "mlp" and agents["fql"]["critic_lr"] == 3e-4  # FQL's own rate
+    off_rows = [r for r in read_jsonl(out / "runs" / "off" / TINY_TASK / "seed-100" / "metrics.jsonl")
+                if r["type"] == "train"]
+    assert off_rows and all(r["alpha/l0_value"] == off_rows[0]["alpha/l0_value"] for r in off_rows)  # frozen
+    report = (out / "report.md").read_text()
+    for name in ("off", "fql"):
+        assert f"| {name} " in report
+    assert data["meta"]["schedules"]["off"][TINY_TASK] == "entropy control off"

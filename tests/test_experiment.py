@@ -230,7 +230,7 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     spec_file.write_text(_toml(raw).replace('"default.toml"', json.dumps(str(SPEC.parent / "default.toml")))
                          .replace('"layers.toml"', json.dumps(str(SPEC.parent / "layers.toml"))))
     out = tmp_path / "exp"
-    args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "1", "--out", str(out),
+    args = ["experiment", "--spec", str(spec_file), "--dry-run", "--budget-minutes", "1.2", "--out", str(out),
             "--device", "cpu", "--reps", "50", "--workers", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -32,6 +32,9 @@ TF32_HELP = "CUDA: float32 matmuls on TF32 tensor cores (the default; --no-tf32 
 CUDA_GRAPH_OPTION = typer.Option("auto", "--cuda-graph", help=CUDA_GRAPH_HELP)
 COMPILE_OPTION = typer.Option(None, "--compile/--no-compile", help=COMPILE_HELP)
 TF32_OPTION = typer.Option(True, "--tf32/--no-tf32", help=TF32_HELP)
+COLLAPSE_ALARM_HELP = ("flag a run whose attention falls below this fraction of log n in any layer (one line, the "
+                       "run's summary, a trial attribute, the reports; default 0.2; 0 turns the alarm off)")
+COLLAPSE_ALARM_OPTION = typer.Option(None, "--collapse-alarm", help=COLLAPSE_ALARM_HELP)
 WORKERS_HELP = "a number >= 1, or auto (on a CPU one per core, each on one thread; 1 on CUDA)"
 EVAL_WORKERS_HELP = ("processes an evaluation's episodes are spread over, each with its own envs: auto (1 when "
                      "training on a CPU; on CUDA one per spare core, at most 16) or N; results do not depend on it")

@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
-                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP, app, console)
+from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
+                                 DATA_DIR_HELP, PRECISION_HELP, SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP,
+                                 app, console)
 
 
 @app.command()
@@ -17,7 +18,8 @@ def compare(
     tasks: str = typer.Option(..., "--tasks", help="all, a domain, or a comma list of tasks"),
     approaches: str = typer.Option("default,tuned,feedback,population,transfer",
                                    help="comma list: default, published, tuned, knots, layers, feedback, population, "
-                                        "transfer, file:NAME=PATH"),
+                                        "transfer, off (entropy control off), fql (FQL's MLP critic), "
+                                        "file:NAME=PATH"),
     seeds: int = typer.Option(3, help="seeds per task and approach (seeds 100, 101, ... unseen by tuning)"),
     profile: str = typer.Option("smoke", help="training profile of every run: smoke, cpu, paper"),
     study: Optional[str] = typer.Option(None, help="constant-rho study for 'tuned' and 'transfer'"),
@@ -42,6 +44,7 @@ def compare(
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every run)"),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing",
                                                       help=SHARING_HELP + " (every run)"),
+    collapse_alarm: Optional[float] = COLLAPSE_ALARM_OPTION,
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
     import shlex
@@ -57,7 +60,7 @@ def compare(
                          threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
                          compile=compile_loss, tf32=tf32, reps=reps, batch=batch, workers=workers, on_run=said,
                          command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                         agent=agent, temperature_sharing=temperature_sharing,
+                         agent=agent, temperature_sharing=temperature_sharing, collapse_alarm=collapse_alarm,
                          say=console.print)
     print_comparison(result, reps)
 

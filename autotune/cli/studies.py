@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP, PRECISION_HELP,
-                                 SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP, app, console)
+from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
+                                 DATA_DIR_HELP, PRECISION_HELP, SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP,
+                                 app, console)
 
 
 @app.command()
@@ -48,6 +49,7 @@ def run(
                                     "options it began with)"),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every "
                                                       "trial; search it with search.sharing in --spec)"),
+    collapse_alarm: Optional[float] = COLLAPSE_ALARM_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
@@ -61,7 +63,7 @@ def run(
         data_dir=data_dir, data_kind=data_kind, make_data=make_data, runs_dir=runs_dir, device=device,
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
         heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        agent=agent, temperature_sharing=temperature_sharing,
+        agent=agent, temperature_sharing=temperature_sharing, collapse_alarm=collapse_alarm,
         say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 
@@ -84,6 +86,7 @@ def _print_summary(summary: dict) -> None:
         rho, tied = best.get("rho"), best.get("tied", 1)
         idle = " †" if best.get("tied_idle") else ""
         rho_text = "-" if rho is None else _rho_text(best) + (f" (tie x{tied}{idle})" if tied > 1 else "")
+        rho_text += " ‼" if best.get("collapsed_at") is not None else ""
         table.add_row(t["task"], str(t["n_tokens"] or "-"), rho_text, _target_text(best, t["n_tokens"]),
                       *([best.get("temperature_sharing") or "-"] if sharing else []),
                       fmt_success(best.get("success_mean"), best.get("success_std")),
@@ -104,6 +107,11 @@ def _print_summary(summary: dict) -> None:
         console.print(f"†: tied because H̄ never acted: in no tied trial did any layer's attention come within "
                       f"{ENGAGE_MARGIN} nats of its target (see `tql-tune attention` on a trial's run), not tied by "
                       "result")
+    collapsed = [(t["task"], t["best"]["collapsed_at"]) for t in summary["tasks"]
+                 if (t["best"] or {}).get("collapsed_at") is not None]
+    if collapsed:
+        console.print("‼: attention collapsed in the best trial (below its collapse alarm, 0.2 log n by default): "
+                      + "; ".join(f"{task} at update {step:,}" for task, step in collapsed), soft_wrap=True)
     _print_verdicts(summary)
 
 

@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import (AGENT_OPTION_HELP, COMPILE_OPTION, CUDA_GRAPH_OPTION, DATA_DIR_HELP,
-                                 EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, SHARING_HELP, TARGET_HELP,
-                                 TF32_OPTION, app, console, data_app, print_result)
+from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
+                                 DATA_DIR_HELP, EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, SHARING_HELP,
+                                 TARGET_HELP, TF32_OPTION, app, console, data_app, print_result)
 
 
 @app.command()
@@ -26,6 +26,7 @@ def train(
     settings: str = typer.Option("published", help=SETTINGS_HELP),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP),
+    collapse_alarm: Optional[float] = COLLAPSE_ALARM_OPTION,
     no_entropy_control: bool = typer.Option(False, "--no-entropy-control", help="turn the entropy penalty off"),
     seed: int = typer.Option(0, help="random seed"),
     out: Optional[Path] = typer.Option(None, help="output folder (default runs/<task>/<critic>-seed<seed>)"),
@@ -61,7 +62,7 @@ def train(
 
     result = api.train(task, profile=profile, size=size, critic=critic, steps=steps, target_entropy=target_entropy,
                        rho=rho, targets=targets, settings=settings, agent=agent,
-                       temperature_sharing=temperature_sharing,
+                       temperature_sharing=temperature_sharing, collapse_alarm=collapse_alarm,
                        entropy_control=not no_entropy_control, seed=seed, out=out, data_dir=data_dir,
                        data_kind=data_kind, make_data=make_data, eval_episodes=eval_episodes, eval_every=eval_every,
                        eval_workers=eval_workers, batch_size=batch_size, device=device, threads=threads,

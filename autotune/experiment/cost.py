@@ -93,15 +93,21 @@ def study_work(spec: ExperimentSpec, tasks: list[TaskSpec], name: str, trials: i
 
 
 def compare_work(spec: ExperimentSpec, tasks: list[TaskSpec], approaches: list[str], batched: bool) -> list[PhaseWork]:
-    """The comparison's runs: the batched approaches and the population runs as two rows."""
+    """The comparison's runs: the batched approaches and the population runs as two rows. A
+    batch holds runs of one agent: the baselines (``off``, ``fql``) each batch apart, and
+    ``fql``'s MLP critic is priced as a transformer run (an upper bound)."""
+    from autotune.approaches import BASELINE_AGENTS
+
     singles = [a for a in approaches if a != "population"]
     rows = []
     if singles:
         runs = len(tasks) * len(singles) * spec.seeds
         evals = sum(len(singles) * spec.seeds * _evaluation(spec, t) for t in tasks)
-        batch_together = batched and len(singles) * spec.seeds > 1
-        together = len(singles) * spec.seeds if batch_together else 1  # runs evaluated at once
-        jobs = len(tasks) if batch_together else runs
+        groups = [a for a in singles if a in BASELINE_AGENTS] + (["tql"] if set(singles) - set(BASELINE_AGENTS) else [])
+        largest = max(len(singles) - len(groups) + 1, 1) * spec.seeds  # the TQL approaches' batch
+        batch_together = batched and largest > 1
+        together = largest if batch_together else 1  # runs evaluated at once
+        jobs = len(tasks) * len(groups) if batch_together else runs
         rows.append(PhaseWork("compare", runs, runs, batch_together, jobs, evals, spec.eval_episodes * together,
                               jobs=jobs))
     if "population" in approaches:

@@ -19,7 +19,7 @@ from tql.trainer import PROFILES
 EXPERIMENT_VERSION = 1
 DEFAULT_EXPERIMENT = Path("studies/experiment.toml")
 SHIPPED_EXPERIMENT = Path(__file__).resolve().parents[1] / DEFAULT_EXPERIMENT
-APPROACHES = ("default", "published", "tuned", "layers", "population", "feedback", "transfer")
+APPROACHES = ("default", "published", "tuned", "layers", "population", "feedback", "transfer", "off", "fql")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def _meta_lines(data: ComparisonData) -> list[str]:
         f"- Tasks: {len(data.tasks)}; seeds per task: {', '.join(sorted({str(data.n_seeds(t)) for t in data.tasks}))}",
     ]
     for key, value in meta.items():
-        if key not in ("command", "profile", "seeds", "data_kind", "ties", "ties_idle", "progress", "progress_curves"):
+        if key not in ("command", "profile", "seeds", "data_kind", "ties", "ties_idle", "progress", "progress_curves",
+                       "collapse"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
@@ -100,6 +101,45 @@ def _progress_lines(data: ComparisonData, base: str, reps: int, confidence: floa
               f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} | "
               f"{_diff_cell(progress, a, base, reps, confidence, seed)} |" for a in data.approaches]
     return lines + [""] + (_curve_lines(progress, reps, confidence, seed, "progress") if progress.curves else [])
+
+
+def detectable(data: ComparisonData, approach: str, base: str) -> float | None:
+    """The smallest difference in success from ``base`` that these runs could detect (80% power,
+    two-sided 5%; ``autotune.report.power``), each run's episodes rebuilt from its score and
+    ``meta["episodes_per_score"]``; runs of all tasks pooled, so task-to-task spread counts as
+    run-to-run spread (conservative for the paired tests). None where the episodes are unknown."""
+    from autotune.report.power import detectable_difference
+
+    episodes = data.meta.get("episodes_per_score")
+    if not episodes:
+        return None
+
+    def runs(name: str) -> list[list[float]]:
+        return [[1.0] * round(score * episodes) + [0.0] * (episodes - round(score * episodes))
+                for task in data.tasks for score in data.scores[name][task]]
+
+    return detectable_difference(runs(approach), runs(base))
+
+
+def _detectable_text(data: ComparisonData, approach: str, base: str) -> str:
+    value = detectable(data, approach, base)
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _collapse_lines(data: ComparisonData) -> list[str]:
+    """The collapse alarm's runs (``meta["collapse"]``): attention below the alarm's threshold."""
+    found = data.meta.get("collapse") or {}
+    lines = []
+    for approach, by_task in found.items():
+        for task, steps in by_task.items():
+            hit = [s for s in steps if s is not None]
+            if hit:
+                lines.append(f"{_md_escape(approach)} on {_md_escape(task)}: {len(hit)} of {len(steps)} seeds (first at "
+                             f"update {min(hit):,})")
+    if not lines:
+        return []
+    return [f"> **Attention collapsed** (the collapse alarm: some layer's attention below its threshold, 0.2 log n "
+            f"by default) in: {'; '.join(lines)}.", ""]
 
 
 def _tie_lines(data: ComparisonData) -> list[str]:
@@ -156,7 +196,7 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
     out = [f"# Comparison: {', '.join(data.approaches)}", ""]
     if data.generated:
         out += [f"> {GENERATED_WARNING}", ""]
-    out += [*_tie_lines(data), "## Setup", "", *_meta_lines(data), ""]
+    out += [*_tie_lines(data), *_collapse_lines(data), "## Setup", "", *_meta_lines(data), ""]
 
     out += ["## Aggregate over all tasks and seeds", "",
             f"Success rate in %. IQM = interquartile mean of all task x seed runs; CI = {level} stratified "
@@ -188,12 +228,14 @@ def markdown_report(data: ComparisonData, baseline: str | None = None, reps: int
     else:
         out += [f"Per-task mean success, paired by task ({len(data.tasks)} tasks). Differences in percentage points, "
                 f"with the {level} CI of the mean difference (seeds resampled within each task).", "",
-                f"| approach | mean diff [CI] | won / tied / lost | Wilcoxon p | t-test p | P(approach > {_md_escape(base)}) [{level} CI] |",
-                "|---|---:|---:|---:|---:|---:|"]
+                "The last column is the smallest difference these runs could detect (80% power, two-sided 5%, from "
+                "the seeds' and episodes' measured variance): a tie says nothing about differences below it.", "",
+                f"| approach | mean diff [CI] | won / tied / lost | Wilcoxon p | t-test p | P(approach > {_md_escape(base)}) [{level} CI] | detectable (pp) |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         for a, r in tests.items():
             out.append(f"| {_md_escape(a)} | {_diff_text(r)} | {r['wins']} / {r['ties']} / {r['losses']} | "
                        f"{_p(r['wilcoxon_p'])} | {_p(r['ttest_p'])} | {r['prob_improvement']:.2f} "
-                       f"[{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}] |")
+                       f"[{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}] | {_detectable_text(data, a, base)} |")
         # A note every approach shares (e.g. too few tasks) is printed once.
         shared = [n for n in next(iter(tests.values()))["notes"] if all(n in r["notes"] for r in tests.values())]
         notes = [f"- {n}" for n in shared]
@@ -343,11 +385,12 @@ def rich_tables(data: ComparisonData, baseline: str | None = None, reps: int = 2
         tables.insert(1, t_prog)
     if tests:
         t_test = Table(title=f"Paired tests vs {escape(base)} ({len(data.tasks)} tasks)")
-        for col in ("approach", "mean diff (pp) \\[CI]", "won/tied/lost", "Wilcoxon p", "t-test p", f"P(> {escape(base)}) \\[{level} CI]", "notes"):
+        t_test.caption = "detectable: the smallest difference these runs could detect (80% power, two-sided 5%)"
+        for col in ("approach", "mean diff (pp) \\[CI]", "won/tied/lost", "Wilcoxon p", "t-test p", f"P(> {escape(base)}) \\[{level} CI]", "detectable (pp)", "notes"):
             t_test.add_column(col, justify="left" if col in ("approach", "notes") else "right")
         for a, r in tests.items():
             t_test.add_row(escape(a), escape(_diff_text(r)), f"{r['wins']}/{r['ties']}/{r['losses']}", _p(r["wilcoxon_p"]),
                            _p(r["ttest_p"]), f"{r['prob_improvement']:.2f} [{r['poi_ci_low']:.2f}, {r['poi_ci_high']:.2f}]",
-                           escape("; ".join(r["notes"])))
+                           _detectable_text(data, a, base), escape("; ".join(r["notes"])))
         tables.append(t_test)
     return tables

@@ -24,7 +24,7 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number, "state": t.state.name.lower(), "rho": t.params.get("rho", a.get("rho")),
         "schedule": a.get("schedule"),
         "target_entropy": a.get("target_entropy"), "value": t.value, "successes": a.get("successes", []),
-        "progress": a.get("progress", []), "engaged_at": a.get("engaged_at"),
+        "progress": a.get("progress", []), "engaged_at": a.get("engaged_at"), "collapsed_at": a.get("collapsed_at"),
         "seeds": a.get("seeds"), "steps": a.get("steps", 0), "wall_seconds": a.get("wall_seconds"),
         "data_kind": a.get("data_kind"), "precision": a.get("precision", "fp32"),
         "metrics": a.get("metrics", []), "host": a.get("host"),
@@ -77,6 +77,7 @@ def summarize_study(study: optuna.Study) -> dict[str, Any]:
             # is only the earliest of equals (e.g. every trial at 0% success), not a finding.
             "tied": len(tied),
             "tied_idle": tied_idle(tied),
+            "collapsed_at": best.user_attrs.get("collapsed_at"),  # the collapse alarm (tql.collapse)
             "temperature_sharing": best.params.get("temperature_sharing", best.user_attrs.get("temperature_sharing")),
             **layer_rhos(best),
         }

@@ -107,7 +107,7 @@ class Slot:
             attrs["data_kind"] = member.result.data_kind
             attrs.update({k: v for k, v in member.result.extra.items() if k in SIZE_FIELDS[:2]})
             record_seed(attrs, member.result.evals, self.plan.spec.last_k, self.plan.spec.objective,
-                        self.seed_dir(seed) / "metrics.jsonl")
+                        self.seed_dir(seed) / "metrics.jsonl", member.result.extra.get("collapse"))
         attrs["wall_seconds"] = time.perf_counter() - t0
         if "fail_kind" in attrs:
             return self._tell(attrs, TrialState.FAIL, None)

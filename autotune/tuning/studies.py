@@ -226,7 +226,8 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         if reporter.pruned:
             attrs["pruned_at"] = {"seed": seed, "step": result.steps}
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
-        record_seed(attrs, result.evals, spec.last_k, spec.objective, seed_dir / "metrics.jsonl")
+        record_seed(attrs, result.evals, spec.last_k, spec.objective, seed_dir / "metrics.jsonl",
+                    result.extra.get("collapse"))
         set_attrs(trial, {k: attrs[k] for k in ("successes", "progress", "steps") if k in attrs})
     return _outcome(trial, attrs, t0, TrialState.COMPLETE, trial_value(attrs, spec.objective))
 

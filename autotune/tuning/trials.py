@@ -193,10 +193,13 @@ def reported_value(result: EvalResult, objective: str) -> float:
     return result.success_rate if objective == "success" else result.mean_progress
 
 
-def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str, metrics: Path) -> None:
+def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str, metrics: Path,
+                collapse: dict | None = None) -> None:
     """Add a finished seed's success and progress to a trial's attrs (progress where its
-    evaluations record it; the objective's value is required), and whether H̄ acted on it:
-    ``engaged_at``, the earliest step any seed's control engaged (None: never)."""
+    evaluations record it; the objective's value is required), whether H̄ acted on it:
+    ``engaged_at``, the earliest step any seed's control engaged (None: never), and the collapse
+    alarm: ``collapsed_at``, the earliest step any seed's attention fell below the alarm's
+    threshold (``collapse``: the seed's ``tql.collapse.first_collapse``; absent: none did)."""
     objective_value(evals, last_k, objective)  # the objective must be there
     attrs["successes"].append(objective_value(evals, last_k, "success"))
     if all(e.get("progress") is not None for e in evals[-last_k:]):
@@ -204,6 +207,8 @@ def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective
     engaged = first_engagement([r for r in read_jsonl(metrics) if r.get("type") == "train"])
     earlier = [step for step in (attrs.get("engaged_at"), engaged) if step is not None]
     attrs["engaged_at"] = min(earlier) if earlier else None
+    if collapse is not None and (attrs.get("collapsed_at") is None or collapse["step"] < attrs["collapsed_at"]):
+        attrs["collapsed_at"], attrs["collapse"] = collapse["step"], collapse
 
 
 def trial_value(attrs: dict[str, Any], objective: str) -> float:

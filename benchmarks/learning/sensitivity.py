@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", default="cube-single-play-singletask-task1-v0")
     p.add_argument("--rhos", default="0.3,0.45,0.6,0.75,0.9,0.95",
                    help="constant rho values and/or 'published' (the paper's per-layer table: cube-double, scene, "
-                        "puzzle-3x3, puzzle-4x4, cube-triple; the paper gives none for cube-single)")
+                        "puzzle-3x3, puzzle-4x4, cube-triple; the paper gives none for cube-single), and the "
+                        "paper's baselines as arms: 'off' (entropy control off), 'fql' (FQL's MLP critic)")
     p.add_argument("--sharings", default="layer_group", help="temperature layouts: layer_group, layer, global")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--profile", default="cpu")
@@ -100,10 +101,19 @@ def train_config(args, run: dict):
     from autotune.agent_options import agent_overrides
     from tql.trainer import TrainConfig
 
-    agent = {**agent_overrides("published", args.agent), "temperature_sharing": run["sharing"]}
-    rho = None if run["label"] == "published" else float(run["label"])
+    from autotune.approaches import BASELINE_AGENTS
+    from tql.errors import ConfigError
+
+    label = run["label"]
+    agent = {**agent_overrides("published", args.agent), "temperature_sharing": run["sharing"],
+             **BASELINE_AGENTS.get(label, {})}
+    try:
+        rho = None if label == "published" or label in BASELINE_AGENTS else float(label)
+    except ValueError:
+        raise ConfigError(f"--rhos {label!r} is not a number or one of: published, "
+                          f"{', '.join(BASELINE_AGENTS)}") from None
     return TrainConfig.from_profile(args.task, args.profile, agent, rho=rho,
-                                    targets="published" if rho is None else None, seed=run["seed"],
+                                    targets="published" if label == "published" else None, seed=run["seed"],
                                     steps=args.steps, eval_every=args.eval_every or args.steps // 3,
                                     eval_episodes=args.eval_episodes, data_dir=args.data_dir, make_data=True,
                                     device=args.device, threads=None if args.batch else 1,

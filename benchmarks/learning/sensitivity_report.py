@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from autotune.report.power import detectable_difference, seed_mean_draws
 from autotune.report.stats import iqm
 
 
-def seed_mean_draws(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> np.ndarray:
-    """(reps, seeds): each resample's per-seed means, drawing seeds with replacement and, within
-    each drawn seed, its values (the hierarchical bootstrap: seeds and episodes both vary)."""
-    draws = np.empty((reps, len(per_seed)))
-    for rep in range(reps):
-        drawn = [per_seed[i] for i in rng.integers(len(per_seed), size=len(per_seed))]
-        draws[rep] = [rng.choice(v, size=len(v)).mean() for v in drawn]
-    return draws
+def constant_rho(label: str) -> bool:
+    """A row of a constant rho (plotted against rho), not ``published`` or a baseline arm."""
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
 
 
 def bootstrap_cis(per_seed: list[np.ndarray], reps: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
@@ -67,7 +67,13 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
         row["seed_p"], row["seed_diff"], row["seed_diff_ci"] = _versus_rest(row, rows, "sharing", episodes_of, reps)
         row["layout_p"], row["layout_diff"], row["layout_diff_ci"] = _versus_rest(row, rows, "label", episodes_of,
                                                                                   reps)
+        rest = [e for r in rows if r["sharing"] == row["sharing"] and r is not row for e in episodes_of[r["name"]]]
+        row["detectable"] = detectable_difference(episodes_of[row["name"]], rest) if rest else None
     return rows
+
+
+def _fmt_points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} points"
 
 
 def _versus_rest(row: dict, rows: list[dict], same: str, episodes_of: dict, reps: int) -> tuple:
@@ -166,12 +172,13 @@ def print_table(rows: list[dict], args, console) -> None:
                      "the other queries (fractions of log n), the [VALUE] row's median largest weight and its "
                      "weight on action tokens")
     for column in ("rho", "temperatures", "engaged at", "success %", "progress %", "held-out TD", "Q - MC",
-                   *[f"l{i}: H V / other, max, on act" for i in range(len(rows[0]["layers"]))]):
+                   *[f"l{i}: H V / other, max, on act" for i in range(max(len(r["layers"]) for r in rows))]):
         table.add_column(column, justify="left" if column in ("rho", "temperatures") else "right")
     for row in rows:
         progress = "-" if row["progress"] is None else _percent_cell(row, "progress")
         layers = [f"{la['value_entropy']:.2f}/{la['other_entropy']:.2f}, {la['value_largest']:.3f}, "
                   f"{la['on_action']:.3f}" for la in row["layers"]]
+        layers += ["-"] * (max(len(r["layers"]) for r in rows) - len(layers))  # fql: no attention
         engaged = ", ".join("never" if e is None else f"{e:,}" for e in row["engaged_at"])
         table.add_row(row["label"], row["sharing"], engaged,
                       _percent_cell(row, "success"), progress,
@@ -187,7 +194,7 @@ def terminal_plot(rows: list[dict], width: int = 90, height: int = 16) -> str:
     plt = fresh_plotext()
     plt.plotsize(width, height)
     for sharing in dict.fromkeys(r["sharing"] for r in rows):
-        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
+        constant = [r for r in rows if r["sharing"] == sharing and constant_rho(r["label"])]
         x = [float(r["label"]) for r in constant]
         plt.plot(x, [100 * r["success"] for r in constant], marker="o", label=f"success ({sharing})")
         if all(r["progress"] is not None for r in constant):
@@ -227,7 +234,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for sharing in dict.fromkeys(r["sharing"] for r in rows):
-        constant = [r for r in rows if r["sharing"] == sharing and r["label"] != "published"]
+        constant = [r for r in rows if r["sharing"] == sharing and constant_rho(r["label"])]
         x = [float(r["label"]) for r in constant]
         for key, marker in (("success", "o"), ("progress", "s")):
             y = [r[key] for r in constant if r[key] is not None]
@@ -268,7 +275,10 @@ def report(args, done: list[dict], command: str, console, json_path: str | None,
         console.print("each temperature layout against the other layouts at its H̄ (the same permutation test and "
                       "difference): " + "; ".join(f"{r['label']} {r['sharing']} p = {r['layout_p']:.3g}"
                                                   + _difference(r, "layout") for r in compared))
-    if len({r["label"] for r in rows if r["label"] != "published"}) > 1:
+    console.print("the smallest difference from the rest of its layout that these seeds and episodes could detect "
+                  "(80% power, two-sided 5%; autotune.report.power): " +
+                  "; ".join(f"{r['label']} {r['sharing']} {_fmt_points(r['detectable'])}" for r in rows))
+    if len({r["label"] for r in rows if constant_rho(r["label"])}) > 1:
         print(terminal_plot(rows))
     if json_path:
         Path(json_path).write_text(json.dumps({"command": command, "task": args.task, "log_n": log_n,

@@ -34,6 +34,7 @@ from tql.agent import TQLAgent, compile_pays, critic_depth, flat_metrics
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
+from tql.collapse import first_collapse
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.batched.population import Population
 from tql.targets import target_table
@@ -338,7 +339,10 @@ class BatchTrainer:
                              final_success=member.evals[-1]["success_rate"] if member.evals else None,
                              evals=member.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
                              out_dir=str(member.spec.out_dir), stopped_early=member.stopped_at is not None,
-                             extra=self.data.size_record())
+                             extra={**self.data.size_record(), "collapse": first_collapse(
+                                 read_jsonl(Path(member.spec.out_dir) / "metrics.jsonl"),
+                                 critic_depth(self.config.agent), self.task.max_entropy,
+                                 member.spec.config.collapse_alarm)})
         atomic_write_json(Path(member.spec.out_dir) / "summary.json", result.to_dict())
         return MemberOutcome(result, None, member.stopped_at is not None)
 

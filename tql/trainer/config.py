@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from tql.agent import AgentConfig, critic_depth
+from tql.collapse import DEFAULT_ALARM
 from tql.engagement import EngagementForecast, predict_engagement
 from tql.errors import ConfigError
 from tql.eval_workers import check_eval_workers
@@ -61,6 +62,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     cuda_graph: str = "auto"  # 'auto': the update replayed from a CUDA graph on CUDA (tql.graphs)
     tf32: bool = True  # CUDA: float32 matmuls on TF32 tensor cores (10-bit mantissa inputs)
+    collapse_alarm: float = DEFAULT_ALARM  # flag attention below this fraction of log n (tql.collapse); 0: off
     profile: str = DEFAULT_PROFILE
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -97,6 +99,9 @@ class TrainConfig:
         check_eval_workers(self.eval_workers)
         if self.cuda_graph not in CUDA_GRAPH_MODES:
             raise ConfigError(f"cuda_graph {self.cuda_graph!r} is not one of: {', '.join(CUDA_GRAPH_MODES)}")
+        if not 0.0 <= self.collapse_alarm < 1.0:
+            raise ConfigError(f"collapse_alarm={self.collapse_alarm!r} must be in [0, 1): a fraction of log n "
+                              "(0 turns the alarm off)")
         if self.data_kind not in ("auto", "official", "generated"):
             raise ConfigError(f"data kind {self.data_kind!r} is not one of: auto, official, generated")
 
@@ -173,7 +178,7 @@ def resolve_device(name: str) -> torch.device:
 _SPEED_ONLY_AGENT_OPTIONS = ("compile",)
 # TrainConfig fields a resumed run may change (budget, cadence, machine); any other difference is refused.
 RESUME_IGNORED = ("steps", "eval_every", "log_every", "checkpoint_every", "device", "threads", "make_data",
-                   "cuda_graph", "tf32", "eval_workers")
+                   "cuda_graph", "tf32", "eval_workers", "collapse_alarm")
 
 
 def set_tf32(device: torch.device, enabled: bool) -> None:

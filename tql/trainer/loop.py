@@ -16,7 +16,8 @@ from tql.errors import ConfigError
 from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step, use_cuda_graph
-from tql.io import append_jsonl, atomic_write_json
+from tql.collapse import alarm_line, first_collapse
+from tql.io import append_jsonl, atomic_write_json, read_jsonl
 from tql.targets import Table, target_table
 from tql.trainer.checkpoint import RunFiles
 from tql.trainer.config import DEFAULT_PROFILE, TrainConfig, TrainResult, resolve_device, set_tf32
@@ -161,8 +162,20 @@ class Trainer(RunFiles):
             if not math.isfinite(value):
                 raise TrainingDiverged(self.step, key, value)
         append_jsonl(self.metrics_path, {"step": self.step, "type": "train", **row})
+        self._check_collapse(row)
         self.hooks.on_log(self.step, row)
         self.last_log = row
+
+    def _check_collapse(self, row: dict) -> None:
+        """The collapse alarm: one line the first time this process sees attention below
+        ``collapse_alarm`` log n (the run's record is rebuilt from its log at the end)."""
+        if getattr(self, "_alarmed", False):
+            return
+        collapse = first_collapse([{"step": self.step, **row}], self.depth, self.task.max_entropy,
+                                  self.config.collapse_alarm)
+        if collapse is not None:
+            self._alarmed = True
+            self._warn(f"{self.task.name}: {alarm_line(collapse)}")
 
     def val_td_loss(self, batch_size: int = VAL_BATCH) -> float:
         """TD error of the critic on a held-out (-val) batch: a cheap signal for controllers."""
@@ -201,7 +214,9 @@ class Trainer(RunFiles):
             evals=self.evals, wall_seconds=self._wall(), data_kind=self.data.kind,
             out_dir=str(self.out_dir), stopped_early=stopped, **self._result_fields(),
         )
-        result.extra = {**self.data.size_record(), **result.extra}
+        result.extra = {**self.data.size_record(), **result.extra,
+                        "collapse": first_collapse(read_jsonl(self.metrics_path), self.depth, self.task.max_entropy,
+                                                   self.config.collapse_alarm)}
         atomic_write_json(self.out_dir / "summary.json", result.to_dict())
         return result
 

@@ -68,4 +68,4 @@ def test_sensitivity_gpu_runs_make_valid_configs(tmp_path):
         assert args.batch and runs
         for run in runs:  # the agent options, rho labels, layouts and budgets are all accepted
             config = sensitivity.train_config(args, run)
-            assert config.steps == args.steps == args.eval_every
+            assert config.steps == args.steps and args.steps % args.eval_every == 0  # the last evaluation at the end

@@ -192,3 +192,20 @@ def test_from_json_pools_the_seeds_of_several_files_and_refuses_other_settings(t
     assert "only runs of the same task, budget and agent pool" in capsys.readouterr().out
     assert main(["--from-json", f"{first},{first}", "--reps", "20"]) == 2
     assert "0.3-layer_group seed 0, 0.3-layer_group seed 1 more than once" in capsys.readouterr().out
+
+
+def test_the_papers_baselines_are_arms_beside_the_targets(tmp_path):
+    """``--rhos 0.6,off,fql``: the control off, and FQL's MLP critic, on the same profile and seeds."""
+    import benchmarks.learning.sensitivity as sensitivity
+    from tql.errors import ConfigError
+
+    args = sensitivity.parse_args(["--rhos", "0.6,off,fql", "--seeds", "0", "--out", str(tmp_path),
+                                   "--data-dir", str(tmp_path)])
+    configs = {run["label"]: sensitivity.train_config(args, run) for run in sensitivity.grid(args)}
+    assert configs["0.6"].agent.entropy_control and configs["0.6"].rho == 0.6
+    assert not configs["off"].agent.entropy_control and configs["off"].agent.critic == "tql"
+    assert configs["fql"].agent.critic == "mlp"
+    assert configs["off"].agent.alpha_init == configs["0.6"].agent.alpha_init == 0.01  # the same --agent options
+    bad = sensitivity.parse_args(["--rhos", "0.6,of", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--rhos 'of' is not a number or one of: published, off, fql"):
+        sensitivity.train_config(bad, sensitivity.grid(bad)[-1])

@@ -140,9 +140,14 @@ def train_batches(args, runs: list[dict]) -> list[dict]:
     from tql.batched.trials import BatchMember, BatchTrainer
     from tql.io import atomic_torch_save
 
+    from autotune.approaches import BASELINE_AGENTS
+
+    def batch_of(run: dict) -> str:  # a baseline arm's agent differs: it batches apart
+        return run["sharing"] + (f"-{run['label']}" if run["label"] in BASELINE_AGENTS else "")
+
     done = []
-    for sharing in dict.fromkeys(r["sharing"] for r in runs):
-        group = [r for r in runs if r["sharing"] == sharing]
+    for sharing in dict.fromkeys(batch_of(r) for r in runs):
+        group = [r for r in runs if batch_of(r) == sharing]
         configs = [train_config(args, r) for r in group]
         if not all(finished_steps(r) == args.steps and (Path(r["dir"]) / "checkpoint.pt").is_file() for r in group):
             start = time.perf_counter()

@@ -6,6 +6,13 @@
 #   bash benchmarks/learning/sensitivity_gpu.sh [MINUTES (default 10)] [OUT (default
 #        benchmarks/learning/results/gpu)] [DATA_DIR (default data)]
 #
+# 0. collapse:  where free attention collapses (docs/collapse.md): cube-double task 1, the paper's
+#               widths at depth 2 (1.6M = width 256, 7M = 512) and a 4-layer critic (w256-d4-h4), the
+#               published rates and alpha (from 1.0), control on at the default target (rho 0.6)
+#               and at the published table against control off, 5 seeds, 20,000 updates, 50
+#               evaluation episodes; then FQL's MLP critic (`fql`) on the same data and seeds.
+#               2 CPU cores reached only 3,000 updates of the 0.03M and w32-d4 critics.
+#               The usual times of these steps are estimates (no such batch has run yet).
 # 1. published: cube-single with the published configuration (alpha from 1.0, the published
 #               rates) at rho 0.3-0.95, 2 seeds, 30,000 updates: does H̄ matter where the
 #               paper's own settings leave the control to engage late?
@@ -31,6 +38,13 @@ run() {  # run NAME SECONDS ARGS...: one sensitivity.py call writing OUT/NAME.{t
     step "$name" "$usual" python benchmarks/learning/sensitivity.py --batch --eval-episodes 20 --data-dir "$DATA" \
         --out "runs/sensitivity-gpu/$name" --json "$OUT/$name.json" --png "$OUT/$name.png" "$@"
 }
+DOUBLE=cube-double-play-singletask-task1-v0
+for shape in 1.6M w256-d4-h4 7M; do
+    run "collapse-$shape" 600 --task $DOUBLE --rhos 0.6,published,off --seeds 0,1,2,3,4 --steps 20000 \
+        --eval-every 10000 --eval-episodes 50 --agent "size=$shape"
+done
+run collapse-fql 200 --task $DOUBLE --rhos fql --seeds 0,1,2,3,4 --steps 20000 --eval-every 10000 \
+    --eval-episodes 50 --agent size=1.6M
 run published 300 --task $CUBE --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 30000 --eval-every 30000 \
     --agent alpha_init=1.0
 run scene 380 --task scene-play-singletask-task1-v0 --rhos 0.3,0.45,0.6,0.75,0.9,0.95,published --seeds 0,1 \

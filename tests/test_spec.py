@@ -100,7 +100,7 @@ def test_a_layers_search_has_two_parameters_and_its_own_search_space():
 def test_the_objective_is_a_spec_field_success_by_default():
     assert load_spec(None).objective == "success"
     assert spec_from_dict({"objective": {"name": "progress", "last_k": 2}}).objective == "progress"
-    with pytest.raises(ConfigError, match="objective.name='graded' is not one of: success, progress"):
+    with pytest.raises(ConfigError, match="objective.name='graded' is not one of: success, progress, gained"):
         spec_from_dict({"objective": {"name": "graded"}}, source="t.toml")
 
 

@@ -397,10 +397,31 @@ def test_a_progress_study_maximises_progress_and_records_both(monkeypatch, capsy
     assert code == 2 and "maximises progress, not success" in err
 
 
+def test_a_gained_study_maximises_progress_from_the_start_state(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    """``--objective gained``: each trial's value is the mean over seeds of the last evaluation's
+    progress counted from the episodes' start states, read back from the seeds' metrics."""
+    from tql.io import read_jsonl
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TASK1, "--trials", "1",
+                    "--seeds", "2")
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--objective", "gained")
+    assert code == 0, err
+    assert "best by gained" in out
+    task = show_json(monkeypatch, capsys, storage, study)["tasks"][0]
+    (trial,) = task["trials"]
+    evals = [[r for r in read_jsonl(path) if r["type"] == "eval"] for path in trial["metrics"]]
+    gained = [seed[-1]["gained"] for seed in evals]
+    assert all(len(seed[-1]["gained_episodes"]) == seed[-1]["episodes"] for seed in evals)
+    assert gained == pytest.approx([sum(s[-1]["gained_episodes"]) / len(s[-1]["gained_episodes"]) for s in evals])
+    assert trial["value"] == pytest.approx(sum(gained) / 2)
+    assert list(trial["intermediate"].values()) == pytest.approx([r["gained"] for seed in evals for r in seed])
+
+
 def test_an_unknown_objective_names_the_valid_ones(monkeypatch, capsys, tiny_data_dir, tmp_path, study):
     args = run_args(f"sqlite:///{tmp_path / 's.db'}", study, tiny_data_dir, tmp_path / "runs", "--tasks", TASK1)
     code, _, err = run_cli(monkeypatch, capsys, *args, "--objective", "reward")
-    assert code == 2 and "objective.name='reward' is not one of: success, progress" in err
+    assert code == 2 and "objective.name='reward' is not one of: success, progress, gained" in err
     assert not (tmp_path / "s.db").exists()
 
 

@@ -23,8 +23,9 @@ def run(
     seeds: Optional[int] = typer.Option(None, help="seeds per trial (default: the spec's budget)"),
     profile: str = typer.Option("smoke", help="training profile of each trial: smoke, cpu, paper"),
     sampler: Optional[str] = typer.Option(None, help="tpe, gp, cmaes, grid, random (default: the spec's)"),
-    objective: Optional[str] = typer.Option(None, help="what a trial maximises: success, or progress (the fraction "
-                                                       "of the task's subtasks done at the end; default: the "
+    objective: Optional[str] = typer.Option(None, help="what a trial maximises: success, progress (the fraction "
+                                                       "of the task's subtasks done at the end) or gained (progress "
+                                                       "counted from the episode's start state; default: the "
                                                        "spec's, success)"),
     workers: str = typer.Option("auto", help="local worker processes on the same studies: " + WORKERS_HELP),
     batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "

@@ -21,9 +21,10 @@ SPEC_VERSION = 1
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
 SEARCH_KINDS = ("constant", "knots", "layers")
 PRUNERS = ("median", "none")
-# What a trial maximises: success (binary per episode) or progress (the fraction of the task's
-# subtasks achieved at the episode's end, tql.evaluation).
-OBJECTIVES = ("success", "progress")
+# What a trial maximises: success (binary per episode), progress (the fraction of the task's
+# subtasks achieved at the episode's end, tql.evaluation) or gained (progress counted from the
+# episode's start state: only subtasks the policy changed to done; a do-nothing policy gains 0).
+OBJECTIVES = ("success", "progress", "gained")
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
             return _outcome(trial, attrs, t0, TrialState.PRUNED, None)
         record_seed(attrs, result.evals, spec.last_k, spec.objective, seed_dir / "metrics.jsonl",
                     result.extra.get("collapse"))
-        set_attrs(trial, {k: attrs[k] for k in ("successes", "progress", "steps") if k in attrs})
+        set_attrs(trial, {k: attrs[k] for k in ("successes", "progress", "gained", "steps") if k in attrs})
     return _outcome(trial, attrs, t0, TrialState.COMPLETE, trial_value(attrs, spec.objective))
 
 

@@ -173,8 +173,8 @@ def suggest_sharing(trial: optuna.Trial, spec: StudySpec) -> str | None:
 
 # Objective -> the key of an evaluation record (tql.trainer.eval_record) and the trial attr
 # holding its per-seed values.
-OBJECTIVE_KEYS = {"success": "success_rate", "progress": "progress"}
-OBJECTIVE_ATTRS = {"success": "successes", "progress": "progress"}
+OBJECTIVE_KEYS = {"success": "success_rate", "progress": "progress", "gained": "gained"}
+OBJECTIVE_ATTRS = {"success": "successes", "progress": "progress", "gained": "gained"}
 
 
 def objective_value(evals: list[dict], last_k: int, objective: str = "success") -> float:
@@ -190,7 +190,7 @@ def objective_value(evals: list[dict], last_k: int, objective: str = "success") 
 
 def reported_value(result: EvalResult, objective: str) -> float:
     """What one evaluation reports to the pruner: its success rate or its mean progress."""
-    return result.success_rate if objective == "success" else result.mean_progress
+    return {"success": result.success_rate, "progress": result.mean_progress, "gained": result.mean_gained}[objective]
 
 
 def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective: str, metrics: Path,
@@ -202,8 +202,9 @@ def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective
     threshold (``collapse``: the seed's ``tql.collapse.first_collapse``; absent: none did)."""
     objective_value(evals, last_k, objective)  # the objective must be there
     attrs["successes"].append(objective_value(evals, last_k, "success"))
-    if all(e.get("progress") is not None for e in evals[-last_k:]):
-        attrs.setdefault("progress", []).append(objective_value(evals, last_k, "progress"))
+    for graded in ("progress", "gained"):
+        if all(e.get(graded) is not None for e in evals[-last_k:]):
+            attrs.setdefault(graded, []).append(objective_value(evals, last_k, graded))
     engaged = first_engagement([r for r in read_jsonl(metrics) if r.get("type") == "train"])
     earlier = [step for step in (attrs.get("engaged_at"), engaged) if step is not None]
     attrs["engaged_at"] = min(earlier) if earlier else None
@@ -214,8 +215,9 @@ def record_seed(attrs: dict[str, Any], evals: list[dict], last_k: int, objective
 def trial_value(attrs: dict[str, Any], objective: str) -> float:
     """A complete trial's value: its objective's mean over seeds (and the stds of both)."""
     attrs["success_std"] = float(statistics.pstdev(attrs["successes"]))
-    if attrs.get("progress"):
-        attrs["progress_std"] = float(statistics.pstdev(attrs["progress"]))
+    for graded in ("progress", "gained"):
+        if attrs.get(graded):
+            attrs[f"{graded}_std"] = float(statistics.pstdev(attrs[graded]))
     return float(statistics.fmean(attrs[OBJECTIVE_ATTRS[objective]]))
 
 

@@ -80,7 +80,10 @@ def test_a_batch_gives_each_member_the_checkpoint_and_measures_of_its_run_alone(
         saved = [torch.load(Path(r["dir"]) / "checkpoint.pt", weights_only=False) for r in (member, run)]
         assert saved[0]["step"] == saved[1]["step"] == 20
         for name, tensor in saved[1]["agent"]["model"].items():
-            torch.testing.assert_close(saved[0]["agent"]["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+            # atol: Adam's normalised step can turn a rounding-level gradient difference (batched
+            # vs single matmuls) into a step of up to the rate (1e-4 here) on a parameter whose
+            # gradient is near 0; 20 updates leave such parameters ~1e-5 apart on some CPUs
+            torch.testing.assert_close(saved[0]["agent"]["model"][name], tensor, rtol=1e-4, atol=5e-5, msg=name)
         assert member["val_td"] == pytest.approx(run["val_td"], rel=1e-3)
         assert member["overestimation"] == pytest.approx(run["overestimation"], rel=1e-4)
         for got, want in zip(member["attention"], run["attention"]):

@@ -173,7 +173,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
     ``TrainResult`` (``summary.json`` holds it too)."""
     from autotune.agent_options import agent_overrides as named_overrides
     from autotune.controllers import followed_schedule_of, train_with_population
-    from autotune.forecast import cannot_act, highest_rho
+    from autotune.forecast import cannot_act, collapse_line, highest_rho
     from autotune.targeting import population_options, profile_options, target_hooks
     from tql.eval_workers import parse_eval_workers
     from tql.targets import parse_targets
@@ -203,6 +203,9 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         warning = cannot_act(config, highest_rho(config, hooks))
         if warning:
             console.print(f"[yellow]{warning}", highlight=False)
+        measured = collapse_line(config)
+        if measured:
+            console.print(measured, highlight=False, markup=False)
     if controller == "population":
         result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console, progress=progress)
     else:

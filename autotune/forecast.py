@@ -114,3 +114,23 @@ def studies_line(configs: dict[str, TrainConfig], rho: float, runs: str = "trial
     note = _range_note(forecasts[idle[0]])
     return (f"H̄ cannot change the {runs} of {len(idle)} of {len(configs)} task(s): on {idle[0]} the control {when}, "
             f"these have {config.steps:,} (predicted{note}){hints}{end}")
+
+
+def collapse_line(config: TrainConfig) -> str | None:
+    """What the collapse map measured for this run's configuration (``tql.collapse.MEASURED``),
+    in one line; None outside the measured range (another domain, critic, rate, data or batch,
+    or more updates than were measured) or for a critic without attention."""
+    from tql.collapse import measured_collapse
+
+    agent = config.agent
+    if agent.critic != "tql":
+        return None
+    found = measured_collapse(config.spec.domain, agent.size, agent.critic_lr, config.data_episodes,
+                              agent.batch_size, config.steps)
+    if found is None:
+        return None
+    fell = (f"fell to {found.lowest:.2f} log n within {found.steps:,} updates"
+            + (f" (median of {found.seeds} seeds, {found.below_alarm} below 0.2 log n)" if found.seeds > 1 else ""))
+    held = "" if not agent.entropy_control else "; this run's control holds it above its target once it engages"
+    return (f"collapse map: with the control off, this critic's attention on {found.domain} {fell} "
+            f"(measured: benchmarks/learning/results/{found.source}; docs/collapse.md){held}")

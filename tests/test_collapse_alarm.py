@@ -83,3 +83,24 @@ def test_compare_reports_the_runs_that_collapsed(monkeypatch, capsys, tiny_data_
     report = (out / "report.md").read_text()
     assert "**Attention collapsed**" in report and f"off on {TINY_TASK}: 1 of 1 seeds (first at update 20)" in report
     assert "detectable (pp)" in report
+
+
+def test_a_run_inside_the_measured_map_gets_its_measurement_and_one_outside_gets_none():
+    from autotune.forecast import collapse_line
+    from tql.collapse import MEASURED
+    from tql.trainer import TrainConfig
+
+    task = "cube-double-play-singletask-task1-v0"
+    inside = TrainConfig.from_profile(task, "cpu", {"critic_lr": 1e-3, "entropy_control": False}, steps=2000)
+    (measured,) = [m for m in MEASURED if (m.domain, m.size, m.critic_lr, m.data_episodes)
+                   == ("cube-double-play", "0.03M", 1e-3, 40)]
+    line = collapse_line(inside)
+    assert f"fell to {measured.lowest:.2f} log n within {measured.steps:,} updates" in line
+    assert measured.source in line and "control holds" not in line
+    controlled = TrainConfig.from_profile(task, "cpu", {"critic_lr": 1e-3}, steps=2000)
+    assert "control holds it above its target" in collapse_line(controlled)
+    for outside in (TrainConfig.from_profile(task, "cpu", {"critic_lr": 1e-3}, steps=measured.steps + 1),  # longer
+                    TrainConfig.from_profile(task, "cpu", {"critic_lr": 2e-3}),  # another rate
+                    TrainConfig.from_profile(task, "cpu", {"critic_lr": 1e-3, "critic": "mlp"}),  # no attention
+                    TrainConfig.from_profile(task, "smoke", {"critic_lr": 1e-3})):  # another batch and data
+        assert collapse_line(outside) is None

@@ -16,6 +16,7 @@ the alarm is about the group mean, which is what the control acts on.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from tql.targets import GROUP_NAMES
 
@@ -55,4 +56,46 @@ def alarm_line(collapse: dict) -> str:
             "(collapse_alarm sets the threshold, 0 turns it off)")
 
 
-__all__ = ["DEFAULT_ALARM", "lowest_group", "first_collapse", "alarm_line"]
+# ----- what the collapse map measured ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeasuredCollapse:
+    """Free attention (control off) measured for one configuration of the `cpu` profile's
+    budgets (batch 128): the median over seeds of the lowest group entropy (fraction of log n)
+    within ``steps`` updates, and how many seeds fell below 0.2 log n. ``source``: the result file
+    under benchmarks/learning/results/ that holds the runs."""
+
+    domain: str  # TaskSpec.domain, e.g. cube-double-play
+    size: str
+    critic_lr: float
+    data_episodes: int
+    steps: int
+    lowest: float
+    seeds: int
+    below_alarm: int
+    source: str
+
+
+# The configurations measured so far (docs/collapse.md has the map and its outcomes).
+MEASURED: tuple[MeasuredCollapse, ...] = (
+    MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 40, 3000, 0.122, 1, 1, "engagement_free.txt"),
+    MeasuredCollapse("cube-double-play", "0.03M", 3e-4, 40, 3000, 0.789, 1, 0, "engagement_free.txt"),
+    MeasuredCollapse("cube-double-play", "0.03M", 1e-4, 40, 3000, 0.987, 1, 0, "engagement_free.txt"),
+    MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 200, 3000, 0.357, 1, 0, "engagement_free_200ep.txt"),
+    MeasuredCollapse("cube-double-play", "0.4M", 1e-3, 40, 3000, 0.030, 1, 1, "engagement_free_04M.txt"),
+)
+
+
+def measured_collapse(domain: str, size: str, critic_lr: float, data_episodes: int | None, batch_size: int,
+                      steps: int) -> MeasuredCollapse | None:
+    """The measured configuration a run falls inside (same domain, critic, rate, data and
+    batch 128; no more updates than were measured), or None: outside the map, no prediction."""
+    if batch_size != 128:
+        return None
+    found = [m for m in MEASURED if (m.domain, m.size, m.data_episodes) == (domain, size, data_episodes)
+             and abs(m.critic_lr - critic_lr) <= 1e-12 and steps <= m.steps]
+    return found[0] if found else None
+
+
+__all__ = ["DEFAULT_ALARM", "lowest_group", "first_collapse", "alarm_line", "MeasuredCollapse", "MEASURED",
+           "measured_collapse"]

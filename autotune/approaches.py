@@ -308,13 +308,16 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             **({"progress": progress} if _complete(progress) else {}),
             # episodes behind each score (the last last_k evaluations): what power calculations need
             **({"episodes_per_score": episodes.pop()} if len(episodes) == 1 else {}),
-            **({"collapse": {a: by_task for a, by_task in collapses.items()
-                             if any(s is not None for steps in by_task.values() for s in steps)}}
-               if any(s is not None for by_task in collapses.values() for steps in by_task.values() for s in steps)
-               else {}),
+            **({"collapse": collapsed} if (collapsed := _collapsed(collapses)) else {}),
             **({"progress_curves": progress_curves} if _graded_curves(progress_curves) else {})}
     return ComparisonData(approaches=[a.name for a in approaches], tasks=[t.name for t in plan.tasks],
                           scores=scores, steps=steps, meta=meta, curves=curves)
+
+
+def _collapsed(collapses: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
+    """The approaches with a run whose collapse alarm went off (per task, per seed: its step or None)."""
+    return {a: by_task for a, by_task in collapses.items()
+            if any(step is not None for steps in by_task.values() for step in steps)}
 
 
 def _run_dir(plan: ComparePlan, approach: Approach, task: TaskSpec, seed: int) -> Path:

@@ -302,3 +302,19 @@ def test_mlp_critic_reference():
             y = F.gelu(y @ mlp.w_hidden[i][m] + mlp.b_hidden[i][m, 0], approximate="tanh")
             y = F.layer_norm(y, (h,), mlp.ln_weight[i + 1, m, 0], mlp.ln_bias[i + 1, m, 0])
         torch.testing.assert_close(q[m], (y @ mlp.w_out[m] + mlp.b_out[m, 0]).squeeze(-1))
+
+
+def test_a_shape_without_a_preset_is_named_by_width_depth_and_heads():
+    """``wW-dD[-hH]``: built like the published sizes (MLP ratio 4, two ReLU head layers of width / 2)."""
+    shape = get_preset("w64-d4")
+    assert (shape.dim, shape.depth, shape.heads, shape.head_hidden, shape.head_layers, shape.mlp_ratio) == \
+        (64, 4, 2, 32, 2, 4)
+    assert get_preset("w256-d4-h8").heads == 8 and get_preset("w256-d4").heads == 8  # width / 32
+    published = get_preset("0.4M")
+    assert get_preset("w128-d2").__dict__ | {"name": "0.4M"} == published.__dict__  # the same critic
+    critic = TQLCritic(OBS, ACT, "w32-d4")
+    assert len(critic.blocks) == 4
+    with pytest.raises(ConfigError, match="dim=30 is not divisible by heads=4"):
+        get_preset("w30-d2-h4")
+    with pytest.raises(ConfigError, match="or a shape wWIDTH-dDEPTH\\[-hHEADS\\] such as w64-d4"):
+        get_preset("w64d4")

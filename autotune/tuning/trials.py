@@ -189,7 +189,7 @@ def objective_value(evals: list[dict], last_k: int, objective: str = "success") 
 
 
 def reported_value(result: EvalResult, objective: str) -> float:
-    """What one evaluation reports to the pruner: its success rate or its mean progress."""
+    """What one evaluation reports to the pruner: its success rate, mean progress or mean gained progress."""
     return {"success": result.success_rate, "progress": result.mean_progress, "gained": result.mean_gained}[objective]
 
 

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from tql.agent import TQLAgent, compile_pays, critic_depth, flat_metrics
+from tql.collapse import first_collapse
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
-from tql.collapse import first_collapse
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
 from tql.batched.population import Population
 from tql.targets import target_table

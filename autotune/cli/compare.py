@@ -118,4 +118,4 @@ def lodo(
             layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
             data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
             compile_loss=None, tf32=True, reps=2000, batch=batch, workers=workers, agent=[],
-            temperature_sharing=None)
+            temperature_sharing=None, collapse_alarm=None)

@@ -58,3 +58,51 @@ def test_the_learning_curves_budget_prices_the_busiest_process():
     assert step_budget(args, probes, seconds_left=612.3) == 2000  # 600.3 s of updates / 0.3
     args.jobs = 1  # one process: 0.6 s per step, 18 s of evaluations
     assert step_budget(args, probes, seconds_left=618.3) == 1000
+
+
+def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
+    """``side_by_side``'s workers end with the sweep: a killed sweep leaves none training beside
+    the one that resumes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    script = f"""
+import argparse, os, time
+from pathlib import Path
+from benchmarks.learning.side_by_side import side_by_side
+
+def work(args, i):
+    with open({str(pids)!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    time.sleep(60)
+
+if __name__ == "__main__":
+    side_by_side(argparse.Namespace(jobs=2), work, [(0,), (1,)])
+"""
+    (tmp_path / "sweep.py").write_text(script)  # a file: spawned workers import its functions
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sweep = subprocess.Popen([sys.executable, str(tmp_path / "sweep.py")], cwd=str(tmp_path),
+                             env={**os.environ, "PYTHONPATH": root})
+    deadline = time.time() + 60
+    while time.time() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
+        time.sleep(0.2)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return not open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers)

@@ -13,5 +13,18 @@ def side_by_side(args, fn: Callable, calls: list[tuple]) -> list:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         return list(pool.map(fn, [args] * len(calls), *zip(*calls)))
+
+
+def die_with_parent() -> None:
+    """In a worker: end when the sweep's process ends. A killed sweep otherwise leaves its
+    workers training the runs already handed to them, beside the sweep that resumes it
+    (Linux's PR_SET_PDEATHSIG; elsewhere nothing changes)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -83,6 +83,8 @@ MEASURED: tuple[MeasuredCollapse, ...] = (
     MeasuredCollapse("cube-double-play", "0.03M", 1e-4, 40, 3000, 0.987, 1, 0, "engagement_free.txt"),
     MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 200, 3000, 0.357, 1, 0, "engagement_free_200ep.txt"),
     MeasuredCollapse("cube-double-play", "0.4M", 1e-3, 40, 3000, 0.030, 1, 1, "engagement_free_04M.txt"),
+    MeasuredCollapse("cube-single-play", "0.03M", 1e-3, 40, 3000, 0.49, 5, 0, "collapse_cube-single.txt"),
+    MeasuredCollapse("cube-single-play", "w32-d4", 1e-3, 40, 3000, 0.49, 4, 0, "collapse_cube-single.txt"),
 )
 
 

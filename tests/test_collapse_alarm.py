@@ -69,22 +69,6 @@ def test_a_bad_alarm_is_one_line(monkeypatch, capsys, tiny_data_dir, tmp_path):
     assert code == 2 and "collapse_alarm=1.5 must be in [0, 1)" in err and not (tmp_path / "r").exists()
 
 
-def test_compare_reports_the_runs_that_collapsed(monkeypatch, capsys, tiny_data_dir, tmp_path):
-    out = tmp_path / "c"
-    code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,off",
-                           "--seeds", "1", "--out", str(out), "--data-dir", str(tiny_data_dir), "--reps", "50",
-                           "--profile", "smoke", "--steps", "20", "--eval-every", "20", "--eval-episodes", "1",
-                           "--threads", "1", "--workers", "1", "--collapse-alarm", "0.99999")
-    assert code == 0, err
-    data = json.loads((out / "data.json").read_text())
-    collapsed = data["meta"]["collapse"]
-    assert set(collapsed) <= {"default", "off"} and collapsed.get("off", {}).get(TINY_TASK) == [20]
-    assert data["meta"]["episodes_per_score"] == 1
-    report = (out / "report.md").read_text()
-    assert "**Attention collapsed**" in report and f"off on {TINY_TASK}: 1 of 1 seeds (first at update 20)" in report
-    assert "detectable (pp)" in report
-
-
 def test_a_run_inside_the_measured_map_gets_its_measurement_and_one_outside_gets_none():
     from autotune.forecast import collapse_line
     from tql.collapse import MEASURED

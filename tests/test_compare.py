@@ -266,7 +266,7 @@ def test_the_papers_baselines_run_beside_default_and_the_report_has_their_rows(m
     out = tmp_path / "c"
     code, _, err = run_cli(monkeypatch, capsys, "compare", "--tasks", TINY_TASK, "--approaches", "default,off,fql",
                            "--seeds", "2", "--out", str(out), "--data-dir", str(tiny_data_dir), "--reps", "100",
-                           "--batch", "on", *SHORT, *IN_PROCESS)
+                           "--batch", "on", "--collapse-alarm", "0.99999", *SHORT, *IN_PROCESS)
     assert code == 0, err
     data = json.loads((out / "data.json").read_text())
     assert data["approaches"] == ["default", "off", "fql"]
@@ -283,3 +283,9 @@ def test_the_papers_baselines_run_beside_default_and_the_report_has_their_rows(m
     for name in ("off", "fql"):
         assert f"| {name} " in report
     assert data["meta"]["schedules"]["off"][TINY_TASK] == "entropy control off"
+    # The collapse alarm, set just under uniform attention: free attention (off) trips it at the
+    # first logged row; FQL's MLP has no attention to trip it.
+    collapsed = data["meta"]["collapse"]
+    assert collapsed["off"][TINY_TASK] == [20, 20] and "fql" not in collapsed
+    assert "**Attention collapsed**" in report and f"off on {TINY_TASK}: 2 of 2 seeds (first at update 20)" in report
+    assert data["meta"]["episodes_per_score"] == 1 and "detectable (pp)" in report

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 from tests.conftest import TINY_TASK
 from tests.test_cli import run_cli
 from tql.collapse import alarm_line, first_collapse, lowest_group

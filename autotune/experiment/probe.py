@@ -144,7 +144,7 @@ def _update_rate(task: TaskSpec, profile: str, device, seconds: float,
     config = TrainConfig.from_profile(task.name, profile, {"compile": False}).agent
     torch.manual_seed(0)
     agent = TQLAgent(task.obs_dim, task.act_dim, config, device, total_steps=1000)
-    batch = _random_batch(config.batch_size, task, device)
+    batch = random_batch(config.batch_size, task, device)
     target = 0.6 * math.log(task.n_tokens)
     for _ in range(2):  # warm-up: allocator, first-call costs
         agent.update(batch, target)
@@ -158,7 +158,7 @@ def _update_rate(task: TaskSpec, profile: str, device, seconds: float,
     return done / (time.perf_counter() - start)
 
 
-def _random_batch(batch_size: int, task: TaskSpec, device) -> dict:
+def random_batch(batch_size: int, task: TaskSpec, device) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(1)

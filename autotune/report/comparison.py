@@ -108,15 +108,14 @@ def detectable(data: ComparisonData, approach: str, base: str) -> float | None:
     two-sided 5%; ``autotune.report.power``), each run's episodes rebuilt from its score and
     ``meta["episodes_per_score"]``; runs of all tasks pooled, so task-to-task spread counts as
     run-to-run spread (conservative for the paired tests). None where the episodes are unknown."""
-    from autotune.report.power import detectable_difference
+    from autotune.report.power import coin_episodes, detectable_difference
 
     episodes = data.meta.get("episodes_per_score")
     if not episodes:
         return None
 
     def runs(name: str) -> list[list[float]]:
-        return [[1.0] * round(score * episodes) + [0.0] * (episodes - round(score * episodes))
-                for task in data.tasks for score in data.scores[name][task]]
+        return [coin_episodes(score, episodes) for task in data.tasks for score in data.scores[name][task]]
 
     return detectable_difference(runs(approach), runs(base))
 

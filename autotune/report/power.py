@@ -31,6 +31,13 @@ import numpy as np
 Runs = Sequence[Sequence[float]]  # per seed, its episodes' values
 
 
+def coin_episodes(rate: float, episodes: int) -> list[float]:
+    """A run's episodes rebuilt from its success rate: ``round(rate * episodes)`` ones, the rest
+    zeros (their order does not matter to the statistics here)."""
+    hits = round(rate * episodes)
+    return [1.0] * hits + [0.0] * (episodes - hits)
+
+
 def seed_mean_draws(per_seed: Runs, reps: int, rng: np.random.Generator) -> np.ndarray:
     """(reps, seeds): each resample's per-seed means, drawing seeds with replacement and, within
     each drawn seed, its values (the hierarchical bootstrap: seeds and episodes both vary)."""

@@ -182,7 +182,7 @@ def price(args, runs: list[dict], say=print) -> dict:
     step's time, and the grid's estimated wall time over ``args.jobs`` processes."""
     import torch
 
-    from autotune.experiment.probe import CPU_COMPILE_SECONDS, CPU_COMPILED_SPEEDUP
+    from autotune.experiment.probe import CPU_COMPILE_SECONDS, CPU_COMPILED_SPEEDUP, random_batch
     from tql.agent import COMPILE_MIN_STEPS, TQLAgent
     from tql.evaluation import evaluate
     from tql.tasks import get_task
@@ -196,7 +196,7 @@ def price(args, runs: list[dict], say=print) -> dict:
             task = get_task(run["task"])
             torch.manual_seed(0)
             agents[key] = (TQLAgent(task.obs_dim, task.act_dim, config, "cpu", total_steps=args.steps),
-                           _batch(config.batch_size, task), 0.6 * math.log(task.n_tokens))
+                           random_batch(config.batch_size, task, "cpu"), 0.6 * math.log(task.n_tokens))
     times = {key: [] for key in agents}
     rounds = 3
     for _ in range(rounds):
@@ -233,16 +233,6 @@ def price(args, runs: list[dict], say=print) -> dict:
         f"process(es)")
     return {"update_seconds": per_update, "eval_step_seconds": eval_step, "run_seconds": seconds,
             "wall_minutes": round(wall / 60, 1), "compiled": compiled}
-
-
-def _batch(batch_size: int, task) -> dict:
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    return {"observations": torch.randn(batch_size, task.obs_dim, generator=g),
-            "actions": torch.rand(batch_size, task.act_dim, generator=g) * 2 - 1,
-            "next_observations": torch.randn(batch_size, task.obs_dim, generator=g),
-            "rewards": -torch.rand(batch_size, generator=g).round(), "masks": torch.ones(batch_size)}
 
 
 def _makespan(seconds: list[float], jobs: int) -> float:
@@ -316,10 +306,10 @@ def contrasts(runs: list[dict], reps: int) -> list[dict]:
 def _episodes(evaluation: dict, measure_name: str) -> list[float] | None:
     """One evaluation's per-episode values: successes rebuilt from its rate and episode count
     (their order does not matter to the statistics), gained progress as recorded."""
+    from autotune.report.power import coin_episodes
+
     if measure_name == "success":
-        n = evaluation["episodes"]
-        hits = round(evaluation["success_rate"] * n)
-        return [1.0] * hits + [0.0] * (n - hits)
+        return coin_episodes(evaluation["success_rate"], evaluation["episodes"])
     return evaluation.get("gained_episodes")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autotune.report.power import detectable_difference, seed_mean_draws
+from autotune.report.power import coin_episodes, detectable_difference, seed_mean_draws
 from autotune.report.stats import iqm
 
 
@@ -41,8 +41,7 @@ def aggregate(runs: list[dict], log_n: float, reps: int) -> list[dict]:
     rng, rows, episodes_of = np.random.default_rng(0), [], {}
     for name in dict.fromkeys(r["name"] for r in runs):
         group = [r for r in runs if r["name"] == name]
-        episodes = [np.array([1.0] * round(r["success"] * r["episodes"]) +
-                             [0.0] * (r["episodes"] - round(r["success"] * r["episodes"]))) for r in group]
+        episodes = [np.array(coin_episodes(r["success"], r["episodes"])) for r in group]
         progress = [np.array([r["progress"]]) for r in group if r["progress"] is not None]
         success_cis = bootstrap_cis(episodes, reps, rng)
         progress_cis = bootstrap_cis(progress, reps, rng) if progress else {"mean": None, "iqm": None}

@@ -54,7 +54,7 @@ def child(args: argparse.Namespace) -> dict:
     """In a fresh process: seconds of the first FIRST updates and ms of a steady update."""
     import torch
 
-    from autotune.experiment.probe import _random_batch
+    from autotune.experiment.probe import random_batch
     from tql.agent import TQLAgent
     from tql.tasks import get_task
     from tql.trainer import TrainConfig
@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> dict:
     config = TrainConfig.from_profile(task.name, args.profile, {"compile": args.child == "compiled"}).agent
     torch.manual_seed(0)
     agent = TQLAgent(task.obs_dim, task.act_dim, config, torch.device("cpu"), total_steps=100_000)
-    batch = _random_batch(config.batch_size, task, torch.device("cpu"))
+    batch = random_batch(config.batch_size, task, torch.device("cpu"))
     start = time.perf_counter()
     for _ in range(FIRST):
         agent.update(batch, 1.0)

@@ -88,9 +88,10 @@ def split(text: str) -> list[str]:
 def grid(args) -> list[dict]:
     """Every run: (task, shape, rate, data episodes, arm, seed) and its folder."""
     runs = []
-    for task, shape, rate, episodes, control, seed in itertools.product(
-            split(args.tasks), split(args.shapes), split(args.rates), split(args.episodes), split(args.controls),
-            split(args.seeds)):
+    # Seeds before arms: both arms of a seed finish close together, so a cut grid still pairs.
+    for task, shape, rate, episodes, seed, control in itertools.product(
+            split(args.tasks), split(args.shapes), split(args.rates), split(args.episodes), split(args.seeds),
+            split(args.controls)):
         config = f"{shape}-lr{float(rate):g}-{int(episodes)}ep"
         runs.append({"task": task, "shape": shape, "rate": float(rate), "episodes": int(episodes),
                      "control": control, "seed": int(seed), "config": config,

@@ -243,14 +243,15 @@ def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks
     return result
 
 
-def _finished_progress(evals: list[dict], last_k: int) -> float | None:
-    """Mean progress of the last ``last_k`` evaluations (None: a run that did not grade it)."""
-    graded = all(e.get("progress") is not None for e in evals[-last_k:])
-    return objective_value(evals, last_k, "progress") if graded else None
+def _finished_progress(evals: list[dict], last_k: int, measure: str = "progress") -> float | None:
+    """Mean ``measure`` (progress, or progress gained from the start state) of the last ``last_k``
+    evaluations (None: a run that did not grade it)."""
+    graded = all(e.get(measure) is not None for e in evals[-last_k:])
+    return objective_value(evals, last_k, measure) if graded else None
 
 
 def _complete(progress: dict[str, dict[str, list]]) -> bool:
-    """Every run graded its progress (runs of an older tql-tune did not)."""
+    """Every run graded its progress (runs of an older tql-tune did not, nor gained progress before 0.1)."""
     return all(None not in values for by_task in progress.values() for values in by_task.values())
 
 
@@ -265,6 +266,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
     approaches = [build_approach(plan, name) for name in plan.approaches]  # all checks before training
     scores: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     progress: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
+    gained: dict[str, dict[str, list[float]]] = {a.name: {} for a in approaches}
     curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     progress_curves: dict[str, dict[str, list[list[list[float]]]]] = {a.name: {} for a in approaches}
     steps = {a.name: a.tuning_steps for a in approaches}
@@ -285,6 +287,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 value = objective_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
                 progress[approach.name].setdefault(task.name, []).append(_finished_progress(result.evals, plan.last_k))
+                gained[approach.name].setdefault(task.name, []).append(
+                    _finished_progress(result.evals, plan.last_k, "gained"))
                 curves[approach.name].setdefault(task.name, []).append(
                     [[e["step"], e["success_rate"]] for e in result.evals])
                 progress_curves[approach.name].setdefault(task.name, []).append(
@@ -306,6 +310,8 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
             **({"ties_idle": {a.name: a.ties_idle for a in approaches if a.ties_idle}}
                if any(a.ties_idle for a in approaches) else {}),
             **({"progress": progress} if _complete(progress) else {}),
+            # progress counted from each episode's start state: what the policy itself did
+            **({"gained": gained} if _complete(gained) else {}),
             # episodes behind each score (the last last_k evaluations): what power calculations need
             **({"episodes_per_score": episodes.pop()} if len(episodes) == 1 else {}),
             **({"collapse": collapsed} if (collapsed := _collapsed(collapses)) else {}),

@@ -72,10 +72,12 @@ def test_compare_runs_every_approach_counts_compute_and_writes_reports(monkeypat
             lasts = [[json.loads(x) for x in (out / "runs" / approach / task / f"seed-{s}" / "metrics.jsonl")
                       .read_text().splitlines() if '"eval"' in x][-1] for s in (100, 101)]
             assert data["meta"]["progress"][approach][task] == pytest.approx([r["progress"] for r in lasts])
-    assert "Aggregate progress (%)" in stdout
+            assert data["meta"]["gained"][approach][task] == pytest.approx([r["gained"] for r in lasts])
+    assert "Aggregate progress (%)" in stdout and "Aggregate gained progress (%)" in stdout
     report = (out / "report.md").read_text()
     assert all(a in report for a in data["approaches"]) and "generated" in report.lower()
     assert "## Aggregate progress over all tasks and seeds" in report
+    assert "## Aggregate gained progress over all tasks and seeds" in report
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "report_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # One evaluation per 20-step run: each approach's sample-efficiency curve is that one step.

@@ -280,6 +280,29 @@ def test_progress_data_is_the_same_comparison_scored_by_progress():
     assert aggregate(by_progress, reps=50)["a"]["iqm"] == pytest.approx(0.5)
 
 
+def test_gained_data_is_the_comparison_scored_by_progress_from_the_start_state(tmp_path):
+    from autotune.report.comparison import rich_tables, write_markdown
+
+    scores = {"a": {"t1": [0.0, 0.0]}, "b": {"t1": [0.0, 0.0]}}
+    progress = {"a": {"t1": [0.5, 0.75]}, "b": {"t1": [0.5, 0.5]}}
+    gained = {"a": {"t1": [0.0, 0.25]}, "b": {"t1": [0.0, 0.0]}}  # both start with half the subtasks done
+    data = ComparisonData(approaches=["b", "a"], tasks=["t1"], scores=scores, steps={"a": 1, "b": 1},
+                          meta={"progress": progress, "gained": gained, "progress_curves": {}, "profile": "smoke"})
+    by_gain = data.graded_data("gained")
+    assert by_gain.scores == gained and by_gain.meta == {"profile": "smoke"}
+    assert data.graded_data("progress").scores == progress
+    with pytest.raises(ValueError, match="graded measure 'gain' is not one of: progress, gained"):
+        data.graded_data("gain")
+    text = write_markdown(data, tmp_path / "r.md", baseline="b", reps=200).read_text()
+    section = text.split("## Aggregate gained progress")[1].split("##")[0]
+    row_a = next(line for line in section.splitlines() if line.startswith("| a |"))
+    assert "| 12.5 |" in row_a and "+12.5 [" in row_a  # mean of 0 and 25%, and its gap to b's 0
+    assert "## Aggregate progress over" in text.split("## Aggregate gained")[0]  # progress first
+    titles = [t.title for t in rich_tables(data, reps=50)]
+    assert titles.index(next(t for t in titles if "gained" in t)) == titles.index(
+        next(t for t in titles if t.startswith("Aggregate progress"))) + 1
+
+
 def test_difference_ci_has_the_exact_bootstrap_distributions_percentiles():
     # One task: X = [0, 0, 0, 1] against a constant Y. A resampled mean of X is k/4 with k ~ Bin(4, 1/4):
     # P(k = 0) = 0.32 > 2.5%, P(k <= 2) = 0.949 < 97.5% <= P(k <= 3) = 0.996, so the 95% CI is [0, 0.75].

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.report.curves import rliable_summary
-from autotune.report.data import ComparisonData
+from autotune.report.data import GRADED, ComparisonData
 from autotune.report.stats import aggregate, default_baseline, difference_ci, paired_tests, per_task_summary
 from tql.errors import ConfigError
 from tql.io import atomic_path, atomic_write_text
@@ -70,7 +70,7 @@ def _meta_lines(data: ComparisonData) -> list[str]:
     ]
     for key, value in meta.items():
         if key not in ("command", "profile", "seeds", "data_kind", "ties", "ties_idle", "progress", "progress_curves",
-                       "collapse"):
+                       "gained", "collapse"):
             shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list, tuple)) else value
             lines.append(f"- {_md_escape(key)}: {_md_escape(shown)}")
     return lines
@@ -84,23 +84,38 @@ def _diff_cell(data: ComparisonData, approach: str, base: str, reps: int, confid
     return _signed_ci(*gap)
 
 
+# What each graded measure is, in the reports' words (autotune.report.data.GRADED).
+GRADED_TITLES = {
+    "progress": ("progress", "the fraction of each task's subtasks (cubes, buttons, drawer, window) done at the "
+                             "episodes' ends, which grades runs that all score 0% success"),
+    "gained": ("gained progress", "only the subtasks the policy itself changed to done, counted from each "
+                                  "episode's start state (progress credits subtasks already done when the "
+                                  "episode starts; a policy that does nothing gains 0)"),
+}
+
+
 def _progress_lines(data: ComparisonData, base: str, reps: int, confidence: float, seed: int,
                     level: str) -> list[str]:
-    """The aggregate once more, scored by progress, where the runs recorded it."""
-    progress = data.progress_data()
-    if progress is None:
-        return []
-    graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
-    lines = ["## Aggregate progress over all tasks and seeds", "",
-             "Progress in %: the fraction of each task's subtasks (cubes, buttons, drawer, window) done at the "
-             "episodes' ends, which grades runs that all score 0% success. IQM and CI as above; the last "
-             f"column is the mean's difference from `{_md_escape(base)}` in percentage points, with its {level} "
-             "CI (seeds resampled within each task): the range of differences these runs cannot rule out.", "",
-             f"| approach | IQM | {level} CI | mean | vs {_md_escape(base)} [CI] |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {_md_escape(a)} | {_pct(graded[a]['iqm'])} | [{_pct(graded[a]['ci_low'])}, "
-              f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} | "
-              f"{_diff_cell(progress, a, base, reps, confidence, seed)} |" for a in data.approaches]
-    return lines + [""] + (_curve_lines(progress, reps, confidence, seed, "progress") if progress.curves else [])
+    """The aggregate once more, scored by progress and by gained progress, where the runs recorded them."""
+    lines: list[str] = []
+    for measure in GRADED:
+        graded_data = data.graded_data(measure)
+        if graded_data is None:
+            continue
+        name, what = GRADED_TITLES[measure]
+        graded = aggregate(graded_data, reps=reps, confidence=confidence, seed=seed)
+        lines += [f"## Aggregate {name} over all tasks and seeds", "",
+                  f"{name.capitalize()} in %: {what}. IQM and CI as above; the last column is the mean's "
+                  f"difference from `{_md_escape(base)}` in percentage points, with its {level} CI (seeds "
+                  "resampled within each task): the range of differences these runs cannot rule out.", "",
+                  f"| approach | IQM | {level} CI | mean | vs {_md_escape(base)} [CI] |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {_md_escape(a)} | {_pct(graded[a]['iqm'])} | [{_pct(graded[a]['ci_low'])}, "
+                  f"{_pct(graded[a]['ci_high'])}] | {_pct(graded[a]['mean'])} | "
+                  f"{_diff_cell(graded_data, a, base, reps, confidence, seed)} |" for a in data.approaches]
+        lines.append("")
+        if measure == "progress" and graded_data.curves:
+            lines += _curve_lines(graded_data, reps, confidence, seed, "progress")
+    return lines
 
 
 def detectable(data: ComparisonData, approach: str, base: str) -> float | None:
@@ -371,16 +386,20 @@ def rich_tables(data: ComparisonData, baseline: str | None = None, reps: int = 2
         t_task.add_row(escape(t), *cells)
 
     tables = [t_agg, t_task]
-    progress = data.progress_data()
-    if progress is not None:
-        graded = aggregate(progress, reps=reps, confidence=confidence, seed=seed)
-        t_prog = Table(title="Aggregate progress (%): the fraction of each task's subtasks done at the end")
+    titles = {"progress": "Aggregate progress (%): the fraction of each task's subtasks done at the end",
+              "gained": "Aggregate gained progress (%): subtasks the policy changed to done, from the start state"}
+    for measure in reversed(GRADED):  # inserted after the success table, progress first
+        graded_data = data.graded_data(measure)
+        if graded_data is None:
+            continue
+        graded = aggregate(graded_data, reps=reps, confidence=confidence, seed=seed)
+        t_prog = Table(title=titles[measure])
         for col in ("approach", "IQM", f"{level} CI", "mean", f"vs {escape(base)} (pp) \\[CI]"):
             t_prog.add_column(col, justify="left" if col == "approach" else "right")
         for a in data.approaches:
             g = graded[a]
             t_prog.add_row(escape(a), _pct(g["iqm"]), f"[{_pct(g['ci_low'])}, {_pct(g['ci_high'])}]", _pct(g["mean"]),
-                           escape(_diff_cell(progress, a, base, reps, confidence, seed)))
+                           escape(_diff_cell(graded_data, a, base, reps, confidence, seed)))
         tables.insert(1, t_prog)
     if tests:
         t_test = Table(title=f"Paired tests vs {escape(base)} ({len(data.tasks)} tasks)")

@@ -21,8 +21,10 @@
     Free-form, JSON-serialisable. The reports read these keys when present: ``command``
     (str, the command line that produced the data), ``profile`` (str), ``seeds``
     (list[int]), ``data_kind`` (``"official"``, ``"generated"``, or a comma-joined mix;
-    anything containing ``"generated"`` is flagged as not a real result). Other keys are
-    listed verbatim.
+    anything containing ``"generated"`` is flagged as not a real result), ``progress`` and
+    ``gained`` (per-seed scores shaped like ``scores``: subtasks done at the episodes' ends,
+    and only those the policy changed to done) with ``progress_curves``, ``episodes_per_score``
+    and ``collapse``. Other keys are listed verbatim.
 
 ``to_dict()`` / ``ComparisonData.from_dict(d)`` round-trip through JSON; ``save(path)`` and
 ``ComparisonData.load(path)`` do it on a file (written atomically). Construction validates
@@ -43,6 +45,9 @@ import numpy as np
 
 from tql.errors import ConfigError
 from tql.io import atomic_write_json
+
+# Scores in meta that grade runs that all fail (see ``ComparisonData.graded_data``).
+GRADED = ("progress", "gained")
 
 
 @dataclass
@@ -116,12 +121,21 @@ class ComparisonData:
     def progress_data(self) -> "ComparisonData | None":
         """The same comparison scored by progress (``meta["progress"]``: the mean fraction of each
         task's subtasks done at the episodes' ends), or None when the runs did not record it."""
-        progress = self.meta.get("progress")
-        if not progress:
+        return self.graded_data("progress")
+
+    def graded_data(self, measure: str) -> "ComparisonData | None":
+        """The same comparison scored by ``measure``: ``progress`` (subtasks done at the episodes'
+        ends) or ``gained`` (only those the policy changed to done, counted from each episode's
+        start state), with its curves where recorded; None when the runs did not record it."""
+        if measure not in GRADED:
+            raise ConfigError(f"graded measure {measure!r} is not one of: {', '.join(GRADED)}")
+        scores = self.meta.get(measure)
+        if not scores:
             return None
-        return ComparisonData(approaches=self.approaches, tasks=self.tasks, scores=progress, steps=self.steps,
-                              meta={k: v for k, v in self.meta.items() if k not in ("progress", "progress_curves")},
-                              curves=self.meta.get("progress_curves") or {})
+        drop = {key for m in GRADED for key in (m, f"{m}_curves")}
+        return ComparisonData(approaches=self.approaches, tasks=self.tasks, scores=scores, steps=self.steps,
+                              meta={k: v for k, v in self.meta.items() if k not in drop},
+                              curves=self.meta.get(f"{measure}_curves") or {})
 
     def n_seeds(self, task: str) -> int:
         return len(self.scores[self.approaches[0]][task])

@@ -3,7 +3,7 @@
 Approaches (each a way of choosing H̄ for a task without looking at its evaluation runs):
 
 - ``default``: the constant rho = 0.6 (H̄ = 0.6 log n), no tuning;
-- ``published``: the paper's per-domain targets per (layer, group) (DESIGN.md 3a): its
+- ``published``: the paper's per-domain targets per (layer, group) (docs/published.md): its
   manual tuning, counted at zero tuning cost (the paper does not report what it spent);
 - ``tuned``: the per-task best constant of a finished Optuna study (``--study``): the paper's
   "manual tuning"; its compute includes every step the study spent on these tasks;

@@ -228,7 +228,7 @@ def test_preset_table_counts_monotone_and_span():
         assert {"dim", "depth", "heads", "params"} <= row.keys()
         assert abs(row["params"] / _nominal(row["name"]) - 1) < 0.15, row
     published = [r for r in rows if "-" not in r["name"]]
-    # Published sizes (DESIGN.md 3a): depth 2, width 128 / 256 / 512 / 1024, heads 4 / 4 / 16 / 32.
+    # Published sizes (docs/published.md): depth 2, width 128 / 256 / 512 / 1024, heads 4 / 4 / 16 / 32.
     assert [(r["name"], r["dim"], r["depth"], r["heads"]) for r in published[1:]] == [
         ("0.4M", 128, 2, 4), ("1.6M", 256, 2, 4), ("7M", 512, 2, 16), ("26M", 1024, 2, 32)]
     assert all(PRESETS[r["name"]].head_hidden == r["dim"] // 2 for r in published)

@@ -13,19 +13,19 @@ from tql.tasks import get_task
 
 LOG_43 = math.log(43)
 
-# DESIGN.md 3a: the published targets as rho = H̄ / log n, (layer 0, layer 1), per domain.
-DESIGN_RHO = {"cube-double-play": (0.80, 0.66), "scene-play": (0.91, 0.78), "puzzle-3x3-play": (0.85, 0.73),
+# docs/published.md: the published targets as rho = H̄ / log n, (layer 0, layer 1), per domain.
+PUBLISHED_RHO = {"cube-double-play": (0.80, 0.66), "scene-play": (0.91, 0.78), "puzzle-3x3-play": (0.85, 0.73),
               "puzzle-4x4-play": (0.78, 0.67), "cube-triple-play": (0.89, 0.76)}
 
 
-@pytest.mark.parametrize("domain", list(DESIGN_RHO))
+@pytest.mark.parametrize("domain", list(PUBLISHED_RHO))
 def test_published_table_matches_design(domain):
     task = get_task(f"{domain}-singletask-task1-v0")
     table = published_targets(task.env_base, 2, task.max_entropy)
-    for layer, rho in enumerate(DESIGN_RHO[domain]):
+    for layer, rho in enumerate(PUBLISHED_RHO[domain]):
         assert table[layer][0] == table[layer][1]  # both token groups share a layer's target
         assert table[layer][0] / task.max_entropy == pytest.approx(rho, abs=0.005)
-    assert set(PUBLISHED_TARGETS) == {get_task(f"{d}-singletask-task1-v0").env_base for d in DESIGN_RHO}
+    assert set(PUBLISHED_TARGETS) == {get_task(f"{d}-singletask-task1-v0").env_base for d in PUBLISHED_RHO}
 
 
 def test_published_targets_spread_over_other_depths():

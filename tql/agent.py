@@ -2,7 +2,7 @@
 
 One update does, on one batch (as FQL does, all from the same pre-update parameters):
 - critic: TD loss to r + gamma * mask * mean_j Qtarget_j(s', clip(mu(s', z'))) (or min_j)
-  plus the entropy penalty mean_{l,g} sg(alpha) * (H̄ - H) (DESIGN.md sections 3, 3a);
+  plus the entropy penalty mean_{l,g} sg(alpha) * (H̄ - H) (docs/published.md);
 - temperatures: mean_{l,g} alpha * sg(H - H̄), in the critic's optimiser;
 - flow BC policy v(s, x_t, t): flow-matching loss toward a - x0;
 - one-step policy mu(s, z): alpha_fql * ||mu(s,z) - flow(s,z)||^2 - mean_j Q_j(s, clip(mu(s,z)));
@@ -36,7 +36,7 @@ PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("warmup_cosine", "constant")
 Q_AGGREGATIONS = ("mean", "min")
 
-# FQL's own optimiser and actor settings: the MLP critic baseline keeps them (DESIGN.md 3).
+# FQL's own optimiser and actor settings: the MLP critic baseline keeps them (docs/published.md).
 FQL_SETTINGS = dict(critic_lr=3e-4, actor_lr=3e-4, weight_decay=0.0, lr_schedule="constant",
                     actor_layer_norm=False)
 # The settings of tql-tune 0.1 (before TQL as published): a saved config without
@@ -47,7 +47,7 @@ LEGACY_SETTINGS = dict(weight_decay=0.0, lr_schedule="constant", actor_layer_nor
 
 @dataclass
 class AgentConfig:
-    """All agent hyperparameters. Defaults are TQL as published (DESIGN.md 3a) unless marked
+    """All agent hyperparameters. Defaults are TQL as published (docs/published.md) unless marked
     FQL or ours; ``critic='mlp'`` (``for_task``) takes FQL's optimiser settings instead."""
 
     critic: str = "tql"  # 'tql' (transformer) or 'mlp' (FQL baseline)
@@ -178,7 +178,7 @@ def _decayed_ids(module: nn.Module) -> set[int]:
 def decayed_parameter_names(module: nn.Module) -> set[str]:
     """Names of the parameters AdamW decays: weight matrices of linear layers and of the Q
     head ensembles; not biases, norms, embeddings, the [VALUE] token, the per-token input
-    projections or the temperatures (DESIGN.md 3a)."""
+    projections or the temperatures (docs/published.md)."""
     matrices = _decayed_ids(module)
     return {name for name, p in module.named_parameters() if id(p) in matrices}
 

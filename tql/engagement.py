@@ -1,6 +1,6 @@
 """When can H̄ change a run? The temperatures' path while attention sits above its targets.
 
-With the published control (DESIGN.md 3a) the temperature loss is ``alpha * sg(H - H̄)``.
+With the published control (docs/published.md) the temperature loss is ``alpha * sg(H - H̄)``.
 While every entropy H stays above its target, that loss's gradient in ``log_alpha`` has one
 sign, and Adam moves each ``log_alpha`` down by about its learning rate per update,
 whatever the size of the gap:

@@ -1,4 +1,4 @@
-"""Attention entropy control (DESIGN.md sections 3 and 3a).
+"""Attention entropy control (docs/published.md).
 
 Each (layer l, token group g) has a temperature alpha_{l,g}, tuned SAC-style toward its
 target entropy H̄_{l,g}:

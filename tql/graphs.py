@@ -1,7 +1,7 @@
 """One training step replayed from a CUDA graph: the update without Python or launch overhead.
 
 On a GPU a small agent's eager update is bound by Python and kernel launches, not by the
-GPU (DESIGN.md 3b: ~50 updates/s at 0.4M whatever the batch size). ``GraphedStep`` runs a
+GPU (docs/published.md: ~50 updates/s at 0.4M whatever the batch size). ``GraphedStep`` runs a
 step function (sample a batch on the device, draw the noise, losses, backward, fused Adam(W)
 with the schedule as device tensors, temperature clip, target EMA) eagerly for a few warm-up
 calls, captures one call into a CUDA graph, and from then on replays the graph. Replaying

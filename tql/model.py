@@ -1,4 +1,4 @@
-"""Critics: the TQL transformer critic and FQL's MLP critic (DESIGN.md section 3).
+"""Critics: the TQL transformer critic and FQL's MLP critic (docs/published.md).
 
 Both map ``(obs [B, obs_dim], act [B, act_dim])`` to ``(q [num_q, B], entropies [depth, 2])``
 so the agent treats them alike; the MLP critic has ``depth == 0`` and empty entropies.
@@ -58,7 +58,7 @@ VALUE_GROUP, OTHER_GROUP = 0, 1
 # Modality ids of the modality embedding.
 _STATE, _ACTION, _VALUE = 0, 1, 2
 
-# FQL's critic MLP (DESIGN.md section 3): 4 hidden layers of 512.
+# FQL's critic MLP (docs/published.md): 4 hidden layers of 512.
 FQL_HIDDEN, FQL_LAYERS = 512, 4
 
 
@@ -103,7 +103,7 @@ HEAD_ACTIVATIONS = ("relu", "gelu_ln")
 
 
 def _published(name: str, dim: int, heads: int) -> CriticSize:
-    """DESIGN.md 3a: depth 2, MLP ratio 4, Q heads of width dim/2 (two ReLU layers: the
+    """docs/published.md: depth 2, MLP ratio 4, Q heads of width dim/2 (two ReLU layers: the
     number of layers is ours), size grown by width."""
     return CriticSize(name, dim=dim, depth=2, heads=heads, head_hidden=dim // 2, head_layers=2)
 

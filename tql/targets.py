@@ -11,7 +11,7 @@ Either in nats (``H̄``) or as fractions ``rho = H̄ / log n`` of the maximum en
 that transfers across environments with different token counts n. Every table is checked
 once, where it enters: each entry in (0, log n] (or (0, 1] for rho), shape as above.
 
-The published per-domain targets (DESIGN.md 3a, the public TQL run scripts) are tables for a
+The published per-domain targets (docs/published.md, the public TQL run scripts) are tables for a
 depth-2 critic; ``published_targets`` spreads them over other depths linearly from the first
 to the last layer, the same rule a depth profile schedule follows.
 """
@@ -27,7 +27,7 @@ from tql.errors import ConfigError
 GROUPS = 2
 GROUP_NAMES = ("value", "other")
 
-# Nats, ((l0 value, l0 other), (l1 value, l1 other)), for a depth-2 critic (DESIGN.md 3a).
+# Nats, ((l0 value, l0 other), (l1 value, l1 other)), for a depth-2 critic (docs/published.md).
 PUBLISHED_TARGETS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "cube-double": ((3.0, 3.0), (2.5, 2.5)),
     "scene": ((3.5, 3.5), (3.0, 3.0)),

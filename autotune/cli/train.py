@@ -22,7 +22,7 @@ def train(
     steps: Optional[int] = typer.Option(None, help="training steps (default: the profile's)"),
     target_entropy: Optional[str] = typer.Option(None, "--target-entropy", help=TARGET_HELP),
     rho: Optional[str] = typer.Option(None, help="constant H̄ as a fraction of log n, in (0, 1]; same forms"),
-    targets: Optional[str] = typer.Option(None, help="published: the paper's per-domain targets (DESIGN.md 3a)"),
+    targets: Optional[str] = typer.Option(None, help="published: the paper's per-domain targets (docs/published.md)"),
     settings: str = typer.Option("published", help=SETTINGS_HELP),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP),

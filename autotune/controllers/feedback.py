@@ -13,7 +13,7 @@ Rule (documented in the README; every constant is a field of ``FeedbackRule``):
 - ``profile_offset`` (default 0: every layer at rho): a fixed depth profile moved as a whole.
   rho is then the first layer's, the last layer's is rho + profile_offset, the layers between
   linear; rho's bounds narrow so that both stay in [rho_min, rho_max], and the followed
-  schedule is a profile (version 2 file). Published targets fall with depth (DESIGN.md 3a:
+  schedule is a profile (version 2 file). Published targets fall with depth (docs/published.md:
   rho_last - rho_first about -0.13), a shape this one-signal rule cannot learn but can keep.
 """
 

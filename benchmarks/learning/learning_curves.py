@@ -1,6 +1,6 @@
 """Learning-curve sweep: where does success leave zero first, and after how many updates?
 
-For each task, the published TQL configuration (``targets='published'``, DESIGN.md 3a) and
+For each task, the published TQL configuration (``targets='published'``, docs/published.md) and
 FQL's MLP critic each train ``--seeds`` seeds as one batched population
 (``tql.batched.trials``), evaluated ``--evals`` times along the way. All populations train the
 same number of updates, so the curves of one task compare at equal steps.

@@ -3,7 +3,7 @@
 ``tql.batched.population`` stacks K agents' tensors to ``[K, *shape]``. Evaluating ``TQLAgent.losses``
 for all of them with ``torch.func.vmap`` over ``functional_call`` is exact but slow on a GPU:
 vmap leaves non-contiguous layouts behind and the profile is dominated by generic strided
-elementwise kernels (DESIGN.md 3b: K = 8 costs 5.8x one member's GPU time for 8x the work).
+elementwise kernels (docs/published.md: K = 8 costs 5.8x one member's GPU time for 8x the work).
 ``BatchedAgent`` computes the same losses and metrics with the member dim written out:
 
 - every linear layer is one ``baddbmm`` over the members, activations ``[K, rows, features]``

@@ -44,7 +44,7 @@ def test_a_spec_of_another_version_or_not_toml_fails_in_one_line(tmp_path):
         load_spec(newer)
     with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML"):
         load_spec(broken)
-    with pytest.raises(ConfigError, match=r"'.*missing.toml' not found \(see studies/\*.toml"):
+    with pytest.raises(ConfigError, match=r"'.*missing.toml' is neither a file nor a built-in spec; built-in: default, "):
         load_spec(tmp_path / "missing.toml")
 
 
@@ -82,7 +82,7 @@ def test_unreadable_and_missing_files(tmp_path):
     bad.write_text("[search\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_spec(bad)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="neither a file nor a built-in spec"):
         load_spec(tmp_path / "missing.toml")
 
 

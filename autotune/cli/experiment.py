@@ -11,11 +11,13 @@ import typer
 from rich.table import Table
 
 from autotune.cli.common import DATA_DIR_HELP, WORKERS_HELP, app, console
+from autotune.tuning.shipped import DEFAULT_EXPERIMENT
 
 
 @app.command()
 def experiment(
-    spec: Path = typer.Option(Path("studies/experiment.toml"), help="experiment spec TOML"),
+    spec: str = typer.Option(DEFAULT_EXPERIMENT, help="experiment spec: a built-in's name (experiment, "
+                             "experiment_engaged) or a TOML file"),
     budget_minutes: Optional[float] = typer.Option(None, help="size the steps per run to finish in this many "
                                                               "minutes on this machine (a few seconds' speed "
                                                               "probe); default: the spec's reference machine"),

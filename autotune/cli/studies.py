@@ -30,7 +30,8 @@ def run(
     workers: str = typer.Option("auto", help="local worker processes on the same studies: " + WORKERS_HELP),
     batch: str = typer.Option("auto", help="trials of a task trained together as one population (K trials x "
                                            "seeds members): a number >= 1, or auto (1 on a CPU, 8 on CUDA)"),
-    spec: Optional[Path] = typer.Option(None, help="study spec TOML (default: built-in, see studies/default.toml)"),
+    spec: Optional[str] = typer.Option(None, help="study spec: a built-in's name (default, gained, progress, knots, "
+                                       "layers, sharing) or a TOML file (default: the built-in default)"),
     steps: Optional[int] = typer.Option(None, help="training steps per run (default: the profile's)"),
     eval_every: Optional[int] = typer.Option(None, help="evaluate (and report to the pruner) every N steps"),
     eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation"),

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autotune.tuning.shipped import DEFAULT_EXPERIMENT, find_spec_file
 from autotune.tuning.spec import pop_version, read_toml
 from tql.errors import ConfigError
 from tql.trainer import PROFILES
 
 EXPERIMENT_VERSION = 1
-DEFAULT_EXPERIMENT = Path("studies/experiment.toml")
-SHIPPED_EXPERIMENT = Path(__file__).resolve().parents[1] / DEFAULT_EXPERIMENT
 APPROACHES = ("default", "published", "tuned", "layers", "population", "feedback", "transfer", "off", "fql")
 
 
@@ -171,12 +170,10 @@ _DRY_RUN_KEYS = ("tasks", "seeds", "approaches", "profile", "minutes", "evaluati
 
 
 def load_experiment(path: str | Path | None = None) -> ExperimentSpec:
-    """The spec in ``path`` (default ``studies/experiment.toml``); study spec paths in it are
-    relative to its folder."""
-    path = Path(path) if path is not None else DEFAULT_EXPERIMENT
-    if path == DEFAULT_EXPERIMENT and not path.is_file():
-        path = SHIPPED_EXPERIMENT  # outside a checkout's root: the copy beside the package
-    raw = read_toml(path, "experiment spec", f"the default is {DEFAULT_EXPERIMENT}")
+    """The spec in ``path``: a TOML file or a built-in spec's name (default: the built-in
+    ``experiment``); study spec names in it are files relative to its folder, else built-ins."""
+    path = find_spec_file(DEFAULT_EXPERIMENT if path is None else path, "experiment spec")
+    raw = read_toml(path, "experiment spec", f"the default is the built-in {DEFAULT_EXPERIMENT!r}")
     return experiment_from_dict(raw, source=str(path), folder=path.parent)
 
 
@@ -204,7 +201,7 @@ def experiment_from_dict(raw: dict, source: str = "dict", folder: Path = Path(".
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
     for key in ("tuned_spec", "layers_spec"):
-        values[key] = folder / values[key] if values.get(key) else None
+        values[key] = find_spec_file(values[key], f"{where}: {key}", folder) if values.get(key) else None
     values["tasks"], values["approaches"] = tuple(values["tasks"]), tuple(values["approaches"])
     spec = ExperimentSpec(**values)
     spec.validate()

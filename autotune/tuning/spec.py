@@ -147,13 +147,16 @@ _FIELDS = {
 
 
 def load_spec(path: str | Path | None) -> StudySpec:
-    """The spec in ``path`` (TOML), or the built-in default when ``path`` is None."""
+    """The spec in ``path`` (a TOML file, or a built-in spec's name such as ``gained``), or the
+    built-in default when ``path`` is None."""
     if path is None:
         spec = StudySpec()
         spec.validate()
         return spec
-    path = Path(path)
-    raw = read_toml(path, "study spec", "see studies/*.toml for examples")
+    from autotune.tuning.shipped import find_spec_file
+
+    path = find_spec_file(path, "study spec")
+    raw = read_toml(path, "study spec", "see the built-in specs for examples")
     return spec_from_dict(raw, source=str(path))
 
 

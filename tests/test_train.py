@@ -95,6 +95,40 @@ def test_resume_after_a_crash_continues_exactly_like_an_uninterrupted_run(tiny_d
         torch.testing.assert_close(resumed.agent.state_dict()[key], value, msg=key)
 
 
+def test_a_damaged_checkpoint_resumes_from_the_previous_one_or_stops_in_one_line(tiny_data_dir, tmp_path):
+    config = _config(tiny_data_dir, steps=20, eval_every=10)
+    train(config, tmp_path, progress=False)  # checkpoints at 10 and 20: the one at 10 is kept beside
+    checkpoint, previous = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
+    assert torch.load(previous, weights_only=False)["step"] == 10
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated, as by a full disk
+    longer = _config(tiny_data_dir, steps=30, eval_every=10)
+    class Heard:
+        def __init__(self):
+            self.lines = []
+
+        def print(self, text, *args, **kwargs):
+            self.lines.append(text)
+
+    heard = Heard()
+    resumed = Trainer(longer, tmp_path, console=heard, progress=False)
+    said = [line for line in heard.lines if "checkpoint" in line]
+    assert resumed.step == 10 and len(said) == 2  # the damage, then "resuming ... from step 10"
+    assert said[0].startswith(f"checkpoint {checkpoint} is damaged (") and "\n" not in said[0]
+    assert said[0].endswith("resuming from the previous one, checkpoint.prev.pt (step 10)")
+    resumed.run()
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["type"] == "train"] == [5, 10, 15, 20, 25,
+                                                                                                  30]
+    for path in (checkpoint, previous):  # now both damaged: one line, nothing deleted
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError) as caught:
+        Trainer(longer, tmp_path, progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {checkpoint} is damaged (") and "\n" not in message
+    assert message.endswith("start the run over with --fresh (fresh=True), or restore the file")
+    assert checkpoint.read_bytes() == b"not a checkpoint" and (tmp_path / "metrics.jsonl").exists()
+    assert train(longer, tmp_path, fresh=True, progress=False).steps == 30 and not previous.read_bytes().startswith(b"not")
+
+
 def test_more_steps_extend_a_finished_run(tiny_data_dir, tmp_path):
     train(_config(tiny_data_dir, steps=10), tmp_path, progress=False)
     result = train(_config(tiny_data_dir, steps=20), tmp_path, progress=False)

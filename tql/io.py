@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,11 +42,29 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def previous_path(path: str | Path) -> Path:
+    """Where ``atomic_torch_save(..., keep_previous=True)`` keeps the file it replaced:
+    ``checkpoint.pt`` -> ``checkpoint.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_torch_save(obj: Any, path: str | Path, keep_previous: bool = False) -> None:
+    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as
+    ``previous_path(path)`` (a hard link, so no moment passes without ``path``), a good copy to
+    fall back on should the new one ever be found damaged."""
     import torch
 
+    path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+        if keep_previous and path.exists():
+            with atomic_path(previous_path(path)) as link:
+                link.unlink()
+                try:
+                    os.link(path, link)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(path, link)
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

@@ -35,9 +35,10 @@ from tql.collapse import first_collapse
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
-from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
+from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
 from tql.batched.population import Population
 from tql.targets import target_table
+from tql.trainer.checkpoint import read_checkpoint
 from tql.trainer import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, eval_record,
                        frozen_target, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
                        set_tf32, warn_on)
@@ -167,6 +168,7 @@ class BatchTrainer:
         self.batch_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.checkpoint_path.unlink(missing_ok=True)
+            previous_path(self.checkpoint_path).unlink(missing_ok=True)
         resuming = self.checkpoint_path.exists()
         if resuming:
             self._load_checkpoint()
@@ -192,7 +194,7 @@ class BatchTrainer:
         state = {"step": self.step, "signature": self._signature(), "population": self.population.full_state(),
                  "members": [self._member_state(m) for m in self.members], "torch_rng": torch.get_rng_state(),
                  "wall_seconds": self._wall()}
-        atomic_torch_save(state, self.checkpoint_path)
+        atomic_torch_save(state, self.checkpoint_path, keep_previous=True)
 
     @staticmethod
     def _member_state(member: _Member) -> dict:
@@ -202,7 +204,7 @@ class BatchTrainer:
                 "diverged": None if diverged is None else [diverged.step, diverged.key, diverged.value]}
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(self.checkpoint_path, self.device, self._say)
         if state["signature"] != self._signature():
             raise ConfigError(f"{self.batch_dir} holds a batch of other members (configs or folders differ); "
                               "use another batch folder, or fresh=True to discard it")

@@ -10,8 +10,30 @@ from pathlib import Path
 import torch
 
 from tql.errors import ConfigError
-from tql.io import atomic_torch_save, atomic_write_json, read_jsonl, rewrite_jsonl
+from tql.io import atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
 from tql.trainer.config import check_resumable
+
+
+def read_checkpoint(path: Path, device, say) -> dict:
+    """The checkpoint in ``path``; if it is damaged (truncated, corrupt), the previous one kept
+    beside it (``tql.io.previous_path``), said in one line; if neither loads, one ConfigError
+    line naming the file and the way out. Nothing is deleted either way."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    previous = previous_path(path)
+    if previous.is_file():
+        try:
+            state = torch.load(previous, map_location=device, weights_only=False)
+        except Exception:
+            pass
+        else:
+            say(f"checkpoint {path} is damaged ({reason}); resuming from the previous one, {previous.name} "
+                f"(step {state['step']:,})")
+            return state
+    raise ConfigError(f"checkpoint {path} is damaged ({reason}) and no good previous checkpoint is kept beside it; "
+                      "start the run over with --fresh (fresh=True), or restore the file")
 
 
 class RunFiles:
@@ -35,7 +57,8 @@ class RunFiles:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.out_dir / "config.json"
         if fresh:
-            for path in (self.checkpoint_path, self.metrics_path, config_path, self.out_dir / "summary.json"):
+            for path in (self.checkpoint_path, previous_path(self.checkpoint_path), self.metrics_path, config_path,
+                         self.out_dir / "summary.json"):
                 path.unlink(missing_ok=True)
         if self.checkpoint_path.exists():
             saved = json.loads(config_path.read_text())
@@ -58,10 +81,10 @@ class RunFiles:
                  "hooks": self.hooks.state_dict(), "wall_seconds": self._wall(), **self._extra_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        atomic_torch_save(state, self.checkpoint_path)
+        atomic_torch_save(state, self.checkpoint_path, keep_previous=True)
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(self.checkpoint_path, self.device, self._say)
         self.agent.load_full_state(state["agent"])
         self.step, self.evals, self.wall_before = state["step"], state["evals"], state["wall_seconds"]
         torch.set_rng_state(state["torch_rng"])

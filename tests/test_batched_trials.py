@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 from tests.conftest import TINY_TASK
 from tests.test_cli import run_cli
-from tests.test_studies import _cli, _wait_for, load, run_args, show_json, storage_url, study  # noqa: F401
+from tests.test_studies import (SQLITE_ONLY, _cli, _wait_for, load, run_args, show_json,  # noqa: F401
+                                storage_url, study)
 
 TINY_TRAIN = dict(steps=20, eval_every=10, eval_episodes=1)
 
@@ -214,6 +215,7 @@ def test_a_trial_pruned_after_the_checkpoint_rides_along_the_resumed_batch_untou
     assert [r["step"] for r in _rows(trials[2].user_attrs["metrics"][0], "train")] == list(range(1, 21))
 
 
+@SQLITE_ONLY
 def test_killed_worker_batch_is_retried_from_the_population_checkpoint(monkeypatch, capsys, tiny_data_dir, tmp_path,
                                                                       storage_url, study):
     runs = tmp_path / "runs"
@@ -251,6 +253,7 @@ def test_killed_worker_batch_is_retried_from_the_population_checkpoint(monkeypat
     assert counts["complete"] == 4 and counts["retried"] == 2
 
 
+@SQLITE_ONLY
 def test_two_workers_with_batches_finish_exactly_n_trials(monkeypatch, capsys, tiny_data_dir, tmp_path, storage_url,
                                                           study):
     args = run_args(storage_url, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "5",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tql.errors import ConfigError
-from tql.evaluation import (EnvPool, achieved_subtasks, episode_progress, episode_seed, evaluate, gained_from,
+from tql.evaluation import (EnvPool, close_idle_envs, achieved_subtasks, episode_progress, episode_seed, evaluate, gained_from,
                             grading_goal, random_policy, run_episodes)
 from tql.tasks import TaskSpec, get_task
 
@@ -164,6 +164,7 @@ def expected_scripted(seed, episodes, limit):
 
 @pytest.fixture(autouse=True)
 def _reset_instances():
+    close_idle_envs()  # no env left by another test's pool
     ScriptedEnv.instances.clear()
 
 
@@ -232,7 +233,29 @@ def test_envs_closed_also_on_error():
     assert ScriptedEnv.instances and all(e.closed for e in ScriptedEnv.instances)
     ScriptedEnv.instances.clear()
     evaluate(zero_policy(2), SCRIPTED_TASK, episodes=3, num_envs=2, max_steps=2)
+    kept = list(ScriptedEnv.instances)  # a pool that ends well leaves its envs for the next one
+    assert len(kept) == 2 and not any(e.closed for e in kept)
+    evaluate(zero_policy(2), SCRIPTED_TASK, episodes=3, num_envs=3, max_steps=2)
+    assert ScriptedEnv.instances[:2] == kept and len(ScriptedEnv.instances) == 3  # took both, built one
+    close_idle_envs()
     assert all(e.closed for e in ScriptedEnv.instances)
+
+
+def test_envs_another_pool_ran_give_the_episodes_of_fresh_ones():
+    """A pool's envs go to the next pool of the process: an episode never depends on what its
+    env ran before, on a real OGBench env too (its reset and action sampler are seeded)."""
+    task = get_task("cube-double-play-singletask-task1-v0")
+    policy = lambda obs: np.tile(np.linspace(-0.8, 0.8, task.act_dim, dtype=np.float32), (len(obs), 1))  # noqa: E731
+    with EnvPool(task.env_name, 2) as pool:
+        fresh = run_episodes(policy, pool, task, episodes=3, seed=5, max_steps=40)
+        envs = list(pool.envs)
+        run_episodes(lambda obs: -policy(obs), pool, task, episodes=2, seed=9, max_steps=60)
+    with EnvPool(task.env_name, 2) as pool:
+        assert sorted(map(id, pool.envs)) == sorted(map(id, envs))  # the same two envs, reused
+        reused = run_episodes(policy, pool, task, episodes=3, seed=5, max_steps=40)
+    assert reused.returns == fresh.returns and reused.lengths == fresh.lengths  # bit for bit
+    assert reused.successes == fresh.successes and reused.subtasks == fresh.subtasks
+    assert reused.start_subtasks == fresh.start_subtasks
 
 
 def test_non_finite_actions_rejected():

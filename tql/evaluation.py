@@ -35,6 +35,7 @@ nothing gains 0; one that solves the task gains 1 (``gained_from``).
 
 from __future__ import annotations
 
+import atexit
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
@@ -160,12 +161,29 @@ def random_policy(act_dim: int, seed: int = 0) -> Policy:
     return policy
 
 
+# Envs of closed pools, per env name, that the next pool of this process takes before it
+# builds any: a study or comparison trains many runs one after another in one process.
+_IDLE_ENVS: dict[str, list] = {}
+
+
+@atexit.register
+def close_idle_envs() -> None:
+    """Close the envs closed pools left for the next pool of this process."""
+    for envs in _IDLE_ENVS.values():
+        while envs:
+            envs.pop().close()
+
+
 class EnvPool:
     """``num_envs`` instances of one gymnasium env, created once and closed together.
 
     Creating an OGBench env and its first reset (MuJoCo model compilation) take about 1 s
     of CPU per env (as long as ~800 env steps), so a trainer that evaluates often
-    can keep one pool and pass it to ``run_episodes``.
+    can keep one pool and pass it to ``run_episodes``; and a pool closes into a per-process
+    store of idle envs (at most ``DEFAULT_MAX_ENVS`` per env name) from which the next pool
+    of the same env takes its envs. That changes no result: every episode seeds its env's
+    reset and action sampler (``_start``), so it never depends on what the env ran before
+    (a test runs the same episodes on fresh and on reused envs).
     Usable as a context manager.
     """
 
@@ -173,9 +191,10 @@ class EnvPool:
         if num_envs < 1:
             raise ConfigError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         self.env_name = env_name
-        self.envs: list = []
+        idle = _IDLE_ENVS.setdefault(env_name, [])
+        self.envs: list = [idle.pop() for _ in range(min(num_envs, len(idle)))]
         try:
-            for _ in range(num_envs):
+            while len(self.envs) < num_envs:
                 self.envs.append(make_env(env_name))
         except BaseException:
             self.close()
@@ -185,13 +204,21 @@ class EnvPool:
         return len(self.envs)
 
     def close(self) -> None:
+        idle = _IDLE_ENVS.setdefault(self.env_name, [])
         while self.envs:
-            self.envs.pop().close()
+            env = self.envs.pop()
+            if len(idle) < DEFAULT_MAX_ENVS:
+                idle.append(env)
+            else:
+                env.close()
 
     def __enter__(self) -> EnvPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
+        if kind is not None:  # an error mid-episode: these envs are closed, not kept
+            while self.envs:
+                self.envs.pop().close()
         self.close()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from tql.agent import FQL_SETTINGS, LEGACY_SETTINGS, AgentConfig
 from tql.entropy import SHARINGS
 from tql.errors import ConfigError
-from tql.targets import GROUP_NAMES, Table, parse_targets
+from tql.targets import GROUP_NAMES, Table
 
 # Named sets of agent options: the published TQL configuration (the defaults), FQL's own
 # optimiser settings, and tql-tune 0.1's (alpha from 0.01 at lr 3e-4, sums, Adam 3e-4).
@@ -75,14 +75,6 @@ def agent_overrides(settings: str = "published", options: list[str] | None = Non
             raise ConfigError(f"agent option {option!r}: write KEY=VALUE with KEY one of: {', '.join(defaults)}")
         overrides[name] = _parse_value(name, text, defaults[name])
     return overrides
-
-
-def target_options(rho: str | None, target_entropy: str | None, targets: str | None) -> dict[str, Any]:
-    """``TrainConfig`` fields from ``--rho`` / ``--target-entropy`` text (3.0 | 3.0,2.5 |
-    3.0:2.8,2.5:2.4) and ``--targets``."""
-    return {"rho": None if rho is None else parse_targets(rho, "rho"),
-            "target_entropy": None if target_entropy is None else parse_targets(target_entropy),
-            "targets": targets}
 
 
 def describe_table(table: Table) -> str:

@@ -244,7 +244,7 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
     task, seed, success)`` hears each finished run; ``command`` is recorded in the data.
     ``workers``: processes training the runs side by side (``auto``: one per core on a CPU)."""
-    from autotune.approaches import ComparePlan, resolve_batch, run_comparison
+    from autotune.approaches import ComparePlan, batch_runs, run_comparison
     from autotune.forecast import studies_line
     from autotune.tuning.trials import resolve_workers
     from tql.tasks import resolve_tasks
@@ -259,7 +259,7 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        seeds=[100 + i for i in range(seeds)], profile=profile, study=study,
                        knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
-                       batch=resolve_batch(batch, device), agent=_agent_options(agent, temperature_sharing),
+                       batch=batch_runs(batch, device), agent=_agent_options(agent, temperature_sharing),
                        workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads))
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")

@@ -63,12 +63,12 @@ BUILTIN = ("default", "published", "tuned", "knots", "layers", "feedback", "popu
 BASELINE_AGENTS: dict[str, dict[str, Any]] = {"off": {"entropy_control": False}, "fql": {"critic": "mlp"}}
 
 
-def resolve_batch(value: str, device: str) -> bool:
+def batch_runs(value: str, device: str) -> bool:
     """``compare --batch``: on, off, or auto (on for CUDA devices, where it saves wall time)."""
     if value not in ("auto", "on", "off"):
         raise ConfigError(f"--batch {value!r} is not one of: auto, on, off")
     if value == "auto":
-        from autotune.tuning.trials import resolve_batch as trials_per_batch
+        from autotune.tuning.trials import trials_per_batch
 
         return trials_per_batch("auto", device) > 1
     return value == "on"

@@ -43,6 +43,7 @@ from typing import Any
 
 from tql.errors import ConfigError
 from tql.io import atomic_write_json
+from tql.targets import in_range
 from tql.targets import layer_profile
 from tql.trainer import TrainHooks
 
@@ -290,7 +291,7 @@ def _validated(schedule: Schedule, where: str = "schedule", prefix: str = "") ->
     def check_rho(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {prefix}{name}={value!r} must be a number")
-        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        if not in_range(value):
             raise ConfigError(f"{where}: {prefix}{name}={value!r} is outside (0, 1] (rho = H̄ / log n)")
 
     if schedule.kind == "profile":

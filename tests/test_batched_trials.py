@@ -314,10 +314,10 @@ def test_bad_batch_value_is_a_one_line_error(monkeypatch, capsys, tiny_data_dir,
 
 
 def test_batch_auto_is_one_on_a_cpu_and_eight_on_cuda():
-    from autotune.tuning.trials import resolve_batch
+    from autotune.tuning.trials import trials_per_batch
 
-    assert resolve_batch("auto", "cpu") == 1 and resolve_batch("auto", "cuda:0") == 8 and resolve_batch("3", "cpu") == 3
-    assert resolve_batch("auto", "auto") == (8 if torch.cuda.is_available() else 1)
+    assert trials_per_batch("auto", "cpu") == 1 and trials_per_batch("auto", "cuda:0") == 8 and trials_per_batch("3", "cpu") == 3
+    assert trials_per_batch("auto", "auto") == (8 if torch.cuda.is_available() else 1)
 
 
 def test_compare_batched_gives_the_one_by_one_numbers_and_reuses_finished_runs(monkeypatch, capsys, tiny_data_dir,

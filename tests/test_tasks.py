@@ -8,8 +8,8 @@ import pytest
 
 import tql.tasks as tasks_module
 from tql.errors import ConfigError, UnknownTaskError
-from tql.tasks import (PAPER_DOMAINS, check_rho, check_target_entropy, get_task, paper_task_names,
-                       resolve_tasks)
+from tql.targets import in_range, rho_table, target_table
+from tql.tasks import PAPER_DOMAINS, get_task, paper_task_names, resolve_tasks
 
 
 def test_all_resolves_to_the_papers_25_tasks():
@@ -94,10 +94,12 @@ def test_unknown_tasks_name_the_value_and_the_choices(bad):
 
 def test_target_entropy_bounds():
     task = get_task("cube-double-play-singletask-task1-v0")
-    assert check_target_entropy(task.max_entropy, task) == pytest.approx(task.max_entropy)
-    for bad in (0.0, -1.0, task.max_entropy + 0.01, float("nan")):
-        with pytest.raises(ConfigError, match="outside"):
-            check_target_entropy(bad, task)
+    assert target_table(task.max_entropy, 2, task.max_entropy) == [[pytest.approx(task.max_entropy)] * 2] * 2
+    for bad in (0.0, -1.0, task.max_entropy + 0.01, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"^target entropy .* is outside \(0, log n\]"):
+            target_table(bad, 2, task.max_entropy)
+        assert not in_range(bad, task.max_entropy)
     assert task.target_entropy(0.5) == pytest.approx(0.5 * math.log(43))
-    with pytest.raises(ConfigError, match="rho"):
-        check_rho(1.5)
+    with pytest.raises(ConfigError, match=r"^rho 1.5 is outside \(0, 1\]"):
+        rho_table(1.5, 2, task.max_entropy)
+    assert in_range(1.0) and not in_range(1.5) and not in_range(0.0)

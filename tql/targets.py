@@ -77,10 +77,16 @@ def check_table(table: Table, max_entropy: float, what: str = "target entropy") 
                                                   "give it as a fraction of log n")
 
 
+def in_range(value: float, high: float = 1.0) -> bool:
+    """The one range check of a target: H̄ in (0, log n] (``high`` = log n), rho = H̄ / log n in
+    (0, 1] (the default). 0 would ask for one-hot attention; ``high`` is uniform."""
+    return math.isfinite(value) and 0.0 < value <= high + 1e-6
+
+
 def _check_range(table: Table, high: float, what: str, valid: str) -> Table:
     for layer, row in enumerate(table):
         for group, value in enumerate(row):
-            if not (0.0 < value <= high + 1e-6) or math.isnan(value):
+            if not in_range(value, high):
                 where = f" at layer {layer} ({GROUP_NAMES[group]})" if _varies(table) else ""
                 raise ConfigError(f"{what} {value!r}{where} is outside {valid}")
     return table

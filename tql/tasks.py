@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from tql.envs import make_env
-from tql.errors import ConfigError, UnknownTaskError
+from tql.errors import UnknownTaskError
 
 PAPER_DOMAINS = (
     "cube-double-play",
@@ -190,19 +190,3 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
     if not tasks:
         raise UnknownTaskError(f"no task given in {spec!r}; {_valid_choices_hint()}")
     return list(dict.fromkeys(tasks))
-
-
-def check_target_entropy(target: float, task: TaskSpec) -> float:
-    """H̄ must lie in (0, log n]: 0 would ask for one-hot attention, log n is uniform."""
-    if not (0.0 < target <= task.max_entropy + 1e-9) or math.isnan(target):
-        raise ConfigError(
-            f"target entropy {target!r} is outside (0, log n] = (0, {task.max_entropy:.4f}] for "
-            f"{task.name} (n={task.n_tokens} tokens); use --rho in (0, 1] to give it as a fraction"
-        )
-    return float(target)
-
-
-def check_rho(rho: float) -> float:
-    if not (0.0 < rho <= 1.0) or math.isnan(rho):
-        raise ConfigError(f"rho {rho!r} is outside (0, 1]; H̄ = rho * log n must lie in (0, log n]")
-    return float(rho)

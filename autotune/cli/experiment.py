@@ -39,9 +39,9 @@ def experiment(
     """Run the experiment of studies/experiment.toml: every approach to H̄ on the same tasks,
     seeds and steps per run; re-running the command with the same OUT resumes it."""
     from autotune.experiment import plan as ex
-    from autotune.approaches import resolve_batch as compare_batch
+    from autotune.approaches import batch_runs as compare_batch
     from autotune.experiment.spec import load_experiment
-    from autotune.tuning.trials import resolve_batch as study_batch
+    from autotune.tuning.trials import trials_per_batch as study_batch
 
     experiment_spec = load_experiment(spec)
     if dry_run:

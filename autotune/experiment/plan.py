@@ -267,7 +267,7 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
 
 def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str, str, int, float], None] | None):
     """Every approach on every task and seed; returns compare's ComparisonData."""
-    from autotune.approaches import ComparePlan, resolve_batch, run_comparison
+    from autotune.approaches import ComparePlan, batch_runs, run_comparison
 
     compare_plan = ComparePlan(tasks=plan.tasks, approaches=plan.approaches,
                                seeds=[100 + i for i in range(plan.spec.seeds)], out_dir=settings.out,
@@ -275,7 +275,7 @@ def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str,
                                layers_study=STUDY_NAMES["layers"], storage=storage_url(settings),
                                train_overrides=plan.train_overrides(), data_dir=settings.data_dir,
                                device=settings.device, threads=settings.threads,
-                               batch=resolve_batch("auto", settings.device), agent=dict(plan.spec.agent),
+                               batch=batch_runs("auto", settings.device), agent=dict(plan.spec.agent),
                                workers=settings.compare_workers(plan.spec))
     return run_comparison(compare_plan, on_run=on_run)
 

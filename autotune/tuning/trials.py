@@ -64,7 +64,7 @@ class RunPlan:
             raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
         if self.spec.sharing and self.batch == "auto":
             self.batch = 1  # a batch's members share one temperature layout
-        self.batch = resolve_batch(self.batch, self.device)
+        self.batch = trials_per_batch(self.batch, self.device)
         budget = self.spec.budget(self.profile)
         self.trials = self.trials if self.trials is not None else budget.trials
         self.seeds = self.seeds if self.seeds is not None else budget.seeds
@@ -105,7 +105,7 @@ class RunPlan:
 BATCH_AUTO = {"cpu": 1, "cuda": 8}  # --batch auto: on a CPU a population is compute-bound, so no gain
 
 
-def resolve_batch(value: int | str, device: str) -> int:
+def trials_per_batch(value: int | str, device: str) -> int:
     """``--batch``: a number of trials >= 1, or 'auto' (1 on a CPU, 8 on CUDA, from ``device``)."""
     if value == "auto":
         return BATCH_AUTO["cuda" if _on_cuda(device) else "cpu"]

@@ -271,6 +271,50 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
     return write_comparison(data, out, reps)
 
 
+@dataclass
+class LeaveOneOut:
+    """What ``lodo`` made: the schedule pooled without the held-out domain, its file, the study's
+    tasks that tied (H̄ did not change their trials), and the comparison on the held-out tasks."""
+
+    schedule: Any
+    schedule_path: Path
+    ties: list
+    comparison: Comparison
+
+
+def lodo(holdout: str, *, study: str, storage: str | None = None, seeds: int = 3, profile: str = "smoke",
+         steps: int | None = None, eval_every: int | None = None, eval_episodes: int | None = None,
+         out: str | Path = "runs/lodo", data_dir: str | Path = "data", threads: int | None = None,
+         device: str = "auto", precision: str = "fp32", batch: str = "auto", workers: int | str = "auto",
+         reps: int = 2000, on_run: Callable[[str, str, int, float], None] | None = None,
+         command: str | None = None, say: Say | None = None) -> LeaveOneOut:
+    """`tql-tune lodo`: pool the constant-rho ``study``'s schedules of the other domains (no
+    tuning on ``holdout``), save it to ``out/schedule-without-HOLDOUT.json``, then ``compare``
+    it (``transfer``) with ``default`` on the held-out domain's tasks."""
+    from autotune.report.summary import summarize
+    from autotune.transfer import leave_one_domain_out
+    from rich.markup import escape
+
+    from autotune.tuning.ties import tie_warning, tied_tasks
+    from tql.agent import AgentConfig
+
+    AgentConfig().replace(precision=precision)  # a bad value fails before the schedule is written
+    summary = summarize(storage, study)
+    schedule = leave_one_domain_out(summary, holdout)
+    path = schedule.save(Path(out) / f"schedule-without-{holdout}.json")
+    (say or _quiet)(f"learned without {holdout}: {schedule.describe()} from "
+                    f"{', '.join(schedule.meta['pooled_from'])} -> {path}")
+    ties = tied_tasks(summary, schedule.meta.get("ties", []))
+    warning = tie_warning(ties)
+    if warning and say is not None:
+        say(f"[yellow]{escape(warning)}")
+    comparison = compare(holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study,
+                         storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+                         data_dir=data_dir, threads=threads, device=device, precision=precision, reps=reps,
+                         batch=batch, workers=workers, on_run=on_run, command=command, say=say)
+    return LeaveOneOut(schedule, path, ties, comparison)
+
+
 def write_comparison(data: Any, out: str | Path, reps: int = 2000) -> Comparison:
     """A comparison's files in ``out``: data.json with the rliable statistics, report.md,
     report.png and report_curves.png (`compare` and `experiment` write the same)."""

@@ -30,7 +30,7 @@ RENAMED = {"compile_loss": "compile", "no_entropy_control": "entropy_control", "
 # progress display, which the caller builds (``progress=``).
 PAIRS = [(cli_studies.run, api.study_plan, ("quiet",)), (cli_studies.export, api.export_schedule, ()),
          (cli_studies.show, api.study_summary, ()), (cli_train.train, api.train, ()),
-         (cli_compare.compare, api.compare, ())]
+         (cli_compare.compare, api.compare, ()), (cli_compare.lodo, api.lodo, ())]
 
 
 def doc_examples() -> str:

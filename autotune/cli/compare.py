@@ -95,27 +95,25 @@ def lodo(
     out: Path = typer.Option(Path("runs/lodo"), help="folder for the schedule, runs and report"),
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    reps: int = typer.Option(2000, help="bootstrap resamples"),
     batch: str = typer.Option("auto", help="train each held-out task's runs (both approaches, every seed) as one "
                                            "population: on, off, auto (on for CUDA)"),
     workers: str = typer.Option("auto", help="processes training the runs side by side: " + WORKERS_HELP),
 ) -> None:
     """Leave one domain out: pool the study's schedules of four domains, evaluate on the fifth
     against the default constant (no tuning on the held-out domain)."""
-    from autotune.report.summary import summarize
-    from autotune.tuning.ties import say_ties, tied_tasks
-    from autotune.transfer import leave_one_domain_out
-    from tql.agent import AgentConfig
+    import shlex
 
-    AgentConfig().replace(precision=precision)  # a bad value fails before the schedule is written
-    summary = summarize(storage, study)
-    schedule = leave_one_domain_out(summary, holdout)
-    path = schedule.save(out / f"schedule-without-{holdout}.json")
-    console.print(f"learned without {holdout}: {schedule.describe()} from {', '.join(schedule.meta['pooled_from'])} "
-                  f"-> {path}")
-    say_ties(console, tied_tasks(summary, schedule.meta.get("ties", [])))
-    compare(tasks=holdout, approaches="default,transfer", seeds=seeds, profile=profile, study=study, knots_study=None,
-            layers_study=None, storage=storage, steps=steps, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
-            data_dir=data_dir, threads=threads, device="auto", precision=precision, cuda_graph="auto",
-            compile_loss=None, tf32=True, reps=2000, batch=batch, workers=workers, agent=[],
-            temperature_sharing=None, collapse_alarm=None)
+    from autotune import api
+
+    def said(approach: str, task: str, seed: int, value: float) -> None:
+        console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)
+
+    result = api.lodo(holdout, study=study, storage=storage, seeds=seeds, profile=profile, steps=steps,
+                      eval_every=eval_every, eval_episodes=eval_episodes, out=out, data_dir=data_dir,
+                      threads=threads, device=device, precision=precision, batch=batch, workers=workers, reps=reps,
+                      on_run=said, command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                      say=console.print)
+    print_comparison(result.comparison, reps)

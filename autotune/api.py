@@ -1,5 +1,5 @@
-"""The Python API: what `tql-tune run`, `show`, `export`, `train` and `compare` do, with the same
-defaults, callable from a script or a notebook. The CLI (``autotune.cli``) parses its options,
+"""The Python API: what `tql-tune run`, `show`, `export`, `train`, `compare`, `lodo` and
+`experiment` do, with the same defaults, callable from a script or a notebook. The CLI (``autotune.cli``) parses its options,
 calls these and draws the terminal; nothing else happens there.
 
 Messages go to ``say``, one line at a time, some with rich markup (a rich console's ``print``
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from autotune.tuning.shipped import DEFAULT_EXPERIMENT
 from autotune.tuning.trials import DEFAULT_STUDY
 from tql.errors import TQLError
 
@@ -313,6 +314,96 @@ def lodo(holdout: str, *, study: str, storage: str | None = None, seeds: int = 3
                          data_dir=data_dir, threads=threads, device=device, precision=precision, reps=reps,
                          batch=batch, workers=workers, on_run=on_run, command=command, say=say)
     return LeaveOneOut(schedule, path, ties, comparison)
+
+
+@dataclass
+class Experiment:
+    """What ``experiment`` made: its plan (``autotune.experiment.plan.ExperimentPlan``: steps per
+    run, phases, estimates), whether it resumed a saved plan, and the comparison (None with
+    ``plan_only``)."""
+
+    plan: Any
+    resumed: bool
+    comparison: Comparison | None
+
+
+def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float | None = None, dry_run: bool = False,
+               plan_only: bool = False, tasks: str | None = None, seeds: int | None = None,
+               out: str | Path | None = None, data_dir: str | Path | None = None, device: str = "auto",
+               threads: int | None = None, workers: int | str = "auto", reps: int = 2000,
+               on_plan: Callable[[Any], None] | None = None,
+               on_run: Callable[[str, str, int, float], None] | None = None,
+               command: str | None = None, say: Say | None = None) -> Experiment:
+    """`tql-tune experiment`: data, the studies the approaches read, then every approach on the
+    same tasks, seeds and steps per run, sized to ``budget_minutes`` on this machine (a few
+    seconds' probe) or to the spec's reference machine; re-running with the same ``out``
+    resumes. ``spec``: a built-in's name or a TOML file. ``on_plan(plan)`` hears the sized plan
+    before any training (the CLI draws it); with ``plan_only`` nothing else happens."""
+    from autotune.approaches import batch_runs
+    from autotune.experiment import plan as ex
+    from autotune.experiment.spec import load_experiment
+    from autotune.tuning.trials import trials_per_batch
+    from tql.trainer.config import resolve_device
+
+    say = say or _quiet
+    spec_ = load_experiment(spec)
+    if dry_run:
+        spec_ = spec_.for_dry_run()
+    if tasks is not None:
+        spec_ = spec_.replace(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
+    if seeds is not None:
+        spec_ = spec_.replace(seeds=seeds)
+    if dry_run and budget_minutes is None:
+        budget_minutes = spec_.minutes
+    ex.check_budget(budget_minutes)  # every option is checked before the machine is measured
+    resolve_device(device)
+    out = Path(out) if out is not None else Path("runs/experiment-dry-run" if dry_run else "runs/experiment")
+    settings = ex.Settings(out=out, data_dir=Path(data_dir) if data_dir is not None else (
+        out / "data" if dry_run else Path("data")), device=device, threads=threads, workers=workers)
+    side_by_side = settings.compare_workers(spec_)  # a bad workers value fails here, before any work
+    inputs = ex.plan_inputs(spec_, budget_minutes, dry_run, device)
+    saved = None if plan_only else ex.saved_plan(out, inputs)
+    n_missing = len(ex.missing_domains(spec_, settings.data_dir))
+    batching = dict(study_batch=trials_per_batch("auto", device), compare_batched=batch_runs("auto", device))
+    if saved is not None:
+        plan = ex.replan(spec_, saved, n_missing, **batching)
+        say(f"resuming the experiment planned in {out / ex.PLAN_FILE}: {plan.steps} steps per run")
+    else:
+        here = None
+        if budget_minutes is not None:
+            from autotune.experiment.probe import probe_machine
+
+            say("measuring this machine (a few seconds"
+                f"{f', {side_by_side} runs side by side' if side_by_side > 1 else ''}) ...")
+            here = probe_machine(spec_.task_specs()[0], spec_.profile, device, threads, workers=side_by_side)
+        plan = ex.plan_experiment(spec_, here, budget_minutes, n_missing, **batching)
+    if on_plan is not None:
+        on_plan(plan)
+    for note in plan.notes:
+        say(escape_markup(note))
+    if plan_only:
+        return Experiment(plan, saved is not None, None)
+    record = plan.to_dict(inputs)
+    if saved is not None:
+        record["measured_minutes"] = saved.get("measured_minutes", {})
+    ex.save_plan(out, record)
+
+    def measured(phase: str, minutes: float) -> None:
+        record["measured_minutes"][phase] = round(record["measured_minutes"].get(phase, 0.0) + minutes, 2)
+        ex.save_plan(out, record)
+
+    data = ex.run_experiment(plan, settings, measured, say=say, on_run=on_run)
+    if command is not None:
+        data.meta["command"] = command
+    data.meta["experiment"] = inputs
+    return Experiment(plan, saved is not None, write_comparison(data, out, reps))
+
+
+def escape_markup(text: str) -> str:
+    """``text`` shown as written by a rich console's ``print`` (``say``)."""
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def write_comparison(data: Any, out: str | Path, reps: int = 2000) -> Comparison:

@@ -16,6 +16,7 @@ import pytest
 from autotune import api
 from autotune.schedules import Schedule
 from autotune.cli import compare as cli_compare
+from autotune.cli import experiment as cli_experiment
 from autotune.cli import studies as cli_studies
 from autotune.cli import train as cli_train
 from tql.errors import ConfigError, TQLError
@@ -30,7 +31,8 @@ RENAMED = {"compile_loss": "compile", "no_entropy_control": "entropy_control", "
 # progress display, which the caller builds (``progress=``).
 PAIRS = [(cli_studies.run, api.study_plan, ("quiet",)), (cli_studies.export, api.export_schedule, ()),
          (cli_studies.show, api.study_summary, ()), (cli_train.train, api.train, ()),
-         (cli_compare.compare, api.compare, ()), (cli_compare.lodo, api.lodo, ())]
+         (cli_compare.compare, api.compare, ()), (cli_compare.lodo, api.lodo, ()),
+         (cli_experiment.experiment, api.experiment, ())]
 
 
 def doc_examples() -> str:

@@ -146,6 +146,24 @@ def test_a_budget_too_small_for_min_steps_is_refused_with_what_it_needs():
         plan_experiment(spec, CPU, -1, 0, 1, False)
 
 
+@pytest.mark.parametrize("option, said", [
+    (["--budget-minutes", "-1"], "--budget-minutes -1.0 must be > 0"),
+    (["--budget-minutes", "5", "--device", "gpu0"], "bad device 'gpu0'; valid: auto, cpu, cuda, cuda:N"),
+    (["--budget-minutes", "5", "--workers", "none"], "--workers"),
+])
+def test_experiment_checks_every_option_before_it_measures_the_machine(option, said, tmp_path, monkeypatch, capsys):
+    import autotune.experiment.probe
+    from tests.test_cli import run_cli
+
+    def probed(*args, **kwargs):
+        raise AssertionError("the machine was measured before a bad option was refused")
+
+    monkeypatch.setattr(autotune.experiment.probe, "probe_machine", probed)
+    code, out, err = run_cli(monkeypatch, capsys, "experiment", "--plan-only", "--out", str(tmp_path / "x"), *option)
+    assert code == 2 and "measuring" not in out, out + err
+    assert said in " ".join(err.split()) and not (tmp_path / "x").exists()
+
+
 def test_transfer_is_left_out_with_a_note_when_the_tasks_share_one_domain():
     spec = load_experiment(SPEC).replace(tasks=("cube-double-play-singletask-task1-v0",
                                                 "cube-double-play-singletask-task2-v0"))

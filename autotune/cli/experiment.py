@@ -36,62 +36,23 @@ def experiment(
                                              "side: " + WORKERS_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples of the report"),
 ) -> None:
-    """Run the experiment of studies/experiment.toml: every approach to H̄ on the same tasks,
-    seeds and steps per run; re-running the command with the same OUT resumes it."""
-    from autotune.experiment import plan as ex
-    from autotune.approaches import batch_runs as compare_batch
-    from autotune.experiment.spec import load_experiment
-    from autotune.tuning.trials import trials_per_batch as study_batch
-
-    experiment_spec = load_experiment(spec)
-    if dry_run:
-        experiment_spec = experiment_spec.for_dry_run()
-    if tasks is not None:
-        experiment_spec = experiment_spec.replace(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
-    if seeds is not None:
-        experiment_spec = experiment_spec.replace(seeds=seeds)
-    if dry_run and budget_minutes is None:
-        budget_minutes = experiment_spec.minutes
-    out = out or Path("runs/experiment-dry-run" if dry_run else "runs/experiment")
-    settings = ex.Settings(out=out, data_dir=data_dir or (out / "data" if dry_run else Path("data")), device=device,
-                           threads=threads, workers=workers)
-    side_by_side = settings.compare_workers(experiment_spec)  # a bad --workers fails here, before any work
-    inputs = ex.plan_inputs(experiment_spec, budget_minutes, dry_run, device)
-    saved = None if plan_only else ex.saved_plan(out, inputs)
-    n_missing = len(ex.missing_domains(experiment_spec, settings.data_dir))
-    batching = dict(study_batch=study_batch("auto", device), compare_batched=compare_batch("auto", device))
-    if saved is not None:
-        plan = ex.replan(experiment_spec, saved, n_missing, **batching)
-        console.print(f"resuming the experiment planned in {out / ex.PLAN_FILE}: {plan.steps} steps per run")
-    else:
-        here = None
-        if budget_minutes is not None:
-            from autotune.experiment.probe import probe_machine
-
-            console.print("measuring this machine (a few seconds"
-                          f"{f', {side_by_side} runs side by side' if side_by_side > 1 else ''}) ...")
-            here = probe_machine(experiment_spec.task_specs()[0], experiment_spec.profile, device, threads,
-                                 workers=side_by_side)
-        plan = ex.plan_experiment(experiment_spec, here, budget_minutes, n_missing, **batching)
-    console.print(plan_table(plan))
-    for note in plan.notes:
-        console.print(note, markup=False)
-    if plan_only:
-        return
-    record = plan.to_dict(inputs)
-    if saved is not None:
-        record["measured_minutes"] = saved.get("measured_minutes", {})
-    ex.save_plan(out, record)
-
-    def measured(phase: str, minutes: float) -> None:
-        record["measured_minutes"][phase] = round(record["measured_minutes"].get(phase, 0.0) + minutes, 2)
-        ex.save_plan(out, record)
+    """Run an experiment (the built-in spec `experiment` by default): every approach to H̄ on the
+    same tasks, seeds and steps per run; re-running the command with the same OUT resumes it."""
+    from autotune import api
+    from autotune.cli.compare import print_comparison
 
     def said(approach: str, task: str, seed: int, value: float) -> None:
         console.print(f"{approach:>10} {task} seed {seed}: success {100 * value:.0f}%", highlight=False)
 
-    data = ex.run_experiment(plan, settings, measured, say=console.print, on_run=said)
-    _write_report(data, out, reps, inputs)
+    result = api.experiment(spec, budget_minutes=budget_minutes, dry_run=dry_run, plan_only=plan_only, tasks=tasks,
+                            seeds=seeds, out=out, data_dir=data_dir, device=device, threads=threads,
+                            workers=workers, reps=reps, on_plan=lambda plan: console.print(plan_table(plan)),
+                            on_run=said, command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                            say=console.print)
+    if result.comparison is not None:
+        print_comparison(result.comparison, reps)
+        out_dir = result.comparison.files[-1].parent
+        console.print(f"the plan, its estimates and each phase's measured minutes: {out_dir / 'plan.json'}")
 
 
 def plan_table(plan) -> Table:
@@ -113,14 +74,3 @@ def plan_table(plan) -> Table:
     table.add_row("total", "", "", "", "-" if here is None else f"{sum(here):.1f}", f"{sum(reference):.1f}",
                   style="bold")
     return table
-
-
-def _write_report(data, out: Path, reps: int, inputs: dict) -> None:
-    """Compare's outputs (``autotune.api.write_comparison``), plus what planned the experiment."""
-    from autotune.api import write_comparison
-    from autotune.cli.compare import print_comparison
-
-    data.meta["command"] = "tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    data.meta["experiment"] = inputs
-    print_comparison(write_comparison(data, out, reps), reps)
-    console.print(f"the plan, its estimates and each phase's measured minutes: {out / 'plan.json'}")

@@ -131,8 +131,7 @@ def plan_experiment(spec: ExperimentSpec, here: Machine | None, budget_minutes: 
                     n_missing: int, study_batch: int, compare_batched: bool) -> ExperimentPlan:
     """Size the steps per run: for ``here`` in ``budget_minutes``, or (``here`` None) for the
     reference machine in the spec's minutes."""
-    if budget_minutes is not None and not budget_minutes > 0:
-        raise ConfigError(f"--budget-minutes {budget_minutes!r} must be > 0")
+    check_budget(budget_minutes)
     tasks, approaches, notes, phases, reference = _work(spec, here, n_missing, study_batch, compare_batched)
     machine = spec.reference if here is None else here
     minutes = budget_minutes if budget_minutes is not None else spec.minutes
@@ -173,6 +172,12 @@ def engagement_note(plan: ExperimentPlan) -> str:
     return (f"H̄ cannot change these runs: on {config.task} the control is predicted to engage only in runs of "
             f">= {needed:,} updates, not {plan.steps:,} (the plan at that length: ~{minutes:,.0f} minutes"
             f"{'' if plan.here is None else ' here'}){fix}")
+
+
+def check_budget(budget_minutes: float | None) -> None:
+    """A time budget in minutes: None (the spec's reference machine) or a number > 0."""
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise ConfigError(f"--budget-minutes {budget_minutes!r} must be > 0")
 
 
 def plan_inputs(spec: ExperimentSpec, budget_minutes: float | None, dry_run: bool, device: str) -> dict[str, Any]:

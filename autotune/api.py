@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 from autotune.tuning.shipped import DEFAULT_EXPERIMENT
 from autotune.tuning.trials import DEFAULT_STUDY
 from tql.errors import TQLError
@@ -45,10 +46,10 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                batch: str | int = "auto",
                spec: str | Path | None = None, steps: int | None = None, eval_every: int | None = None,
                eval_episodes: int | None = None, data_dir: str | Path = "data", data_kind: str = "auto",
-               make_data: bool = True, runs_dir: str | Path = "runs/studies", device: str = "auto",
+               make_data: bool = True, runs_dir: str | Path = RUNS_DIR, device: str = "auto",
                threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
-               compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = 30.0,
-               grace_period: float = 120.0, agent: Sequence[str] | dict[str, Any] = (),
+               compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = HEARTBEAT_INTERVAL,
+               grace_period: float = GRACE_PERIOD, agent: Sequence[str] | dict[str, Any] = (),
                temperature_sharing: str | None = None, collapse_alarm: float | None = None):
     """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
     before any study or file is written). The keywords are the command's options; ``agent``

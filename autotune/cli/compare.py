@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
-                                 DATA_DIR_HELP, PRECISION_HELP, SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP,
-                                 app, console)
+                                 DATA_DIR_HELP, DEVICE_OPTION, PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
+                                 TF32_OPTION, WORKERS_HELP, app, console)
 
 
 @app.command()
@@ -32,7 +32,7 @@ def compare(
     out: Path = typer.Option(Path("runs/compare"), help="folder for runs, report.md, report.png, data.json"),
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    device: str = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     cuda_graph: str = CUDA_GRAPH_OPTION,
     compile_loss: Optional[bool] = COMPILE_OPTION,
@@ -95,7 +95,7 @@ def lodo(
     out: Path = typer.Option(Path("runs/lodo"), help="folder for the schedule, runs and report"),
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    device: str = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples"),
     batch: str = typer.Option("auto", help="train each held-out task's runs (both approaches, every seed) as one "

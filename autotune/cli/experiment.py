@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import DATA_DIR_HELP, WORKERS_HELP, app, console
+from autotune.cli.common import DATA_DIR_HELP, DEVICE_OPTION, WORKERS_HELP, app, console
 from autotune.tuning.shipped import DEFAULT_EXPERIMENT
 
 
@@ -30,7 +30,7 @@ def experiment(
     out: Optional[Path] = typer.Option(None, help="folder for plan.json, studies, runs and the report "
                                                   "(default runs/experiment, or runs/experiment-dry-run)"),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP + " (default data; a dry run's: OUT/data)"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    device: str = DEVICE_OPTION,
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (of each worker)"),
     workers: str = typer.Option("auto", help="processes training a study's or the comparison's runs side by "
                                              "side: " + WORKERS_HELP),

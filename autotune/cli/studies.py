@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
-                                 DATA_DIR_HELP, PRECISION_HELP, SHARING_HELP, STORAGE_HELP, TF32_OPTION, WORKERS_HELP,
-                                 app, console)
+                                 DATA_DIR_HELP, DEVICE_OPTION, PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
+                                 TF32_OPTION, WORKERS_HELP, app, console)
+from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 
 
 @app.command()
@@ -38,15 +39,16 @@ def run(
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     data_kind: str = typer.Option("auto", help="auto (official first), official, generated"),
     make_data: bool = typer.Option(True, "--make-data/--no-make-data", help="generate missing datasets"),
-    runs_dir: Path = typer.Option(Path("runs/studies"), help="where trial runs (metrics, checkpoints) go"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    runs_dir: Path = typer.Option(RUNS_DIR, help="where trial runs (metrics, checkpoints) go"),
+    device: str = DEVICE_OPTION,
     threads: Optional[int] = typer.Option(None, help="torch CPU threads per worker (default: cores / workers)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP + " (a study keeps the precision it began with)"),
     cuda_graph: str = CUDA_GRAPH_OPTION,
     compile_loss: Optional[bool] = COMPILE_OPTION,
     tf32: bool = TF32_OPTION,
-    heartbeat_interval: float = typer.Option(30.0, help="seconds between a running trial's heartbeats"),
-    grace_period: float = typer.Option(120.0, help="a running trial with no heartbeat for this long is retried"),
+    heartbeat_interval: float = typer.Option(HEARTBEAT_INTERVAL,
+                                             help="seconds between a running trial's heartbeats"),
+    grace_period: float = typer.Option(GRACE_PERIOD, help="a running trial with no heartbeat for this long is retried"),
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP + " (every trial; a study keeps the "
                                     "options it began with)"),
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every "

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
-                                 DATA_DIR_HELP, EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP, SHARING_HELP,
-                                 TARGET_HELP, TF32_OPTION, app, console, data_app, print_result)
+                                 DATA_DIR_HELP, DEVICE_OPTION, EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP,
+                                 SHARING_HELP, TARGET_HELP, TF32_OPTION, app, console, data_app, print_result)
 
 
 @app.command()
@@ -37,7 +37,7 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="evaluate every N steps"),
     eval_workers: str = EVAL_WORKERS_OPTION,
     batch_size: Optional[int] = typer.Option(None, help="batch size (default: the profile's)"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    device: str = DEVICE_OPTION,
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)"),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     cuda_graph: str = CUDA_GRAPH_OPTION,
@@ -119,7 +119,7 @@ def apply(
     data_dir: Path = typer.Option(Path("data"), help=DATA_DIR_HELP),
     make_data: bool = typer.Option(False, "--make-data", help="generate the dataset if it is missing"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
+    device: str = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     cuda_graph: str = CUDA_GRAPH_OPTION,
     compile_loss: Optional[bool] = COMPILE_OPTION,

@@ -17,6 +17,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from autotune.schedules import Schedule
+from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 from autotune.tuning.spec import StudySpec
 from tql.engagement import first_engagement
 from tql.errors import ConfigError
@@ -45,7 +46,7 @@ class RunPlan:
     trials: int | None = None
     seeds: int | None = None
     workers: int | str = "auto"  # local worker processes (resolve_workers)
-    runs_dir: Path = Path("runs/studies")
+    runs_dir: Path = RUNS_DIR
     data_dir: Path = Path("data")
     data_kind: str = "auto"
     make_data: bool = True
@@ -54,8 +55,8 @@ class RunPlan:
     precision: str = "fp32"  # AgentConfig.precision of every trial (fp32 or bf16)
     compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
     train_overrides: dict[str, Any] = field(default_factory=dict)
-    heartbeat_interval: float = 30.0
-    grace_period: float = 120.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    grace_period: float = GRACE_PERIOD
     batch: int | str = "auto"  # trials trained together as one population (autotune.tuning.batched)
     agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every trial (--agent)
 

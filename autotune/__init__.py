@@ -20,12 +20,12 @@ The pipeline, and the package or module of each stage:
 
 May import: ``tql`` (never the other way), optuna, numpy, scipy, matplotlib, plotext, rich.
 Public names (``autotune.api``, imported on first use): ``run_studies``, ``study_plan``,
-``study_summary``, ``export_schedule``, ``train``, ``compare``, ``lodo``, ``experiment``,
-``write_comparison``.
+``study_summary``, ``export_schedule``, ``train``, ``apply``, ``attention``, ``make_data``,
+``compare``, ``lodo``, ``experiment``, ``write_comparison``.
 """
 
-_API = ("compare", "experiment", "export_schedule", "lodo", "run_studies", "study_plan", "study_summary", "train",
-        "write_comparison")
+_API = ("apply", "attention", "compare", "experiment", "export_schedule", "lodo", "make_data", "run_studies",
+        "study_plan", "study_summary", "train", "write_comparison")
 __all__ = list(_API)
 
 

@@ -32,7 +32,9 @@ RENAMED = {"compile_loss": "compile", "no_entropy_control": "entropy_control", "
 PAIRS = [(cli_studies.run, api.study_plan, ("quiet",)), (cli_studies.export, api.export_schedule, ()),
          (cli_studies.show, api.study_summary, ()), (cli_train.train, api.train, ()),
          (cli_compare.compare, api.compare, ()), (cli_compare.lodo, api.lodo, ()),
-         (cli_experiment.experiment, api.experiment, ())]
+         (cli_experiment.experiment, api.experiment, ()), (cli_train.apply, api.apply, ()),
+         (cli_train.attention, api.attention, ("as_json", "plot", "run_dir")),  # --json: png=False
+         (cli_train.data_make, api.make_data, ())]
 
 
 def doc_examples() -> str:

@@ -129,31 +129,16 @@ def apply(
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
     layer of its critic (printed first as a table)."""
-    from autotune.agent_options import agent_overrides
-    from autotune.forecast import cannot_act, schedule_top
-    from autotune.schedules import Schedule, ScheduleHooks
-    from autotune.tuning.ties import say_ties
-    from tql.trainer import TrainConfig
-    from tql.trainer import train as run_training
+    from autotune import api
 
-    loaded = Schedule.load(schedule)
-    options = {"precision": precision, "compile": compile_loss, **agent_overrides("published", agent)}
-    config = TrainConfig.from_profile(task, profile, options, steps=steps,
-                                      seed=seed, data_dir=str(data_dir), make_data=make_data, device=device,
-                                      threads=threads, eval_every=eval_every, eval_episodes=eval_episodes,
-                                      cuda_graph=cuda_graph, tf32=tf32)
-    hooks = ScheduleHooks.for_config(loaded, config)
-    source_n = loaded.meta.get("n_tokens")
-    console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"
-                  f"{f' (n = {source_n})' if source_n else ''} applied to {task} (n = {config.spec.n_tokens}), "
-                  f"a depth-{hooks.depth} critic:")
-    console.print(_layer_table(loaded, hooks.depth, config.spec.n_tokens))
-    say_ties(console, loaded.meta.get("ties", []))
-    warning = cannot_act(config, schedule_top(loaded, config))
-    if warning:
-        console.print(warning, style="yellow", highlight=False, markup=False)
-    out = out or Path("runs") / task / f"apply-seed{seed}"
-    result = run_training(config, out, hooks=hooks, console=console, progress=not quiet)
+    def drawn(loaded, depth: int, n_tokens: int) -> None:
+        console.print(_layer_table(loaded, depth, n_tokens))
+
+    result = api.apply(schedule, task, profile=profile, steps=steps, eval_every=eval_every,
+                       eval_episodes=eval_episodes, seed=seed, out=out, data_dir=data_dir, make_data=make_data,
+                       threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
+                       compile=compile_loss, tf32=tf32, agent=agent, on_schedule=drawn, console=console,
+                       progress=not quiet)
     print_result(result)
 
 
@@ -189,14 +174,11 @@ def attention(
     import json
     import sys
 
-    from autotune.report.attention import (attention_history, attention_plot, attention_rows, checkpoint_view,
-                                           write_attention_png)
-    from tql.errors import ConfigError
+    from autotune import api
+    from autotune.report.attention import attention_plot, attention_rows
 
-    history = attention_history(run_dir)
-    if batch < 1:
-        raise ConfigError(f"--batch {batch} must be >= 1")
-    history["checkpoint"] = checkpoint_view(run_dir, batch)
+    read = api.attention(run_dir, batch=batch, png=not as_json)
+    history = read.history
     if as_json:
         sys.stdout.write(json.dumps(history, indent=1) + "\n")
         return
@@ -216,7 +198,7 @@ def attention(
         _print_checkpoint_view(history["checkpoint"])
     if plot:
         print(attention_plot(history))
-    console.print(f"wrote {write_attention_png(history, Path(run_dir) / 'attention.png')}")
+    console.print(f"wrote {read.png}")
 
 
 def _print_checkpoint_view(view: dict) -> None:
@@ -255,18 +237,12 @@ def data_make(
         None, help="processes collecting episodes (default: every core); the files are the same whatever the number"),
 ) -> None:
     """Generate OGBench-format datasets with the oracles shipped in the ogbench package."""
-    from tql.data import available_cpus, generate_dataset, read_generated_meta
-    from tql.tasks import resolve_tasks
+    from autotune import api
 
-    domains = {}
-    for name in names:
-        for task in resolve_tasks(name):
-            domains.setdefault(task.domain, task)
-    for task in domains.values():
-        paths = generate_dataset(task, dir, episodes=episodes, episode_length=episode_length, seed=seed,
-                                 dataset_type=dataset_type, progress=True,
-                                 workers=available_cpus() if workers is None else workers)
-        meta = read_generated_meta(paths.train)
+    def wrote(paths, meta: dict) -> None:
         console.print(f"[green]wrote[/] {paths.train} and {paths.val} [yellow](generated, not official)[/]: "
                       f"{meta['train_episodes']:,} + {meta['val_episodes']:,} val episodes of {episode_length} steps, "
                       f"{meta['transitions_per_second']:,.0f} steps/s on {meta['workers']} workers")
+
+    api.make_data(names, episodes=episodes, episode_length=episode_length, dataset_type=dataset_type, seed=seed,
+                  dir=dir, workers=workers, on_dataset=wrote, progress=True)

@@ -170,6 +170,22 @@ def test_two_workers_finish_exactly_n_trials(monkeypatch, capsys, tiny_data_dir,
     assert all(h.rsplit(":", 1)[1] != str(os.getpid()) for h in hosts)  # run by the child processes
 
 
+def test_three_workers_started_at_once_on_a_new_storage_all_proceed_and_end_with_exactly_n_trials(
+        tiny_data_dir, tmp_path, study):
+    """As a cluster's job array starts them: each process creates the new SQLite storage's
+    schema; those that lose the race open it once it is there (before: 1-2 of 3 died with
+    "table ... already exists" or "UNIQUE constraint failed: alembic_version")."""
+    storage = f"sqlite:///{tmp_path / 'new.db'}"
+    args = run_args(storage, study, tiny_data_dir, tmp_path / "runs", "--tasks", TINY_TASK, "--trials", "4",
+                    "--workers", "1")
+    workers = [_cli(*args) for _ in range(3)]
+    outcomes = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], [err[-500:] for _, err in outcomes]
+    trials = load(storage, study, TINY_TASK).trials
+    counted = [t for t in trials if t.user_attrs.get("fail_kind") != "surplus"]
+    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+
+
 def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
     from autotune.tuning import studies
     from autotune.tuning.spec import load_spec

@@ -11,6 +11,8 @@ written.
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,11 @@ from tql.errors import ConfigError
 DEFAULT_STORAGE = "sqlite:///tql-tune.db"
 VALID_FORMS = "sqlite:///FILE.db, postgresql://USER[:PASS]@HOST[:PORT]/DB, journal:FILE (or FILE.log)"
 JOURNAL_SUFFIXES = (".log", ".journal")
+# Workers started together (a cluster's job array) each create a new storage's tables and
+# stamp its schema version; all but one lose that race with one of these errors, and the
+# schema is there when they try again.
+CREATE_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
+CREATE_ATTEMPTS = 20
 
 
 def describe(url: str | None) -> str:
@@ -79,14 +86,19 @@ def _open_rdb(url: str, create: bool) -> optuna.storages.BaseStorage:
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ImportError as exc:
-        raise ConfigError(f"storage {describe(url)!r} needs a database driver that is not installed ({exc}); "
-                          "for PostgreSQL: pip install 'tql-tune[postgres]'") from exc
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open storage {describe(url)!r}: {reason}") from exc
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError as exc:
+            raise ConfigError(f"storage {describe(url)!r} needs a database driver that is not installed ({exc}); "
+                              "for PostgreSQL: pip install 'tql-tune[postgres]'") from exc
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt + 1 < CREATE_ATTEMPTS and any(mark in reason for mark in CREATE_RACE):
+                time.sleep(random.uniform(0.05, 0.5))  # another worker is creating the schema: it will be there
+                continue
+            raise ConfigError(f"cannot open storage {describe(url)!r}: {reason}") from exc
+    raise AssertionError("unreachable")
 
 
 def _check_sqlite_path(url: str, database: str | None, create: bool) -> None:

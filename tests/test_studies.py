@@ -186,6 +186,23 @@ def test_three_workers_started_at_once_on_a_new_storage_all_proceed_and_end_with
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
 
 
+def test_a_runs_folder_belongs_to_one_storage_and_another_is_refused_before_any_trial(
+        monkeypatch, capsys, tiny_data_dir, tmp_path, study):
+    runs, first, second = tmp_path / "runs", tmp_path / "a.db", tmp_path / "b.db"
+    args = run_args(f"sqlite:///{first}", study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    assert json.loads((runs / study / "storage.json").read_text()) == {"storage": f"sqlite:///{first.resolve()}"}
+    monkeypatch.chdir(tmp_path)  # the same file named by a relative URL from elsewhere is the same storage
+    again = run_args("sqlite:///a.db", study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    assert run_cli(monkeypatch, capsys, *again)[0] == 0
+    other = run_args(f"sqlite:///{second}", study, tiny_data_dir, runs, "--tasks", TINY_TASK, "--trials", "1")
+    code, out, err = run_cli(monkeypatch, capsys, *other)
+    message = " ".join(err.split())
+    assert code == 2 and f"runs folder '{runs / study}' holds the runs of a study in storage " in message
+    assert "use another --runs-dir or --study name" in message and "\n" not in err.strip()
+    assert optuna.get_all_study_names(storage=f"sqlite:///{second}") == []  # refused before any study or trial
+
+
 def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
     from autotune.tuning import studies
     from autotune.tuning.spec import load_spec

@@ -110,3 +110,35 @@ def _check_sqlite_path(url: str, database: str | None, create: bool) -> None:
         raise ConfigError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
     if not create and not path.exists():
         raise ConfigError(f"storage {url!r}: no such database file (run `tql-tune run` first)")
+
+
+def storage_identity(url: str | None) -> str:
+    """What names one storage wherever the command runs: an SQLite or journal file by its
+    absolute path, a database server's URL with its password hidden."""
+    url = url or DEFAULT_STORAGE
+    if _is_journal(url):
+        return f"journal:{journal_path(url).resolve()}"
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return f"sqlite:///{Path(parsed.database).resolve()}"
+    return describe(url)
+
+
+def claim_runs_folder(folder: Path, url: str | None) -> None:
+    """Run folders belong to one storage: ``folder`` (a study's runs) records the storage that
+    first used it (``storage.json``); another storage's study of the same name is refused in
+    one line before any trial starts, instead of every trial failing on runs it cannot resume."""
+    from tql.io import atomic_write_json
+
+    record, mine = folder / "storage.json", storage_identity(url)
+    if record.is_file():
+        import json
+
+        theirs = json.loads(record.read_text()).get("storage")
+        if theirs != mine:
+            raise ConfigError(f"runs folder {str(folder)!r} holds the runs of a study in storage {theirs!r}, "
+                              f"not {mine!r}; use another --runs-dir or --study name")
+        return
+    atomic_write_json(record, {"storage": mine})

@@ -30,7 +30,7 @@ from autotune.forecast import judge_from, judging
 from autotune.tuning.batched import run_batch
 from autotune.schedules import CombinedHooks, ScheduleHooks
 from autotune.tuning.spec import StudySpec
-from autotune.tuning.storage import open_storage
+from autotune.tuning.storage import claim_runs_folder, open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
                                     set_attrs, study_name, suggest_schedule, suggest_sharing, trial_value)
@@ -145,8 +145,10 @@ def check_studies(plan: RunPlan, storage: optuna.storages.BaseStorage) -> dict[s
 
 
 def create_studies(plan: RunPlan, storage: optuna.storages.BaseStorage) -> list[optuna.Study]:
-    """Check every stored study first, then create the missing ones (all or nothing)."""
+    """Check every stored study and the runs folder first, then create the missing ones (all or
+    nothing)."""
     existing = check_studies(plan, storage)
+    claim_runs_folder(plan.runs_dir / plan.study, plan.storage)
     studies = []
     for task in plan.tasks:
         study = existing[task.name]

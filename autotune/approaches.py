@@ -31,7 +31,7 @@ finished runs (training resumes from checkpoints), so an interrupted comparison 
 
 With ``batch`` (``--batch on``; ``auto``: on CUDA) a task's unfinished runs of every approach
 but ``population`` (itself a population run) train together as one population
-(``tql.batched.trials``, its checkpoint in ``OUT/runs/_batches/<task>/<members' hash>``): each
+(``tql.batched.batch_runs``, its checkpoint in ``OUT/runs/_batches/<task>/<members' hash>``): each
 member computes what its run computes alone, so the numbers are the same, in less wall time on
 a GPU. A diverged member stops the comparison as a diverged run does.
 
@@ -92,7 +92,7 @@ class ComparePlan:
     precision: str = "fp32"  # AgentConfig.precision of every run
     compile: bool | None = None  # AgentConfig.compile (speed only; None: by run length, tql.agent.compile_pays)
     last_k: int = 1
-    batch: bool = False  # train a task's runs as one population (tql.batched.trials)
+    batch: bool = False  # train a task's runs as one population (tql.batched.batch_runs)
     workers: int = 1  # processes training unfinished runs side by side (autotune.tuning.trials.resolve_workers)
     agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every run (--agent)
 
@@ -355,7 +355,7 @@ def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[
     whose finished runs dropped out starts a new batch instead of being refused by the old one."""
     import hashlib
 
-    from tql.batched.trials import BatchMember, train_batch
+    from tql.batched.batch_runs import BatchMember, train_batch
 
     members = [BatchMember(config=config, out_dir=out, hooks=hooks) for _, _, config, out, hooks in pending]
     key = hashlib.sha1("\n".join(str(out.resolve()) for _, _, _, out, _ in pending).encode()).hexdigest()[:12]

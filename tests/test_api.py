@@ -17,7 +17,7 @@ from autotune import api
 from autotune.schedules import Schedule
 from autotune.cli import compare as cli_compare
 from autotune.cli import experiment as cli_experiment
-from autotune.cli import studies as cli_studies
+from autotune.cli import study_commands as cli_studies
 from autotune.cli import train as cli_train
 from tql.errors import ConfigError, TQLError
 

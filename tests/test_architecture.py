@@ -150,3 +150,13 @@ def test_every_package_says_what_it_holds_and_may_import():
             doc = ast.get_docstring(ast.parse(init.read_text())) or ""
             assert "May import" in doc and "Public names" in doc, \
                 f"{init.relative_to(ROOT)}: its docstring must say what it may import and its public names"
+
+
+def test_module_names_are_unique_where_they_mean_different_things():
+    """One file name, one meaning: ``trials.py`` in two packages (a study's trials, a batch of
+    runs) made every import and traceback ambiguous."""
+    names: dict[str, list[str]] = {}
+    for dotted, path in modules(ROOT, PACKAGES).items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.name, []).append(dotted)
+    assert {name: found for name, found in names.items() if len(found) > 1} == {}

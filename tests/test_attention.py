@@ -106,7 +106,7 @@ def test_a_checkpoint_without_a_single_agent_is_one_line(tmp_path):
     torch.save({"step": 1, "agent": {"k": 4, "config": {}}}, tmp_path / "checkpoint.pt")  # a population's
     with pytest.raises(ConfigError, match="holds no single agent with attention"):
         checkpoint_critic(tmp_path / "checkpoint.pt", 3, 2)
-    from autotune.report.attention import checkpoint_view
+    from autotune.report.attention_report import checkpoint_view
 
     (tmp_path / "config.json").write_text("{}")
     assert checkpoint_view(tmp_path) is None  # `attention` shows the logged history alone

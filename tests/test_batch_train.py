@@ -1,4 +1,4 @@
-"""Batched runs (``tql.batched.trials``): K runs of one task as one population give what the K
+"""Batched runs (``tql.batched.batch_runs``): K runs of one task as one population give what the K
 runs give alone; a stopped or diverged member leaves the others untouched; a batch resumes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_TASK
-from tql.batched.trials import BatchMember, train_batch
+from tql.batched.batch_runs import BatchMember, train_batch
 from tql.errors import ConfigError
 from tql.io import read_jsonl
 from tql.trainer import TrainConfig, TrainHooks, train
@@ -92,7 +92,7 @@ def test_a_stopped_member_is_frozen_and_the_others_are_untouched(tiny_data_dir, 
 
 
 def test_a_diverged_member_fails_alone(tiny_data_dir, tmp_path, monkeypatch):
-    from tql.batched.trials import BatchTrainer
+    from tql.batched.batch_runs import BatchTrainer
 
     members = [BatchMember(_config(tiny_data_dir, s, r), tmp_path / f"b{s}") for s, r in zip(SEEDS, RHOS)]
     trainer = BatchTrainer(members, tmp_path / "batch", progress=False)
@@ -186,7 +186,7 @@ def test_members_evaluated_together_in_processes_record_the_in_process_results(t
     members) they record what evaluating here records."""
     import numpy as np
 
-    from tql.batched.trials import BatchTrainer
+    from tql.batched.batch_runs import BatchTrainer
     from tql.eval_workers import ActorPolicy, PolicyEvaluator
 
     asked = []

@@ -29,11 +29,11 @@ TINY_TRAIN = dict(steps=20, eval_every=10, eval_episodes=1)
 def batch_train():
     import importlib
 
-    return importlib.import_module("tql.batched.trials")
+    return importlib.import_module("tql.batched.batch_runs")
 
 
 def _plan(tmp_path: Path, data_dir: Path, name: str, batch: int, seeds: int, trials: int, pruner: str = "none"):
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 

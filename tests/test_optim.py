@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tql.agent import AgentConfig, TQLAgent, decayed_parameter_names, lr_factor
-from tql.batched.population import Population
+from tql.batched.stacked import Population
 from tql.tasks import get_task
 
 OBS, ACT = 6, 2

@@ -10,7 +10,7 @@ import torch
 
 from tql.agent import AgentConfig, TQLAgent
 from tql.batched.forward import BatchedAgent
-from tql.batched.population import BACKENDS, Population
+from tql.batched.stacked import BACKENDS, Population
 
 OBS, ACT, B = 6, 2, 16
 SEEDS = [3, 7, 11]

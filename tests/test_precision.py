@@ -9,7 +9,7 @@ import torch
 from tql.agent import AgentConfig, TQLAgent
 from tql.errors import ConfigError
 from tql.model import TQLCritic
-from tql.batched.population import Population
+from tql.batched.stacked import Population
 
 OBS, ACT = 37, 5  # cube-double: n = 43 tokens
 B = 32

@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autotune.cli import studies as cli_studies
+from autotune.cli import study_commands as cli_studies
 from autotune.report.summary import summarize_study
 
 RHO = {"rho": FloatDistribution(0.1, 1.0)}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.tuning.spec import Budget, StudySpec, load_spec, spec_from_dict
+from autotune.tuning.study_spec import Budget, StudySpec, load_spec, spec_from_dict
 from tql.errors import ConfigError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

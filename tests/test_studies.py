@@ -205,7 +205,7 @@ def test_a_runs_folder_belongs_to_one_storage_and_another_is_refused_before_any_
 
 def test_diverged_run_is_a_failed_trial_and_the_study_goes_on(tiny_data_dir, tmp_path, monkeypatch):
     from autotune.tuning import studies
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
     from tql.trainer import TrainingDiverged
@@ -236,7 +236,7 @@ def test_pruned_trials_stop_early_and_count(tiny_data_dir, tmp_path, monkeypatch
     """A pruner that always prunes: each trial stops after its first report, state PRUNED (the
     wait for the predicted engagement lifted: 20 updates engage nothing, see the next test)."""
     from autotune.tuning import studies
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 
@@ -257,7 +257,7 @@ def test_a_trial_whose_control_cannot_engage_is_never_pruned(tiny_data_dir, tmp_
     """The same always-prune pruner, now waiting for each trial's predicted engagement: none
     within 20 updates, so every evaluation is reported and no trial is judged."""
     from autotune.tuning import studies
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import get_task
 

@@ -447,7 +447,7 @@ class TQLAgent(nn.Module):
     def losses(self, batch: dict[str, Tensor], target: Tensor, noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``(total loss, metrics)`` of one update, before any parameter changes.
 
-        Pure in the parameters (no randomness, no in-place state), so ``tql.batched.population``
+        Pure in the parameters (no randomness, no in-place state), so ``tql.batched.stacked``
         can evaluate it for K stacked members with ``torch.func.functional_call`` + ``vmap``.
         """
         critic_loss, critic_stats = self._critic_loss(batch, target, noise)

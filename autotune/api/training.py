@@ -118,7 +118,7 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
 @dataclass
 class Attention:
     """What ``attention`` read: the run's attention over training and at its last checkpoint
-    (``autotune.report.attention``), and the PNG it wrote (None when asked not to)."""
+    (``autotune.report.attention_report``), and the PNG it wrote (None when asked not to)."""
 
     history: dict
     png: Path | None
@@ -129,7 +129,7 @@ def attention(run_dir: str | Path, *, batch: int = 512, png: bool = True) -> Att
     training, the temperature and when the control engaged; at the last checkpoint, the spread
     of per-query entropies and largest weights on ``batch`` transitions of the run's data;
     ``attention.png`` in the run folder unless ``png`` is False."""
-    from autotune.report.attention import attention_history, checkpoint_view, write_attention_png
+    from autotune.report.attention_report import attention_history, checkpoint_view, write_attention_png
     from tql.errors import ConfigError
 
     if batch < 1:

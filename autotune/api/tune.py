@@ -28,7 +28,7 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
     before any study or file is written). The keywords are the command's options; ``agent``
     (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``;
     ``temperature_sharing`` too (``layer_group``, ``layer``, ``global``)."""
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import resolve_tasks
 

@@ -2,7 +2,7 @@
 
 Every user error (``tql.errors.TQLError``) is printed as one line on stderr with exit code 2;
 finished work is never lost because every result file is written atomically. The commands
-live in ``train`` (train, apply, sizes, tasks, data make), ``studies`` (run, show, export),
+live in ``train`` (train, apply, sizes, tasks, data make), ``study_commands`` (run, show, export),
 ``compare`` (compare, lodo) and ``experiment`` (experiment); importing them registers them on
 ``app`` (``common``). Each command parses its options and calls the Python API (``autotune.api``,
 ``tql.train``): the CLI adds the terminal, nothing else.
@@ -17,7 +17,7 @@ import sys
 
 from rich.text import Text
 
-from autotune.cli import studies, train, compare, experiment  # noqa: F401, I001 - registers the commands in --help order
+from autotune.cli import study_commands, train, compare, experiment  # noqa: F401, I001 - registers the commands in --help order
 from autotune.cli.common import app, err_console
 from tql.errors import TQLError
 

@@ -175,7 +175,7 @@ def attention(
     import sys
 
     from autotune import api
-    from autotune.report.attention import attention_plot, attention_rows
+    from autotune.report.attention_report import attention_plot, attention_rows
 
     read = api.attention(run_dir, batch=batch, png=not as_json)
     history = read.history
@@ -202,7 +202,7 @@ def attention(
 
 
 def _print_checkpoint_view(view: dict) -> None:
-    from autotune.report.attention import checkpoint_rows
+    from autotune.report.attention_report import checkpoint_rows
 
     table = Table(title=f"at the last checkpoint (update {view['step']:,}), {view['batch']} transitions of the run's "
                         "data: each query row's attention, every head",

@@ -245,7 +245,7 @@ def storage_url(settings: Settings) -> str:
 
 def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callable[[str], None]) -> None:
     """The ``tuned`` or ``layers`` study on every task, continued to its trial count."""
-    from autotune.tuning.spec import load_spec
+    from autotune.tuning.study_spec import load_spec
     from autotune.tuning.storage import open_storage
     from autotune.tuning.studies import create_studies, work_all
     from autotune.tuning.trials import RunPlan

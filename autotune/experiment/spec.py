@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.tuning.shipped import DEFAULT_EXPERIMENT, find_spec_file
-from autotune.tuning.spec import pop_version, read_toml
+from autotune.tuning.study_spec import pop_version, read_toml
 from tql.errors import ConfigError
 from tql.trainer import PROFILES
 

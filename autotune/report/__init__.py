@@ -8,7 +8,7 @@ Modules:
 - ``summary``: studies read back per task (`tql-tune show`, ``--json``) and their terminal plots;
 - ``comparison``: a comparison's report.md, report.png and rich tables;
 - ``curve_plots``: the curves as report_curves.png and as a terminal plot;
-- ``attention``: one run's attention entropy vs target over training (`tql-tune attention`).
+- ``attention_report``: one run's attention entropy vs target over training (`tql-tune attention`).
 
 May import: ``tql`` (errors, files), ``autotune.tuning`` (reading studies back), optuna,
 numpy, scipy, matplotlib, plotext, rich tables (not rich's console: printing is

@@ -2,7 +2,7 @@
 
 Modules:
 
-- ``spec``: study specs (``studies/*.toml``): the search space, budgets, sampler, pruner;
+- ``study_spec``: study specs (``studies/*.toml``): the search space, budgets, sampler, pruner;
 - ``trials``: what every way of running a trial shares: ``RunPlan``, a trial's schedule, its
   objective and outcome, and the attributes it records;
 - ``studies``: creating and checking studies, running trials one by one, worker processes;

@@ -1,5 +1,5 @@
 """Batched trials (``tql-tune run --batch K``): up to K trials of one task trained together as
-one population (``tql.batched.trials``), each member its own rho (or schedule) and seed.
+one population (``tql.batched.batch_runs``), each member its own rho (or schedule) and seed.
 
 On a GPU one small agent leaves the device idle (its update is bound by Python and kernel
 launches); K trials x S seeds as one population cost about as much wall time as one run. Each
@@ -294,7 +294,7 @@ def _trial_attrs(plan: RunPlan, task: TaskSpec, slot: Slot, batch: Batch) -> dic
 def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Callable[[int], None] | None) -> list:
     """K trials x S seeds members, trial-major; each member's hooks are its trial's schedule
     and its own reporter (only the first live member drives the progress bar)."""
-    from tql.batched.trials import BatchMember
+    from tql.batched.batch_runs import BatchMember
 
     members, progress = [], on_step
     for slot in batch.slots:
@@ -316,7 +316,7 @@ def run_batch(plan: RunPlan, study: optuna.Study, task: TaskSpec,
     """Claim a batch, train it as one population under one heartbeat, and return the outcomes
     it recorded (not those of trials declared lost meanwhile: their retries redo them); None
     when the study has its trials."""
-    from tql.batched.trials import train_batch
+    from tql.batched.batch_runs import train_batch
 
     batch = claim_batch(plan, study, task)
     if batch is None:

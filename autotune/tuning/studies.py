@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.forecast import judge_from, judging
 from autotune.tuning.batched import run_batch
 from autotune.schedules import CombinedHooks, ScheduleHooks
-from autotune.tuning.spec import StudySpec
+from autotune.tuning.study_spec import StudySpec
 from autotune.tuning.storage import claim_runs_folder, open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,

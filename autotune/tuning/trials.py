@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from autotune.schedules import Schedule
 from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
-from autotune.tuning.spec import StudySpec
+from autotune.tuning.study_spec import StudySpec
 from tql.engagement import first_engagement
 from tql.errors import ConfigError
 from tql.evaluation import EvalResult

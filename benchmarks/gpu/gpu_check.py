@@ -40,7 +40,7 @@ from benchmarks.speed.update_speed import matmul_peak  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
 from tql.data.sampler import ReplaySampler  # noqa: E402
 from tql.graphs import CudaCapture, GraphedStep  # noqa: E402
-from tql.batched.population import Population  # noqa: E402
+from tql.batched.stacked import Population  # noqa: E402
 
 OBS, ACT = 37, 5  # cube-double: n = 43 tokens
 AGREEMENT_KEYS = ("critic/td_loss", "critic/loss", "actor/bc_flow_loss", "actor/distill_loss", "actor/q_loss")

@@ -2,7 +2,7 @@
 
 For each task, the published TQL configuration (``targets='published'``, docs/published.md) and
 FQL's MLP critic each train ``--seeds`` seeds as one batched population
-(``tql.batched.trials``), evaluated ``--evals`` times along the way. All populations train the
+(``tql.batched.batch_runs``), evaluated ``--evals`` times along the way. All populations train the
 same number of updates, so the curves of one task compare at equal steps.
 
 Budgeted by wall time: a probe times each population's update and one evaluation on this
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from autotune.tuning.trials import resolve_workers  # noqa: E402
 from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
-from tql.batched.trials import BatchMember, BatchTrainer  # noqa: E402
+from tql.batched.batch_runs import BatchMember, BatchTrainer  # noqa: E402
 from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
 from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
 from tql.model import get_preset  # noqa: E402

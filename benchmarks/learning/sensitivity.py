@@ -137,7 +137,7 @@ def train_batches(args, runs: list[dict]) -> list[dict]:
     """Each layout's runs as one batch (members differ in H̄ and seed only), then measured.
     A member's checkpoint (``Population.member_state``) goes into its own folder, in the
     format of a single run's, so that it is measured like one."""
-    from tql.batched.trials import BatchMember, BatchTrainer
+    from tql.batched.batch_runs import BatchMember, BatchTrainer
     from tql.io import atomic_torch_save
 
     from autotune.approaches import BASELINE_AGENTS
@@ -170,7 +170,7 @@ def finished_steps(run: dict) -> int | None:
 
 
 def measure(config, run_dir: Path, horizon: int) -> dict:
-    from autotune.report.attention import checkpoint_view
+    from autotune.report.attention_report import checkpoint_view
     from tql.engagement import first_engagement
     from tql.io import read_jsonl
 

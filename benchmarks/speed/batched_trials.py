@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import optuna  # noqa: E402
 
 from autotune.tuning import studies  # noqa: E402
-from autotune.tuning.spec import load_spec  # noqa: E402
+from autotune.tuning.study_spec import load_spec  # noqa: E402
 from autotune.tuning.trials import RunPlan, study_name  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Seconds to log a batch's held-out TD errors: member by member vs the population at once.
 
-A batched run (``tql.batched.trials``) logs every member's TD error on a held-out batch every
+A batched run (``tql.batched.batch_runs``) logs every member's TD error on a held-out batch every
 ``log_every`` steps. Member by member (how it was done before): load member i into a scratch
 agent and run ``tql.trainer.held_out_td_error``, K times. At once: one
 ``Population.held_out_td_errors`` over the stacked members. The two settings alternate within
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.speed.population_speed import random_batches, sync  # noqa: E402
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.population import Population  # noqa: E402
+from tql.batched.stacked import Population  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 from tql.trainer import VAL_BATCH, held_out_td_error  # noqa: E402
 

@@ -78,7 +78,7 @@ def make_agents(config, spec, seeds) -> list:
 def worker(conn, task: str, profile: str, inside: str, members: int, first_seed: int) -> None:
     """One process, one thread: ``members`` compiled agents updated one after another
     (``inside='agents'``) or one compiled population of them; N updates of each per "go"."""
-    from tql.batched.population import Population
+    from tql.batched.stacked import Population
 
     torch.set_num_threads(1)
     config, spec, batch, target = setting(task, profile)

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.population import BACKENDS, Population  # noqa: E402
+from tql.batched.stacked import BACKENDS, Population  # noqa: E402
 from tql.tasks import get_task  # noqa: E402
 
 

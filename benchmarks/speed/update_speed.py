@@ -19,7 +19,7 @@ step, target EMA. Variants, all trained with exactly that update:
   whether the losses agree);
 - with ``--members K``: K members of one task, per round of K member-updates:
   ``K x tql+compile`` (one by one, each on ``--threads``: K separate runs) and ``population``
-  (``tql.batched.population.Population``, compiled, on ``--threads``); their ``vs 1by1``
+  (``tql.batched.stacked.Population``, compiled, on ``--threads``); their ``vs 1by1``
   column is the ratio to ``K x tql+compile``; with ``--split P`` (and ``--profile``) also
   ``split P x 1 thread``: the K members as P processes of one thread, each updating its K / P
   compiled agents one after another, all at once (``member_split.py``'s workers: what
@@ -67,7 +67,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.population import Population  # noqa: E402
+from tql.batched.stacked import Population  # noqa: E402
 from tql.compiled import CompiledOrEager  # noqa: E402
 from tql.model import EnsembleMLP, get_preset  # noqa: E402
 

@@ -1,6 +1,6 @@
 """K members' forward passes and losses as explicit batched matmuls (``Population``'s native backend).
 
-``tql.batched.population`` stacks K agents' tensors to ``[K, *shape]``. Evaluating ``TQLAgent.losses``
+``tql.batched.stacked`` stacks K agents' tensors to ``[K, *shape]``. Evaluating ``TQLAgent.losses``
 for all of them with ``torch.func.vmap`` over ``functional_call`` is exact but slow on a GPU:
 vmap leaves non-contiguous layouts behind and the profile is dominated by generic strided
 elementwise kernels (docs/published.md: K = 8 costs 5.8x one member's GPU time for 8x the work).

@@ -1,7 +1,7 @@
 """Population training: K members of one task trained side by side as one batched model.
 
 The loop is ``Trainer``'s (same data, budgets, output files, checkpoints and resume) with a
-``tql.batched.population.Population`` in place of the agent. What differs:
+``tql.batched.stacked.Population`` in place of the agent. What differs:
 
 - every update samples one batch per member and asks the hooks for H̄ per member
   (``TrainHooks.target_entropy`` may return K values);
@@ -33,7 +33,7 @@ import torch
 from tql.agent import compile_pays, flat_metrics
 from tql.errors import ConfigError
 from tql.io import append_jsonl
-from tql.batched.population import Population
+from tql.batched.stacked import Population
 from tql.targets import target_table
 from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult

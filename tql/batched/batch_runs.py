@@ -2,7 +2,7 @@
 
 ``train_batch(members, batch_dir)`` trains K runs that differ only in seed and H̄ (their
 ``TrainConfig`` fields ``seed``, ``rho``, ``target_entropy``, ``targets``, and their hooks) as
-one ``tql.batched.population.Population``: one batched update for all of them, no exploitation
+one ``tql.batched.stacked.Population``: one batched update for all of them, no exploitation
 between them. Member i computes what ``train(members[i].config, members[i].out_dir,
 members[i].hooks)`` computes alone, up to floating-point reassociation in the batched
 kernels: the same initialisation, the same data batches (each member samples with its own
@@ -36,7 +36,7 @@ from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
-from tql.batched.population import Population
+from tql.batched.stacked import Population
 from tql.targets import target_table
 from tql.trainer.checkpoint import read_checkpoint
 from tql.trainer import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, eval_record,

@@ -12,12 +12,14 @@ from tql.errors import ConfigError
 from tql.targets import GROUP_NAMES, Table
 
 # Named sets of agent options: the published TQL configuration (the defaults), FQL's own
-# optimiser settings, and tql-tune 0.1's (alpha from 0.01 at lr 3e-4, sums, Adam 3e-4).
+# optimiser settings, and small-alpha, tql-tune 0.1's (alpha from 0.01 at its own lr 3e-4,
+# summed penalty, Adam 3e-4 with no decay or schedule, no actor LayerNorm).
 SETTINGS: dict[str, dict[str, Any]] = {
     "published": {},
     "fql": dict(FQL_SETTINGS),
-    "legacy": {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4},
+    "small-alpha": {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4},
 }
+RENAMED_SETTINGS = {"legacy": "small-alpha"}  # tql-tune 0.1 called them "legacy"
 
 
 def _parse_value(name: str, text: str, default: Any) -> Any:
@@ -64,6 +66,8 @@ def with_sharing(options: list[str], sharing: str | None) -> list[str]:
 
 def agent_overrides(settings: str = "published", options: list[str] | None = None) -> dict[str, Any]:
     """The overrides of a named settings set plus ``KEY=VALUE`` options (these win)."""
+    if settings in RENAMED_SETTINGS:
+        raise ConfigError(f"settings {settings!r} are called {RENAMED_SETTINGS[settings]!r} since tql-tune 0.2")
     if settings not in SETTINGS:
         raise ConfigError(f"settings {settings!r} is not one of: {', '.join(SETTINGS)}")
     defaults = {f.name: getattr(AgentConfig(), f.name) for f in dataclasses.fields(AgentConfig)}

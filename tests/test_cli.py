@@ -57,7 +57,8 @@ def run_cli(monkeypatch, capsys, *args):
     (["--task", TINY_TASK, "--target-entropy", "3.0:2.0,2.5:9"], "target entropy 9.0 at layer 1 (other) is outside"),
     (["--task", TINY_TASK, "--rho", "0.5", "--targets", "published"], "give one of --rho, --target-entropy, --targets, not --rho and --targets"),
     (["--task", TINY_TASK, "--targets", "paper"], "targets 'paper' is not one of: published"),
-    (["--task", TINY_TASK, "--settings", "old"], "settings 'old' is not one of: published, fql, legacy"),
+    (["--task", TINY_TASK, "--settings", "old"], "settings 'old' is not one of: published, fql, small-alpha"),
+    (["--task", TINY_TASK, "--settings", "legacy"], "settings 'legacy' are called 'small-alpha' since tql-tune 0.2"),
     (["--task", TINY_TASK, "--agent", "alpha_init"], "agent option 'alpha_init': write KEY=VALUE with KEY one of"),
     (["--task", TINY_TASK, "--agent", "alpha_init=big"], "agent option alpha_init='big': expected float"),
     (["--task", TINY_TASK, "--agent", "entropy_reduction=max"], "entropy_reduction 'max' is not one of: mean, sum"),
@@ -162,7 +163,7 @@ def test_legacy_settings_and_agent_options_reach_the_run(monkeypatch, capsys, ti
     out = tmp_path / "run"
     code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "2",
                            "--eval-every", "2", "--eval-episodes", "1", "--data-dir", str(tiny_data_dir),
-                           "--out", str(out), "--quiet", "--settings", "legacy", "--size", "0.03M-v1",
+                           "--out", str(out), "--quiet", "--settings", "small-alpha", "--size", "0.03M-v1",
                            "--agent", "alpha_init=0.05", "--agent", "two_sided=true")
     assert code == 0, err
     agent = json.loads((out / "config.json").read_text())["train"]["agent"]
@@ -177,7 +178,7 @@ def test_a_run_folder_of_tql_tune_0_1_resumes_with_its_settings(monkeypatch, cap
 
     out = tmp_path / "old"
     args = ["train", "--task", TINY_TASK, "--profile", "smoke", "--eval-episodes", "1", "--data-dir",
-            str(tiny_data_dir), "--out", str(out), "--quiet", "--settings", "legacy", "--size", "0.03M-v1"]
+            str(tiny_data_dir), "--out", str(out), "--quiet", "--settings", "small-alpha", "--size", "0.03M-v1"]
     code, _, err = run_cli(monkeypatch, capsys, *args, "--steps", "3", "--eval-every", "3")
     assert code == 0, err
     # Rewrite the folder as tql-tune 0.1 wrote it: its config fields and preset name.

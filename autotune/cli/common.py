@@ -18,7 +18,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 DATA_DIR_HELP = "folder with OGBench .npz files (generated ones live in its generated/ subfolder)"
 SETTINGS_HELP = ("agent settings: published (TQL as published, the default), fql (FQL's optimiser: Adam 3e-4, no "
-                 "decay or schedule, no actor LayerNorm), legacy (tql-tune 0.1: alpha from 0.01 at lr 3e-4, sums)")
+                 "decay or schedule, no actor LayerNorm), small-alpha (tql-tune 0.1's: alpha from 0.01 at lr 3e-4, sums)")
 AGENT_OPTION_HELP = "one agent option KEY=VALUE (repeatable), e.g. alpha_init=0.01 or two_sided=true"
 SHARING_HELP = ("temperatures of the entropy control: layer_group (one per layer and token group, published), "
                 "layer (one per layer) or global (one for the whole critic)")

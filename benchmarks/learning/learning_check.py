@@ -6,9 +6,9 @@ published settings beside tql-tune 0.1's, on the same data, steps and seeds - an
 numbers side by side:
 
     python benchmarks/learning/learning_check.py --task cube-single-play-singletask-task1-v0 --steps 30000
-    python benchmarks/learning/learning_check.py --settings published,legacy --seeds 0,1 --jobs 2 --steps 10000
+    python benchmarks/learning/learning_check.py --settings published,small-alpha --seeds 0,1 --jobs 2 --steps 10000
 
-``legacy`` runs tql-tune 0.1 exactly: its settings and its critic preset (``0.03M-v1`` for
+``small-alpha`` runs tql-tune 0.1 exactly: its settings and its critic preset (``0.03M-v1`` for
 the CPU profiles' ``0.03M``).
 
 Which TD error: with rewards of -1 per step and gamma 0.99, the values start near 0 and move
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--size", default=None, help="critic preset (default: the profile's)")
     parser.add_argument("--critic", default="tql", choices=["tql", "mlp"])
-    parser.add_argument("--settings", default="published", help="comma list of: published, fql, legacy")
+    parser.add_argument("--settings", default="published", help="comma list of: published, fql, small-alpha")
     parser.add_argument("--seeds", default="0", help="comma list of seeds (every settings runs each)")
     parser.add_argument("--jobs", default="auto",
                         help="runs trained at once, processes of one thread (auto: one per core, at most one per run)")
@@ -101,7 +101,7 @@ def agent_options(args, settings: str) -> dict:
 
     agent = {"critic": args.critic, **agent_overrides(settings)}
     size = args.size or PROFILES[args.profile]["agent"].get("size", "0.4M")
-    agent["size"] = LEGACY_PRESETS.get(size, size) if settings == "legacy" else size
+    agent["size"] = LEGACY_PRESETS.get(size, size) if settings == "small-alpha" else size
     return agent
 
 

@@ -44,3 +44,9 @@ def test_experiment_plan_only_works_from_an_empty_folder(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "experiment: 2 task(s) x 3 seed(s)" in done.stdout and not (tmp_path / "x" / "runs").exists()
+
+
+def test_one_version_in_pyproject_and_the_package():
+    import tql
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == tql.__version__ == "0.2.0"

@@ -24,7 +24,7 @@ Public names (imported on first use, so ``import tql`` stays light): ``train``,
 ``TrainConfig``, ``TrainHooks``, ``TrainResult``, ``PROFILES``, ``get_task``, ``resolve_tasks``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _PUBLIC = {"train": "tql.trainer", "TrainConfig": "tql.trainer", "TrainHooks": "tql.trainer",
            "TrainResult": "tql.trainer", "PROFILES": "tql.trainer", "get_task": "tql.tasks",

@@ -49,4 +49,4 @@ def test_experiment_plan_only_works_from_an_empty_folder(tmp_path):
 def test_one_version_in_pyproject_and_the_package():
     import tql
 
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == tql.__version__ == "0.2.0"
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == tql.__version__

@@ -61,3 +61,14 @@ def test_bad_settings_fail_in_one_line_before_any_data(flag, value, said, tmp_pa
 def test_the_makespan_hands_each_run_to_the_first_free_process():
     assert collapse._makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
     assert collapse._makespan([1.0, 1.0, 1.0], 1) == 3.0
+
+
+def test_the_td_ratio_is_the_geometric_mean_of_matched_seeds_with_its_bootstrap_ci():
+    off, on = [0.4, 0.1, 0.3], [0.1, 0.1, 0.1]  # ratios 4, 1, 3
+    found = collapse.td_ratio(off, on, reps=4000)
+    assert found["ratio"] == pytest.approx((4 * 1 * 3) ** (1 / 3))
+    assert found["seeds_higher"] == 2 and found["seeds"] == 3
+    # Resampled means of log ratios lie between the smallest and the largest: CI within [1, 4].
+    assert 1.0 <= found["ci"][0] < found["ratio"] < found["ci"][1] <= 4.0 + 1e-9
+    same = collapse.td_ratio([0.2, 0.3], [0.2, 0.3], reps=100)
+    assert same["ratio"] == pytest.approx(1.0) and same["ci"] == pytest.approx([1.0, 1.0]) and same["seeds_higher"] == 0

@@ -300,8 +300,25 @@ def contrasts(runs: list[dict], reps: int) -> list[dict]:
             diff, low, high = difference_ci(samples["off"], samples["on"], reps=reps)
             entry[measure_name] = {"off_minus_on": diff, "ci": [low, high],
                                    "detectable": detectable_difference(samples["off"], samples["on"])}
+        pairs = {c: {r["seed"]: r["val_td"] for r in arms[c] if r.get("val_td")} for c in CONTROLS}
+        seeds = sorted(set(pairs["off"]) & set(pairs["on"]))
+        if seeds:
+            entry["val_td"] = td_ratio([pairs["off"][s] for s in seeds], [pairs["on"][s] for s in seeds], reps)
         found.append(entry)
     return found
+
+
+def td_ratio(off: list[float], on: list[float], reps: int, seed: int = 0) -> dict:
+    """How much worse free attention's critic predicts held-out TD targets: the geometric mean
+    over seeds of ``off / on`` held-out TD error (same seed, same data), with a 95% bootstrap CI
+    resampling seeds, and the number of seeds where ``off`` is the larger."""
+    import numpy as np
+
+    logs = np.log(np.asarray(off, float) / np.asarray(on, float))
+    draws = np.random.default_rng(seed).choice(logs, size=(reps, len(logs)), replace=True).mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"ratio": float(np.exp(logs.mean())), "ci": [float(np.exp(low)), float(np.exp(high))],
+            "seeds_higher": int((logs > 0).sum()), "seeds": len(logs)}
 
 
 def _episodes(evaluation: dict, measure_name: str) -> list[float] | None:
@@ -338,6 +355,11 @@ def report(args, runs: list[dict], header: list[str], priced: dict | None, conso
                 console.print(f"{entry['task']} {entry['config']}: {name} off - on = {100 * d['off_minus_on']:+.1f} "
                               f"points, 95% CI [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]; detectable with "
                               f"80% power: {100 * d['detectable']:.1f} points", soft_wrap=True)
+        if "val_td" in entry:
+            t = entry["val_td"]
+            console.print(f"{entry['task']} {entry['config']}: held-out TD error off / on = {t['ratio']:.2f}x "
+                          f"(geometric mean over seeds), 95% CI [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]; off higher in "
+                          f"{t['seeds_higher']} of {t['seeds']} seeds", soft_wrap=True)
     return {"header": header, "priced": priced, "arms": arms, "contrasts": diffs, "runs": runs}
 
 

@@ -79,6 +79,7 @@ class MeasuredCollapse:
 # The configurations measured so far (docs/collapse.md has the map and its outcomes).
 MEASURED: tuple[MeasuredCollapse, ...] = (
     MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 40, 3000, 0.122, 1, 1, "engagement_free.txt"),
+    MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 40, 6000, 0.34, 5, 0, "collapse_cube-double.txt"),
     MeasuredCollapse("cube-double-play", "0.03M", 3e-4, 40, 3000, 0.789, 1, 0, "engagement_free.txt"),
     MeasuredCollapse("cube-double-play", "0.03M", 1e-4, 40, 3000, 0.987, 1, 0, "engagement_free.txt"),
     MeasuredCollapse("cube-double-play", "0.03M", 1e-3, 200, 3000, 0.357, 1, 0, "engagement_free_200ep.txt"),

@@ -61,6 +61,26 @@ def test_train_flags_a_run_below_its_alarm_in_one_line_and_its_summary(monkeypat
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["extra"]["collapse"] is None
 
 
+def test_a_population_run_names_the_member_whose_attention_collapsed(monkeypatch, capsys, tiny_data_dir, tmp_path):
+    """PBT logs one row per member: the record is the first such row, read by hand, and names
+    its member."""
+    from tql.tasks import get_task
+
+    log_n = get_task(TINY_TASK).max_entropy
+    code, out, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--steps", "20",
+                             "--eval-every", "20", "--eval-episodes", "1", "--data-dir", str(tiny_data_dir),
+                             "--quiet", "--no-entropy-control", "--controller", "population", "--members", "2",
+                             "--out", str(tmp_path / "p"), "--collapse-alarm", "0.99999")
+    assert code == 0, err
+    rows = read_jsonl(tmp_path / "p" / "metrics.jsonl")
+    step, fraction = _by_hand(rows, log_n, 0.99999)
+    first = next(r for r in rows if r["type"] == "train" and r["step"] == step and
+                 min(v / log_n for k, v in r.items() if k.startswith("entropy/")) == fraction)
+    collapse = json.loads((tmp_path / "p" / "summary.json").read_text())["extra"]["collapse"]
+    assert collapse["member"] == first["member"] and collapse["step"] == step
+    assert f"attention collapsed: member {first['member']}: layer" in out + err
+
+
 def test_a_bad_alarm_is_one_line(monkeypatch, capsys, tiny_data_dir, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "train", "--task", TINY_TASK, "--profile", "smoke", "--data-dir",
                            str(tiny_data_dir), "--out", str(tmp_path / "r"), "--collapse-alarm", "1.5")

@@ -33,8 +33,8 @@ def lowest_group(row: dict, depth: int, log_n: float) -> tuple[float, int, str] 
 
 def first_collapse(rows: Iterable[dict], depth: int, log_n: float, threshold: float = DEFAULT_ALARM) -> dict | None:
     """The first logged train row whose lowest group entropy is below ``threshold`` log n:
-    ``{"step", "layer", "group", "fraction", "threshold"}``; None when none is (or the alarm is
-    off: ``threshold`` <= 0)."""
+    ``{"step", "layer", "group", "fraction", "threshold"}``, plus ``"member"`` for a population
+    run's rows (one per member); None when none is (or the alarm is off: ``threshold`` <= 0)."""
     if threshold <= 0 or depth == 0:
         return None
     for row in rows:
@@ -43,15 +43,17 @@ def first_collapse(rows: Iterable[dict], depth: int, log_n: float, threshold: fl
         lowest = lowest_group(row, depth, log_n)
         if lowest is not None and lowest[0] < threshold:
             fraction, layer, group = lowest
-            return {"step": row["step"], "layer": layer, "group": group, "fraction": round(fraction, 4),
-                    "threshold": threshold}
+            found = {"step": row["step"], "layer": layer, "group": group, "fraction": round(fraction, 4),
+                     "threshold": threshold}
+            return found if "member" not in row else {**found, "member": row["member"]}
     return None
 
 
 def alarm_line(collapse: dict) -> str:
     """The one line a run prints when its alarm goes off."""
     row = "[VALUE]" if collapse["group"] == "value" else "other"
-    return (f"attention collapsed: layer {collapse['layer']} {row} rows at {collapse['fraction']:.2f} log n "
+    member = f"member {collapse['member']}: " if "member" in collapse else ""
+    return (f"attention collapsed: {member}layer {collapse['layer']} {row} rows at {collapse['fraction']:.2f} log n "
             f"(< {collapse['threshold']:g} log n) at update {collapse['step']:,}; the run goes on "
             "(collapse_alarm sets the threshold, 0 turns it off)")
 

@@ -138,6 +138,7 @@ class PopulationTrainer(Trainer):
             row["val/td_loss"] = val_td[i]
             row["time/wall_seconds"] = self._wall()
             append_jsonl(self.metrics_path, {"step": self.step, "type": "train", "member": i, **row})
+            self._check_collapse({"member": i, **row})
             rows.append(row)
         finite = [r for r in rows if all(math.isfinite(v) for v in r.values())]
         if not finite:  # one diverged member is replaced at the next exploit; all of them end the run

@@ -37,11 +37,10 @@ from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
 from tql.batched.stacked import Population
-from tql.targets import target_table
 from tql.trainer.checkpoint import read_checkpoint
 from tql.trainer import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, eval_record,
-                       frozen_target, held_out_draws, load_data, make_evaluator, policy_request, resolve_device,
-                       set_tf32, warn_on)
+                         held_out_draws, load_data, make_evaluator, policy_request, resolve_device, set_tf32, warn_on)
+from tql.trainer.step_targets import DeviceTargets, HookTable
 
 # What members of one batch may differ in; everything else (budgets, agent, data) is shared.
 MEMBER_FIELDS = ("seed", "rho", "target_entropy", "targets")
@@ -76,11 +75,10 @@ class _Member:
 
     spec: BatchMember
     generator: torch.Generator
-    table: Any  # its run's constant H̄ table
+    targets: HookTable  # its hook's H̄ as tables, its run's constant when the hook gives none
     evals: list[dict] = field(default_factory=list)
     stopped_at: int | None = None  # the step a hook stopped it at
     diverged: TrainingDiverged | None = None
-    last_hook: tuple = (object(), None)  # (the hook's last value, its table)
     current: Any = None  # the table of its latest update
     ended_elsewhere: bool = False  # frozen by its BatchMember: nothing of it is written
 
@@ -131,7 +129,8 @@ class BatchTrainer:
         self.data, self.sampler, self.val_sampler = load_data(self.config, self.device, self._say, progress)
         self.depth = critic_depth(self.config.agent)
         self.members = [_Member(m, torch.Generator(device=self.device).manual_seed(m.config.seed),
-                                frozen_target(m.config.constant_target())) for m in members]
+                                HookTable(self.depth, self.task.max_entropy, m.config.constant_target()))
+                        for m in members]
         self.population = Population(self.task.obs_dim, self.task.act_dim, self.config.agent, len(members),
                                      self.device, seeds=[m.config.seed for m in members], total_steps=self.config.steps,
                                      compile_default=compile_pays(self.device, self.config.steps))
@@ -140,7 +139,7 @@ class BatchTrainer:
         self.update = make_step(self._update_once, self.device, self.config.cuda_graph,
                                 [m.generator for m in self.members] + self.population.generators, self._warn)
         self.upload = Uploader(self.device)
-        self._targets: tuple[Any, torch.Tensor | None] = (None, None)
+        self.device_targets = DeviceTargets(self.upload)
         self.step, self.wall_before, self._evaluator = 0, 0.0, None
         self._prepare(fresh)
 
@@ -234,21 +233,8 @@ class BatchTrainer:
         member keeps its last one; it is never read)."""
         for member in self.members:
             if member.active or member.current is None:
-                member.current = self._table(member, step)
-        tables = tuple(m.current for m in self.members)
-        if tables != self._targets[0]:
-            self._targets = (tables, self.upload(tables, (len(self.members), -1, 2)))
-        return self._targets[1]
-
-    def _table(self, member: _Member, step: int) -> Any:
-        value = member.hooks.target_entropy(step, step / self.config.steps)
-        if value is None:
-            return member.table
-        key = frozen_target(value)
-        if key != member.last_hook[0]:
-            table = target_table(value, self.depth, self.task.max_entropy, f"H̄ (from a hook at step {step})")
-            member.last_hook = (key, frozen_target(table))
-        return member.last_hook[1]
+                member.current = member.targets.at(member.hooks.target_entropy(step, step / self.config.steps), step)
+        return self.device_targets(tuple(m.current for m in self.members), (len(self.members), -1, 2))
 
     def run(self) -> list[MemberOutcome]:
         self._t0 = time.perf_counter()

@@ -34,11 +34,11 @@ from tql.agent import compile_pays, flat_metrics
 from tql.errors import ConfigError
 from tql.io import append_jsonl
 from tql.batched.stacked import Population
-from tql.targets import target_table
+from tql.trainer.step_targets import DeviceTargets, HookTable
 from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult
-from tql.trainer import (VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, frozen_target,
-                       make_evaluator, policy_request)
+from tql.trainer import (VAL_BATCH, TrainConfig, Trainer, TrainHooks, TrainingDiverged, TrainResult, make_evaluator,
+                         policy_request)
 
 FITNESS = ("val_td", "success")
 # Fitness episodes use env seeds far from the final evaluation's (which start at the run seed).
@@ -67,8 +67,11 @@ class PopulationTrainer(Trainer):
         self.final_eval_all = final_eval_all
         self.fitness: list[float] = [0.0] * members
         self.fitness_log: list[dict] = []
-        self._last_members: tuple = (object(), None)
         super().__init__(config, out_dir, hooks, fresh, console, progress)
+        # A hook's values per member: one table cache each, and their own device copy.
+        self.member_targets = [HookTable(self.depth, self.task.max_entropy, self.targets.constant)
+                               for _ in range(members)]
+        self.member_device_targets = DeviceTargets(self.upload)
 
     def _make_agent(self) -> Population:
         seeds = [self.config.seed * 1000 + i for i in range(self.members)]
@@ -90,18 +93,12 @@ class PopulationTrainer(Trainer):
         """H̄ per member ``[K, depth, 2]``: the hook's (one value per member, or one number
         for all; each a number, one per layer or a table) or the run's constant."""
         value = self.hooks.target_entropy(step, step / self.config.steps)
-        if value is None:
-            return self._target_tensor(self.constant_table).expand(self.members, -1, -1)
-        if not isinstance(value, (list, tuple)):
-            return self._target_tensor(self._hook_table(value, step)).expand(self.members, -1, -1)
+        if not isinstance(value, (list, tuple)):  # None (the run's constant), or one value for every member
+            return self.device_targets(self.targets.at(value, step), (-1, 2)).expand(self.members, -1, -1)
         if len(value) != self.members:
             raise ConfigError(f"a hook gave {len(value)} target entropies for {self.members} members")
-        key = frozen_target(value)
-        if key != self._last_members[0]:
-            what = f"H̄ (from a hook at step {step})"
-            tables = [target_table(v, self.depth, self.task.max_entropy, what) for v in value]
-            self._last_members = (key, self.upload(tables, (self.members, -1, 2)))
-        return self._last_members[1]
+        tables = tuple(table.at(v, step) for table, v in zip(self.member_targets, value))
+        return self.member_device_targets(tables, (self.members, -1, 2))
 
     def _sample_batches(self) -> dict[str, torch.Tensor]:
         size = self.config.agent.batch_size

@@ -7,6 +7,8 @@ Modules, along the loop's ideas:
 - ``hooks``: ``TrainHooks``, the one callback interface through which anything outside
   ``tql`` (the auto-tuner's schedules, controllers and Optuna pruning) drives a run: it
   supplies H̄ per update and sees every log and evaluation;
+- ``step_targets``: what a hook gives for an update turned into the update's H̄ tensor, the
+  same way in this loop, the population loop and the batched-trials loop;
 - ``metrics``: the held-out TD error and the policy's evaluation episodes;
 - ``checkpoint``: the run's directory (``config.json``, ``checkpoint.pt``, ``metrics.jsonl``)
   and resuming from it;

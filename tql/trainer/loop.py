@@ -18,10 +18,10 @@ from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step, use_cuda_graph
 from tql.collapse import alarm_line, first_collapse
 from tql.io import append_jsonl, atomic_write_json, read_jsonl
-from tql.targets import Table, target_table
 from tql.trainer.checkpoint import RunFiles
 from tql.trainer.config import DEFAULT_PROFILE, TrainConfig, TrainResult, resolve_device, set_tf32
-from tql.trainer.hooks import TrainHooks, TrainingDiverged, frozen_target
+from tql.trainer.hooks import TrainHooks, TrainingDiverged
+from tql.trainer.step_targets import DeviceTargets, HookTable
 from tql.trainer.metrics import VAL_BATCH, eval_record, held_out_td_loss, make_evaluator, policy_episodes
 
 
@@ -68,12 +68,11 @@ class Trainer(RunFiles):
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.depth = critic_depth(config.agent)
-        self.constant_table = config.constant_target()
-        self._last_hook: tuple[Any, Table | None] = (object(), None)
-        self._last_table: tuple[Any, torch.Tensor | None] = (None, None)
+        self.targets = HookTable(self.depth, self.task.max_entropy, config.constant_target())
         self.agent = self._make_agent()
         self.update = make_step(self._update_once, self.device, config.cuda_graph, self._generators(), self._warn)
         self.upload = Uploader(self.device)
+        self.device_targets = DeviceTargets(self.upload)
         self.step, self.evals, self.wall_before = 0, [], 0.0
         self._evaluator: PolicyEvaluator | None = None  # env pool or worker processes: built at the first evaluation
         self._prepare_out_dir(fresh)
@@ -107,24 +106,9 @@ class Trainer(RunFiles):
     # ----- the loop ------------------------------------------------------------------------
     def target_at(self, step: int) -> torch.Tensor:
         """H̄ ``[depth, 2]`` for this update on the agent's device: the hook's, else the run's
-        constant. Checked when it changes (a bad hook value is a ConfigError naming it)."""
-        return self._target_tensor(self._hook_table(self.hooks.target_entropy(step, step / self.config.steps), step))
-
-    def _hook_table(self, value: Any, step: int) -> Table:
-        if value is None:
-            return self.constant_table
-        key = frozen_target(value)
-        if key != self._last_hook[0]:
-            what = f"H̄ (from a hook at step {step})"
-            self._last_hook = (key, target_table(value, self.depth, self.task.max_entropy, what))
-        return self._last_hook[1]
-
-    def _target_tensor(self, table: Table) -> torch.Tensor:
-        """One host-to-device copy per new table, not per step, and none that waits for the
-        device (a schedule may give a new table at every update)."""
-        if table is not self._last_table[0]:
-            self._last_table = (table, self.upload(table, (-1, 2)))
-        return self._last_table[1]
+        constant (``tql.trainer.step_targets``)."""
+        table = self.targets.at(self.hooks.target_entropy(step, step / self.config.steps), step)
+        return self.device_targets(table, (-1, 2))
 
     def run(self) -> TrainResult:
         self._t0 = time.perf_counter()

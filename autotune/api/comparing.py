@@ -84,10 +84,10 @@ def lodo(holdout: str, *, study: str, storage: str | None = None, seeds: int = 3
     """`tql-tune lodo`: pool the constant-rho ``study``'s schedules of the other domains (no
     tuning on ``holdout``), save it to ``out/schedule-without-HOLDOUT.json``, then ``compare``
     it (``transfer``) with ``default`` on the held-out domain's tasks."""
-    from autotune.report.summary import summarize
-    from autotune.transfer import leave_one_domain_out
     from rich.markup import escape
 
+    from autotune.report.summary import summarize
+    from autotune.transfer import leave_one_domain_out
     from autotune.tuning.ties import tie_warning, tied_tasks
     from tql.agent import AgentConfig
 

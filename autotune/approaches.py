@@ -251,7 +251,7 @@ def _finished_progress(evals: list[dict], last_k: int, measure: str = "progress"
 
 
 def _complete(progress: dict[str, dict[str, list]]) -> bool:
-    """Every run graded its progress (runs of an older tql-tune did not, nor gained progress before 0.1)."""
+    """Every run graded it (runs of an older tql-tune recorded no progress, or no gained progress)."""
     return all(None not in values for by_task in progress.values() for values in by_task.values())
 
 

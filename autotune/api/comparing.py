@@ -131,6 +131,8 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
     seconds' probe) or to the spec's reference machine; re-running with the same ``out``
     resumes. ``spec``: a built-in's name or a TOML file. ``on_plan(plan)`` hears the sized plan
     before any training (the CLI draws it); with ``plan_only`` nothing else happens."""
+    from rich.markup import escape
+
     from autotune.approaches import batch_runs
     from autotune.experiment import plan as ex
     from autotune.experiment.spec import load_experiment
@@ -172,7 +174,7 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
     if on_plan is not None:
         on_plan(plan)
     for note in plan.notes:
-        say(escape_markup(note))
+        say(escape(note))
     if plan_only:
         return Experiment(plan, saved is not None, None)
     record = plan.to_dict(inputs)
@@ -189,13 +191,6 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
         data.meta["command"] = command
     data.meta["experiment"] = inputs
     return Experiment(plan, saved is not None, write_comparison(data, out, reps))
-
-
-def escape_markup(text: str) -> str:
-    """``text`` shown as written by a rich console's ``print`` (``say``)."""
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def write_comparison(data: Any, out: str | Path, reps: int = 2000) -> Comparison:

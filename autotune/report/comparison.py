@@ -84,13 +84,16 @@ def _diff_cell(data: ComparisonData, approach: str, base: str, reps: int, confid
     return _signed_ci(*gap)
 
 
-# What each graded measure is, in the reports' words (autotune.report.data.GRADED).
+# What each graded measure is, in the reports' words (autotune.report.data.GRADED): its name,
+# the Markdown report's sentence and the terminal table's title.
 GRADED_TITLES = {
     "progress": ("progress", "the fraction of each task's subtasks (cubes, buttons, drawer, window) done at the "
-                             "episodes' ends, which grades runs that all score 0% success"),
+                             "episodes' ends, which grades runs that all score 0% success",
+                 "Aggregate progress (%): the fraction of each task's subtasks done at the end"),
     "gained": ("gained progress", "only the subtasks the policy itself changed to done, counted from each "
                                   "episode's start state (progress credits subtasks already done when the "
-                                  "episode starts; a policy that does nothing gains 0)"),
+                                  "episode starts; a policy that does nothing gains 0)",
+               "Aggregate gained progress (%): subtasks the policy changed to done, from the start state"),
 }
 
 
@@ -102,7 +105,7 @@ def _progress_lines(data: ComparisonData, base: str, reps: int, confidence: floa
         graded_data = data.graded_data(measure)
         if graded_data is None:
             continue
-        name, what = GRADED_TITLES[measure]
+        name, what, _ = GRADED_TITLES[measure]
         graded = aggregate(graded_data, reps=reps, confidence=confidence, seed=seed)
         lines += [f"## Aggregate {name} over all tasks and seeds", "",
                   f"{name.capitalize()} in %: {what}. IQM and CI as above; the last column is the mean's "
@@ -386,14 +389,12 @@ def rich_tables(data: ComparisonData, baseline: str | None = None, reps: int = 2
         t_task.add_row(escape(t), *cells)
 
     tables = [t_agg, t_task]
-    titles = {"progress": "Aggregate progress (%): the fraction of each task's subtasks done at the end",
-              "gained": "Aggregate gained progress (%): subtasks the policy changed to done, from the start state"}
     for measure in reversed(GRADED):  # inserted after the success table, progress first
         graded_data = data.graded_data(measure)
         if graded_data is None:
             continue
         graded = aggregate(graded_data, reps=reps, confidence=confidence, seed=seed)
-        t_prog = Table(title=titles[measure])
+        t_prog = Table(title=GRADED_TITLES[measure][2])
         for col in ("approach", "IQM", f"{level} CI", "mean", f"vs {escape(base)} (pp) \\[CI]"):
             t_prog.add_column(col, justify="left" if col == "approach" else "right")
         for a in data.approaches:

@@ -351,7 +351,8 @@ class ScheduleHooks(TrainHooks):
 
 
 class CombinedHooks(TrainHooks):
-    """Several hooks as one: the first that gives a target wins; any may stop the run."""
+    """Several hooks as one: the first that gives a target wins; any may stop the run; every
+    hook hears every log, record and the run's start and end; population copies are joined."""
 
     def __init__(self, *hooks: TrainHooks):
         self.hooks = [h for h in hooks if h is not None]
@@ -369,6 +370,21 @@ class CombinedHooks(TrainHooks):
 
     def on_eval(self, step: int, result) -> bool:
         return any([hook.on_eval(step, result) for hook in self.hooks])  # a list: every hook sees it
+
+    def on_start(self, run: dict) -> None:
+        for hook in self.hooks:
+            hook.on_start(run)
+
+    def on_record(self, record: dict) -> None:
+        for hook in self.hooks:
+            hook.on_record(record)
+
+    def on_close(self, summary: dict | None) -> None:
+        for hook in self.hooks:
+            hook.on_close(summary)
+
+    def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
+        return [copy for hook in self.hooks for copy in hook.on_population(step, fitness)]
 
     def state_dict(self) -> dict:
         return {str(i): hook.state_dict() for i, hook in enumerate(self.hooks)}

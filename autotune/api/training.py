@@ -21,15 +21,20 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
           compile: bool | None = None, tf32: bool = True, schedule: str | Path | None = None,
           controller: str = "none", members: int | None = None, fitness: str | None = None,
           depth_profile: bool = False, last_layer_offset: float | None = None, fresh: bool = False,
-          collapse_alarm: float | None = None, console: Any = None, progress: bool = True):
+          collapse_alarm: float | None = None, log: Sequence[str] = (),
+          wandb_project: str | None = None, wandb_entity: str | None = None, console: Any = None,
+          progress: bool = True):
     """`tql-tune train`: one TQL (or FQL) run, or a population, resumed from ``out`` when it
     holds a checkpoint. H̄ comes from one of ``rho``/``target_entropy`` (a number, one per layer,
     a ``[depth, 2]`` table or the CLI's text forms), ``targets="published"``, a ``schedule``
     file or a ``controller``; a controller's followed schedule is written to
     ``out/schedule.json``. ``agent``: options as ``KEY=VALUE`` strings or a dict. ``console``
     (a rich console) shows the header, the progress bar and warnings. Returns the
-    ``TrainResult`` (``summary.json`` holds it too)."""
+    ``TrainResult`` (``summary.json`` holds it too). ``log``: ``"wandb"`` and/or
+    ``"tensorboard"`` mirror the run's records there (``docs/tracking.md``)."""
     from autotune.agent_options import agent_overrides as named_overrides
+    from autotune.schedules import CombinedHooks
+    from autotune.tracking import RunLabels, tracking_hooks
     from autotune.controllers import followed_schedule_of, train_with_population
     from autotune.forecast import cannot_act, collapse_line, highest_rho
     from autotune.targeting import population_options, profile_options, target_hooks
@@ -52,6 +57,9 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         eval_every=eval_every, device=device, threads=threads, cuda_graph=cuda_graph, tf32=tf32,
         eval_workers=parse_eval_workers(str(eval_workers)), collapse_alarm=collapse_alarm)
     out = Path(out) if out is not None else Path("runs") / task / f"{critic}-seed{seed}"
+    warn = (lambda text: console.print(f"[yellow]{text}", highlight=False)) if console is not None else None
+    observers = tracking_hooks(log, RunLabels(project=wandb_project, entity=wandb_entity, group=task,
+                                              job_type="train", name=out.name), warn)
     hooks, target_text = target_hooks(config, schedule, controller, rho, target_entropy, members, targets,
                                       depth_profile, last_layer_offset or 0.0)
     if console is not None:
@@ -65,9 +73,11 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         if measured:
             console.print(measured, highlight=False, markup=False)
     if controller == "population":
-        result = train_with_population(config, out, hooks, fitness, fresh=fresh, console=console, progress=progress)
+        result = train_with_population(config, out, hooks, fitness, observers, fresh=fresh, console=console,
+                                       progress=progress)
     else:
-        result = train_config(config, out, hooks=hooks, fresh=fresh, console=console, progress=progress)
+        run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
+        result = train_config(config, out, hooks=run_hooks, fresh=fresh, console=console, progress=progress)
     followed = followed_schedule_of(hooks, result, task=task, seed=seed, steps=result.steps)
     if followed is not None:
         path = followed.save(out / "schedule.json")

@@ -39,6 +39,10 @@ WORKERS_HELP = "a number >= 1, or auto (on a CPU one per core, each on one threa
 EVAL_WORKERS_HELP = ("processes an evaluation's episodes are spread over, each with its own envs: auto (1 when "
                      "training on a CPU; on CUDA one per spare core, at most 16) or N; results do not depend on it")
 EVAL_WORKERS_OPTION = typer.Option("auto", "--eval-workers", help=EVAL_WORKERS_HELP)
+LOG_OPTION = typer.Option([], "--log", help="mirror every run's records into wandb and/or tensorboard (repeatable; "
+                                            "none by default; W&B offline unless logged in): docs/tracking.md")
+WANDB_PROJECT_OPTION = typer.Option(None, "--wandb-project", help="W&B project (default $WANDB_PROJECT, else tql-tune)")
+WANDB_ENTITY_OPTION = typer.Option(None, "--wandb-entity", help="W&B entity (default $WANDB_ENTITY, else yours)")
 DEVICE_OPTION = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 PRECISION_HELP = ("fp32, or bf16: forward passes under bfloat16 autocast (attention, outputs and losses stay "
                   "float32); faster where bf16 matmuls are (GPUs, CPUs with AVX512-BF16/AMX)")

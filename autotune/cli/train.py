@@ -10,7 +10,8 @@ from rich.table import Table
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
                                  DATA_DIR_HELP, DEVICE_OPTION, EVAL_WORKERS_OPTION, PRECISION_HELP, SETTINGS_HELP,
-                                 SHARING_HELP, TARGET_HELP, TF32_OPTION, app, console, data_app, print_result)
+                                 LOG_OPTION, SHARING_HELP, TARGET_HELP, TF32_OPTION, WANDB_ENTITY_OPTION,
+                                 WANDB_PROJECT_OPTION, app, console, data_app, print_result)
 
 
 @app.command()
@@ -55,6 +56,9 @@ def train(
     last_layer_offset: Optional[float] = typer.Option(None, help="feedback controller: the last layer's rho minus "
                                                       "the first's (default 0), kept while rho moves"),
     fresh: bool = typer.Option(False, "--fresh", help="discard an existing run in --out instead of resuming"),
+    log: list[str] = LOG_OPTION,
+    wandb_project: Optional[str] = WANDB_PROJECT_OPTION,
+    wandb_entity: Optional[str] = WANDB_ENTITY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train one TQL (or FQL) agent, or a population; resumes from the last checkpoint in --out."""
@@ -69,7 +73,8 @@ def train(
                        precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
                        schedule=schedule, controller=controller, members=members, fitness=fitness,
                        depth_profile=depth_profile, last_layer_offset=last_layer_offset, fresh=fresh,
-                       console=console, progress=not quiet)
+                       log=log, wandb_project=wandb_project, wandb_entity=wandb_entity, console=console,
+                       progress=not quiet)
     print_result(result)
 
 

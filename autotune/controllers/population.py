@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 
 from autotune.controllers.base import profile_from_history, rule_meta, schedule_from_history
-from autotune.schedules import Schedule
+from autotune.schedules import CombinedHooks, Schedule
 from tql.errors import ConfigError
 from tql.targets import layer_profile
 from tql.trainer import TrainHooks
@@ -172,8 +172,11 @@ class PopulationController(TrainHooks):
             self.rng.setstate(state["rng"])
 
 
-def train_with_population(config, out_dir, controller: PopulationController, fitness: str = "val_td", **options):
-    """Run ``config`` as a population driven by ``controller`` (``tql.batched.pbt``)."""
+def train_with_population(config, out_dir, controller: PopulationController, fitness: str = "val_td",
+                          observers: TrainHooks | None = None, **options):
+    """Run ``config`` as a population driven by ``controller`` (``tql.batched.pbt``);
+    ``observers`` (loggers) hear the run beside it."""
     from tql.batched.pbt import train_population
 
-    return train_population(config, out_dir, controller.members, controller, fitness=fitness, **options)
+    hooks = controller if observers is None else CombinedHooks(controller, observers)
+    return train_population(config, out_dir, controller.members, hooks, fitness=fitness, **options)

@@ -22,6 +22,7 @@ start; its files are left as they are.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -238,11 +239,28 @@ class BatchTrainer:
 
     def run(self) -> list[MemberOutcome]:
         self._t0 = time.perf_counter()
+        running = [m for m in self.members if m.active]
+        for member in running:
+            out = Path(member.spec.out_dir)
+            member.hooks.on_start({**json.loads((out / "config.json").read_text()), "out_dir": str(out),
+                                   "step": self.step})
+        outcomes = None
         try:
-            self._loop()
+            try:
+                self._loop()
+            finally:
+                self.close_evaluator()
+            outcomes = [self._finish(m) for m in self.members]
+            return outcomes
         finally:
-            self.close_evaluator()
-        return [self._finish(m) for m in self.members]
+            for member in running:
+                done = None if outcomes is None else outcomes[self.members.index(member)].result
+                member.hooks.on_close(None if done is None else done.to_dict())
+
+    def _append(self, member: _Member, record: dict) -> None:
+        """A record onto the member's ``metrics.jsonl``, then to its hooks (``on_record``)."""
+        append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", record)
+        member.hooks.on_record(record)
 
     def _loop(self) -> None:
         steps = self.config.steps
@@ -274,7 +292,7 @@ class BatchTrainer:
             if bad is not None:
                 member.diverged = TrainingDiverged(self.step, *bad)
                 continue
-            append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", {"step": self.step, "type": "train", **row})
+            self._append(member, {"step": self.step, "type": "train", **row})
             member.hooks.on_log(self.step, row)
 
     def _val_td_losses(self, active: list[int]) -> list[float]:
@@ -298,7 +316,7 @@ class BatchTrainer:
             member = self.members[i]
             record = eval_record(self.step, result)
             member.evals.append(record)
-            append_jsonl(Path(member.spec.out_dir) / "metrics.jsonl", {"type": "eval", **record})
+            self._append(member, {"type": "eval", **record})
             if member.hooks.on_eval(self.step, result):
                 member.stopped_at = self.step
 

@@ -32,7 +32,6 @@ import torch
 
 from tql.agent import compile_pays, flat_metrics
 from tql.errors import ConfigError
-from tql.io import append_jsonl
 from tql.batched.stacked import Population
 from tql.trainer.step_targets import DeviceTargets, HookTable
 from tql.eval_workers import PolicyEvaluator
@@ -134,7 +133,7 @@ class PopulationTrainer(Trainer):
             row = flat_metrics({key: value[i] for key, value in metrics.items()})
             row["val/td_loss"] = val_td[i]
             row["time/wall_seconds"] = self._wall()
-            append_jsonl(self.metrics_path, {"step": self.step, "type": "train", "member": i, **row})
+            self._append({"step": self.step, "type": "train", "member": i, **row})
             self._check_collapse({"member": i, **row})
             rows.append(row)
         finite = [r for r in rows if all(math.isfinite(v) for v in r.values())]
@@ -180,7 +179,7 @@ class PopulationTrainer(Trainer):
         record = {"step": self.step, "fitness": self.fitness, "val_td": val_td, "success": success,
                   "copies": copies}
         self.fitness_log.append(record)
-        append_jsonl(self.metrics_path, {"type": "fitness", **record})
+        self._append({"type": "fitness", **record})
 
     @property
     def best_member(self) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from tql.errors import ConfigError
-from tql.io import atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
+from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
 from tql.trainer.config import check_resumable
 
 
@@ -52,6 +52,16 @@ class RunFiles:
     @property
     def metrics_path(self) -> Path:
         return self.out_dir / "metrics.jsonl"
+
+    def _append(self, record: dict) -> None:
+        """One record onto ``metrics.jsonl``, then to the hooks' ``on_record`` (loggers)."""
+        append_jsonl(self.metrics_path, record)
+        self.hooks.on_record(record)
+
+    def _start_record(self) -> dict:
+        """What ``TrainHooks.on_start`` receives: ``config.json``, the folder and the step."""
+        saved = json.loads((self.out_dir / "config.json").read_text())
+        return {**saved, "out_dir": str(self.out_dir), "step": self.step}
 
     def _prepare_out_dir(self, fresh: bool) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """The one callback interface through which anything outside ``tql`` drives a run
-(``TrainHooks``: H̄ per update, every log and evaluation, population copies), and what a run
+(``TrainHooks``: H̄ per update, every log and evaluation, population copies, and the run's
+records as written, for loggers such as W&B or TensorBoard), and what a run
 raises when its numbers stop being finite. ``tql`` itself never imports ``autotune``."""
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ class TrainHooks:
     def on_eval(self, step: int, result: EvalResult) -> bool:
         """Called after each evaluation; return True to stop the run now (e.g. pruning)."""
         return False
+
+    def on_start(self, run: dict[str, Any]) -> None:
+        """Called once before the first update of this process (a resumed run calls it again):
+        ``run`` is the run's ``config.json`` with ``out_dir`` and ``step`` (0, or the
+        checkpoint's step). Where a logger opens its run."""
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        """Called with every record the run appends to its ``metrics.jsonl`` (``type``: train,
+        eval or fitness; a population's train rows name their ``member``), exactly as written,
+        so anything that mirrors the file holds the same values."""
+
+    def on_close(self, summary: dict[str, Any] | None) -> None:
+        """Called once when the run ends: its ``summary.json``, or None when it stopped with an
+        error (diverged, interrupted). Where a logger flushes and closes."""
 
     def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
         """Population runs only: called after each fitness measurement (higher is better,

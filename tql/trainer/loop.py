@@ -17,7 +17,7 @@ from tql.eval_workers import PolicyEvaluator
 from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step, use_cuda_graph
 from tql.collapse import alarm_line, first_collapse
-from tql.io import append_jsonl, atomic_write_json, read_jsonl
+from tql.io import atomic_write_json, read_jsonl
 from tql.trainer.checkpoint import RunFiles
 from tql.trainer.config import DEFAULT_PROFILE, TrainConfig, TrainResult, resolve_device, set_tf32
 from tql.trainer.hooks import TrainHooks, TrainingDiverged
@@ -112,13 +112,19 @@ class Trainer(RunFiles):
 
     def run(self) -> TrainResult:
         self._t0 = time.perf_counter()
+        self.hooks.on_start(self._start_record())
+        result = None
         try:
-            stopped = self._loop()
+            try:
+                stopped = self._loop()
+            finally:
+                if self._evaluator is not None:
+                    self._evaluator.close()
+                    self._evaluator = None
+            result = self._finish(stopped)
+            return result
         finally:
-            if self._evaluator is not None:
-                self._evaluator.close()
-                self._evaluator = None
-        return self._finish(stopped)
+            self.hooks.on_close(None if result is None else result.to_dict())
 
     def _loop(self) -> bool:
         stopped = False
@@ -145,7 +151,7 @@ class Trainer(RunFiles):
         for key, value in row.items():
             if not math.isfinite(value):
                 raise TrainingDiverged(self.step, key, value)
-        append_jsonl(self.metrics_path, {"step": self.step, "type": "train", **row})
+        self._append({"step": self.step, "type": "train", **row})
         self._check_collapse(row)
         self.hooks.on_log(self.step, row)
         self.last_log = row
@@ -182,7 +188,7 @@ class Trainer(RunFiles):
     def _record_eval(self, result: EvalResult, **extra) -> dict:
         record = eval_record(self.step, result, **extra)
         self.evals.append(record)
-        append_jsonl(self.metrics_path, {"type": "eval", **record})
+        self._append({"type": "eval", **record})
         self.last_success = result.success_rate
         return record
 

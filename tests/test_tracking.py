@@ -1,0 +1,149 @@
+"""Runs mirrored into TensorBoard and W&B: the names a record gets, and, end to end, event
+files read back through TensorBoard's own reader and the offline W&B run's file read back
+record by record, both equal to ``metrics.jsonl``; a failing logger warns once and the run
+goes on; a missing extra is one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from autotune import api
+from autotune.tracking import check_loggers
+from autotune.tracking.records import flat_config, record_scalars
+from tests.conftest import TINY_TASK
+from tests.wandb_files import read_run, run_files
+from tql.errors import ConfigError
+from tql.io import read_jsonl
+
+pytest.importorskip("tensorboard")
+pytest.importorskip("wandb")
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+
+
+def test_log_values_are_checked_in_one_line():
+    assert check_loggers(None) == ()
+    assert check_loggers(["none"]) == ()
+    assert check_loggers(["tensorboard", "wandb,tensorboard"]) == ("tensorboard", "wandb")
+    with pytest.raises(ConfigError, match=r"^--log 'mlflow': choose from none, wandb, tensorboard$"):
+        check_loggers(["wandb", "mlflow"])
+
+
+def test_a_record_keeps_its_names_and_an_evaluation_gets_eval_names():
+    train = {"step": 40, "type": "train", "critic/td_loss": 0.5, "entropy/l0_value": 1.25, "bad": math.nan}
+    assert record_scalars(train) == [(None, 40, {"critic/td_loss": 0.5, "entropy/l0_value": 1.25})]
+    member = {"step": 40, "type": "train", "member": 2, "alpha/l1_other": 0.75}
+    assert record_scalars(member) == [(2, 40, {"alpha/l1_other": 0.75})]
+    evaluation = {"type": "eval", "step": 100, "success_rate": 0.5, "progress": 0.25, "gained": 0.125,
+                  "gained_episodes": [0.0, 0.25], "subtask_rates": [1.0, 0.0], "mean_return": -3.0, "episodes": 2}
+    assert record_scalars(evaluation) == [(None, 100, {
+        "eval/success_rate": 0.5, "eval/progress": 0.25, "eval/gained": 0.125, "eval/mean_return": -3.0,
+        "eval/subtask_0": 1.0, "eval/subtask_1": 0.0})]
+    fitness = {"type": "fitness", "step": 60, "fitness": [-0.5, -math.inf], "val_td": [0.5, 2.0], "copies": [[0, 1]]}
+    assert record_scalars(fitness) == [(0, 60, {"pbt/fitness": -0.5, "pbt/val_td": 0.5}),
+                                       (1, 60, {"pbt/val_td": 2.0, "pbt/copied_from": 0.0})]
+    assert flat_config({"train": {"seed": 3, "agent": {"size": "0.03M"}, "hidden": (64, 64)}, "task": "t"}) == {
+        "train/seed": 3, "train/agent/size": "0.03M", "train/hidden": "(64, 64)", "task": "t"}
+
+
+def _tensorboard_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def _expected(rows: list[dict]) -> dict[str, dict[int, float]]:
+    expected: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for _, step, values in record_scalars(row):
+            for name, value in values.items():
+                expected.setdefault(name, {})[step] = value
+    return expected
+
+
+def test_a_run_in_tensorboard_and_wandb_holds_the_values_of_its_metrics_file(tiny_data_dir, tmp_path):
+    out = tmp_path / "run"
+    api.train(TINY_TASK, profile="smoke", steps=60, rho=0.5, data_dir=tiny_data_dir, out=out, eval_every=60,
+              log=["tensorboard", "wandb"], wandb_project="tql-tests", progress=False)
+    rows = read_jsonl(out / "metrics.jsonl")
+    expected = _expected(rows)
+    layers = [name for name in expected if name.startswith("entropy/l")]
+    assert len(layers) >= 4 and "eval/success_rate" in expected and "target_entropy/l0_value" in expected
+
+    seen = _tensorboard_scalars(out)
+    assert set(seen) == set(expected)
+    for name, values in expected.items():  # TensorBoard keeps float32
+        assert seen[name] == pytest.approx(values, rel=1e-6, abs=1e-7), name
+
+    [file] = run_files(out)
+    run = read_run(file)
+    assert run["run"]["project"] == "tql-tests" and run["run"]["group"] == TINY_TASK
+    assert run["run"]["name"] == "run" and run["run"]["job_type"] == "train"
+    assert run["config"]["train/seed"] == 0 and run["config"]["task"] == TINY_TASK
+    logged: dict[str, dict[int, float]] = {}
+    for item in run["history"]:
+        for name, value in item.items():
+            if not name.startswith("_"):
+                logged.setdefault(name, {})[item["_step"]] = value
+    assert logged == expected  # exact: W&B keeps the JSON numbers
+    summary = json.loads((out / "summary.json").read_text())
+    assert run["summary"]["final_success"] == summary["final_success"]
+    assert run["summary"]["collapse_alarm"] is (summary["extra"]["collapse"] is not None)
+
+
+def test_a_logger_that_fails_warns_once_and_the_run_goes_on(tiny_data_dir, tmp_path, monkeypatch):
+    from autotune.tracking import writers
+
+    def full(self, step, values):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers.TensorBoardWriter, "scalars", full)
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = api.train(TINY_TASK, profile="smoke", steps=40, data_dir=tiny_data_dir, out=out, eval_every=40,
+                           log=["tensorboard"], progress=False)
+    said = [str(w.message) for w in caught if "logging stopped" in str(w.message)]
+    assert said == [f"tensorboard logging stopped ({out}): [Errno 28] No space left on device; training goes on, "
+                    "metrics.jsonl keeps every record"]
+    assert result.steps == 40 and (out / "summary.json").exists()
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if r["type"] == "train"] == [20, 40]
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ConfigError, match=r"--log wandb needs the wandb package .*pip install 'tql-tune\[wandb\]'"):
+        api.train(TINY_TASK, profile="smoke", steps=20, out=tmp_path / "run", log=["wandb"], progress=False)
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_population_logs_one_run_per_member(tiny_data_dir, tmp_path):
+    out = tmp_path / "pbt"
+    api.train(TINY_TASK, profile="smoke", steps=40, controller="population", members=2, data_dir=tiny_data_dir,
+              out=out, eval_every=20, log=["tensorboard", "wandb"], progress=False)
+    rows = read_jsonl(out / "metrics.jsonl")
+    for member in (0, 1):
+        expected = _expected([r for r in rows if r.get("member") == member and r["type"] == "train"])
+        fitness = _expected([r for r in rows if r["type"] == "fitness"])  # every member's: pick this one's
+        seen = _tensorboard_scalars(out / f"member-{member}")
+        for name, values in expected.items():
+            assert seen[name] == pytest.approx(values, rel=1e-6, abs=1e-7), (member, name)
+        assert "pbt/val_td" in seen and set(seen["pbt/val_td"]) == set(fitness["pbt/val_td"])
+    names = sorted(read_run(f)["run"]["name"] for f in run_files(out))
+    assert names == ["pbt", "pbt/member-0", "pbt/member-1"]  # the run's evaluation, and each member

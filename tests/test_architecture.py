@@ -160,3 +160,86 @@ def test_module_names_are_unique_where_they_mean_different_things():
         if path.name not in ("__init__.py", "__main__.py"):
             names.setdefault(path.name, []).append(dotted)
     assert {name: found for name, found in names.items() if len(found) > 1} == {}
+
+
+BENCHMARKS = "benchmarks"
+BENCH_HELPER = "benchmarks.common"
+
+
+def _product_bindings(tree: ast.AST) -> set[str]:
+    """Local names bound to product modules: ``import tql.x as m``, ``from autotune import api``."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in PACKAGES:
+                    bound.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            bound.update(alias.asname or alias.name for alias in node.names)
+    return bound
+
+
+def benchmark_violations(root: Path) -> list[str]:
+    """The rules that keep ``benchmarks/`` one body of scripts over the product's public face:
+    run with ``python -m`` (no ``sys.path`` edits, other scripts imported by full name), JSON
+    and ``--json`` only through the shared helper (so every result starts with its header),
+    no private product name; and the product never imports a benchmark."""
+    found = []
+    scripts = modules(root, (BENCHMARKS,))
+    siblings = {name.rsplit(".", 1)[-1] for name in scripts}
+    for name, path in modules(root, PACKAGES).items():
+        found += [f"{name} imports {module}: the product must not know its benchmarks"
+                  for module, _ in imports(path) if module.split(".")[0] == BENCHMARKS]
+    for name, path in scripts.items():
+        tree = ast.parse(path.read_text(), str(path))
+        product = _product_bindings(tree)
+        for module, imported in imports(path):
+            if module.split(".")[0] in siblings and module.split(".")[0] != BENCHMARKS:
+                found.append(f"{name} imports {module} by its file name: use benchmarks.<folder>.{module}")
+            private = imported and imported.startswith("_") and not imported.startswith("__")
+            if private and module.split(".")[0] in PACKAGES:
+                found.append(f"{name} imports the private name {imported} from {module}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                text = ast.unparse(node)
+                if text.startswith("sys.path"):
+                    found.append(f"{name} edits sys.path: run it with python -m from the repository root")
+                elif (isinstance(node.value, ast.Name) and node.value.id in product
+                      and node.attr.startswith("_") and not node.attr.startswith("__")):
+                    found.append(f"{name} reads the private name {text} of the product")
+            if name == BENCH_HELPER or not isinstance(node, ast.Call):
+                continue
+            call = ast.unparse(node.func)
+            if call == "json.dump" or (call.endswith("write_text") and "json.dumps" in ast.unparse(node)):
+                found.append(f"{name} writes JSON itself: use {BENCH_HELPER}.write_json (header, atomic)")
+            if call.endswith("add_argument") and any(isinstance(a, ast.Constant) and a.value == "--json"
+                                                     for a in node.args):
+                found.append(f"{name} declares --json itself: use {BENCH_HELPER}.add_json_option")
+    return sorted(set(found))
+
+
+def test_the_benchmarks_keep_their_rules():
+    assert benchmark_violations(ROOT) == []
+
+
+def test_each_benchmark_rule_names_the_script_that_breaks_it(tmp_path):
+    root = _package(tmp_path, {
+        "tql/__init__.py": "def _hidden():\n    pass\n",
+        "tql/agent.py": "from benchmarks.speed import timing\n",
+        "benchmarks/common.py": "import json\ndef write_json(p, r):\n    json.dump(r, open(p, 'w'))\n",
+        "benchmarks/speed/timing.py": "import sys\nsys.path.insert(0, '.')\nfrom profile_tools import x\n",
+        "benchmarks/speed/profile_tools.py": "import json\nfrom pathlib import Path\n"
+                                             "def f(p, r):\n    Path(p).write_text(json.dumps(r))\n",
+        "benchmarks/learning/run.py": "import argparse\nfrom tql import _hidden\nimport tql.agent as agent\n"
+                                      "p = argparse.ArgumentParser()\np.add_argument('--json')\n"
+                                      "agent._update()\nfrom benchmarks.speed.timing import y\n",
+    })
+    assert benchmark_violations(root) == [
+        "benchmarks.learning.run declares --json itself: use benchmarks.common.add_json_option",
+        "benchmarks.learning.run imports the private name _hidden from tql",
+        "benchmarks.learning.run reads the private name agent._update of the product",
+        "benchmarks.speed.profile_tools writes JSON itself: use benchmarks.common.write_json (header, atomic)",
+        "benchmarks.speed.timing edits sys.path: run it with python -m from the repository root",
+        "benchmarks.speed.timing imports profile_tools by its file name: use benchmarks.<folder>.profile_tools",
+        "tql.agent imports benchmarks.speed: the product must not know its benchmarks",
+    ]

@@ -1,4 +1,4 @@
-"""benchmarks/learning/collapse.py: the collapse map's measures against hand-built logs, its
+"""python -m benchmarks.learning.collapse: the collapse map's measures against hand-built logs, its
 grid and its checks."""
 
 from __future__ import annotations
@@ -72,3 +72,49 @@ def test_the_td_ratio_is_the_geometric_mean_of_matched_seeds_with_its_bootstrap_
     assert 1.0 <= found["ci"][0] < found["ratio"] < found["ci"][1] <= 4.0 + 1e-9
     same = collapse.td_ratio([0.2, 0.3], [0.2, 0.3], reps=100)
     assert same["ratio"] == pytest.approx(1.0) and same["ci"] == pytest.approx([1.0, 1.0]) and same["seeds_higher"] == 0
+
+
+def _saved_result(header) -> dict:
+    """The committed cube-double result with ``header`` in place of its own."""
+    import json
+    from pathlib import Path
+
+    path = Path(collapse.__file__).parent / "results" / "collapse_cube-double.json"
+    return {**json.loads(path.read_text()), "header": header}
+
+
+def test_an_older_file_with_a_list_header_reports_again_from_json(tmp_path, capsys):
+    """Files written before benchmarks/common.py keep their header as lines: --from-json reads them."""
+    import json
+
+    old = ["$ python benchmarks/learning/collapse.py --steps 6000 --json x.json",
+           "machine: x86_64, 2 CPU cores; torch 2.13.0+cpu; commit 847474a"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(_saved_result(old)))
+    assert collapse.main(["--from-json", str(path), "--reps", "50"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == old
+    assert "off - on" in out
+
+
+def test_a_new_file_starts_with_the_header_dict_and_reports_again_from_json(tmp_path, capsys):
+    from benchmarks import common
+
+    saved = _saved_result(None)
+    path = common.write_json(tmp_path / "new.json", {k: v for k, v in saved.items() if k != "header"},
+                             collapse.__file__, ["--steps", "6000"])
+    assert collapse.main(["--from-json", str(path), "--reps", "50"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "$ python -m benchmarks.learning.collapse --steps 6000"
+
+
+def test_a_runs_kept_measures_read_back_without_their_header(tmp_path):
+    import json
+
+    from benchmarks import common
+
+    common.write_json(tmp_path / "collapse.json", {"success": 0.5, "evals": []}, collapse.__file__, [])
+    assert "header" in json.loads((tmp_path / "collapse.json").read_text())
+    assert collapse.kept_measures(tmp_path / "collapse.json") == {"success": 0.5, "evals": []}
+    (tmp_path / "old.json").write_text(json.dumps({"success": 0.25}))  # an older run's: no header
+    assert collapse.kept_measures(tmp_path / "old.json") == {"success": 0.25}

@@ -405,7 +405,7 @@ def test_compiled_native_losses_equal_eager_ones(monkeypatch):
     float32 rounding, over two updates. Traced by dynamo and AOTAutograd as in a run, but run by
     the ``aot_eager`` backend: inductor's code generation takes ~100 s on 2 cores for this graph
     (its numbers are checked on the agent's loss, tests/test_graphs.py; its speed in
-    benchmarks/speed/update_speed.py --members)."""
+    python -m benchmarks.speed.update_speed --members)."""
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     pops = [Population(OBS, ACT, _config(compile=compile_), 2, "cpu", SEEDS[:2]) for compile_ in (False, True)]
     assert not pops[0]._native_losses.compiled and pops[1]._native_losses.compiled

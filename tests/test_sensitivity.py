@@ -1,4 +1,4 @@
-"""benchmarks/learning/sensitivity.py: Monte-Carlo returns of the data and the hierarchical
+"""python -m benchmarks.learning.sensitivity: Monte-Carlo returns of the data and the hierarchical
 bootstrap against computations written out by hand, and ``--batch`` members against the same
 runs trained alone."""
 
@@ -195,6 +195,32 @@ def test_from_json_pools_the_seeds_of_several_files_and_refuses_other_settings(t
     assert "only runs of the same task, budget and agent pool" in capsys.readouterr().out
     assert main(["--from-json", f"{first},{first}", "--reps", "20"]) == 2
     assert "0.3-layer_group seed 0, 0.3-layer_group seed 1 more than once" in capsys.readouterr().out
+
+
+def test_a_saved_command_gives_its_arguments_whether_run_as_a_module_or_as_a_file(tmp_path, capsys):
+    """Files since benchmarks/common.py say ``python -m benchmarks.learning.sensitivity``, older ones the
+    file; both pool, and a report written again starts with its own header."""
+    import json
+
+    from benchmarks.learning.sensitivity import main, script_arguments
+
+    args = ["--task", "cube-single-play-singletask-task1-v0", "--steps", "100"]
+    assert script_arguments("python -m benchmarks.learning.sensitivity " + " ".join(args)) == args
+    assert script_arguments("python benchmarks/learning/sensitivity.py " + " ".join(args)) == args
+    runs = [{"label": "0.3", "sharing": "layer_group", "seed": s, "name": "0.3-layer_group", "dir": "-", "step": 100,
+             "success": 0.05 * s, "episodes": 20, "progress": 0.0, "val_td": 0.5, "overestimation": 1.0,
+             "attention": None, "engaged_at": None} for s in (0, 1)]
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    new.write_text(json.dumps({"header": {"command": "x"}, "command": "python -m benchmarks.learning.sensitivity "
+                               + " ".join(args), "runs": runs[:1]}))
+    old.write_text(json.dumps({"command": "python benchmarks/learning/sensitivity.py " + " ".join(args),
+                               "runs": runs[1:]}))
+    again = tmp_path / "again.json"
+    assert main(["--from-json", f"{new},{old}", "--json", str(again), "--reps", "20"]) == 0
+    assert capsys.readouterr().out.startswith("$ python -m benchmarks.learning.sensitivity --from-json ")
+    written = json.loads(again.read_text())
+    assert list(written)[:2] == ["header", "command"] and written["rows"][0]["seeds"] == 2
+    assert written["header"]["command"].startswith("python -m benchmarks.learning.sensitivity --from-json ")
 
 
 def test_the_papers_baselines_are_arms_beside_the_targets(tmp_path):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "speed"))
-
-from update_profile import MatmulChain, MatmulRecorder, matmul_flops, matmuls_made  # noqa: E402
+from benchmarks.speed.update_profile import MatmulChain, MatmulRecorder, matmul_flops, matmuls_made
 
 
 def _small_step(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -55,8 +51,8 @@ def test_the_chain_of_a_compiled_update_keeps_the_calls_it_made_and_refuses_ones
 
 def test_inductor_counts_a_pointwise_kernel_reading_its_input_and_writing_its_output_once():
     import torch._inductor.config as inductor_config
-    from update_limit import counting_kernel_bytes, parts_in_the_update
 
+    from benchmarks.speed.update_limit import counting_kernel_bytes, parts_in_the_update
     from tql.model import gelu_tanh
 
     x, w = torch.randn(1000), torch.randn(8, 8)

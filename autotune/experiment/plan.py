@@ -116,9 +116,11 @@ def usable_approaches(spec: ExperimentSpec, tasks: list[TaskSpec]) -> tuple[list
     return list(spec.approaches), []
 
 
-def _work(spec: ExperimentSpec, here: Machine | None, n_missing: int, study_batch: int, compare_batched: bool):
-    """Tasks, usable approaches, their notes, and the phases' work here and on the reference
-    machine (batched as on CUDA there); ``here`` None: the reference phases serve both."""
+def phase_work(spec: ExperimentSpec, here: Machine | None, n_missing: int, study_batch: int, compare_batched: bool):
+    """``(tasks, approaches, notes, phases here, phases on the reference machine)`` of ``spec``.
+
+    The usable approaches and a note for each one left out; the phases' work here and on the
+    reference machine (batched as on CUDA there); ``here`` None: the reference phases serve both."""
     tasks = spec.task_specs()
     approaches, notes = usable_approaches(spec, tasks)
     reference = experiment_work(spec, tasks, approaches, n_missing, REFERENCE_STUDY_BATCH, True)
@@ -132,7 +134,7 @@ def plan_experiment(spec: ExperimentSpec, here: Machine | None, budget_minutes: 
     """Size the steps per run: for ``here`` in ``budget_minutes``, or (``here`` None) for the
     reference machine in the spec's minutes."""
     check_budget(budget_minutes)
-    tasks, approaches, notes, phases, reference = _work(spec, here, n_missing, study_batch, compare_batched)
+    tasks, approaches, notes, phases, reference = phase_work(spec, here, n_missing, study_batch, compare_batched)
     machine = spec.reference if here is None else here
     minutes = budget_minutes if budget_minutes is not None else spec.minutes
     steps = fit_steps(spec, phases, machine, minutes * 60)
@@ -203,7 +205,7 @@ def replan(spec: ExperimentSpec, saved: dict[str, Any], n_missing: int, study_ba
            compare_batched: bool) -> ExperimentPlan:
     """The saved plan again (same steps, same machine speeds), for a resumed run."""
     here = Machine(**saved["machine_here"]) if saved["machine_here"] else None
-    tasks, approaches, notes, phases, reference = _work(spec, here, n_missing, study_batch, compare_batched)
+    tasks, approaches, notes, phases, reference = phase_work(spec, here, n_missing, study_batch, compare_batched)
     budget = saved["inputs"]["budget_minutes"] or spec.minutes
     return ExperimentPlan(spec, tasks, approaches, saved["steps"], phases, reference, here, budget, notes)
 

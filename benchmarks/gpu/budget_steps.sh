@@ -1,5 +1,6 @@
 # Sourced by the GPU scripts that run steps within a wall-time budget (gpu_suite.sh,
-# ../learning/sensitivity_gpu.sh). Expects MINUTES and OUT set; defines step().
+# ../learning/sensitivity_gpu.sh), from the repository root (where python -m finds the
+# benchmarks). Expects MINUTES and OUT set; defines step().
 mkdir -p "$OUT"
 : > "$OUT/skipped.txt"
 : > "$OUT/commands.txt"

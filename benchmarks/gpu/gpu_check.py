@@ -14,33 +14,29 @@ On a machine without CUDA it runs the CPU parts (compiled == eager agreement, ea
 compiled speed, the population eagerly, at the small ``--cpu-presets``) and lists what it
 skipped. A variant that fails is reported as failed and the rest still run.
 
-    python benchmarks/gpu/gpu_check.py --json benchmarks/gpu/results/gpu_check.json | tee benchmarks/gpu/results/gpu_check.txt
+    python -m benchmarks.gpu.gpu_check --json benchmarks/gpu/results/gpu_check.json | tee benchmarks/gpu/results/gpu_check.txt
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.speed.update_speed import matmul_peak  # noqa: E402
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.data.sampler import ReplaySampler  # noqa: E402
-from tql.graphs import CudaCapture, GraphedStep  # noqa: E402
-from tql.batched.stacked import Population  # noqa: E402
+from benchmarks import common
+from benchmarks.speed.update_speed import matmul_peak
+from tql.agent import AgentConfig, TQLAgent
+from tql.batched.stacked import Population
+from tql.data.sampler import ReplaySampler
+from tql.graphs import CudaCapture, GraphedStep
 
 OBS, ACT = 37, 5  # cube-double: n = 43 tokens
 AGREEMENT_KEYS = ("critic/td_loss", "critic/loss", "actor/bc_flow_loss", "actor/distill_loss", "actor/q_loss")
@@ -249,8 +245,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--inner", type=int, default=0, help="updates per timed sample (default 50 CUDA, 3 CPU)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads without CUDA")
     p.add_argument("--max-minutes", type=float, default=4.0, help="stop starting new variants after this")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     start = time.perf_counter()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -259,8 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         torch.set_num_threads(args.threads)
     inner = args.inner or (50 if cuda else 3)
-    print(f"device: {torch.cuda.get_device_name(device) if cuda else platform.processor() or 'cpu'}, torch "
-          f"{torch.__version__}, batch {args.batch_size}, n = {1 + OBS + ACT}", flush=True)
+    print(f"device: {torch.cuda.get_device_name(device) if cuda else platform.processor() or 'cpu'}, "
+          f"batch {args.batch_size}, n = {1 + OBS + ACT}", flush=True)
 
     agreements = []
     small = args.presets.split(",")[0] if cuda else args.cpu_presets.split(",")[0]
@@ -302,15 +299,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("vs eager: median over rounds of (eager time / this time) in the same round, same size and precision")
     for line in skipped:
         print(f"skipped: {line}")
-    result = {"command": " ".join(["benchmarks/gpu/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
-              "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
-              "batch_size": args.batch_size, "n_tokens": 1 + OBS + ACT, "inner": inner, "rounds": args.rounds,
-              "peak_flop_per_s": peak, "agreement": agreements, "rows": rows, "skipped": skipped,
-              "seconds": round(time.perf_counter() - start, 1)}
+    result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "batch_size": args.batch_size,
+              "n_tokens": 1 + OBS + ACT, "inner": inner, "rounds": args.rounds, "peak_flop_per_s": peak,
+              "agreement": agreements, "rows": rows, "skipped": skipped, "seconds": round(time.perf_counter() - start, 1)}
     print(f"total {result['seconds']:.0f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

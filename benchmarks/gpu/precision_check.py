@@ -31,27 +31,24 @@ measurement, the median relative difference of every loss term is <= --loss-tol 
 or below that term's noise reference, every entropy differs by <= --entropy-tol x log n
 (default 0.005), and bf16's drift is within the references' (no larger than the largest).
 
-    python benchmarks/gpu/precision_check.py --threads 2 --steps 600 --json benchmarks/gpu/results/precision_check.json
-    python benchmarks/gpu/precision_check.py --device cuda --size 1.6M --steps 5000     # on a GPU
+    python -m benchmarks.gpu.precision_check --threads 2 --steps 600 --json benchmarks/gpu/results/precision_check.json
+    python -m benchmarks.gpu.precision_check --device cuda --size 1.6M --steps 5000     # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
-from tql.errors import MissingDatasetError  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
+from benchmarks import common
+from tql.agent import AgentConfig, TQLAgent
+from tql.data import ReplaySampler, generate_dataset, load_task_data
+from tql.errors import MissingDatasetError
+from tql.tasks import get_task
 
 # critic/loss is td_loss + the entropy penalty: its agreement is td_loss's and the entropies'.
 LOSS_TERMS = ("critic/td_loss", "critic/q_mean", "actor/bc_flow_loss", "actor/distill_loss", "actor/q_loss")
@@ -76,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     return p.parse_args(argv)
 
 
@@ -192,6 +189,7 @@ def verdict(checks: list[dict], drifts: dict, args) -> tuple[bool, list[str]]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     task = get_task(args.task)
@@ -224,8 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
                   + f"  entropy {a['entropy_gap_log_n']:.1e} log n", flush=True)
 
     print(f"task {task.name} (n = {task.n_tokens}), size {args.size}, batch {args.batch_size}, "
-          f"{args.steps} steps x {len(runs)} runs, device {args.device}, threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}")
+          f"{args.steps} steps x {len(runs)} runs, device {args.device}, threads {torch.get_num_threads()}")
     print("per-update relative difference bf16 vs fp32, median over held-out batches (noise reference):")
     seconds = train_side_by_side(runs, sampler, args, target, on_step)
     states = {name: held_out_state(agent, held_out, target) for name, (agent, *_) in runs.items()}
@@ -242,10 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{', '.join(f'{ms[n]:.1f}' for n in ms if n.startswith('ref'))})")
     print("verdict: bf16 keeps the losses equal within tolerance" if ok else
           "verdict: NOT within tolerance: " + "; ".join(reasons))
-    result = {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "checks": checks, "drift": drifts, "ms_per_update": ms, "within_tolerance": ok, "reasons": reasons}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    result = {"args": vars(args), "threads": torch.get_num_threads(), "checks": checks, "drift": drifts,
+              "ms_per_update": ms, "within_tolerance": ok, "reasons": reasons}
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

@@ -10,23 +10,20 @@ difference of every loss term (``precision_check.agreement``) twice, side by sid
 - ``heads bf16``: the Q heads left to autocast like the rest (hidden and output layers in
   bf16), i.e. what plain ``torch.autocast`` would do.
 
-    python benchmarks/gpu/q_head_precision.py --threads 1 --json benchmarks/gpu/results/q_head_precision.json
+    python -m benchmarks.gpu.q_head_precision --threads 1 --json benchmarks/gpu/results/q_head_precision.json
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import precision_check as pc  # noqa: E402
-from tql.model import EnsembleMLP, full_precision, gelu_tanh, upcast  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
+import benchmarks.gpu.precision_check as pc
+from benchmarks import common
+from tql.model import EnsembleMLP, full_precision, upcast
+from tql.tasks import get_task
 
 
 def heads_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
@@ -34,18 +31,21 @@ def heads_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
 
 
 def hidden_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
-    """``EnsembleMLP._forward`` as of commit 2a7d0b5: only the output layer in float32."""
+    """``EnsembleMLP._forward`` as of commit 2a7d0b5: only the output layer in float32 (its
+    hidden layers as the model computes them today: ``_act`` is GELU + LayerNorm or ReLU)."""
     batch = x.shape[0]
     h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
-    h = self._norm(gelu_tanh(h), 0)
+    h = self._act(h, 0)
     for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
-        h = self._norm(gelu_tanh(torch.baddbmm(b, h, w)), i)
+        h = self._act(torch.baddbmm(b, h, w), i)
     with full_precision(h):
         return torch.baddbmm(self.b_out, upcast(h), self.w_out).squeeze(-1)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = pc.parse_args(["--size", "0.03M", "--steps", "300", "--eval-batches", "4", *(argv or sys.argv[1:])])
+    argv = sys.argv[1:] if argv is None else argv
+    args = pc.parse_args(["--size", "0.03M", "--steps", "300", "--eval-batches", "4", *argv])
+    header = common.print_header(__file__, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     task = get_task(args.task)
@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, a in results.items():
         print(f"{name:>11}: " + "  ".join(f"{k.split('/')[1]} {a[k]['median']:.2e} ({a[k]['noise_median']:.0e})"
                                           for k in pc.LOSS_TERMS))
-    out = {"args": vars(args), "torch": torch.__version__, "agreement": results}
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    out = {"args": vars(args), "agreement": results}
+    common.write_json(args.json, out, __file__, argv, header=header)
     return out
 
 

@@ -5,13 +5,12 @@ Trains a small and a larger TQL critic on one generated task, each without entro
 per-layer entropies of the [VALUE] row and of the other rows side by side, as fractions of
 log n (1 = uniform attention, 0 = one-hot: collapsed).
 
-    python benchmarks/learning/attention_collapse.py --sizes 0.03M,0.4M --steps 1500
+    python -m benchmarks.learning.attention_collapse --sizes 0.03M,0.4M --steps 1500
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -19,17 +18,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.data import generate_dataset, load_task_data  # noqa: E402
-from tql.errors import MissingDatasetError  # noqa: E402
-from tql.io import read_jsonl  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import TrainConfig, train  # noqa: E402
+from benchmarks import common
+from tql.data import generate_dataset, load_task_data
+from tql.errors import MissingDatasetError
+from tql.io import read_jsonl
+from tql.tasks import get_task
+from tql.trainer import TrainConfig, train
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="cube-double-play-singletask-task2-v0")
     parser.add_argument("--sizes", default="0.03M,0.4M", help="comma list of critic presets")
@@ -41,8 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-episodes", type=int, default=40)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="runs/attention_collapse")
-    parser.add_argument("--json", default=None)
-    return parser.parse_args()
+    common.add_json_option(parser, "every run's entropies")
+    return parser.parse_args(argv)
 
 
 def final_entropies(metrics_path: Path, depth: int, tail: int = 3) -> dict[str, list[float]]:
@@ -84,8 +81,9 @@ def print_table(runs: list[dict], log_n: float, target: float) -> None:
     Console(width=200).print(table)
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     task = get_task(args.task)
     try:
         load_task_data(task, args.data_dir)
@@ -93,9 +91,8 @@ def main() -> int:
         generate_dataset(task, args.data_dir, episodes=args.data_episodes, seed=0)
     runs = [run_one(args, task, size, control) for size in args.sizes.split(",") for control in (False, True)]
     print_table(runs, task.max_entropy, task.target_entropy(args.rho))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"task": task.name, "log_n": task.max_entropy, "rho": args.rho,
-                                               "steps": args.steps, "runs": runs}, indent=2) + "\n")
+    common.write_json(args.json, {"task": task.name, "log_n": task.max_entropy, "rho": args.rho, "steps": args.steps,
+                                  "runs": runs}, __file__, argv, header=header)
     return 0
 
 

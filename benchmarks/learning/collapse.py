@@ -30,7 +30,7 @@ one evaluation's episodes first, and prices the grid before anything trains; the
 into the result file. Runs are resumable (re-run the same command; a run's measures are kept in
 its folder as ``collapse.json``) and spread over ``--jobs`` one-thread processes.
 
-    python benchmarks/learning/collapse.py --shapes 0.03M,w32-d4 --rates 1e-3 --seeds 0,1,2 \\
+    python -m benchmarks.learning.collapse --shapes 0.03M,w32-d4 --rates 1e-3 --seeds 0,1,2 \\
         --steps 5000 --out /work/bench/runs/collapse --json benchmarks/learning/results/collapse.json
 """
 
@@ -40,15 +40,13 @@ import argparse
 import itertools
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import common
 
 CONTROLS = ("off", "on")
 THRESHOLDS = (0.5, 0.2)  # fractions of log n whose first crossing is reported
@@ -74,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default="runs/collapse")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--json")
+    common.add_json_option(p, "the table, the contrasts and every run")
     p.add_argument("--from-json", help="report an earlier --json again, training nothing")
     p.add_argument("--finished-only", action="store_true",
                    help="report the grid's runs that have finished (their collapse.json), training nothing")
@@ -140,7 +138,7 @@ def measure(args, run: dict) -> dict:
 
     kept = Path(run["dir"]) / "collapse.json"
     if kept.is_file():
-        return json.loads(kept.read_text())
+        return kept_measures(kept)
     config = train_config(args, run)
     rows = read_jsonl(Path(run["dir"]) / "metrics.jsonl")
     evals = [{k: r.get(k) for k in ("step", "success_rate", "episodes", "progress", "gained", "gained_episodes")}
@@ -150,10 +148,13 @@ def measure(args, run: dict) -> dict:
               "layers": crossings(train_rows, critic_depth(config.agent), config.spec.max_entropy)}
     if run["control"] == "off":
         result["engaged_at"] = None  # no control: nothing engages (the column is not shown for off runs)
-    from tql.io import atomic_write_text
-
-    atomic_write_text(kept, json.dumps(result))
+    common.write_json(kept, result, __file__)  # the header: the sweep that measured it
     return result
+
+
+def kept_measures(path: Path) -> dict:
+    """A run's measures kept in its folder, without the file's header (older files have none)."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "header"}
 
 
 def train_and_measure(args, run: dict) -> dict:
@@ -331,7 +332,7 @@ def _episodes(evaluation: dict, measure_name: str) -> list[float] | None:
     return evaluation.get("gained_episodes")
 
 
-def report(args, runs: list[dict], header: list[str], priced: dict | None, console) -> dict:
+def report(args, runs: list[dict], priced: dict | None, console) -> dict:
     from rich.table import Table
 
     arms = arm_table(runs)
@@ -360,7 +361,7 @@ def report(args, runs: list[dict], header: list[str], priced: dict | None, conso
             console.print(f"{entry['task']} {entry['config']}: held-out TD error off / on = {t['ratio']:.2f}x "
                           f"(geometric mean over seeds), 95% CI [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]; off higher in "
                           f"{t['seeds_higher']} of {t['seeds']} seeds", soft_wrap=True)
-    return {"header": header, "priced": priced, "arms": arms, "contrasts": diffs, "runs": runs}
+    return {"priced": priced, "arms": arms, "contrasts": diffs, "runs": runs}
 
 
 def _pct_or(value) -> str:
@@ -375,26 +376,6 @@ def _steps(values: list) -> str:
     return ", ".join("never" if v is None else f"{v:,}" for v in values)
 
 
-def header_lines(argv: list[str]) -> list[str]:
-    """The result file's first lines: command, machine, commit."""
-    try:
-        def git(*words: str) -> str:
-            return subprocess.run(["git", *words], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
-
-        commit = git("rev-parse", "--short", "HEAD").strip() + (" with uncommitted changes"
-                                                                if git("status", "--porcelain", "--untracked-files=no")
-                                                                else "")
-    except OSError:
-        commit = "unknown"
-    import os
-
-    import torch
-
-    return [f"$ python benchmarks/learning/collapse.py {' '.join(argv)}",
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores; torch "
-            f"{torch.__version__}; commit {commit}"]
-
-
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -402,14 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.learning.side_by_side import side_by_side
     from tql.errors import ConfigError
 
-    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 220)
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        for line in saved["header"]:
-            console.print(line, markup=False, soft_wrap=True)
-        report(args, saved["runs"], saved["header"], saved.get("priced"), console)
+        for line in common.header_lines(saved["header"]):  # the saved run's (older files: a list of lines)
+            print(line, flush=True)
+        report(args, saved["runs"], saved.get("priced"), console)
         return 0
     runs = grid(args)
     try:
@@ -419,21 +399,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         return 2
-    header = header_lines(argv)
-    for line in header:
-        console.print(line, markup=False, soft_wrap=True)
+    header = common.print_header(__file__, argv)
     if args.finished_only:
-        done = [{**run, **json.loads((Path(run["dir"]) / "collapse.json").read_text())} for run in runs
+        done = [{**run, **kept_measures(Path(run["dir"]) / "collapse.json")} for run in runs
                 if (Path(run["dir"]) / "collapse.json").is_file()]
         console.print(f"{len(done)} of {len(runs)} runs finished")
-        result = report(args, done, header, None, console) if done else None
-        if args.json and result:
-            _write(args.json, result)
+        if done:
+            common.write_json(args.json, report(args, done, None, console), __file__, argv, header=header)
         return 0
     priced = price(args, runs, console.print) if args.price else None
     if args.price:
-        if args.json:
-            _write(args.json, {"header": header, "priced": priced, "runs": []})
+        common.write_json(args.json, {"priced": priced, "runs": []}, __file__, argv, header=header)
         return 0
     from tql.data import expected_size, provide_task_data
 
@@ -444,17 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                           console.print, progress=False)
     console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
     done = side_by_side(args, train_and_measure, [(run,) for run in runs])
-    result = report(args, done, header, priced, console)
-    if args.json:
-        _write(args.json, result)
+    common.write_json(args.json, report(args, done, priced, console), __file__, argv, header=header)
     return 0
-
-
-def _write(path: str, data: dict) -> None:
-    from tql.io import atomic_write_text
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(path), json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

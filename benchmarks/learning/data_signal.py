@@ -5,27 +5,24 @@ transitions (``tql.data.signal``). Each size is generated with OGBench's oracles
 folder (``DATA_DIR/EPISODESxLENGTH``): a run uses any dataset at least as large as it expects,
 so sizes sharing a folder would be measured on the largest.
 
-    python benchmarks/learning/data_signal.py --sizes 4x200,40x1001 --tasks all \\
+    python -m benchmarks.learning.data_signal --sizes 4x200,40x1001 --tasks all \\
         --json benchmarks/learning/results/data_signal.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.data import expected_size, provide_task_data  # noqa: E402
-from tql.data.datasets import load_task_data  # noqa: E402
-from tql.data.signal import data_signal  # noqa: E402
-from tql.tasks import resolve_tasks  # noqa: E402
+from benchmarks import common
+from tql.data import expected_size, provide_task_data
+from tql.data.datasets import load_task_data
+from tql.data.signal import data_signal
+from tql.tasks import resolve_tasks
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -45,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--workers", type=int, default=1, help="processes generating a missing dataset")
-    parser.add_argument("--json", default=None)
+    common.add_json_option(parser, "every (task, size)'s signal")
     args = parser.parse_args(argv)
+    header = common.print_header(__file__, argv)
     console, sizes, tasks = Console(width=160), parse_sizes(args.sizes), resolve_tasks(args.tasks)
     rows, start = [], time.perf_counter()
     for task in tasks:
@@ -76,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"{episodes} x {length}: {len(tasks) - len(silent)} of {len(tasks)} tasks have signal"
                       + (f"; none: {', '.join(silent)}" if silent else ""))
     console.print(f"{time.perf_counter() - start:.0f} s in all")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    common.write_json(args.json, {"args": vars(args), "rows": rows}, __file__, argv, header=header)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ Each run trains the whole agent (critic and policy) on generated data with the s
 (seeded), no evaluation episodes. Runs are spread over ``--jobs`` processes of one thread
 (default ``auto``: one per core, one on a GPU).
 
-    python benchmarks/learning/engagement.py --grid free --steps 3000 --jobs 2 \\
+    python -m benchmarks.learning.engagement --grid free --steps 3000 --jobs 2 \\
         --json benchmarks/learning/results/engagement_free.json
-    python benchmarks/learning/engagement.py --grid control --steps 3000 --jobs 2 \\
+    python -m benchmarks.learning.engagement --grid control --steps 3000 --jobs 2 \\
         --json benchmarks/learning/results/engagement_control.json
 """
 
@@ -37,18 +37,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from autotune.tuning.trials import resolve_workers  # noqa: E402
-from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
-from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
-from tql.data import ReplaySampler, expected_size, provide_task_data  # noqa: E402
-from tql.engagement import ENGAGE_MARGIN  # noqa: E402
-from tql.errors import ConfigError  # noqa: E402
-from tql.targets import GROUP_NAMES, rho_table  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import resolve_device  # noqa: E402
+from autotune.tuning.trials import resolve_workers
+from benchmarks import common
+from benchmarks.learning.side_by_side import side_by_side
+from tql.agent import AgentConfig, TQLAgent, critic_depth, flat_metrics
+from tql.data import ReplaySampler, expected_size, provide_task_data
+from tql.engagement import ENGAGE_MARGIN
+from tql.errors import ConfigError
+from tql.targets import GROUP_NAMES, rho_table
+from tql.tasks import get_task
+from tql.trainer import resolve_device
 
 UNIFORM_MARGIN = 0.05  # nats below log n that count as "left uniform"
 GRIDS = ("free", "control")
@@ -75,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", default="auto",
                         help="runs trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--json", default=None)
+    common.add_json_option(parser, "every run's logged updates and the summaries")
     parser.add_argument("--from-json", default=None, help="re-read the runs of an earlier --json and report them")
     args = parser.parse_args(argv)
     if args.grid not in GRIDS:
@@ -253,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         return 2
+    header = common.print_header(__file__, argv)
     for episodes in sorted({run["episodes"] for run in runs} if not args.from_json else ()):
         load_sampler(task, episodes, args.data_dir, device, say=console.print)  # the data once, before the workers
     console.print(f"{task.name} (log n = {task.max_entropy:.3f}): {len(runs)} run(s), batch {args.batch_size}, "
@@ -268,10 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_control(finished, pairs, console)
     console.print(f"{time.perf_counter() - start:.0f} s in all")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"task": task.name, "log_n": task.max_entropy, "args": vars(args),
-                                               "uniform_margin": UNIFORM_MARGIN, "engage_margin": ENGAGE_MARGIN,
-                                               "runs": finished, "pairs": pairs}, indent=1) + "\n")
+    common.write_json(args.json, {"task": task.name, "log_n": task.max_entropy, "args": vars(args),
+                                  "uniform_margin": UNIFORM_MARGIN, "engage_margin": ENGAGE_MARGIN,
+                                  "runs": finished, "pairs": pairs}, __file__, argv, header=header)
     return 0
 
 

@@ -8,7 +8,7 @@ constants to the points given (least squares on log updates; a point measured "n
 within its run counts only when predicted inside it) and prints the refit's predictions
 beside the shipped model's.
 
-    python benchmarks/learning/engagement_model.py --fit \\
+    python -m benchmarks.learning.engagement_model --fit \\
         benchmarks/learning/results/engagement_free.json benchmarks/learning/results/engagement_control.json \\
         --runs benchmarks/learning/results/engaged_pair/rho0.5 benchmarks/learning/results/engaged_pair/rho0.9
 """
@@ -19,22 +19,20 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.agent import AgentConfig  # noqa: E402
-from tql.engagement import (MODEL, UNIFORM_MARGIN, EngagementModel, first_engagement,  # noqa: E402
+from benchmarks import common
+from tql.agent import AgentConfig
+from tql.engagement import (MODEL, UNIFORM_MARGIN, EngagementModel, first_engagement,
                             learning_distance, predict_engagement)
-from tql.io import read_jsonl  # noqa: E402
-from tql.model import get_preset  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import TrainConfig  # noqa: E402
+from tql.io import read_jsonl
+from tql.model import get_preset
+from tql.tasks import get_task
+from tql.trainer import TrainConfig
 
 EPISODE_LENGTH = 1001  # engagement.py's generated episodes
 
@@ -138,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", nargs="*", default=[], help="run folders of tql-tune train")
     parser.add_argument("--fit", action="store_true", help="also refit the constants to these points")
     args = parser.parse_args(argv)
+    common.print_header(__file__, argv)
     points = []
     for path in args.grids:
         data = json.loads(Path(path).read_text())

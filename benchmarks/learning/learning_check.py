@@ -5,8 +5,8 @@ missing, trains with the given profile for every (agent settings, seed) pair - e
 published settings beside tql-tune 0.1's, on the same data, steps and seeds - and prints the
 numbers side by side:
 
-    python benchmarks/learning/learning_check.py --task cube-single-play-singletask-task1-v0 --steps 30000
-    python benchmarks/learning/learning_check.py --settings published,small-alpha --seeds 0,1 --jobs 2 --steps 10000
+    python -m benchmarks.learning.learning_check --task cube-single-play-singletask-task1-v0 --steps 30000
+    python -m benchmarks.learning.learning_check --settings published,small-alpha --seeds 0,1 --jobs 2 --steps 10000
 
 ``small-alpha`` runs tql-tune 0.1 exactly: its settings and its critic preset (``0.03M-v1`` for
 the CPU profiles' ``0.03M``).
@@ -21,7 +21,6 @@ and last fifth of training; the raw TD loss is printed beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -29,17 +28,15 @@ from pathlib import Path
 
 from scipy.stats import fisher_exact
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from autotune.tuning.trials import resolve_workers  # noqa: E402
-from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
-from tql.data import generate_dataset, load_task_data  # noqa: E402
-from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
-from tql.evaluation import evaluate, random_policy  # noqa: E402
-from tql.io import read_jsonl  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import TrainConfig, train  # noqa: E402
+from autotune.tuning.trials import resolve_workers
+from benchmarks import common
+from benchmarks.learning.side_by_side import side_by_side
+from tql.data import generate_dataset, load_task_data
+from tql.errors import ConfigError, MissingDatasetError
+from tql.evaluation import evaluate, random_policy
+from tql.io import read_jsonl
+from tql.tasks import get_task
+from tql.trainer import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (with --jobs 1)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="runs/learning_check")
-    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    common.add_json_option(parser, "the numbers")
     parser.add_argument("--resume", action="store_true",
                         help="continue (or reuse, if finished) the runs in --out instead of starting afresh")
     return parser.parse_args(argv)
@@ -167,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    header = common.print_header(__file__, argv)
     task = get_task(args.task)
     kind = ensure_data(task, args.data_dir, args.data_episodes)
     runs = run_all(args)
     checks = print_runs(task, kind, runs, args.eval_episodes)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"task": task.name, "data_kind": kind, "runs": runs, "checks": checks},
-                                              indent=2) + "\n")
+    common.write_json(args.json, {"task": task.name, "data_kind": kind, "runs": runs, "checks": checks}, __file__, argv,
+                      header=header)
     return 0 if all(checks.values()) else 1
 
 

@@ -17,7 +17,7 @@ Prints, per task and critic, mean success (and its spread over seeds) at each ev
 the first step at which the mean leaves zero; writes the numbers (``--json``) and a plot of
 success vs steps with a 95% band over seeds (``--png``)::
 
-    python benchmarks/learning/learning_curves.py --tasks cube-single-play-singletask-task1-v0,scene-play-singletask-task1-v0 \\
+    python -m benchmarks.learning.learning_curves --tasks cube-single-play-singletask-task1-v0,scene-play-singletask-task1-v0 \\
         --minutes 60 --json benchmarks/learning/results/learning_curves.json --png benchmarks/learning/results/learning_curves.png
 """
 
@@ -33,18 +33,16 @@ from pathlib import Path
 
 from scipy import stats
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from autotune.tuning.trials import resolve_workers  # noqa: E402
-from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
-from tql.batched.batch_runs import BatchMember, BatchTrainer  # noqa: E402
-from tql.data import available_cpus, generate_dataset, load_task_data  # noqa: E402
-from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
-from tql.model import get_preset  # noqa: E402
-from tql.targets import PUBLISHED_TARGETS, published_targets  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import TrainConfig  # noqa: E402
+from autotune.tuning.trials import resolve_workers
+from benchmarks import common
+from benchmarks.learning.side_by_side import side_by_side
+from tql.batched.batch_runs import BatchMember, BatchTrainer
+from tql.data import available_cpus, generate_dataset, load_task_data
+from tql.errors import ConfigError, MissingDatasetError
+from tql.model import get_preset
+from tql.targets import PUBLISHED_TARGETS, published_targets
+from tql.tasks import get_task
+from tql.trainer import TrainConfig
 
 CRITICS = {"tql": "published TQL (per-layer published targets)", "mlp": "FQL MLP critic"}
 PROBE_UPDATES = 12  # timed updates per population, after WARMUP untimed ones
@@ -68,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="populations trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="runs/learning_curves")
-    parser.add_argument("--json", default=None)
+    common.add_json_option(parser, "the curves, probes and budget")
     parser.add_argument("--png", default=None)
     parser.add_argument("--merge", default=None,
                         help="comma list of --json files of earlier sweeps (e.g. run side by side, one task each): "
@@ -241,12 +239,15 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def merge(args) -> None:
+def merge(args, argv: list[str] | None, header: dict[str, str]) -> None:
     """One table and one plot from sweeps that ran as separate processes (one task set each)."""
-    records = [json.loads(Path(path).read_text()) for path in args.merge.split(",")]
+    saved = [json.loads(Path(path).read_text()) for path in args.merge.split(",")]
+    records = [record for data in saved for record in data.get("merged", [data])]  # a merged file: its sweeps
     results = {task: by_critic for record in records for task, by_critic in record["results"].items()}
     for record in records:
-        print(f"$ {record['command']}")
+        # each sweep's own header (older files: only the command)
+        for line in common.header_lines(record["header"]) if "header" in record else [f"$ {record['command']}"]:
+            print(line)
         print(f"  {record['steps']} steps per run, {record['wall_minutes']:.0f} min; data: {record['data']}")
         for name, p in record["probes"].items():
             print(f"  probe {name} x{record['seeds']}: {1000 * p['update_seconds']:.0f} ms/update, "
@@ -255,8 +256,7 @@ def merge(args) -> None:
         for critic, result in by_critic.items():
             print_curve(task, critic, result)
     print(first_to_leave_zero(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"merged": records}, indent=1))
+    common.write_json(args.json, {"merged": records}, __file__, argv, header=header)
     if args.png:
         plot(results, args.png)
 
@@ -264,7 +264,7 @@ def merge(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
-        merge(args)
+        merge(args, argv, common.print_header(__file__, argv))
         return 0
     start = time.perf_counter()
     tasks, critics = [t.strip() for t in args.tasks.split(",") if t.strip()], args.critics.split(",")
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    header = common.print_header(__file__, argv)
     if args.jobs > 1:
         args.threads = 1
     root = Path(args.out)
@@ -291,12 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         results[task][critic] = result
         print_curve(task, critic, result)
     print(first_to_leave_zero(results))
-    record = {"command": "python " + " ".join(sys.argv), "steps": steps, "seeds": args.seeds, "profile": args.profile,
-              "jobs": args.jobs,
+    record = {"steps": steps, "seeds": args.seeds, "profile": args.profile, "jobs": args.jobs,
               "eval_episodes": args.eval_episodes, "data": data, "wall_minutes": (time.perf_counter() - start) / 60,
               "probes": {f"{t} {c}": p for (t, c), p in probes.items()}, "results": results}
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
+    common.write_json(args.json, record, __file__, argv, header=header)
     if args.png:
         plot(results, args.png)
     return 0

@@ -11,30 +11,26 @@ member on ``--eval-episodes`` episodes. Prints, per measurement step and signal:
 - regret of selection: best final success minus the final success of the member the signal
   picks (always defined; 0 is a perfect pick).
 
-    python benchmarks/learning/pbt_fitness.py --tasks scene-play-singletask-task1-v0 --seeds 0,1,2 \\
+    python -m benchmarks.learning.pbt_fitness --tasks scene-play-singletask-task1-v0 --seeds 0,1,2 \\
         --profile cpu --steps 2000 --members 4 --json benchmarks/learning/results/pbt_fitness.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.io import read_jsonl  # noqa: E402
-from tql.batched.pbt import PopulationTrainer  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import TrainConfig, TrainHooks  # noqa: E402
+from benchmarks import common
+from tql.batched.pbt import PopulationTrainer
+from tql.io import read_jsonl
+from tql.tasks import get_task
+from tql.trainer import TrainConfig, TrainHooks
 
 
 class FixedRhos(TrainHooks):
@@ -45,7 +41,7 @@ class FixedRhos(TrainHooks):
         return self.targets
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="scene-play-singletask-task1-v0")
     parser.add_argument("--seeds", default="0,1,2")
@@ -62,8 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="runs/pbt_fitness")
-    parser.add_argument("--json", default=None)
-    return parser.parse_args()
+    common.add_json_option(parser, "the runs, the scores and their summary")
+    return parser.parse_args(argv)
 
 
 def run_one(args, task: str, seed: int) -> dict:
@@ -97,9 +93,9 @@ def scores(run: dict) -> list[dict]:
     return out
 
 
-def main() -> int:
-    args = parse_args()
-    print("command: python " + " ".join(sys.argv))
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     started = time.time()
     runs = [run_one(args, task, int(seed)) for task in args.tasks.split(",") for seed in args.seeds.split(",")]
     rows = [row for run in runs for row in scores(run)]
@@ -122,9 +118,8 @@ def main() -> int:
         print(f"{signal:>8s}: mean Spearman vs final success {mean} over {s['defined']}/{s['measurements']} "
               f"measurements where it is defined; mean regret of its pick {s['mean_regret']:.3f}")
     print(f"total wall time {time.time() - started:.0f}s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "rows": rows, "summary": summary},
-                                              indent=1))
+    common.write_json(args.json, {"args": vars(args), "runs": runs, "rows": rows, "summary": summary}, __file__, argv,
+                      header=header)
     return 0
 
 

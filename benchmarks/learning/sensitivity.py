@@ -28,7 +28,7 @@ own length): give a new ``--out`` for a longer budget. Printed as one table (``s
 ``--png`` (success and progress vs rho, and the attention entropy vs the target) write them,
 and ``--from-json`` reports a saved run again.
 
-    python benchmarks/learning/sensitivity.py --task cube-single-play-singletask-task1-v0 \\
+    python -m benchmarks.learning.sensitivity --task cube-single-play-singletask-task1-v0 \\
         --rhos 0.3,0.45,0.6,0.75,0.9,0.95 --seeds 0,1 --steps 3000 \\
         --out /work/bench/runs/sensitivity --json benchmarks/learning/results/sensitivity_cube-single.json
 """
@@ -44,9 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.learning.sensitivity_report import report  # noqa: E402
+from benchmarks import common
+from benchmarks.learning.sensitivity_report import report
 
 ENGAGED = ["alpha_init=0.01", "critic_lr=1e-3"]  # engages after ~550-600 updates (engagement_model.txt)
 
@@ -74,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default="runs/sensitivity")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--json")
+    common.add_json_option(p, "the runs and the table")
     p.add_argument("--png")
     p.add_argument("--from-json", help="report earlier runs' --json again, training nothing; several files "
                                        "(comma-separated) of the same task, budget and agent pool their runs")
@@ -232,7 +231,7 @@ def pooled_runs(paths: list[str]) -> tuple[argparse.Namespace, list[dict], str]:
     for path in paths:
         saved = json.loads(Path(path).read_text())
         # A pooled file's command joins its sources' with " + "; their settings agree, so the first speaks for all.
-        shown = parse_args(shlex.split(saved["command"].split(" + ")[0])[2:])
+        shown = parse_args(script_arguments(saved["command"].split(" + ")[0]))
         key = (shown.task, shown.steps, sorted(shown.agent))
         if settings is not None and key != settings[1]:
             raise ValueError(f"{path} ran {key[0]}, {key[1]:,} updates, agent {' '.join(key[2])}; "
@@ -246,6 +245,13 @@ def pooled_runs(paths: list[str]) -> tuple[argparse.Namespace, list[dict], str]:
     if twice:
         raise ValueError(f"the files hold {', '.join(twice)} more than once; pool runs of different seeds")
     return settings[0], runs, " + ".join(commands)
+
+
+def script_arguments(command: str) -> list[str]:
+    """The arguments of a saved command: ``python -m benchmarks.learning.sensitivity ARGS``, or
+    ``python benchmarks/learning/sensitivity.py ARGS`` in older files."""
+    words = shlex.split(command)
+    return words[3:] if words[1:2] == ["-m"] else words[2:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
             return 2
-        return report(shown, runs, command, console, args.json, args.png)
+        header = common.print_header(__file__, argv)
+        return report(shown, runs, command, console, args.json, args.png, header)
     runs, task = grid(args), get_task(args.task)
     from autotune.tuning.trials import resolve_workers
     from benchmarks.learning.side_by_side import side_by_side
@@ -278,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
         return 2
+    header = common.print_header(__file__, argv)
     config = train_config(args, runs[0])  # the dataset once, before the runs share it
     provide_task_data(task, config.data_dir, config.data_kind,
                       expected_size(task, config.data_episodes, config.data_episode_length), True, console.print,
@@ -288,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.print(f"{len(runs)} runs of {args.steps:,} updates, {args.jobs} at once (1 thread each)")
         done = side_by_side(args, train_and_measure, [(run,) for run in runs])
-    command = "python benchmarks/learning/sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    return report(args, done, command, console, args.json, args.png)
+    return report(args, done, header["command"], console, args.json, args.png, header)
 
 
 if __name__ == "__main__":

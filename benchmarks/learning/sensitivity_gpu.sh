@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The H̄ sensitivity measurements that need a GPU, in order of priority within a wall-time
 # budget (each step runs only if its usual time still fits; see ../gpu/budget_steps.sh). All
-# train each layout's runs as one batch (`sensitivity.py --batch`) on the `cpu` profile's data.
+# train each layout's runs as one batch (`python -m benchmarks.learning.sensitivity --batch`) on
+# the `cpu` profile's data.
 #
 #   bash benchmarks/learning/sensitivity_gpu.sh [MINUTES (default 10)] [OUT (default
 #        benchmarks/learning/results/gpu)] [DATA_DIR (default data)]
+#
+# It runs from the repository root, whatever the folder it is started from: relative OUT and
+# DATA_DIR are relative to the root.
 #
 # 0. collapse:  where free attention collapses (docs/collapse.md): cube-double task 1, the paper's
 #               widths at depth 2 (1.6M = width 256, 7M = 512) and a 4-layer critic (w256-d4-h4), the
@@ -30,12 +34,13 @@ set -u
 MINUTES=${1:-10}
 OUT=${2:-benchmarks/learning/results/gpu}
 DATA=${3:-data}
-source "$(dirname "$0")/../gpu/budget_steps.sh"
+cd "$(dirname "$0")/../.." || exit 1
+source benchmarks/gpu/budget_steps.sh
 CUBE=cube-single-play-singletask-task1-v0
-run() {  # run NAME SECONDS ARGS...: one sensitivity.py call writing OUT/NAME.{txt,json,png}
+run() {  # run NAME SECONDS ARGS...: one sensitivity run writing OUT/NAME.{txt,json,png}
     local name=$1 usual=$2
     shift 2
-    step "$name" "$usual" python benchmarks/learning/sensitivity.py --batch --eval-episodes 20 --data-dir "$DATA" \
+    step "$name" "$usual" python -m benchmarks.learning.sensitivity --batch --eval-episodes 20 --data-dir "$DATA" \
         --out "runs/sensitivity-gpu/$name" --json "$OUT/$name.json" --png "$OUT/$name.png" "$@"
 }
 DOUBLE=cube-double-play-singletask-task1-v0

@@ -1,4 +1,4 @@
-"""The report of benchmarks/learning/sensitivity.py: one row per (H̄, layout) from its runs'
+"""The report of ``python -m benchmarks.learning.sensitivity``: one row per (H̄, layout) from its runs'
 measurements (success with a CI over seeds and episodes, progress, held-out TD error, Q - MC,
 attention per layer), two tests of each H̄'s successes against the rest of its layout, the
 table, the terminal plot and the figure."""
@@ -6,14 +6,13 @@ table, the terminal plot and the figure."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
 from autotune.report.power import coin_episodes, detectable_difference, seed_mean_draws
 from autotune.report.stats import iqm
+from benchmarks import common
 
 
 def constant_rho(label: str) -> bool:
@@ -254,8 +253,11 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(args, done: list[dict], command: str, console, json_path: str | None, png_path: str | None) -> int:
-    """The table, the success tests, the terminal plot; ``--json`` and ``--png`` if asked."""
+def report(args, done: list[dict], command: str, console, json_path: str | None, png_path: str | None,
+           header: dict[str, str]) -> int:
+    """The table, the success tests, the terminal plot; ``--json`` and ``--png`` if asked. ``command``
+    is the one that trained the runs (several joined by " + " when pooled: ``--from-json`` reads
+    the settings from it), ``header`` this report's own (it starts the JSON)."""
     from tql.tasks import get_task
 
     log_n = get_task(args.task).max_entropy
@@ -279,9 +281,8 @@ def report(args, done: list[dict], command: str, console, json_path: str | None,
                   "; ".join(f"{r['label']} {r['sharing']} {_fmt_points(r['detectable'])}" for r in rows))
     if len({r["label"] for r in rows if constant_rho(r["label"])}) > 1:
         print(terminal_plot(rows))
-    if json_path:
-        Path(json_path).write_text(json.dumps({"command": command, "task": args.task, "log_n": log_n,
-                                               "runs": done, "rows": rows}, indent=1, default=float) + "\n")
+    common.write_json(json_path, {"command": command, "task": args.task, "log_n": log_n, "runs": done, "rows": rows},
+                      common.ROOT / "benchmarks" / "learning" / "sensitivity.py", header=header)
     if png_path:
         plot(rows, png_path, f"{args.task}: {args.steps:,} updates, {' '.join(args.agent)}")
     return 0

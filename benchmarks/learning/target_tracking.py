@@ -23,34 +23,30 @@ one-sided runs (published, rho0.5, rho0.95): no entropy more than 0.1 nats below
 (and how far above it sits); two_sided: every entropy within 0.1 nats of its target;
 free: at least one entropy below its published target (else the setting shows nothing).
 
-    python benchmarks/learning/target_tracking.py --size 0.4M --steps 3000 --batch-size 64 --threads 2 \\
+    python -m benchmarks.learning.target_tracking --size 0.4M --steps 3000 --batch-size 64 --threads 2 \\
         --json benchmarks/learning/results/target_tracking.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from autotune.tuning.trials import resolve_workers  # noqa: E402
-from benchmarks.learning.side_by_side import side_by_side  # noqa: E402
-from tql.agent import LEGACY_SETTINGS, AgentConfig, TQLAgent, critic_depth, flat_metrics  # noqa: E402
-from tql.data import ReplaySampler, generate_dataset, load_task_data  # noqa: E402
-from tql.errors import ConfigError, MissingDatasetError  # noqa: E402
-from tql.targets import GROUP_NAMES, published_targets, rho_table  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import resolve_device  # noqa: E402
+from autotune.tuning.trials import resolve_workers
+from benchmarks import common
+from benchmarks.learning.side_by_side import side_by_side
+from tql.agent import LEGACY_SETTINGS, AgentConfig, TQLAgent, critic_depth, flat_metrics
+from tql.data import ReplaySampler, generate_dataset, load_task_data
+from tql.errors import ConfigError, MissingDatasetError
+from tql.targets import GROUP_NAMES, published_targets, rho_table
+from tql.tasks import get_task
+from tql.trainer import resolve_device
 
 RUNS = ("published", "rho0.5", "rho0.95", "free", "legacy", "two_sided", "two_sided_fast", "two_sided_bounded")
 LEGACY = {**LEGACY_SETTINGS, "critic_lr": 3e-4, "actor_lr": 3e-4}
@@ -73,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs trained at once, processes of one thread (auto: one per core; 1 on a GPU)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--data-episodes", type=int, default=40)
-    parser.add_argument("--json", default=None)
+    common.add_json_option(parser, "every run's logged updates and verdict")
     return parser.parse_args(argv)
 
 
@@ -187,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    header = common.print_header(__file__, argv)
     for name in names:
         run_settings(name, task, 2)  # a bad name fails before any training
     sampler, kind = load_sampler(args, task, device)  # makes the data once, before the workers start
@@ -197,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = run_all(args, names)
     for run in runs:
         print_run(run, task.max_entropy, console)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"task": task.name, "log_n": task.max_entropy, "args": vars(args),
-                                               "data_kind": kind, "runs": runs}, indent=1) + "\n")
+    common.write_json(args.json, {"task": task.name, "log_n": task.max_entropy, "args": vars(args), "data_kind": kind,
+                                  "runs": runs}, __file__, argv, header=header)
     return 0
 
 

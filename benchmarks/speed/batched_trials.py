@@ -28,32 +28,28 @@ CPU, and load from anything else on the machine hits every setting alike. Not wi
 
 On a CPU the population is compute-bound and no speedup is expected; the GPU goal is >= 8x:
 
-    python benchmarks/speed/batched_trials.py --trials 4 --steps 300            # CPU, reduced
-    python benchmarks/speed/batched_trials.py --device cuda --trials 16 --batch 16 --profile cpu
-    python benchmarks/speed/batched_trials.py --device cuda --trials 32 --batch 8 --workers 4 --profile cpu
-    python benchmarks/speed/batched_trials.py --trials 16 --batch 16 --threads 1 --concurrent   # 2-core CPU
+    python -m benchmarks.speed.batched_trials --trials 4 --steps 300            # CPU, reduced
+    python -m benchmarks.speed.batched_trials --device cuda --trials 16 --batch 16 --profile cpu
+    python -m benchmarks.speed.batched_trials --device cuda --trials 32 --batch 8 --workers 4 --profile cpu
+    python -m benchmarks.speed.batched_trials --trials 16 --batch 16 --threads 1 --concurrent   # 2-core CPU
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import optuna
 
-import optuna  # noqa: E402
-
-from autotune.tuning import studies  # noqa: E402
-from autotune.tuning.study_spec import load_spec  # noqa: E402
-from autotune.tuning.trials import RunPlan, study_name  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
+from autotune.tuning import studies
+from autotune.tuning.study_spec import load_spec
+from autotune.tuning.trials import RunPlan, study_name
+from benchmarks import common
+from tql.tasks import get_task
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "finds inductor's cache warm (a cold compile costs a CPU run ~1 minute once per "
                              "thread count: compile_cost.py)")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--json", default=None, help="also write the numbers here")
+    common.add_json_option(parser, "the numbers")
     return parser.parse_args(argv)
 
 
@@ -205,6 +201,7 @@ def warm_up(args, spec, tmp: Path, settings: list[Setting], rhos: list[float]) -
 def main(argv=None) -> None:
     args = parse_args(argv)
     check_args(args)
+    header = common.print_header(__file__, argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = settings_of(args)
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,10 +221,12 @@ def main(argv=None) -> None:
                 walls[name].append(wall)
                 values[name] = trial_values
     config = probe.train_config(probe.tasks[0], rhos[0], 0)
-    report(args, config, kinds, walls, values)
+    result = report(args, config, kinds, walls, values)
+    common.write_json(args.json, result, __file__, argv, header=header)
 
 
-def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dict[str, dict[float, float]]) -> None:
+def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dict[str, dict[float, float]]) -> dict:
+    """Print the settings' medians and speedups; returns them as the JSON result."""
     import torch
 
     names = list(walls)
@@ -237,8 +236,7 @@ def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dic
     print(f"task {args.task} ({', '.join(kinds.values())} data), profile {args.profile}: {config.steps} steps, "
           f"batch {config.agent.batch_size}, critic {config.agent.size}, actor {tuple(config.agent.actor_hidden)}, "
           f"{config.eval_episodes} evaluation episodes every {config.eval_every} steps; {args.trials} trials x "
-          f"{args.seeds} seed(s), no pruner; device {args.device}, threads {args.threads or torch.get_num_threads()}, "
-          f"torch {torch.__version__}")
+          f"{args.seeds} seed(s), no pruner; device {args.device}, threads {args.threads or torch.get_num_threads()}")
     print(f"median of {args.rounds} round(s), settings {'at the same time' if args.concurrent else 'alternating'}")
     width = max(len(name) for name in names)
     print(f"{'setting':>{width}} {'wall s':>9} {'s/trial':>9} {'speedup':>8}")
@@ -253,11 +251,9 @@ def report(args, config, kinds: dict, walls: dict[str, list[float]], values: dic
         batch = next(name for name in names if name.startswith("batched") and "workers" not in name)
         print(f"workers' gain over one worker's batch: {medians[batch] / medians[names[-1]]:.2f}x")
     print(f"largest |value difference| between settings: {diff:.4f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "walls": walls, "medians": medians,
-                                               "speedup": None if args.skip_one_by_one else speedups[names[1]],
-                                               "speedups": speedups,
-                                               "max_value_diff": diff}, indent=2) + "\n")
+    return {"args": vars(args), "walls": walls, "medians": medians,
+            "speedup": None if args.skip_one_by_one else speedups[names[1]], "speedups": speedups,
+            "max_value_diff": diff}
 
 
 if __name__ == "__main__":

@@ -14,23 +14,20 @@ its gradients (``torch.autograd.grad``) for one `cpu`-profile update, on the who
 in C chunks, from one agent state, gradients compared (largest relative difference over the
 optimiser's parameters), timed in interleaved rounds (median ms, ratio to the whole batch).
 
-    python benchmarks/speed/chunked_update.py --threads 2 --chunks 2,4 --rounds 7 \\
+    python -m benchmarks.speed.chunked_update --threads 2 --chunks 2,4 --rounds 7 \\
         --json benchmarks/speed/results/chunked_update.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import common
+from tql.compiled import CompiledOrEager
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--inner", type=int, default=10, help="loss + backward calls per timed sample")
-    p.add_argument("--json")
+    common.add_json_option(p)
     return p.parse_args(argv)
 
 
@@ -63,8 +60,14 @@ def random_batch(spec, size: int) -> dict[str, torch.Tensor]:
             "rewards": -torch.rand(size, generator=g), "masks": torch.ones(size)}
 
 
-def gradients(agent, batch: dict, noise: dict, target: torch.Tensor, chunks: int) -> list[torch.Tensor]:
-    """Gradients of the update's loss (w.r.t. the optimiser's parameters), the batch in
+def compiled_losses(agent) -> CompiledOrEager:
+    """The agent's whole loss through torch.compile, as its update compiles it."""
+    return CompiledOrEager(agent.losses, True, explicit=True)
+
+
+def gradients(agent, losses: CompiledOrEager, batch: dict, noise: dict, target: torch.Tensor,
+              chunks: int) -> list[torch.Tensor]:
+    """Gradients of the update's loss ``losses`` (w.r.t. the optimiser's parameters), the batch in
     ``chunks`` equal row slices weighted by their share of the batch, summed here: letting
     ``.backward()`` accumulate into ``.grad`` over two calls of the compiled loss gave a wrong
     gradient for the critic's [VALUE] token embedding (torch 2.13, CPU; eager was right)."""
@@ -74,7 +77,7 @@ def gradients(agent, batch: dict, noise: dict, target: torch.Tensor, chunks: int
     for start, stop in zip(bounds, bounds[1:]):
         part = {k: v[start:stop] for k, v in batch.items()}
         draws = {k: v[start:stop] for k, v in noise.items()}
-        loss, _ = agent._losses(part, target, draws)
+        loss, _ = losses(part, target, draws)
         grads = torch.autograd.grad(loss * ((stop - start) / size), params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
@@ -87,32 +90,33 @@ def largest_relative_difference(got: list[torch.Tensor], want: list[torch.Tensor
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     agent, spec = make_agent(args.task, args.profile)
     batch = random_batch(spec, agent.config.batch_size)
     noise = agent.sample_noise(batch, torch.Generator().manual_seed(2))
     target = torch.full((2, 2), 0.9 * spec.max_entropy)
     settings = [1] + [int(c) for c in args.chunks.split(",")]
-    whole = gradients(agent, batch, noise, target, 1)  # also compiles the whole-batch graph
-    agreement = {c: largest_relative_difference(gradients(agent, batch, noise, target, c), whole)
+    losses = compiled_losses(agent)
+    whole = gradients(agent, losses, batch, noise, target, 1)  # also compiles the whole-batch graph
+    agreement = {c: largest_relative_difference(gradients(agent, losses, batch, noise, target, c), whole)
                  for c in settings[1:]}  # also compiles each chunk shape
     samples: dict[int, list[float]] = {c: [] for c in settings}
     for _ in range(args.rounds):
         for c in settings:
             start = time.perf_counter()
             for _ in range(args.inner):
-                gradients(agent, batch, noise, target, c)
+                gradients(agent, losses, batch, noise, target, c)
             samples[c].append(1000 * (time.perf_counter() - start) / args.inner)
     median = {c: statistics.median(v) for c, v in samples.items()}
     print(f"compiled loss + backward of one `{args.profile}` update, batch {len(batch['actions'])}, "
-          f"{args.threads} threads, {args.rounds} interleaved rounds of {args.inner} ({platform.processor() or 'cpu'})")
+          f"{args.threads} threads, {args.rounds} interleaved rounds of {args.inner}")
     print(f"{'chunks':>6} {'ms':>8} {'vs whole':>9} {'largest rel. grad diff':>23}")
     for c in settings:
         diff = "-" if c == 1 else f"{agreement[c]:.2e}"
         print(f"{c:>6} {median[c]:>8.2f} {median[1] / median[c]:>8.2f}x {diff:>23}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "median_ms": median, "ms_samples": samples,
-                                               "grad_rel_diff": agreement}, indent=1) + "\n")
+    common.write_json(args.json, {"args": vars(args), "median_ms": median, "ms_samples": samples,
+                                  "grad_rel_diff": agreement}, __file__, argv, header=header)
     return 0
 
 

@@ -9,7 +9,7 @@ machine's load hits both alike. Printed: the median wall time per setting, the r
 
 and whether the two settings' scores are equal (the same runs, trained in other processes).
 
-    python benchmarks/speed/compare_workers.py --approaches default,feedback --seeds 2 \\
+    python -m benchmarks.speed.compare_workers --approaches default,feedback --seeds 2 \\
         --steps 500 --rounds 2 --json benchmarks/speed/results/compare_workers.json
 """
 
@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="W of the side-by-side setting")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
     if args.workers < 2 or args.rounds < 1:
         p.error(f"--workers {args.workers} must be >= 2 and --rounds {args.rounds} >= 1")
@@ -57,6 +56,7 @@ def compare_once(args: argparse.Namespace, workers: int, out: Path) -> tuple[flo
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     walls: dict[int, list[float]] = {1: [], args.workers: []}
     scores: dict[int, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--workers {workers}: {value:7.1f} s  {median[1] / value:5.2f}x")
     same = scores[1] == scores[args.workers]
     print(f"scores equal: {same}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "walls": walls, "median": median,
-                                               "speedup": median[1] / median[args.workers], "scores_equal": same},
-                                              indent=1) + "\n")
+    common.write_json(args.json, {"args": vars(args), "walls": walls, "median": median,
+                                  "speedup": median[1] / median[args.workers], "scores_equal": same},
+                      __file__, argv, header=header)
     return 0 if same else 1
 
 

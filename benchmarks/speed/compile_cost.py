@@ -13,7 +13,7 @@ Processes alternate eager and compiled, round by round, so drift in the machine'
 both alike. The cold measurement uses an empty inductor cache (a fresh TORCHINDUCTOR_CACHE_DIR),
 the warm ones the cache it filled (what every run after a machine's first finds).
 
-    python benchmarks/speed/compile_cost.py --profile cpu --threads 1,2 --rounds 3 \\
+    python -m benchmarks.speed.compile_cost --profile cpu --threads 1,2 --rounds 3 \\
         --json benchmarks/speed/results/compile_cost.json
 """
 
@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from benchmarks import common
 
 FIRST = 3  # updates timed from the start: the compilation happens in the first one or two
 
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", default="1,2", help="comma list of torch thread counts")
     p.add_argument("--updates", type=int, default=40, help="steady updates timed per process")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json")
+    common.add_json_option(p)
     p.add_argument("--child", choices=["eager", "compiled"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.updates < 1:
@@ -77,10 +76,10 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def measure(args: argparse.Namespace, mode: str, threads: int, cache: Path) -> dict:
-    command = [sys.executable, __file__, "--child", mode, "--threads", str(threads), "--task", args.task,
-               "--profile", args.profile, "--updates", str(args.updates)]
+    command = [sys.executable, "-m", common.module_name(__file__), "--child", mode, "--threads", str(threads),
+               "--task", args.task, "--profile", args.profile, "--updates", str(args.updates)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -98,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
+    header = common.print_header(__file__, argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -123,10 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     for t, row in rows.items():
         print(f"| {t} | {row['eager_ms']:.1f} | {row['compiled_ms']:.1f} | {row['speedup']:.2f}x | "
               f"{row['warm_compile_seconds']:.1f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "cold": cold,
-                                               "cold_compile_seconds": compile_seconds(cold), "threads": rows},
-                                              indent=1) + "\n")
+    common.write_json(args.json, {"args": vars(args), "cold": cold, "cold_compile_seconds": compile_seconds(cold),
+                                  "threads": rows}, __file__, argv, header=header)
     return 0
 
 

@@ -7,7 +7,7 @@ and without the compiled rates (every run at the probe's eager rate, as plan.jso
 says when it predates them), beside the median and quartiles of the runs' measured
 ``wall_seconds``. The machine's speeds are the ones the experiment's probe measured.
 
-    python benchmarks/speed/cost_model_check.py --out runs/experiment-engaged \\
+    python -m benchmarks.speed.cost_model_check --out runs/experiment-engaged \\
         --spec studies/experiment_engaged.toml
 """
 
@@ -17,11 +17,9 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,11 +44,12 @@ def measured_walls(out: Path) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from autotune.experiment.plan import _work
+    from autotune.experiment.plan import phase_work
     from autotune.experiment.probe import update_rates
     from autotune.experiment.spec import Machine, load_experiment
 
     args = parse_args(argv)
+    common.print_header(__file__, argv)
     out = Path(args.out)
     saved = json.loads((out / "plan.json").read_text())
     fields = {f.name for f in dataclasses.fields(Machine)}
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     eager_only = dataclasses.replace(probed, compile_min_steps=0)
     now = dataclasses.replace(probed, **update_rates(probed.updates_per_second, torch.device("cpu")))
     spec = load_experiment(args.spec)
-    _, _, _, phases, _ = _work(spec, probed, 0, 1, False)
+    _, _, _, phases, _ = phase_work(spec, probed, 0, 1, False)
     steps = saved["steps"]
     walls = measured_walls(out)
     print(f"{out}: {steps} steps per run; probe {probed.updates_per_second} eager updates/s, priced compiled at "

@@ -10,7 +10,7 @@ qpos / qvel) and of the sampler's float32 tensors, and extrapolates both to OGBe
 transitions (``--extrapolate``). Also times ``ReplaySampler.sample(batch)`` (batches/s),
 the only data work inside the training loop.
 
-    python benchmarks/speed/data_speed.py --task cube-double-play-singletask-task2-v0 \\
+    python -m benchmarks.speed.data_speed --task cube-double-play-singletask-task2-v0 \\
         --episodes 2 --episode-length 201 --json benchmarks/speed/results/data_speed.json
 
 For a meaningful speed-up give every worker many episodes (e.g. ``--episodes 160`` for 16
@@ -20,10 +20,8 @@ workers): process start-up (imports, MuJoCo compilation) is paid once per worker
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.data import (  # noqa: E402
+from benchmarks import common
+from tql.data import (
     META_KEY,
     ReplaySampler,
     available_cpus,
@@ -41,7 +38,7 @@ from tql.data import (  # noqa: E402
     load_task_data,
     read_generated_meta,
 )
-from tql.tasks import get_task  # noqa: E402
+from tql.tasks import get_task
 
 
 def _arrays_nbytes(arrays: dict[str, np.ndarray]) -> dict[str, int]:
@@ -74,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--extrapolate", type=int, default=1_000_000, help="transitions to extrapolate memory to")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="ReplaySampler device")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
 
@@ -124,7 +122,6 @@ def main(argv: list[str] | None = None) -> dict:
     speedup = sec / par
     x = args.extrapolate
     result = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "task": task.name, "obs_dim": task.obs_dim, "act_dim": task.act_dim,
         "episodes": args.episodes, "val_episodes": n_val, "episode_length": args.episode_length,
         "generated_steps": generated, "generation_s": sec, "generation_s_samples": gen_s,
@@ -162,9 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"ReplaySampler tensors (float32): {result['sampler_bytes_per_transition']:.0f} B/transition -> "
           f"{result['sampler_mb_extrapolated']:.0f} MB per {x:,}")
     print(f"ReplaySampler.sample({args.batch_size}): {result['sample_batches_per_s']:.0f} batches/s on {args.device}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

@@ -7,7 +7,7 @@ are created before timing (creation, i.e. MuJoCo compilation, is reported separa
 the numbers are the rollout throughput. The policy's share of the time is measured too:
 batching only saves per-call policy overhead, the MuJoCo steps stay sequential.
 
-    python benchmarks/speed/eval_speed.py --task cube-double-play-singletask-task2-v0 \\
+    python -m benchmarks.speed.eval_speed --task cube-double-play-singletask-task2-v0 \\
         --episodes 8 --max-steps 100
 
 The process comparison evaluates a TQL actor (the agent's default size, random weights) the
@@ -17,7 +17,7 @@ over W worker processes, whose results must be identical. Each side runs once un
 W processes can gain only where W cores are free (at most W times; less the time spent
 sending the actor and merging): on a busy 2-core machine expect little.
 
-    python benchmarks/speed/eval_speed.py --episodes 16 --max-steps 200 --workers 8
+    python -m benchmarks.speed.eval_speed --episodes 16 --max-steps 200 --workers 8
 
 ``--members K`` adds how a batch of K members is evaluated over ``--workers W`` processes:
 member by member (K calls, each dealing its E episodes over min(E, W) processes) vs all at
@@ -25,27 +25,22 @@ once (``PolicyEvaluator.run_many``, K x E episodes dealt over W processes), alte
 with identical results required. All at once gains where E < W (at most min(W, K x E) / E
 times): on one GPU's 16 cores with 8 episodes, or here with E = 1 and W = 2.
 
-    python benchmarks/speed/eval_speed.py --members 16 --episodes 8 --workers 15 --max-steps 500
+    python -m benchmarks.speed.eval_speed --members 16 --episodes 8 --workers 15 --max-steps 500
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.eval_workers import PolicyEvaluator  # noqa: E402
-from tql.evaluation import EnvPool, run_episodes  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
+from benchmarks import common
+from tql.eval_workers import PolicyEvaluator
+from tql.evaluation import EnvPool, run_episodes
+from tql.tasks import get_task
 
 
 def mlp_policy(obs_dim: int, act_dim: int, hidden: int, layers: int, device: str):
@@ -159,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also compare in-process evaluation with this many worker processes (0: skip)")
     p.add_argument("--members", type=int, default=0,
                    help="also compare evaluating this many actors member by member vs all at once (0: skip)")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
     policy, spent = mlp_policy(task.obs_dim, task.act_dim, args.hidden, args.layers, args.device)
@@ -205,9 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary["members"] = compare_members(task, args)
     print(f"ratio batched / sequential: {ratio:.2f}x  ({summary['policy']}, "
           f"{args.episodes} episodes x <= {args.max_steps} steps)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    common.write_json(args.json, summary, __file__, argv, header=header)
     return summary
 
 

@@ -13,7 +13,7 @@ chose, the member updates trained, the wall time, updates per wall minute and it
 
 and per phase the estimated and measured minutes.
 
-    python benchmarks/speed/experiment_workers.py --budget-minutes 4 --rounds 1 \\
+    python -m benchmarks.speed.experiment_workers --budget-minutes 4 --rounds 1 \\
         --json benchmarks/speed/results/experiment_workers.json
 """
 
@@ -28,19 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--spec", default=str(ROOT / "studies" / "experiment.toml"))
+    p.add_argument("--spec", default=str(common.ROOT / "studies" / "experiment.toml"))
     p.add_argument("--full", action="store_true", help="the spec's full size, not its [dry_run]")
     p.add_argument("--budget-minutes", type=float, default=4.0)
     p.add_argument("--workers", type=int, default=2, help="W of the side-by-side setting")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--data-dir", help="datasets (default: a temporary folder, generated first)")
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
     if args.workers < 2 or args.rounds < 1 or not args.budget_minutes > 0:
         p.error(f"--workers {args.workers} must be >= 2, --rounds {args.rounds} >= 1, --budget-minutes > 0")
@@ -67,7 +66,7 @@ def experiment_once(args: argparse.Namespace, workers: int, out: Path, data_dir:
                str(args.budget_minutes), "--workers", str(workers), "--out", str(out), "--data-dir", str(data_dir),
                "--device", "cpu", "--reps", "100"] + ([] if args.full else ["--dry-run"])
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -99,6 +98,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     settings = [1, args.workers]
     runs: dict[int, list[dict]] = {w: [] for w in settings}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = minutes["measured"] / minutes["estimated"] if minutes["estimated"] else float("nan")
             print(f"| --workers {workers} | {phase} | {minutes['estimated']:.2f} | {minutes['measured']:.2f} | "
                   f"{ratio:.2f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median": result}, indent=1) + "\n")
+    common.write_json(args.json, {"args": vars(args), "runs": runs, "median": result}, __file__, argv, header=header)
     return 0
 
 

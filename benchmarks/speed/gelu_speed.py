@@ -4,21 +4,20 @@ vs ``x * sigmoid(2u)`` (the same function; ``tql.model.gelu_tanh`` under torch.c
 Forward and forward+backward on one tensor, eager and compiled, interleaved rounds, medians;
 also the largest difference between the two forms.
 
-    python benchmarks/speed/gelu_speed.py --threads 2 --json benchmarks/speed/results/gelu_speed.json
+    python -m benchmarks.speed.gelu_speed --threads 2 --json benchmarks/speed/results/gelu_speed.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks import common
 
 SCALE = 2.0 * math.sqrt(2.0 / math.pi)
 
@@ -45,8 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=50)
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     x = torch.randn(args.rows, args.cols, requires_grad=True)
     grad = torch.randn_like(x)
@@ -71,10 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = statistics.median(t / s for t, s in zip(samples[f"tanh {mode}"], samples[f"sigmoid {mode}"]))
         print(f"tanh / sigmoid, {mode}: {ratio:.2f}x")
     print(f"largest |difference| between the forms: {diff:.2e}")
-    result = {"command": " ".join(["benchmarks/speed/gelu_speed.py", *(argv if argv is not None else sys.argv[1:])]),
-              "us": rows, "max_abs_difference": diff, "torch": torch.__version__}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    result = {"us": rows, "max_abs_difference": diff}
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

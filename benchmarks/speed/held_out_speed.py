@@ -11,29 +11,24 @@ values must agree (float reassociation only):
 
 On a GPU the member-by-member way pays K times the kernel launches of one measurement.
 
-    python benchmarks/speed/held_out_speed.py --k 16
-    python benchmarks/speed/held_out_speed.py --device cuda --k 16
+    python -m benchmarks.speed.held_out_speed --k 16
+    python -m benchmarks.speed.held_out_speed --device cuda --k 16
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.speed.population_speed import random_batches, sync  # noqa: E402
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.stacked import Population  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
-from tql.trainer import VAL_BATCH, held_out_td_error  # noqa: E402
+from benchmarks import common
+from benchmarks.speed.population_speed import random_batches, sync
+from tql.agent import AgentConfig, TQLAgent
+from tql.batched.stacked import Population
+from tql.tasks import get_task
+from tql.trainer import VAL_BATCH, held_out_td_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", help="also write the numbers here")
+    common.add_json_option(p, "the numbers")
     return p.parse_args(argv)
 
 
@@ -61,6 +56,7 @@ def member_by_member(pop: Population, scratch: TQLAgent, batches: dict, noise: t
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, task = torch.device(args.device), get_task(args.task)
@@ -92,8 +88,7 @@ def main(argv=None) -> dict:
         print(f"{name:>16}: {1000 * median:9.1f} ms per log (median of {args.rounds})")
     print(f"ratio member by member / at once: {ratio:.2f}x (largest relative difference {worst:.1e})")
     result = {"args": vars(args), "seconds": seconds, "medians": medians, "ratio": ratio, "max_rel_diff": worst}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

@@ -10,23 +10,20 @@ another on all the threads (what K runs of a sweep cost one by one), in interlea
 per round, N updates of every member in each setting, one setting at a time (the others'
 processes wait). Reported: ms per update of all K members (median) and the ratios.
 
-    python benchmarks/speed/member_split.py --members 4 --processes 2 --rounds 15 \\
+    python -m benchmarks.speed.member_split --members 4 --processes 2 --rounds 15 \\
         --json benchmarks/speed/results/member_split.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from multiprocessing import get_context
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "another) and/or 'population' (one compiled population of them)")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--inner", type=int, default=5, help="updates of every member per timed sample")
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
     if args.members % args.processes:
         p.error(f"--members {args.members} must split evenly over --processes {args.processes}")
@@ -123,6 +120,7 @@ def run_split(pipes: list, updates: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     config, spec, batch, target = setting(args.task, args.profile)
     agents = make_agents(config, spec, range(args.members))
@@ -151,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'setting':<22} {'ms per K member-updates':>24} {'vs one by one':>14}")
     for name, value in median.items():
         print(f"{name:<22} {value:>24.1f} {median['one by one'] / value:>13.2f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "median_ms": median, "ms_samples": samples},
-                                              indent=1) + "\n")
+    common.write_json(args.json, {"args": vars(args), "median_ms": median, "ms_samples": samples},
+                      __file__, argv, header=header)
     return 0
 
 

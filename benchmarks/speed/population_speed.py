@@ -13,27 +13,22 @@ compared:
 The issue's goal is ratio <= 0.5 at K = 8. Data are random tensors of the task's shapes (the
 update's cost does not depend on their values); all settings get the same threads.
 
-    python benchmarks/speed/population_speed.py --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
-    python benchmarks/speed/population_speed.py --device cuda --preset 0.4M --batch-size 256 --actor-hidden 512,512,512,512
+    python -m benchmarks.speed.population_speed --preset 0.03M --batch-size 128 --actor-hidden 256,256,256
+    python -m benchmarks.speed.population_speed --device cuda --preset 0.4M --batch-size 256 --actor-hidden 512,512,512,512
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.stacked import BACKENDS, Population  # noqa: E402
-from tql.tasks import get_task  # noqa: E402
+from benchmarks import common
+from tql.agent import AgentConfig, TQLAgent
+from tql.batched.stacked import BACKENDS, Population
+from tql.tasks import get_task
 
 
 def random_batches(k: int, batch: int, obs_dim: int, act_dim: int, device, generator) -> dict:
@@ -118,12 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--precision", default="fp32", help="AgentConfig.precision: fp32 or bf16")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     args = p.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     unknown = sorted(set(args.backends) - set(BACKENDS))
     if unknown or not args.backends:
         p.error(f"--backends {','.join(args.backends)}: valid are {', '.join(BACKENDS)}")
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     task = get_task(args.task)
@@ -133,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"task {task.name} (obs {task.obs_dim}, act {task.act_dim}), preset {args.preset}, "
           f"batch {args.batch_size}, actor {hidden}, flow_steps {args.flow_steps}, device {device}, "
           f"threads {args.threads}, backends {','.join(args.backends)}, chunk_size (vmap) {args.chunk_size}, "
-          f"precision {args.precision}, torch {torch.__version__}")
+          f"precision {args.precision}")
     print(f"medians of {args.repeats} interleaved rounds, each timing {args.iters} updates of every setting")
     print(f"{'K':>3} {'backend':>8} {'population ms':>14} {'K x single ms':>14} {'single ms':>10} {'ratio':>7}"
           f" {'native/vmap':>12}")
@@ -146,9 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{k:>3} {backend:>8} {timing['population_s'] * 1e3:>14.2f} {row['separate_s'] * 1e3:>14.2f} "
                   f"{row['single_s'] * 1e3:>10.2f} {timing['ratio']:>7.3f} {versus}".rstrip(), flush=True)
     print("ratio = K-batched / (K x single), goal: <= 0.5 at K = 8; native/vmap = native time / vmap time")
-    result = {"args": vars(args), "device": str(device), "torch": torch.__version__, "rows": rows}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    result = {"args": vars(args), "device": str(device), "rows": rows}
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

@@ -11,6 +11,7 @@ both would measure slow.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -34,11 +35,18 @@ def load_package_at(rev: str) -> ModuleType:
     (folder / "tql").rename(folder / name)
     for path in (folder / name).rglob("*.py"):
         path.write_text(_IMPORT.sub(lambda m: f"{m.group(1)} {name}", path.read_text()))
-    sys.path.insert(0, str(folder))
-    try:  # its submodules then load through the package's own __path__
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(folder))
+    # Imported from its folder by location (sys.path untouched); its submodules then load
+    # through the package's own __path__.
+    spec = importlib.util.spec_from_file_location(name, folder / name / "__init__.py",
+                                                  submodule_search_locations=[str(folder / name)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return package
 
 
 def agent_at(rev: str, obs_dim: int, act_dim: int, options: dict, device: str):

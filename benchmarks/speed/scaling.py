@@ -1,6 +1,6 @@
 """Update time and peak memory of the full TQL update per critic preset (0.4M .. 26M).
 
-Each preset runs in a fresh subprocess (this script with ``--child``) so that its peak memory
+Each preset runs in a fresh subprocess (this module with ``--child``) so that its peak memory
 is its own: on CPU the process's peak resident set (``resource.getrusage(RUSAGE_SELF)
 .ru_maxrss``; ``tracemalloc`` cannot see torch's allocations), reported in total and as the
 growth over the same process right before the agent was built (imports, batch); on CUDA
@@ -11,7 +11,7 @@ the median is reported. Presets are separate workloads in separate processes, so
 are not interleaved: on a shared machine read them as orders of magnitude, and compare
 ratios within one run only.
 
-    python benchmarks/speed/scaling.py --threads 2 --repeats 3 --budget-s 40 \\
+    python -m benchmarks.speed.scaling --threads 2 --repeats 3 --budget-s 40 \\
         --json benchmarks/speed/results/scaling.json
 """
 
@@ -26,15 +26,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.model import PRESETS  # noqa: E402
+from benchmarks import common
+from tql.agent import AgentConfig, TQLAgent
+from tql.model import PRESETS
 
 DEFAULT_PRESETS = "0.4M,1.6M,7M,26M"
 
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="AgentConfig(precision='bf16'): bfloat16 autocast")
     p.add_argument("--compile", action="store_true", help="AgentConfig(compile=True)")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -129,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [s for s in presets if s not in PRESETS]
     if unknown:
         p.error(f"unknown preset(s) {unknown}; valid: {', '.join(PRESETS)}")
+    header = common.print_header(__file__, argv)
 
     passthrough = ["--critic", args.critic, "--batch-size", str(args.batch_size), "--obs-dim", str(args.obs_dim),
                    "--act-dim", str(args.act_dim), "--threads", str(args.threads), "--repeats", str(args.repeats),
@@ -137,8 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for preset in presets:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", preset, *passthrough],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run([sys.executable, "-m", common.module_name(__file__), "--child", preset, *passthrough],
+                              cwd=common.ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
             print(f"{preset}: child failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
             rows.append({"preset": preset, "error": proc.stderr[-2000:]})
@@ -155,10 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
         r["flops_vs_0.4M"] = r["gflop_per_update"] / base["gflop_per_update"]
         r["mem_vs_0.4M"] = r["peak_mem_mb"] / base["peak_mem_mb"] if base["peak_mem_mb"] > 0 else None
     result = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "device": args.device, "threads": args.threads, "batch_size": args.batch_size,
         "n_tokens": 1 + args.obs_dim + args.act_dim, "bf16": args.bf16, "compile": args.compile,
-        "torch": torch.__version__, "load_avg": [round(x, 2) for x in os.getloadavg()], "rows": rows,
+        "load_avg": [round(x, 2) for x in os.getloadavg()], "rows": rows,
     }
     print(f"device={args.device} threads={args.threads} batch={args.batch_size} n={result['n_tokens']} "
           f"critic={args.critic} bf16={args.bf16} load_avg={result['load_avg']}")
@@ -172,9 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['flops_vs_0.4M']:>7.1f} {mem_ratio:>7}")
     if ok:
         print(f"peak memory: {ok[0]['mem_kind']}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

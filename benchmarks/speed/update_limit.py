@@ -24,7 +24,7 @@ against its own limit:
 ``compiled update / matmuls in the update`` is the most that any change keeping the matmuls
 (float32, these shapes) could gain: the update with every other part free.
 
-    python benchmarks/speed/update_limit.py --threads 2 --repeats 15 --inner 5 \\
+    python -m benchmarks.speed.update_limit --threads 2 --repeats 15 --inner 5 \\
         --json benchmarks/speed/results/update_limit.json
 """
 
@@ -32,26 +32,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
 from torch._inductor import metrics
 from torch._inductor.scheduler import ExternKernelSchedulerNode, NopKernelSchedulerNode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from update_profile import (MATMULS, Components, MatmulChain, MatmulRecorder, matmul_floor_ms,  # noqa: E402
-                            matmuls_made, profile_agent, random_sampler, timed)
-from tql.model import gelu_tanh  # noqa: E402  (update_profile put the checkout on the path)
+from benchmarks import common
+from benchmarks.speed.update_profile import (MATMULS, Components, MatmulChain, MatmulRecorder, matmul_floor_ms,
+                                             matmuls_made, profile_agent, random_sampler, timed)
+from tql.model import gelu_tanh
 
 ACTIVATION = 5504 * 128  # the critic's MLP hidden layer at batch 128, n = 43: the largest activation
 COLD_BUFFERS = 40
@@ -144,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds (medians)")
     p.add_argument("--inner", type=int, default=5, help="updates per timed sample")
     p.add_argument("--profile-updates", type=int, default=20)
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     inductor_config.cpp.enable_kernel_profile = True
     inductor_config.cpp.descriptive_names = "original_aten"
@@ -174,8 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     rates = elementwise_rates(args.repeats)
     ms = {k: statistics.median(v) for k, v in samples.items()}
     result = {
-        "command": " ".join(["python", "benchmarks/speed/update_limit.py", *(argv if argv is not None else sys.argv[1:])]),
-        "profile": args.profile, "threads": args.threads, "torch": torch.__version__,
+        "profile": args.profile, "threads": args.threads,
         "load_avg": [round(x, 2) for x in os.getloadavg()],
         "update_ms": ms["update"], "chain_ms": ms["chain"], "floor_ms": ms["floor"],
         "update_over_chain": statistics.median(u / c for u, c in zip(samples["update"], samples["chain"])),
@@ -185,15 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
         "elementwise_rates": rates, "samples": samples,
     }
     print_result(result)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 
 def print_result(r: dict) -> None:
     inside, ms = r["inside"], r["inside"]["ms"]
-    print(f"profile={r['profile']} threads={r['threads']} torch={r['torch']} load_avg={r['load_avg']}")
+    print(f"profile={r['profile']} threads={r['threads']} load_avg={r['load_avg']}")
     print(f"compiled update, timed: {r['update_ms']:.2f} ms (under the profiler: {ms['all']:.2f} ms)")
     print(f"  matmuls in the update      {ms['matmuls']:6.2f} ms ({inside['calls']['matmuls']} calls); the same calls "
           f"in a chain {r['chain_ms']:.2f} ms, each alone in cache {r['floor_ms']:.2f} ms")

@@ -36,31 +36,28 @@ more), so that the compiled table names them instead of one "CompiledFxGraph" ro
 and sums every table by kind of work (``KINDS``: matmuls, GELU, softmax and entropies, layer
 norms, copies and layout changes, the optimiser, the rest).
 
-    python benchmarks/speed/update_profile.py --threads 2 --repeats 7 \\
+    python -m benchmarks.speed.update_profile --threads 2 --repeats 7 \\
         --json benchmarks/speed/results/update_profile.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.agent import AgentConfig, TQLAgent, flow_matching_loss, td_target  # noqa: E402
-from tql.data.sampler import ReplaySampler  # noqa: E402
-from tql.trainer import PROFILES  # noqa: E402
+from benchmarks import common
+from tql.agent import AgentConfig, TQLAgent, flow_matching_loss, td_target
+from tql.data.sampler import ReplaySampler
+from tql.trainer import PROFILES
 
 MATMUL_OPS = {"mm": torch.mm, "addmm": torch.addmm, "bmm": torch.bmm, "baddbmm": torch.baddbmm}
 MATMULS = set(MATMUL_OPS)
@@ -341,8 +338,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile-updates", type=int, default=20, help="updates under torch.profiler")
     p.add_argument("--top", type=int, default=15, help="operators listed")
     p.add_argument("--kernel-names", action="store_true", help="name inductor's fused kernels in the compiled table")
-    p.add_argument("--json")
+    common.add_json_option(p)
     args = p.parse_args(argv)
+    header = common.print_header(__file__, argv)
     torch.set_num_threads(args.threads)
     if args.kernel_names:
         import torch._inductor.config as inductor_config
@@ -397,10 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     every_op = {mode: operator_table(*agents[mode], args.profile_updates, None) for mode in ("eager", "compiled")}
     ops = {mode: table[:args.top] + table[-1:] for mode, table in every_op.items()}
     kinds = {mode: by_kind(table) for mode, table in every_op.items()}
-    result = {"command": " ".join(["python", "benchmarks/speed/update_profile.py",
-                                   *(argv if argv is not None else sys.argv[1:])]),
-              "profile": args.profile, "threads": args.threads, "torch": torch.__version__,
-              "load_avg": [round(x, 2) for x in __import__("os").getloadavg()],
+    result = {"profile": args.profile, "threads": args.threads,
+              "load_avg": [round(x, 2) for x in os.getloadavg()],
               "kernel_names": args.kernel_names, "components": rows, "operators": ops, "kinds": kinds,
               "matmul_chain": {"calls": len(chain.steps), "operand_mb": chain.megabytes,
                                "ms": ms[("update", "chain")], "compiled_over_chain": over_chain,
@@ -408,15 +404,12 @@ def main(argv: list[str] | None = None) -> dict:
                                "eager_calls": len(calls["update"])},
               "ms_samples": {f"{k[0]}/{k[1]}": [1e3 * s for s in v] for k, v in samples.items()}}
     print_result(result)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 
 def print_result(result: dict) -> None:
-    print(f"profile={result['profile']} threads={result['threads']} torch={result['torch']} "
-          f"load_avg={result['load_avg']}")
+    print(f"profile={result['profile']} threads={result['threads']} load_avg={result['load_avg']}")
     print(f"{'component':>13} {'eager ms':>9} {'compiled':>9} {'GFLOP':>7} {'mm floor':>9} {'floor GF/s':>10} "
           f"{'compiled - floor':>16}")
     for r in result["components"]:

@@ -40,38 +40,31 @@ bf16). MFU = achieved model FLOP/s / the peak of the variant's matmul dtype. All
 and the peak are interleaved round by round (``--repeats`` rounds); medians are reported,
 because the machine may be shared.
 
-    python benchmarks/speed/update_speed.py --threads 2 --repeats 5 --presets 0.4M,1.6M \\
+    python -m benchmarks.speed.update_speed --threads 2 --repeats 5 --presets 0.4M,1.6M \\
         --json benchmarks/speed/results/update_speed.json
-    python benchmarks/speed/update_speed.py --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
-    python benchmarks/speed/update_speed.py --device cuda --bf16 --inner 200   # on a GPU
-    python benchmarks/speed/update_speed.py --profile cpu --variants tql,tql+compile --baseline-rev d86bc7f
+    python -m benchmarks.speed.update_speed --variants tql,tql+bf16 --presets 0.4M,1.6M   # bf16 vs fp32
+    python -m benchmarks.speed.update_speed --device cuda --bf16 --inner 200   # on a GPU
+    python -m benchmarks.speed.update_speed --profile cpu --variants tql,tql+compile --baseline-rev d86bc7f
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# Runnable as a plain script from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tql.agent import AgentConfig, TQLAgent  # noqa: E402
-from tql.batched.stacked import Population  # noqa: E402
-from tql.compiled import CompiledOrEager  # noqa: E402
-from tql.model import EnsembleMLP, get_preset  # noqa: E402
-
-from benchmarks.speed.rev_agent import agent_at  # noqa: E402
+from benchmarks import common
+from benchmarks.speed.rev_agent import agent_at
+from tql.agent import AgentConfig, TQLAgent
+from tql.batched.stacked import Population
+from tql.compiled import CompiledOrEager
+from tql.model import EnsembleMLP, get_preset
 
 _STATE, _ACTION, _VALUE = 0, 1, 2
 
@@ -334,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                          "P one-thread processes at once (member_split.py)")
     p.add_argument("--task", default="cube-double-play-singletask-task2-v0", help="the task of --split's workers")
     p.add_argument("--peak-size", type=int, default=0, help="matmul size (default 2048 CPU, 8192 CUDA)")
-    p.add_argument("--json", help="also write the numbers to this file")
+    common.add_json_option(p, "the numbers")
     args = p.parse_args(argv)
     if args.split and (args.members < 2 or args.members % args.split or not args.profile or args.device != "cpu"):
         p.error(f"--split {args.split} needs --members K > 1 that it divides, --profile and --device cpu")
@@ -346,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = set(variants) - set(valid)
     if unknown:
         p.error(f"unknown variant(s) {sorted(unknown)}; valid: {', '.join(valid)}")
+    header = common.print_header(__file__, argv)
     if args.baseline_rev:
         variants.insert(1, f"tql@{args.baseline_rev}")
     profile = profile_agent(args)
@@ -416,7 +410,6 @@ def main(argv: list[str] | None = None) -> dict:
             "warmup_s": info[key]["warmup_s"],
         })
     result = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "device": device, "threads": args.threads, "batch_size": args.batch_size,
         "obs_dim": args.obs_dim, "act_dim": args.act_dim, "n_tokens": 1 + args.obs_dim + args.act_dim,
         "bf16": args.bf16, "compile": args.compile, "repeats": args.repeats, "inner": args.inner,
@@ -425,7 +418,6 @@ def main(argv: list[str] | None = None) -> dict:
                                  "best_call_gflop_per_s": max(peaks_best[d]) / 1e9} for d in peak_dtypes},
         "peak_note": "per round: median of the timed calls; MFU uses the median over rounds",
         "flop_count": "torch.utils.flop_counter.FlopCounterMode, one full update (matmul-type ops)",
-        "torch": torch.__version__, "python": platform.python_version(),
         "load_avg": _loadavg(), "rows": rows,
     }
     print(f"device={device} threads={args.threads} batch={args.batch_size} n={result['n_tokens']} "
@@ -445,9 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("vs ref / vs tql / vs base / vs 1by1: median over rounds of (that variant's time / this one's) in the same "
           "round; MFU against the peak of the variant's matmul dtype; thr: torch threads; "
           "members' rows: ms and GFLOP per step of all K members")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result, __file__, argv, header=header)
     return result
 
 

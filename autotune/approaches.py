@@ -50,7 +50,8 @@ from typing import Any, Callable
 
 from autotune.controllers import (FeedbackController, PBTRule, PopulationController, followed_schedule_of,
                                   train_with_population)
-from autotune.schedules import Schedule, ScheduleHooks
+from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
+from autotune.tracking import RunLabels, check_loggers, tracking_hooks
 from autotune.report.data import ComparisonData
 from autotune.transfer import leave_one_domain_out, schedule_of_task
 from autotune.tuning.trials import objective_value
@@ -95,8 +96,16 @@ class ComparePlan:
     batch: bool = False  # train a task's runs as one population (tql.batched.batch_runs)
     workers: int = 1  # processes training unfinished runs side by side (autotune.tuning.trials.resolve_workers)
     agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every run (--agent)
+    log: tuple[str, ...] = ()  # loggers every run is mirrored into (autotune.tracking)
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
+        from autotune.tracking.writers import require
+
+        self.log = check_loggers(self.log)
+        for logger in self.log:
+            require(logger)  # a missing extra: one line, before any run
         for name in self.approaches:
             if name not in BUILTIN and not name.startswith("file:"):
                 raise ConfigError(f"approach {name!r} is not one of: {', '.join(BUILTIN)}, file:NAME=PATH")
@@ -110,6 +119,13 @@ class ComparePlan:
             raise ConfigError("approach 'knots' needs --knots-study (a study run with search.kind = 'knots')")
         if "layers" in self.approaches and not self.layers_study:
             raise ConfigError("approach 'layers' needs --layers-study (a study run with search.kind = 'layers')")
+
+    def observers(self, approach: str, task: TaskSpec, seed: int) -> TrainHooks | None:
+        """A run mirrored into ``log`` (None without loggers), grouped by approach and task."""
+        labels = RunLabels(project=self.wandb_project, entity=self.wandb_entity, group=f"{approach}/{task.name}",
+                           job_type="compare", name=f"{approach}/{task.name}/seed-{seed}", tags=(approach, task.name),
+                           config={"approach": approach, "seed": seed, "comparison": str(self.out_dir)})
+        return tracking_hooks(self.log, labels)
 
     def config(self, task: TaskSpec, seed: int, agent: dict[str, Any] | None = None, **overrides) -> TrainConfig:
         """A run's config: the profile, the plan's settings, then ``agent`` (an approach's
@@ -232,11 +248,12 @@ def _learning_settings(agent: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in agent.items() if k != "compile"}, sort_keys=True))
 
 
-def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks | None) -> TrainResult:
+def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks | None,
+           observers: TrainHooks | None = None) -> TrainResult:
     if approach.population:
-        result = train_with_population(config, out, hooks, progress=False)
+        result = train_with_population(config, out, hooks, observers=observers, progress=False)
     else:
-        result = train(config, out, hooks, progress=False)
+        result = train(config, out, hooks if observers is None else CombinedHooks(hooks, observers), progress=False)
     followed = followed_schedule_of(hooks, result, task=config.task, seed=config.seed)
     if followed is not None:
         followed.save(out / "schedule.json")
@@ -283,7 +300,7 @@ def run_comparison(plan: ComparePlan, on_run: Callable[[str, str, int, float], N
                 config = run_config(plan, approach, task, seed)
                 key = (approach.name, task.name, seed)
                 result = (batched.get(key) or in_workers.get(key) or _finished(out, config)
-                          or _train(approach, config, out, make_hooks()))
+                          or _train(approach, config, out, make_hooks(), plan.observers(approach.name, task, seed)))
                 value = objective_value(result.evals, plan.last_k)
                 scores[approach.name].setdefault(task.name, []).append(value)
                 progress[approach.name].setdefault(task.name, []).append(_finished_progress(result.evals, plan.last_k))
@@ -357,7 +374,8 @@ def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[
 
     from tql.batched.batch_runs import BatchMember, train_batch
 
-    members = [BatchMember(config=config, out_dir=out, hooks=hooks) for _, _, config, out, hooks in pending]
+    members = [BatchMember(config=config, out_dir=out, hooks=_with(hooks, plan.observers(name, task, seed)))
+               for name, seed, config, out, hooks in pending]
     key = hashlib.sha1("\n".join(str(out.resolve()) for _, _, _, out, _ in pending).encode()).hexdigest()[:12]
     outcomes = train_batch(members, plan.out_dir / "runs" / "_batches" / task.name / key, progress=False)
     results = {}
@@ -414,7 +432,12 @@ def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tupl
         _WORKER_APPROACHES[name] = build_approach(plan, name)
     approach, task = _WORKER_APPROACHES[name], get_task(task_name)
     config = run_config(plan, approach, task, seed)
-    return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)())
+    return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)(),
+                       plan.observers(name, task, seed))
+
+
+def _with(hooks: TrainHooks | None, observers: TrainHooks | None) -> TrainHooks | None:
+    return hooks if observers is None else CombinedHooks(hooks, observers)
 
 
 def _safe(name: str) -> str:

@@ -147,3 +147,55 @@ def test_a_population_logs_one_run_per_member(tiny_data_dir, tmp_path):
         assert "pbt/val_td" in seen and set(seen["pbt/val_td"]) == set(fitness["pbt/val_td"])
     names = sorted(read_run(f)["run"]["name"] for f in run_files(out))
     assert names == ["pbt", "pbt/member-0", "pbt/member-1"]  # the run's evaluation, and each member
+
+
+def test_a_study_logs_every_seed_and_each_trial_as_it_ends(tiny_data_dir, tmp_path):
+    """`run --log`: each trial's seed is a run grouped study/task, named trial/seed; the study's
+    own points (value, rho, verdicts) are the storage's numbers, one per trial."""
+    import optuna
+
+    from autotune.tuning import studies
+    from autotune.tuning.study_spec import load_spec
+    from autotune.tuning.trials import RunPlan
+    from tql.tasks import get_task
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    plan = RunPlan(tasks=[get_task(TINY_TASK)], spec=load_spec(None), storage=storage, trials=2, seeds=1,
+                   runs_dir=tmp_path / "runs", data_dir=tiny_data_dir, workers=1, log=("tensorboard", "wandb"),
+                   wandb_project="tql-tests", train_overrides=dict(steps=20, eval_every=20, eval_episodes=1))
+    studies.create_studies(plan, studies.open_storage(storage))
+    assert studies.work(plan).complete == 2
+    trials = optuna.load_study(study_name=f"tql:{TINY_TASK}", storage=storage).trials
+    task_dir = tmp_path / "runs" / "tql" / TINY_TASK
+    for trial in trials:
+        seed_dir = task_dir / f"trial-{trial.number:04d}" / "seed-0"
+        expected = _expected(read_jsonl(seed_dir / "metrics.jsonl"))
+        seen = _tensorboard_scalars(seed_dir)
+        assert seen["critic/td_loss"] == pytest.approx(expected["critic/td_loss"], rel=1e-6)
+        [file] = run_files(seed_dir)
+        run = read_run(file)["run"]
+        assert (run["group"], run["name"], run["job_type"]) == (f"tql/{TINY_TASK}",
+                                                                f"trial-{trial.number:04d}/seed-0", "trial")
+    points = _tensorboard_scalars(task_dir / "study")
+    assert points["trial/value"] == pytest.approx({t.number: t.value for t in trials}, rel=1e-6)
+    assert points["trial/rho"] == pytest.approx({t.number: t.params["rho"] for t in trials}, rel=1e-6)
+    assert points["trial/engaged"] == {t.number: float(t.user_attrs["engaged_at"] is not None) for t in trials}
+    [study_file] = run_files(task_dir / "study")
+    study_run = read_run(study_file)
+    assert study_run["run"]["job_type"] == "study" and study_run["run"]["group"] == f"tql/{TINY_TASK}"
+    assert sorted(p["trial/number"] for p in study_run["history"]) == [0, 1]
+
+
+def test_a_comparison_logs_each_run_by_approach_task_and_seed(tiny_data_dir, tmp_path):
+    out = tmp_path / "cmp"
+    api.compare(TINY_TASK, approaches="default,off", seeds=1, out=out, data_dir=tiny_data_dir, steps=20,
+                eval_every=20, eval_episodes=1, reps=50, workers=1, log=["wandb"], wandb_project="tql-tests")
+    names = {}
+    for file in sorted(out.glob("runs/*/*/seed-*/wandb/offline-run-*/run-*.wandb")):
+        run = read_run(file)
+        names[run["run"]["name"]] = (run["run"]["group"], run["config"]["labels/approach"])
+        metrics = read_jsonl(file.parents[2] / "metrics.jsonl")
+        assert [h["_step"] for h in run["history"] if "critic/td_loss" in h] == \
+            [r["step"] for r in metrics if r["type"] == "train"]
+    assert names == {f"default/{TINY_TASK}/seed-100": (f"default/{TINY_TASK}", "default"),
+                     f"off/{TINY_TASK}/seed-100": (f"off/{TINY_TASK}", "off")}

@@ -31,12 +31,14 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
             on_run: Callable[[str, str, int, float], None] | None = None,
             command: str | None = None, agent: Sequence[str] | dict[str, Any] = (),
             temperature_sharing: str | None = None, collapse_alarm: float | None = None,
+            log: Sequence[str] = (), wandb_project: str | None = None, wandb_entity: str | None = None,
             say: Say | None = None) -> Comparison:
     """`tql-tune compare`: every approach to H̄ on the same tasks, unseen seeds (100, 101, ...)
     and budget; finished runs in ``out`` are reused. Writes data.json (scores and the rliable
     statistics), report.md, report.png and report_curves.png to ``out``. ``on_run(approach,
     task, seed, success)`` hears each finished run; ``command`` is recorded in the data.
-    ``workers``: processes training the runs side by side (``auto``: one per core on a CPU)."""
+    ``workers``: processes training the runs side by side (``auto``: one per core on a CPU).
+    ``log``: ``wandb`` and/or ``tensorboard`` mirror every run there (approach / task / seed)."""
     from autotune.approaches import ComparePlan, batch_runs, run_comparison
     from autotune.forecast import studies_line
     from autotune.tuning.trials import resolve_workers
@@ -53,7 +55,8 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        knots_study=knots_study, layers_study=layers_study, storage=storage, train_overrides=overrides,
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
                        batch=batch_runs(batch, device), agent=agent_options(agent, temperature_sharing),
-                       workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads))
+                       workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads),
+                       log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
     if warning and say is not None:
@@ -125,12 +128,14 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
                threads: int | None = None, workers: int | str = "auto", reps: int = 2000,
                on_plan: Callable[[Any], None] | None = None,
                on_run: Callable[[str, str, int, float], None] | None = None,
+               log: Sequence[str] = (), wandb_project: str | None = None, wandb_entity: str | None = None,
                command: str | None = None, say: Say | None = None) -> Experiment:
     """`tql-tune experiment`: data, the studies the approaches read, then every approach on the
     same tasks, seeds and steps per run, sized to ``budget_minutes`` on this machine (a few
     seconds' probe) or to the spec's reference machine; re-running with the same ``out``
     resumes. ``spec``: a built-in's name or a TOML file. ``on_plan(plan)`` hears the sized plan
-    before any training (the CLI draws it); with ``plan_only`` nothing else happens."""
+    before any training (the CLI draws it); with ``plan_only`` nothing else happens. ``log``:
+    ``wandb`` and/or ``tensorboard`` mirror the studies' and the comparison's runs there."""
     from rich.markup import escape
 
     from autotune.approaches import batch_runs
@@ -153,7 +158,8 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
     resolve_device(device)
     out = Path(out) if out is not None else Path("runs/experiment-dry-run" if dry_run else "runs/experiment")
     settings = ex.Settings(out=out, data_dir=Path(data_dir) if data_dir is not None else (
-        out / "data" if dry_run else Path("data")), device=device, threads=threads, workers=workers)
+        out / "data" if dry_run else Path("data")), device=device, threads=threads, workers=workers,
+        log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
     side_by_side = settings.compare_workers(spec_)  # a bad workers value fails here, before any work
     inputs = ex.plan_inputs(spec_, budget_minutes, dry_run, device)
     saved = None if plan_only else ex.saved_plan(out, inputs)

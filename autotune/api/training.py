@@ -91,14 +91,18 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
           out: str | Path | None = None, data_dir: str | Path = "data", make_data: bool = False,
           threads: int | None = None, device: str = "auto", precision: str = "fp32", cuda_graph: str = "auto",
           compile: bool | None = None, tf32: bool = True, agent: Sequence[str] | dict[str, Any] = (),
-          on_schedule: Callable[[Any, int, int], None] | None = None, console: Any = None, progress: bool = True):
+          on_schedule: Callable[[Any, int, int], None] | None = None, log: Sequence[str] = (),
+          wandb_project: str | None = None, wandb_entity: str | None = None, console: Any = None,
+          progress: bool = True):
     """`tql-tune apply`: train ``task`` with a schedule found elsewhere (no tuning): H̄ = rho(p) *
     log n of the new task, per layer of its critic. ``on_schedule(schedule, depth, n_tokens)``
     hears what it will follow before training (the CLI draws its per-layer table); ``console``
-    shows the header, warnings and the progress bar. Returns the ``TrainResult``."""
+    shows the header, warnings and the progress bar; ``log`` mirrors the run into ``wandb``
+    and/or ``tensorboard``. Returns the ``TrainResult``."""
     from autotune.agent_options import agent_overrides
     from autotune.forecast import cannot_act, schedule_top
-    from autotune.schedules import Schedule, ScheduleHooks
+    from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
+    from autotune.tracking import RunLabels, tracking_hooks
     from autotune.tuning.ties import say_ties
     from tql.trainer import TrainConfig
     from tql.trainer import train as run_training
@@ -109,6 +113,11 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
                                       make_data=make_data, device=device, threads=threads, eval_every=eval_every,
                                       eval_episodes=eval_episodes, cuda_graph=cuda_graph, tf32=tf32)
     hooks = ScheduleHooks.for_config(loaded, config)
+    out = Path(out) if out is not None else Path("runs") / task / f"apply-seed{seed}"
+    warn = (lambda text: console.print(f"[yellow]{text}", highlight=False)) if console is not None else None
+    observers = tracking_hooks(log, RunLabels(project=wandb_project, entity=wandb_entity, group=task,
+                                              job_type="apply", name=out.name,
+                                              config={"schedule": loaded.describe()}), warn)
     if console is not None:
         source_n = loaded.meta.get("n_tokens")
         console.print(f"schedule {loaded.describe()} from {loaded.meta.get('source', schedule)}"
@@ -121,8 +130,8 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
         warning = cannot_act(config, schedule_top(loaded, config))
         if warning:
             console.print(warning, style="yellow", highlight=False, markup=False)
-    out = Path(out) if out is not None else Path("runs") / task / f"apply-seed{seed}"
-    return run_training(config, out, hooks=hooks, console=console, progress=progress)
+    run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
+    return run_training(config, out, hooks=run_hooks, console=console, progress=progress)
 
 
 @dataclass

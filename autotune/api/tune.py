@@ -23,11 +23,13 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                threads: int | None = None, precision: str = "fp32", cuda_graph: str = "auto",
                compile: bool | None = None, tf32: bool = True, heartbeat_interval: float = HEARTBEAT_INTERVAL,
                grace_period: float = GRACE_PERIOD, agent: Sequence[str] | dict[str, Any] = (),
-               temperature_sharing: str | None = None, collapse_alarm: float | None = None):
+               temperature_sharing: str | None = None, collapse_alarm: float | None = None,
+               log: Sequence[str] = (), wandb_project: str | None = None, wandb_entity: str | None = None):
     """The ``RunPlan`` of `tql-tune run` with these options, checked (a bad override fails here,
     before any study or file is written). The keywords are the command's options; ``agent``
     (``KEY=VALUE`` strings or a dict) changes every trial's agent, e.g. ``alpha_init=0.01``;
-    ``temperature_sharing`` too (``layer_group``, ``layer``, ``global``)."""
+    ``temperature_sharing`` too (``layer_group``, ``layer``, ``global``). ``log``: ``wandb``
+    and/or ``tensorboard`` mirror every seed's run and each finished trial there."""
     from autotune.tuning.study_spec import load_spec
     from autotune.tuning.trials import RunPlan
     from tql.tasks import resolve_tasks
@@ -44,7 +46,8 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                    trials=trials, seeds=seeds, workers=workers, runs_dir=Path(runs_dir), data_dir=Path(data_dir),
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    compile=compile, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
-                   grace_period=grace_period, batch=str(batch), agent=agent_options(agent, temperature_sharing))
+                   grace_period=grace_period, batch=str(batch), agent=agent_options(agent, temperature_sharing),
+                   log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)
     return plan
 

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
-                                 DATA_DIR_HELP, DEVICE_OPTION, PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
+                                 DATA_DIR_HELP, DEVICE_OPTION, LOG_OPTION, WANDB_ENTITY_OPTION, WANDB_PROJECT_OPTION,
+                                 PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
                                  TF32_OPTION, WORKERS_HELP, app, console)
 
 
@@ -45,6 +46,9 @@ def compare(
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing",
                                                       help=SHARING_HELP + " (every run)"),
     collapse_alarm: Optional[float] = COLLAPSE_ALARM_OPTION,
+    log: list[str] = LOG_OPTION,
+    wandb_project: Optional[str] = WANDB_PROJECT_OPTION,
+    wandb_entity: Optional[str] = WANDB_ENTITY_OPTION,
 ) -> None:
     """Compare ways of setting H̄ on the same tasks, seeds and budget; writes a report and a plot."""
     import shlex
@@ -61,7 +65,7 @@ def compare(
                          compile=compile_loss, tf32=tf32, reps=reps, batch=batch, workers=workers, on_run=said,
                          command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                          agent=agent, temperature_sharing=temperature_sharing, collapse_alarm=collapse_alarm,
-                         say=console.print)
+                         log=log, wandb_project=wandb_project, wandb_entity=wandb_entity, say=console.print)
     print_comparison(result, reps)
 
 

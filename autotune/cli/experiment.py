@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from autotune.cli.common import DATA_DIR_HELP, DEVICE_OPTION, WORKERS_HELP, app, console
+from autotune.cli.common import (DATA_DIR_HELP, DEVICE_OPTION, LOG_OPTION, WANDB_ENTITY_OPTION, WANDB_PROJECT_OPTION,
+                                 WORKERS_HELP, app, console)
 from autotune.tuning.shipped import DEFAULT_EXPERIMENT
 
 
@@ -35,6 +36,9 @@ def experiment(
     workers: str = typer.Option("auto", help="processes training a study's or the comparison's runs side by "
                                              "side: " + WORKERS_HELP),
     reps: int = typer.Option(2000, help="bootstrap resamples of the report"),
+    log: list[str] = LOG_OPTION,
+    wandb_project: Optional[str] = WANDB_PROJECT_OPTION,
+    wandb_entity: Optional[str] = WANDB_ENTITY_OPTION,
 ) -> None:
     """Run an experiment (the built-in spec `experiment` by default): every approach to H̄ on the
     same tasks, seeds and steps per run; re-running the command with the same OUT resumes it."""
@@ -48,7 +52,7 @@ def experiment(
                             seeds=seeds, out=out, data_dir=data_dir, device=device, threads=threads,
                             workers=workers, reps=reps, on_plan=lambda plan: console.print(plan_table(plan)),
                             on_run=said, command="tql-tune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                            say=console.print)
+                            log=log, wandb_project=wandb_project, wandb_entity=wandb_entity, say=console.print)
     if result.comparison is not None:
         print_comparison(result.comparison, reps)
         out_dir = result.comparison.files[-1].parent

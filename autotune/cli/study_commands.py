@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from autotune.cli.common import (AGENT_OPTION_HELP, COLLAPSE_ALARM_OPTION, COMPILE_OPTION, CUDA_GRAPH_OPTION,
-                                 DATA_DIR_HELP, DEVICE_OPTION, PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
+                                 DATA_DIR_HELP, DEVICE_OPTION, LOG_OPTION, WANDB_ENTITY_OPTION, WANDB_PROJECT_OPTION,
+                                 PRECISION_HELP, SHARING_HELP, STORAGE_HELP,
                                  TF32_OPTION, WORKERS_HELP, app, console)
 from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 
@@ -54,6 +55,9 @@ def run(
     temperature_sharing: Optional[str] = typer.Option(None, "--temperature-sharing", help=SHARING_HELP + " (every "
                                                       "trial; search it with search.sharing in --spec)"),
     collapse_alarm: Optional[float] = COLLAPSE_ALARM_OPTION,
+    log: list[str] = LOG_OPTION,
+    wandb_project: Optional[str] = WANDB_PROJECT_OPTION,
+    wandb_entity: Optional[str] = WANDB_ENTITY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Tune H̄ with one Optuna study per task; re-running the command continues the studies."""
@@ -68,7 +72,7 @@ def run(
         threads=threads, precision=precision, cuda_graph=cuda_graph, compile=compile_loss, tf32=tf32,
         heartbeat_interval=heartbeat_interval, grace_period=grace_period,
         agent=agent, temperature_sharing=temperature_sharing, collapse_alarm=collapse_alarm,
-        say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
+        log=log, wandb_project=wandb_project, wandb_entity=wandb_entity, say=console.print, progress=lambda plan, opened: StudyProgress(plan, opened, console, enabled=not quiet))
     _print_summary(summary)
 
 

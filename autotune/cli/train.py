@@ -130,6 +130,9 @@ def apply(
     compile_loss: Optional[bool] = COMPILE_OPTION,
     tf32: bool = TF32_OPTION,
     agent: list[str] = typer.Option([], "--agent", help=AGENT_OPTION_HELP),
+    log: list[str] = LOG_OPTION,
+    wandb_project: Optional[str] = WANDB_PROJECT_OPTION,
+    wandb_entity: Optional[str] = WANDB_ENTITY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train a task with a schedule found elsewhere: H̄ = rho(p) * log n of the new task, per
@@ -142,7 +145,8 @@ def apply(
     result = api.apply(schedule, task, profile=profile, steps=steps, eval_every=eval_every,
                        eval_episodes=eval_episodes, seed=seed, out=out, data_dir=data_dir, make_data=make_data,
                        threads=threads, device=device, precision=precision, cuda_graph=cuda_graph,
-                       compile=compile_loss, tf32=tf32, agent=agent, on_schedule=drawn, console=console,
+                       compile=compile_loss, tf32=tf32, agent=agent, on_schedule=drawn, log=log,
+                       wandb_project=wandb_project, wandb_entity=wandb_entity, console=console,
                        progress=not quiet)
     print_result(result)
 

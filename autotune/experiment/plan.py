@@ -221,6 +221,21 @@ class Settings:
     device: str = "auto"
     threads: int | None = None
     workers: int | str = "auto"  # a phase's runs side by side (autotune.tuning.trials.resolve_workers)
+    log: tuple[str, ...] = ()  # loggers the studies' and the comparison's runs are mirrored into
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+
+    def __post_init__(self) -> None:
+        from autotune.tracking import check_loggers
+        from autotune.tracking.writers import require
+
+        self.log = check_loggers(self.log)
+        for logger in self.log:
+            require(logger)
+
+    def tracking(self) -> dict:
+        """The logging options of a phase's plan (``RunPlan``, ``ComparePlan``)."""
+        return {"log": self.log, "wandb_project": self.wandb_project, "wandb_entity": self.wandb_entity}
 
     def compare_workers(self, spec: ExperimentSpec) -> int:
         """The comparison's worker processes (at most one per run); the probe measures as many."""
@@ -263,7 +278,7 @@ def run_study(plan: ExperimentPlan, settings: Settings, which: str, say: Callabl
                        profile=plan.spec.profile, trials=trials, seeds=plan.spec.study_seeds,
                        runs_dir=settings.out / "studies", data_dir=settings.data_dir, make_data=False,
                        device=settings.device, threads=settings.threads, train_overrides=plan.train_overrides(),
-                       batch="auto", agent=dict(plan.spec.agent), workers=settings.workers)
+                       batch="auto", agent=dict(plan.spec.agent), workers=settings.workers, **settings.tracking())
     storage = open_storage(run_plan.storage)
     create_studies(run_plan, storage)
     say(f"study {which}: {len(plan.tasks)} task(s) x {trials} trials x {plan.spec.study_seeds} seed(s), "
@@ -283,7 +298,7 @@ def run_compare(plan: ExperimentPlan, settings: Settings, on_run: Callable[[str,
                                train_overrides=plan.train_overrides(), data_dir=settings.data_dir,
                                device=settings.device, threads=settings.threads,
                                batch=batch_runs("auto", settings.device), agent=dict(plan.spec.agent),
-                               workers=settings.compare_workers(plan.spec))
+                               workers=settings.compare_workers(plan.spec), **settings.tracking())
     return run_comparison(compare_plan, on_run=on_run)
 
 

@@ -35,7 +35,8 @@ class RunLabels:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _say(text: str) -> None:
+def python_warning(text: str) -> None:
+    """A line as a Python warning: where a logger speaks when the run has no console."""
     import warnings
 
     warnings.warn(text, RuntimeWarning, stacklevel=3)
@@ -49,7 +50,7 @@ class TrackingHooks(TrainHooks):
         self.loggers = check_loggers(loggers)
         for logger in self.loggers:
             require(logger)
-        self.labels, self.warn = labels or RunLabels(), warn or _say
+        self.labels, self.warn = labels or RunLabels(), warn or python_warning
         self.writers: dict[int | None, list[Any]] = {}
         self.failed: set[str] = set()
         self.folder: Path | None = None

@@ -47,20 +47,22 @@ class TensorBoardWriter:
 
     name = "tensorboard"
 
-    def __init__(self, log_dir: Path, labels: Any, config: dict[str, Any], step: int):
+    def __init__(self, log_dir: Path, labels: Any, config: dict[str, Any], step: int, purge: bool = True):
         try:
             from torch.utils.tensorboard import SummaryWriter
             from torch.utils.tensorboard.summary import hparams
         except ImportError as exc:
             raise missing_extra("tensorboard", exc) from None
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=step, flush_secs=30)
+        # purge: a resumed run's steps after its checkpoint are run again (several writers of
+        # one folder, a study's workers, must not purge each other's)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=step if purge else None, flush_secs=30)
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```", step)
         plain = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in config.items()}
         self._hparams = hparams(plain, {"eval/success_rate": 0.0, "eval/progress": 0.0})
         for part in self._hparams[:2]:  # the experiment and the session's start; its end at close
             self.writer.file_writer.add_summary(part)
 
-    def scalars(self, step: int, values: dict[str, float]) -> None:
+    def scalars(self, step: int | None, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
 
@@ -87,9 +89,10 @@ def wandb_mode() -> str:
         return "offline"
 
 
-def run_id(folder: Path, member: int | None) -> str:
-    """A W&B run id that a resumed run finds again: from the run's folder (and member)."""
-    key = f"{Path(folder).resolve()}#{'' if member is None else member}"
+def run_id(folder: Path, key: Any = None) -> str:
+    """A W&B run id that a resumed run finds again: from the run's folder (and a member, or
+    a worker's host and process)."""
+    key = f"{Path(folder).resolve()}#{'' if key is None else key}"
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -98,7 +101,8 @@ class WandbWriter:
 
     name = "wandb"
 
-    def __init__(self, folder: Path, labels: Any, config: dict[str, Any], step: int, member: int | None = None):
+    def __init__(self, folder: Path, labels: Any, config: dict[str, Any], step: int, member: int | None = None,
+                 key: str | None = None):
         try:
             import wandb
         except ImportError as exc:
@@ -108,7 +112,7 @@ class WandbWriter:
             project=labels.project or os.environ.get("WANDB_PROJECT") or "tql-tune",
             entity=labels.entity or os.environ.get("WANDB_ENTITY") or None,
             group=labels.group, job_type=labels.job_type, name=name, tags=list(labels.tags) or None,
-            config=config, dir=str(folder), id=run_id(folder, member), resume="allow", mode=wandb_mode(),
+            config=config, dir=str(folder), id=run_id(folder, member if key is None else key), resume="allow", mode=wandb_mode(),
             reinit="create_new", settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
                                                          x_disable_meta=True, save_code=False))
 
@@ -117,8 +121,8 @@ class WandbWriter:
         """Where this run's files are (offline: what ``wandb sync`` takes)."""
         return Path(self.run.dir).parent
 
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
+    def scalars(self, step: int | None, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)  # None: W&B's next step
 
     def summary(self, values: dict[str, Any]) -> None:
         self.run.summary.update(values)

@@ -114,7 +114,7 @@ class Slot:
         self._tell(attrs, TrialState.COMPLETE, trial_value(attrs, self.plan.spec.objective))
 
     def _tell(self, attrs: dict[str, Any], state: TrialState, value: float | None) -> None:
-        self.outcome = TrialOutcome(state, value, attrs)
+        self.outcome = TrialOutcome(state, value, attrs, self.trial.number)
         try:
             set_attrs(self.trial, attrs)
             self.trial.study.tell(self.trial, value, state=state)
@@ -307,6 +307,8 @@ def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Ca
             progress = None
             hooks = reporter if slot.schedule.kind == "constant" else CombinedHooks(
                 ScheduleHooks.for_config(slot.schedule, config), reporter)
+            observers = plan.run_observers(task, slot.trial.number, seed, slot.rho)
+            hooks = hooks if observers is None else CombinedHooks(hooks, observers)
             members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), hooks=hooks))
     return members
 

@@ -17,6 +17,7 @@ import json
 import math
 import socket
 import time
+from contextlib import nullcontext
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.forecast import judge_from, judging
 from autotune.tuning.batched import run_batch
 from autotune.schedules import CombinedHooks, ScheduleHooks
+from autotune.tracking.study_log import study_tracker
 from autotune.tuning.study_spec import StudySpec
 from autotune.tuning.storage import claim_runs_folder, open_storage
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, retry_stale_trials, retry_trial
@@ -215,6 +217,8 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
                               attrs["judged_from"])
         hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),
                                                                            reporter)
+        observers = plan.run_observers(task, trial.number, seed, rho)
+        hooks = hooks if observers is None else CombinedHooks(hooks, observers)
         seed_dir = run_dir / f"seed-{seed}"
         try:
             result = train(config, seed_dir, hooks, progress=False)
@@ -236,7 +240,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
 
 def _outcome(trial: optuna.Trial, attrs: dict, t0: float, state: TrialState, value: float | None) -> TrialOutcome:
     attrs["wall_seconds"] = time.perf_counter() - t0
-    return TrialOutcome(state, value, attrs)
+    return TrialOutcome(state, value, attrs, trial.number)
 
 
 def execute_trial(plan: RunPlan, study: optuna.Study, task: TaskSpec, trial: optuna.Trial,
@@ -279,6 +283,15 @@ def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = N
         torch.set_num_threads(plan.threads)
     storage = open_storage(plan.storage)
     report = WorkerReport()
+    with study_tracker(plan.log, plan.runs_dir, plan.study, plan.wandb_project, plan.wandb_entity) or nullcontext() \
+            as tracker:
+        _work_tasks(plan, storage, report, tracker, on_trial, on_step, on_task)
+    return report
+
+
+def _work_tasks(plan: RunPlan, storage: Any, report: WorkerReport, tracker: Any,
+                on_trial: Callable[[str, TrialOutcome], None] | None, on_step: Callable[[int], None] | None,
+                on_task: Callable[[TaskSpec], None] | None) -> None:
     for task in plan.tasks:
         if on_task is not None:
             on_task(task)
@@ -292,9 +305,10 @@ def work(plan: RunPlan, on_trial: Callable[[str, TrialOutcome], None] | None = N
             for outcome in outcomes:
                 report.ran += 1
                 setattr(report, _report_field(outcome.state), getattr(report, _report_field(outcome.state)) + 1)
+                if tracker is not None and outcome.number is not None:
+                    tracker.trial_ended(task.name, outcome.number, outcome.state.name, outcome.value, outcome.attrs)
                 if on_trial is not None:
                     on_trial(task.name, outcome)
-    return report
 
 
 def _next_trials(plan: RunPlan, study: optuna.Study, task: TaskSpec,

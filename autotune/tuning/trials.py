@@ -17,6 +17,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from autotune.schedules import Schedule
+from autotune.tracking import RunLabels, check_loggers, tracking_hooks
 from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 from autotune.tuning.study_spec import StudySpec
 from tql.engagement import first_engagement
@@ -24,7 +25,7 @@ from tql.errors import ConfigError
 from tql.evaluation import EvalResult
 from tql.io import read_jsonl
 from tql.tasks import TaskSpec
-from tql.trainer import PROFILES, TrainConfig
+from tql.trainer import PROFILES, TrainConfig, TrainHooks
 
 DEFAULT_STUDY = "tql"
 
@@ -59,8 +60,16 @@ class RunPlan:
     grace_period: float = GRACE_PERIOD
     batch: int | str = "auto"  # trials trained together as one population (autotune.tuning.batched)
     agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig overrides of every trial (--agent)
+    log: tuple[str, ...] = ()  # loggers every seed's run and the study are mirrored into (autotune.tracking)
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
+        from autotune.tracking.writers import require
+
+        self.log = check_loggers(self.log)
+        for logger in self.log:
+            require(logger)  # a missing extra: one line, before any study is touched
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
         if self.spec.sharing and self.batch == "auto":
@@ -93,6 +102,14 @@ class RunPlan:
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
+
+    def run_observers(self, task: TaskSpec, number: int, seed: int, rho: float) -> TrainHooks | None:
+        """A trial's seed mirrored into ``log`` (None without loggers): grouped by study and
+        task, named by trial and seed, the trial's number and rho among its hyperparameters."""
+        labels = RunLabels(project=self.wandb_project, entity=self.wandb_entity, group=f"{self.study}/{task.name}",
+                           job_type="trial", name=f"trial-{number:04d}/seed-{seed}", tags=(self.study, task.name),
+                           config={"study": self.study, "trial": number, "seed": seed, "rho": rho})
+        return tracking_hooks(self.log, labels)
 
     def train_config(self, task: TaskSpec, rho: float, seed: int, sharing: str | None = None) -> TrainConfig:
         """A seed's run; ``sharing``: the trial's temperature sharing (a study searching it)."""
@@ -229,6 +246,7 @@ class TrialOutcome:
     state: TrialState
     value: float | None
     attrs: dict[str, Any]
+    number: int | None = None  # the Optuna trial's number
 
 
 def layer_attrs(schedule: Schedule) -> dict[str, float]:

@@ -13,6 +13,7 @@ The pipeline, and the package or module of each stage:
 - ``approaches``, ``transfer``: every approach on the same tasks and seeds; schedules carried
   to new tasks;
 - ``experiment/``: the whole comparison sized to a time budget (spec, cost model, probe, plan);
+- ``tracking/``: runs and studies mirrored into W&B and TensorBoard (``--log``);
 - ``report/``: statistics (IQM, bootstrap CIs, rliable curves) and reports (study summaries,
   Markdown, PNG, terminal plots);
 - ``api``: the Python API; ``cli/``: `tql-tune`, a thin layer over it and the only place that

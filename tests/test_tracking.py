@@ -199,3 +199,32 @@ def test_a_comparison_logs_each_run_by_approach_task_and_seed(tiny_data_dir, tmp
             [r["step"] for r in metrics if r["type"] == "train"]
     assert names == {f"default/{TINY_TASK}/seed-100": (f"default/{TINY_TASK}", "default"),
                      f"off/{TINY_TASK}/seed-100": (f"off/{TINY_TASK}", "off")}
+
+
+def test_spec_files_name_loggers_and_the_command_wins(tmp_path):
+    from autotune.experiment.spec import experiment_from_dict, load_experiment
+    from autotune.tuning.study_spec import spec_from_dict
+
+    spec = tmp_path / "logged.toml"
+    spec.write_text('version = 1\n[tracking]\nlog = ["tensorboard"]\nwandb_project = "from-spec"\n')
+    plan = api.study_plan(TINY_TASK, spec=str(spec))
+    assert (plan.log, plan.wandb_project) == (("tensorboard",), "from-spec")
+    plan = api.study_plan(TINY_TASK, spec=str(spec), log=["wandb"], wandb_project="mine")
+    assert (plan.log, plan.wandb_project) == (("wandb",), "mine")
+    with pytest.raises(ConfigError, match=r"tracking.log='wandb' must be a list of: wandb, tensorboard"):
+        spec_from_dict({"tracking": {"log": "wandb"}})
+    with pytest.raises(ConfigError, match=r"unknown key tracking.project; valid: log, wandb_project, wandb_entity"):
+        spec_from_dict({"tracking": {"project": "x"}})
+
+    import tomllib
+
+    from autotune.tuning.shipped import find_spec_file
+
+    raw = tomllib.loads(find_spec_file("experiment", "experiment spec").read_text())
+    raw["tracking"] = {"log": ["wandb", "tensorboard"], "wandb_entity": "lab"}
+    found = experiment_from_dict(raw)
+    assert (found.loggers, found.wandb_entity) == (("wandb", "tensorboard"), "lab")
+    assert load_experiment(None).loggers == ()  # the built-in logs nowhere
+    raw["tracking"] = {"log": ["mlflow"]}
+    with pytest.raises(ConfigError, match=r"experiment spec \(dict\): tracking.log 'mlflow': choose from"):
+        experiment_from_dict(raw)

@@ -56,7 +56,8 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
                        batch=batch_runs(batch, device), agent=agent_options(agent, temperature_sharing),
                        workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads),
-                       log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
+                       log=tuple(log) or spec_.loggers, wandb_project=wandb_project or spec_.wandb_project,
+        wandb_entity=wandb_entity or spec_.wandb_entity)
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
     if warning and say is not None:
@@ -159,7 +160,8 @@ def experiment(spec: str | Path = DEFAULT_EXPERIMENT, *, budget_minutes: float |
     out = Path(out) if out is not None else Path("runs/experiment-dry-run" if dry_run else "runs/experiment")
     settings = ex.Settings(out=out, data_dir=Path(data_dir) if data_dir is not None else (
         out / "data" if dry_run else Path("data")), device=device, threads=threads, workers=workers,
-        log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
+        log=tuple(log) or spec_.loggers, wandb_project=wandb_project or spec_.wandb_project,
+        wandb_entity=wandb_entity or spec_.wandb_entity)
     side_by_side = settings.compare_workers(spec_)  # a bad workers value fails here, before any work
     inputs = ex.plan_inputs(spec_, budget_minutes, dry_run, device)
     saved = None if plan_only else ex.saved_plan(out, inputs)

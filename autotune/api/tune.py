@@ -47,7 +47,8 @@ def study_plan(tasks: str = "all", *, study: str = DEFAULT_STUDY, storage: str |
                    data_kind=data_kind, make_data=make_data, device=device, threads=threads, precision=precision,
                    compile=compile, train_overrides=overrides, heartbeat_interval=heartbeat_interval,
                    grace_period=grace_period, batch=str(batch), agent=agent_options(agent, temperature_sharing),
-                   log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
+                   log=tuple(log) or study_spec.loggers, wandb_project=wandb_project or study_spec.wandb_project,
+                   wandb_entity=wandb_entity or study_spec.wandb_entity)
     plan.train_config(plan.tasks[0], study_spec.rho_low, 0)
     return plan
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.tuning.shipped import DEFAULT_EXPERIMENT, find_spec_file
-from autotune.tuning.study_spec import pop_version, read_toml
+from autotune.tuning.study_spec import pop_version, read_toml, tracking_loggers
 from tql.errors import ConfigError
 from tql.trainer import PROFILES
 
@@ -90,6 +90,11 @@ class ExperimentSpec:
     dry_run: dict[str, Any] = field(default_factory=dict)
     source: str = "dict"
     agent: dict[str, Any] = field(default_factory=dict)  # [agent]: AgentConfig overrides of every run and trial
+    # [tracking]: loggers the studies' and the comparison's runs are mirrored into (the command's
+    # --log, --wandb-project and --wandb-entity win over these)
+    loggers: tuple[str, ...] = ()
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
 
     def replace(self, **changes) -> "ExperimentSpec":
         spec = dataclasses.replace(self, **changes)
@@ -160,6 +165,7 @@ _TABLES = {
     "run": {k: k for k in ("evaluations", "eval_episodes", "eval_max_steps", "min_steps", "step_quantum",
                            "data_episodes", "data_episode_length")},
     "studies": {"seeds": "study_seeds", "tuned_trials": "tuned_trials", "layers_trials": "layers_trials"},
+    "tracking": {"log": "loggers", "wandb_project": "wandb_project", "wandb_entity": "wandb_entity"},
 }
 _MACHINE_KEYS = tuple(f.name for f in dataclasses.fields(Machine) if f.name != "name")
 _REQUIRED_MACHINE_KEYS = tuple(f.name for f in dataclasses.fields(Machine)
@@ -203,6 +209,8 @@ def experiment_from_dict(raw: dict, source: str = "dict", folder: Path = Path(".
     for key in ("tuned_spec", "layers_spec"):
         values[key] = find_spec_file(values[key], f"{where}: {key}", folder) if values.get(key) else None
     values["tasks"], values["approaches"] = tuple(values["tasks"]), tuple(values["approaches"])
+    if "loggers" in values:
+        values["loggers"] = tracking_loggers(where, values["loggers"])
     spec = ExperimentSpec(**values)
     spec.validate()
     return spec

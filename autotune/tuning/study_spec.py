@@ -57,6 +57,11 @@ class StudySpec:
     warmup_evals: int = 1
     budgets: dict[str, Budget] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     source: str = "built-in default"
+    # [tracking]: loggers every trial's runs and the study are mirrored into (autotune.tracking;
+    # the command's --log, --wandb-project and --wandb-entity win over these)
+    loggers: tuple[str, ...] = ()
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
 
     def budget(self, profile: str) -> Budget:
         if profile not in self.budgets:
@@ -126,6 +131,18 @@ class StudySpec:
                               "(one for every trial: --temperature-sharing)")
 
 
+def tracking_loggers(where: str, value: Any) -> tuple[str, ...]:
+    """A spec's ``tracking.log``: a list of loggers (``autotune.tracking.LOGGERS``)."""
+    from autotune.tracking import LOGGERS, check_loggers
+
+    if isinstance(value, str) or not isinstance(value, list):
+        raise ConfigError(f"{where}: tracking.log={value!r} must be a list of: {', '.join(LOGGERS)}")
+    try:
+        return check_loggers(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: tracking.{exc}".replace("tracking.--log", "tracking.log")) from None
+
+
 def _check_choice(where: str, name: str, value: Any, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"{where}: {name}={value!r} is not one of: {', '.join(valid)}")
@@ -143,6 +160,7 @@ _FIELDS = {
     "objective": {"name": "objective", "last_k": "last_k"},
     "sampler": {"name": "sampler", "grid_points": "grid_points"},
     "pruner": {"name": "pruner", "startup_trials": "startup_trials", "warmup_evals": "warmup_evals"},
+    "tracking": {"log": "loggers", "wandb_project": "wandb_project", "wandb_entity": "wandb_entity"},
 }
 
 
@@ -194,6 +212,8 @@ def spec_from_dict(raw: dict, source: str = "dict") -> StudySpec:
                           f"valid: version, {', '.join(_FIELDS)}, budget")
     if isinstance(values.get("sharing"), list):
         values["sharing"] = tuple(values["sharing"])
+    if "loggers" in values:
+        values["loggers"] = tracking_loggers(where, values["loggers"])
     spec = StudySpec(**values)
     spec.validate()
     return spec

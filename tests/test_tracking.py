@@ -78,9 +78,11 @@ def _expected(rows: list[dict]) -> dict[str, dict[int, float]]:
 
 
 def test_a_run_in_tensorboard_and_wandb_holds_the_values_of_its_metrics_file(tiny_data_dir, tmp_path):
-    out = tmp_path / "run"
+    from rich.console import Console
+
+    out, console = tmp_path / "run", Console(record=True, width=400)
     api.train(TINY_TASK, profile="smoke", steps=60, rho=0.5, data_dir=tiny_data_dir, out=out, eval_every=60,
-              log=["tensorboard", "wandb"], wandb_project="tql-tests", progress=False)
+              log=["tensorboard", "wandb"], wandb_project="tql-tests", console=console, progress=False)
     rows = read_jsonl(out / "metrics.jsonl")
     expected = _expected(rows)
     layers = [name for name in expected if name.startswith("entropy/l")]
@@ -92,6 +94,7 @@ def test_a_run_in_tensorboard_and_wandb_holds_the_values_of_its_metrics_file(tin
         assert seen[name] == pytest.approx(values, rel=1e-6, abs=1e-7), name
 
     [file] = run_files(out)
+    assert f"upload with `wandb sync {file.parent}`" in console.export_text()
     run = read_run(file)
     assert run["run"]["project"] == "tql-tests" and run["run"]["group"] == TINY_TASK
     assert run["run"]["name"] == "run" and run["run"]["job_type"] == "train"

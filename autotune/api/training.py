@@ -78,6 +78,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
     else:
         run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
         result = train_config(config, out, hooks=run_hooks, fresh=fresh, console=console, progress=progress)
+    _say_offline(observers, console)
     followed = followed_schedule_of(hooks, result, task=task, seed=seed, steps=result.steps)
     if followed is not None:
         path = followed.save(out / "schedule.json")
@@ -131,7 +132,17 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
         if warning:
             console.print(warning, style="yellow", highlight=False, markup=False)
     run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
-    return run_training(config, out, hooks=run_hooks, console=console, progress=progress)
+    result = run_training(config, out, hooks=run_hooks, console=console, progress=progress)
+    _say_offline(observers, console)
+    return result
+
+
+def _say_offline(observers: Any, console: Any) -> None:
+    """Where a run's offline W&B runs are and how to upload them (docs/tracking.md)."""
+    runs = getattr(observers, "offline_runs", [])
+    if console is not None and runs:
+        console.print(f"W&B offline: {len(runs)} run(s) under {runs[0].parent}; upload with `wandb sync "
+                      f"{' '.join(str(r) for r in runs)}`", highlight=False, markup=False, soft_wrap=True)
 
 
 @dataclass

@@ -56,6 +56,7 @@ class TrackingHooks(TrainHooks):
         self.folder: Path | None = None
         self.config: dict[str, Any] = {}
         self.start_step = 0
+        self.offline_runs: list[Path] = []  # W&B runs written offline: what `wandb sync` uploads
 
     # ----- TrainHooks ------------------------------------------------------------------------
     def on_start(self, run: dict[str, Any]) -> None:
@@ -76,6 +77,8 @@ class TrackingHooks(TrainHooks):
             for writer in writers:
                 if summary is not None:
                     self._guard(writer, writer.summary, _summary_values(summary))
+                if getattr(writer, "offline", False):
+                    self.offline_runs.append(writer.folder)
                 self._guard(writer, writer.close, summary is None)
         self.writers = {}
 

@@ -121,6 +121,10 @@ class WandbWriter:
         """Where this run's files are (offline: what ``wandb sync`` takes)."""
         return Path(self.run.dir).parent
 
+    @property
+    def offline(self) -> bool:
+        return bool(self.run.offline)
+
     def scalars(self, step: int | None, values: dict[str, float]) -> None:
         self.run.log(values, step=step)  # None: W&B's next step
 

@@ -166,6 +166,18 @@ BENCHMARKS = "benchmarks"
 BENCH_HELPER = "benchmarks.common"
 
 
+def _other_modules(tree: ast.AST) -> set[str]:
+    """Local names bound to modules outside the product (``import torch``, ``import numpy as np``)."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound.update(alias.asname or alias.name.split(".")[0] for alias in node.names
+                         if alias.name.split(".")[0] not in PACKAGES)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] not in PACKAGES:
+            bound.update(alias.asname or alias.name for alias in node.names)
+    return bound
+
+
 def _product_bindings(tree: ast.AST) -> set[str]:
     """Local names bound to product modules: ``import tql.x as m``, ``from autotune import api``."""
     bound = set()
@@ -192,7 +204,7 @@ def benchmark_violations(root: Path) -> list[str]:
                   for module, _ in imports(path) if module.split(".")[0] == BENCHMARKS]
     for name, path in scripts.items():
         tree = ast.parse(path.read_text(), str(path))
-        product = _product_bindings(tree)
+        product, others = _product_bindings(tree), _other_modules(tree)
         for module, imported in imports(path):
             if module.split(".")[0] in siblings and module.split(".")[0] != BENCHMARKS:
                 found.append(f"{name} imports {module} by its file name: use benchmarks.<folder>.{module}")
@@ -207,6 +219,9 @@ def benchmark_violations(root: Path) -> list[str]:
                 elif (isinstance(node.value, ast.Name) and node.value.id in product
                       and node.attr.startswith("_") and not node.attr.startswith("__")):
                     found.append(f"{name} reads the private name {text} of the product")
+                elif (isinstance(node.value, ast.Name) and node.value.id not in others | {"self", "cls"}
+                      and node.attr.startswith("_") and not node.attr.startswith("__")):
+                    found.append(f"{name} reaches into {text}: use the object's public face")
             if name == BENCH_HELPER or not isinstance(node, ast.Call):
                 continue
             call = ast.unparse(node.func)
@@ -232,11 +247,13 @@ def test_each_benchmark_rule_names_the_script_that_breaks_it(tmp_path):
                                              "def f(p, r):\n    Path(p).write_text(json.dumps(r))\n",
         "benchmarks/learning/run.py": "import argparse\nfrom tql import _hidden\nimport tql.agent as agent\n"
                                       "p = argparse.ArgumentParser()\np.add_argument('--json')\n"
-                                      "agent._update()\nfrom benchmarks.speed.timing import y\n",
+                                      "agent._update()\nfrom benchmarks.speed.timing import y\n"
+                                      "import torch\ntorch._dynamo.reset()\ndef f(a):\n    a._lr_step += 1\n",
     })
     assert benchmark_violations(root) == [
         "benchmarks.learning.run declares --json itself: use benchmarks.common.add_json_option",
         "benchmarks.learning.run imports the private name _hidden from tql",
+        "benchmarks.learning.run reaches into a._lr_step: use the object's public face",
         "benchmarks.learning.run reads the private name agent._update of the product",
         "benchmarks.speed.profile_tools writes JSON itself: use benchmarks.common.write_json (header, atomic)",
         "benchmarks.speed.timing edits sys.path: run it with python -m from the repository root",

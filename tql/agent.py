@@ -476,12 +476,18 @@ class TQLAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.after_step()
+        metrics["alphas"] = self.temperatures.alphas().detach()  # after the step
+        return metrics
+
+    def after_step(self) -> None:
+        """What follows the optimiser's step in ``update``: the temperatures clipped to their
+        range, the learning-rate schedule one step on, the target critic's Polyak average (no
+        host sync; a profile times it as the optimiser's part)."""
         self.temperatures.clip_()
         self._lr_step += 1
         self._set_learning_rates()
         self._update_target()
-        metrics["alphas"] = self.temperatures.alphas().detach()  # after the step
-        return metrics
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -275,7 +275,9 @@ class EnsembleMLP(nn.Module):
             self.ln_bias.zero_()
             self.ln_weight.fill_(1.0)
 
-    def _act(self, x: Tensor, layer: int) -> Tensor:
+    def hidden_activation(self, x: Tensor, layer: int) -> Tensor:
+        """Hidden ``layer``'s nonlinearity: GELU then LayerNorm (its own scale and shift per
+        layer), or ReLU."""
         if self.activation == "relu":
             return F.relu(x)
         x = F.layer_norm(_gelu(x), (self.hidden,))
@@ -285,15 +287,17 @@ class EnsembleMLP(nn.Module):
         """``x [B, in_dim] -> [num_q, B]``, in full precision under autocast too (see the
         module text: the TD loss is a small residual of large Q values)."""
         with full_precision(x):
-            return self._forward(upcast(x))
+            return self.forward_as_given(upcast(x))
 
-    def _forward(self, x: Tensor) -> Tensor:
+    def forward_as_given(self, x: Tensor) -> Tensor:
+        """``forward`` in whatever precision the caller's autocast gives (``forward`` wraps it
+        in full precision; a precision benchmark compares the two)."""
         batch = x.shape[0]
         # One GEMM for all members; [B, q*h] -> [q, B, h] is a strided view bmm accepts.
         h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
-        h = self._act(h, 0)
+        h = self.hidden_activation(h, 0)
         for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
-            h = self._act(torch.baddbmm(b, h, w), i)
+            h = self.hidden_activation(torch.baddbmm(b, h, w), i)
         return torch.baddbmm(self.b_out, h, self.w_out).squeeze(-1)
 
 

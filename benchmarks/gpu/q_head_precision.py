@@ -27,17 +27,17 @@ from tql.tasks import get_task
 
 
 def heads_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
-    return self._forward(x)  # without forward's full-precision region
+    return self.forward_as_given(x)  # without forward's full-precision region
 
 
 def hidden_under_autocast(self: EnsembleMLP, x: torch.Tensor) -> torch.Tensor:
-    """``EnsembleMLP._forward`` as of commit 2a7d0b5: only the output layer in float32 (its
-    hidden layers as the model computes them today: ``_act`` is GELU + LayerNorm or ReLU)."""
+    """``EnsembleMLP.forward_as_given`` as of commit 2a7d0b5: only the output layer in float32 (its
+    hidden layers as the model computes them today: ``hidden_activation`` is GELU + LayerNorm or ReLU)."""
     batch = x.shape[0]
     h = torch.addmm(self.b_in, x, self.w_in).view(batch, self.num_q, self.hidden).transpose(0, 1)
-    h = self._act(h, 0)
+    h = self.hidden_activation(h, 0)
     for i, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden), start=1):
-        h = self._act(torch.baddbmm(b, h, w), i)
+        h = self.hidden_activation(torch.baddbmm(b, h, w), i)
     with full_precision(h):
         return torch.baddbmm(self.b_out, upcast(h), self.w_out).squeeze(-1)
 

@@ -140,10 +140,7 @@ class Components:
 
         def optimizer():
             a.optimizer.step()
-            a.temperatures.clip_()
-            a._lr_step += 1
-            a._set_learning_rates()
-            a._update_target()
+            a.after_step()
 
         for p in a.parameters():  # gradients for the optimiser component to step on
             if p.requires_grad:

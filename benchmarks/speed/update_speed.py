@@ -63,7 +63,6 @@ from benchmarks import common
 from benchmarks.speed.rev_agent import agent_at
 from tql.agent import AgentConfig, TQLAgent
 from tql.batched.stacked import Population
-from tql.compiled import CompiledOrEager
 from tql.model import EnsembleMLP, get_preset
 
 _STATE, _ACTION, _VALUE = 0, 1, 2
@@ -187,16 +186,10 @@ class Runner:
 
     def flops(self) -> int:
         """Matmul FLOPs of one update, counted on the eager loss: a torch.compile'd function
-        called under FlopCounterMode is recompiled and afterwards runs at eager speed."""
-        compiled = getattr(self.agent, "_losses", None)
-        if compiled is not None:
-            self.agent._losses = CompiledOrEager(self.agent.losses, False)
-        try:
-            with FlopCounterMode(display=False) as counter:
-                self.step()
-        finally:
-            if compiled is not None:
-                self.agent._losses = compiled
+        called under FlopCounterMode is recompiled and afterwards runs at eager speed, so the
+        compiler is told to run everything eagerly meanwhile (any agent, any revision)."""
+        with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
+            self.step()
         return counter.get_total_flops()
 
 

@@ -183,6 +183,9 @@ def test_a_study_logs_every_seed_and_each_trial_as_it_ends(tiny_data_dir, tmp_pa
     assert points["trial/value"] == pytest.approx({t.number: t.value for t in trials}, rel=1e-6)
     assert points["trial/rho"] == pytest.approx({t.number: t.params["rho"] for t in trials}, rel=1e-6)
     assert points["trial/engaged"] == {t.number: float(t.user_attrs["engaged_at"] is not None) for t in trials}
+    first, second = trials  # the second trial ended knowing the first's value
+    assert points["trial/tied_with"] == {0: 0.0, 1: float(second.value == first.value)}
+    assert points["trial/best_so_far"][1] == pytest.approx(max(first.value, second.value))
     [study_file] = run_files(task_dir / "study")
     study_run = read_run(study_file)
     assert study_run["run"]["job_type"] == "study" and study_run["run"]["group"] == f"tql/{TINY_TASK}"

@@ -24,16 +24,21 @@ from autotune.tracking.records import check_loggers
 from autotune.tracking.writers import TensorBoardWriter, WandbWriter, require
 
 
-def trial_point(number: int, state: str, value: float | None, attrs: dict[str, Any]) -> dict[str, float]:
+def trial_point(number: int, state: str, value: float | None, attrs: dict[str, Any],
+                finished: Sequence[float] = ()) -> dict[str, float]:
     """A finished trial as scalars: ``trial/number``, ``trial/value`` (complete trials),
     ``trial/rho``, ``trial/target_entropy``, ``trial/complete``, ``trial/pruned``, and the
     verdicts ``trial/engaged`` (1 when any seed's control engaged), ``trial/engaged_at``,
-    ``trial/collapse_alarm`` (1 when any seed's attention fell below the alarm), and the mean
-    success over seeds ``trial/success``."""
+    ``trial/collapse_alarm`` (1 when any seed's attention fell below the alarm), the mean
+    success over seeds ``trial/success``; given the values of the study's other complete
+    trials (``finished``), ``trial/tied_with`` (how many have exactly this value: H̄ did not
+    tell them apart) and ``trial/best_so_far``."""
     point: dict[str, float] = {"trial/number": float(number), "trial/complete": float(state == "COMPLETE"),
                                "trial/pruned": float(state == "PRUNED")}
     if value is not None and math.isfinite(value):
         point["trial/value"] = float(value)
+        point["trial/tied_with"] = float(sum(v == value for v in finished))
+        point["trial/best_so_far"] = float(max([value, *finished]))
     for key in ("rho", "target_entropy"):
         if isinstance(attrs.get(key), (int, float)):
             point[f"trial/{key}"] = float(attrs[key])
@@ -61,8 +66,9 @@ class StudyTracker:
         self.writers: dict[str, list[Any]] = {}
         self.failed: set[str] = set()
 
-    def trial_ended(self, task: str, number: int, state: str, value: float | None, attrs: dict[str, Any]) -> None:
-        point = trial_point(number, state, value, attrs)
+    def trial_ended(self, task: str, number: int, state: str, value: float | None, attrs: dict[str, Any],
+                    finished: Sequence[float] = ()) -> None:
+        point = trial_point(number, state, value, attrs, finished)
         for writer in self._writers(task):
             # TensorBoard's step is the trial; W&B's must only grow, and trials end out of order
             self._guard(writer, writer.scalars, number if writer.name == "tensorboard" else None, point)

@@ -306,7 +306,10 @@ def _work_tasks(plan: RunPlan, storage: Any, report: WorkerReport, tracker: Any,
                 report.ran += 1
                 setattr(report, _report_field(outcome.state), getattr(report, _report_field(outcome.state)) + 1)
                 if tracker is not None and outcome.number is not None:
-                    tracker.trial_ended(task.name, outcome.number, outcome.state.name, outcome.value, outcome.attrs)
+                    others = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                              if t.number != outcome.number and t.value is not None]
+                    tracker.trial_ended(task.name, outcome.number, outcome.state.name, outcome.value, outcome.attrs,
+                                        others)
                 if on_trial is not None:
                     on_trial(task.name, outcome)
 

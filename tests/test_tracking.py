@@ -234,3 +234,22 @@ def test_spec_files_name_loggers_and_the_command_wins(tmp_path):
     raw["tracking"] = {"log": ["mlflow"]}
     with pytest.raises(ConfigError, match=r"experiment spec \(dict\): tracking.log 'mlflow': choose from"):
         experiment_from_dict(raw)
+
+
+def test_a_resumed_run_replaces_the_steps_it_runs_again_and_keeps_its_wandb_id(tmp_path):
+    """As ``metrics.jsonl`` is cut back to the checkpoint, TensorBoard forgets the steps after it
+    (purge), and W&B finds the same run again (its id comes from the run's folder)."""
+    from autotune.tracking.loggers import RunLabels
+    from autotune.tracking.writers import TensorBoardWriter, run_id
+
+    first = TensorBoardWriter(tmp_path, RunLabels(), {"seed": 0}, 0)
+    first.scalars(10, {"critic/td_loss": 1.0})
+    first.scalars(20, {"critic/td_loss": 2.0})  # after the checkpoint at 10: lost in the crash
+    first.writer.flush()
+    again = TensorBoardWriter(tmp_path, RunLabels(), {"seed": 0}, 10)  # resumed from step 10
+    again.scalars(20, {"critic/td_loss": 3.0})
+    again.close(failed=False)
+    first.close(failed=False)
+    assert _tensorboard_scalars(tmp_path)["critic/td_loss"] == {10: 1.0, 20: 3.0}
+    assert run_id(tmp_path / "run", None) == run_id(tmp_path / "other" / ".." / "run", None)
+    assert len({run_id(tmp_path / "run", None), run_id(tmp_path / "run", 0), run_id(tmp_path / "x", None)}) == 3

@@ -64,3 +64,43 @@ def test_inductor_counts_a_pointwise_kernel_reading_its_input_and_writing_its_ou
     assert counted["fused"] == 2 * 4 * x.numel()  # the matmul's bytes are not counted
     assert inside["calls"] == {"matmuls": 1, "fused kernels": 1}
     assert 0 < inside["ms"]["fused kernels"] + inside["ms"]["matmuls"] <= inside["ms"]["all"]
+
+
+def test_the_logging_cost_script_parses_its_options_and_tables_fake_runs_without_training():
+    from benchmarks.speed import logging_cost as lc
+
+    args = lc.parse_args([])
+    assert (args.task, args.profile, args.steps, args.rounds, args.eval_every, args.eval_episodes, args.threads,
+            args.data_dir, args.warm_up) == ("cube-single-play-singletask-task1-v0", "cpu", 2000, 2, 2000, 2, 1,
+                                             "data", True)
+    assert args.variant_list == ["none", "tensorboard", "wandb", "tensorboard+wandb"]
+    small = lc.parse_args(["--steps", "200", "--variants", "wandb,none", "--profile", "smoke", "--no-warm-up"])
+    assert (small.eval_every, small.variant_list, small.profile, small.warm_up) == (200, ["wandb", "none"], "smoke",
+                                                                                     False)
+    for bad in (["--variants", "none,mlflow"], ["--variants", "none,none"], ["--rounds", "0"]):
+        with pytest.raises(SystemExit):
+            lc.parse_args(bad)
+    assert [lc.round_order(["a", "b", "c"], r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"],
+                                                                       ["c", "a", "b"], ["a", "b", "c"]]
+
+    # metrics.jsonl: the span between the first and the last train row, evaluations left out
+    lines = ['{"step": 100, "type": "train", "time/wall_seconds": 10.0}', '{"type": "eval", "step": 100}',
+             '{"step": 300, "type": "train", "time/wall_seconds": 20.0}', "",
+             '{"step": 200, "type": "train", "time/wall_seconds": 16.0}']
+    timing = lc.per_update_ms(lc.train_rows(lines))
+    assert timing["ms_per_update"] == pytest.approx(50.0) and timing["rows"] == 3
+    assert timing["interval_median_ms"] == pytest.approx(50.0)  # intervals of 60 and 40 ms
+    assert lc.per_update_ms(lc.train_rows(lines[:1]))["ms_per_update"] is None
+
+    def run(r, ms, seconds):
+        return {"round": r, "ms_per_update": ms, "call_seconds": seconds, "summary_wall_seconds": seconds - 5}
+
+    rows = lc.summarize({"none": [run(1, 44.0, 100.0), run(0, 40.0, 90.0)],
+                         "wandb": [run(0, 42.0, 99.0), run(1, 46.2, 110.0)]})
+    assert rows["none"]["ms_per_update"] == pytest.approx(42.0) and rows["none"]["rounds_ms"] == [40.0, 44.0]
+    assert rows["wandb"]["vs_none"] == pytest.approx(44.1 / 42.0)
+    assert rows["wandb"]["call_vs_none"] == pytest.approx(104.5 / 95.0)
+    text = "\n".join(lc.table(rows))
+    assert "| wandb | 44.10 | 1.050x | 42.00, 46.20 | 104.5 | 1.100x | 99.0, 110.0 | 99.5 |" in text
+    no_baseline = lc.summarize({"wandb": [run(0, 42.0, 99.0)]})
+    assert no_baseline["wandb"]["vs_none"] is None and "| – |" in "\n".join(lc.table(no_baseline))

@@ -56,8 +56,7 @@ def compare(tasks: str, *, approaches: str | Sequence[str] = "default,tuned,feed
                        data_dir=Path(data_dir), device=device, threads=threads, precision=precision, compile=compile,
                        batch=batch_runs(batch, device), agent=agent_options(agent, temperature_sharing),
                        workers=resolve_workers(workers, device, len(names) * len(task_specs) * seeds, threads),
-                       log=tuple(log) or spec_.loggers, wandb_project=wandb_project or spec_.wandb_project,
-        wandb_entity=wandb_entity or spec_.wandb_entity)
+                       log=tuple(log), wandb_project=wandb_project, wandb_entity=wandb_entity)
     plan.config(plan.tasks[0], plan.seeds[0])  # bad budgets fail before any run
     warning = studies_line({t.name: plan.config(t, plan.seeds[0]) for t in plan.tasks}, 1.0, runs="runs", end="")
     if warning and say is not None:

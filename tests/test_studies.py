@@ -186,16 +186,18 @@ def test_three_workers_started_at_once_on_a_new_storage_all_proceed_and_end_with
     assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
 
 
-# One worker of the race below: wait for the common start, open the new storage (each creates
+# One worker of the race below: wait for the common start (a file), open the new storage (each creates
 # its schema), then claim and finish trials until the study has ``target`` of them.
 _RACER = """
-import sys, time
+import os, sys, time
 import optuna
 from autotune.tuning.lifecycle import claim_trial
 from autotune.tuning.storage import open_storage
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-url, start, target = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-time.sleep(max(0.0, start - time.time()))
+url, go, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
 study = optuna.create_study(study_name="race", storage=open_storage(url), load_if_exists=True)
 while (trial := claim_trial(study, target)) is not None:
     study.tell(trial, float(trial.number))
@@ -211,10 +213,13 @@ def test_three_processes_opening_a_new_storage_at_once_all_proceed_and_claim_exa
     url = {"sqlite": f"sqlite:///{tmp_path / 'new.db'}", "journal": f"journal:{tmp_path / 'new.log'}"}.get(kind)
     if kind == "postgresql":
         url = request.getfixturevalue("postgres_url")  # a new, empty database
-    start = time.time() + 6.0  # after every interpreter has imported optuna (without the retry
-    # in open_storage, 5-6 of 9 such processes died here, on SQLite and PostgreSQL alike)
-    racers = [subprocess.Popen([sys.executable, "-c", _RACER, url, str(start), "5"], stdout=subprocess.PIPE,
+    go = tmp_path / "go"  # created once every interpreter has imported optuna: they start together
+    # (without open_storage's retry some die here: 5-6 of 9 on SQLite and on PostgreSQL when they
+    # started at one time, 2 of 12 on SQLite with this start)
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, url, str(go), "5"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [r.stdout.readline().strip() for r in racers] == ["ready"] * 3
+    go.touch()
     errors = [r.communicate(timeout=300)[1] for r in racers]
     assert [r.returncode for r in racers] == [0, 0, 0], [e[-800:] for e in errors]
     trials = optuna.load_study(study_name="race", storage=url if kind != "journal" else

@@ -234,6 +234,11 @@ def test_spec_files_name_loggers_and_the_command_wins(tmp_path):
     raw["tracking"] = {"log": ["mlflow"]}
     with pytest.raises(ConfigError, match=r"experiment spec \(dict\): tracking.log 'mlflow': choose from"):
         experiment_from_dict(raw)
+    with pytest.raises(ConfigError, match=r"^--log 'mlflow': choose from none, wandb, tensorboard$"):
+        api.experiment(plan_only=True, out=tmp_path / "exp", log=["mlflow"])
+    with pytest.raises(ConfigError, match=r"^--log 'mlflow': choose from"):
+        api.compare(TINY_TASK, approaches="default", out=tmp_path / "cmp", log=["mlflow"])
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "cmp").exists()
 
 
 def test_a_resumed_run_replaces_the_steps_it_runs_again_and_keeps_its_wandb_id(tmp_path):

@@ -53,10 +53,9 @@ class TensorBoardWriter:
             from torch.utils.tensorboard.summary import hparams
         except ImportError as exc:
             raise missing_extra("tensorboard", exc) from None
-        # purge: a resumed run's steps after its checkpoint are run again (several writers of
-        # one folder, a study's workers, must not purge each other's)
-        # a resumed run continues after its checkpoint's step: the rows logged after it, before the
-        # crash, are purged (a fresh run, step 0, purges an earlier run's events in the folder)
+        # A resumed run continues after its checkpoint's step: the rows logged after it, before the
+        # crash, are purged (a fresh run, step 0, purges an earlier run's events in the folder).
+        # purge=False: writers sharing a folder (a study's workers) must not purge each other's.
         purge_step = (step + 1 if step else 0) if purge else None
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=30)
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```", step)

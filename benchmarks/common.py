@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tql.io import atomic_write_text
 
@@ -113,3 +113,25 @@ def write_json(path: str | Path | None, result: dict[str, Any], script: str | Pa
     payload = {"header": header or provenance(script, argv), **result}  # header first: not sorted
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+class ChildFailed(RuntimeError):
+    """A fresh process of a benchmark ended with an error (its stderr's tail in the message)."""
+
+
+def run_child(script: str | Path, child_args: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``script`` again in a fresh interpreter, as ``python -m ... --child ARGS`` from the
+    root (imports, caches and allocator state of its own: what side-by-side timings of whole
+    runs need), and return the JSON object it prints last (``print_child_result``)."""
+    command = [sys.executable, "-m", module_name(script), "--child", *child_args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env=None if env is None else dict(env))
+    if done.returncode != 0:
+        raise ChildFailed(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_child_result(result: dict[str, Any]) -> int:
+    """A child's result, as ``run_child`` reads it: one JSON line, printed last."""
+    print(json.dumps(result), flush=True)
+    return 0

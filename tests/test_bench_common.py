@@ -80,3 +80,12 @@ def test_a_benchmark_runs_as_a_module_from_the_root():
     done = subprocess.run([sys.executable, "-m", "benchmarks.learning.side_by_side"], capture_output=True,
                           text=True, cwd=common.ROOT)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_child_process_returns_its_json_and_a_failing_one_says_why():
+    script = common.ROOT / "benchmarks" / "speed" / "compile_cost.py"
+    result = common.run_child(script, ["eager", "--threads", "1", "--task", "cube-double-play-singletask-task2-v0",
+                                       "--profile", "smoke", "--updates", "1"])
+    assert result["compiled"] is False and result["steady_ms"] > 0 and result["first_seconds"] > 0
+    with pytest.raises(common.ChildFailed, match=r"benchmarks.speed.compile_cost --child eager .*failed \(exit"):
+        common.run_child(script, ["eager", "--threads", "1", "--task", "no-such-task", "--profile", "smoke"])

@@ -42,6 +42,39 @@ def python_warning(text: str) -> None:
     warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
+class FailSafe:
+    """Calls into writers that may fail: a logger's first failure is said in one line (``line``
+    gives it from the logger's name and the reason) and that logger is dropped; nothing
+    reaches the caller, whose run or study goes on."""
+
+    def __init__(self, warn: Warn | None, line: Callable[[str, str], str]):
+        self.warn, self.line, self.failed = warn or python_warning, line, set()
+
+    def open(self, makers: dict[str, Callable[[], Any]]) -> list[Any]:
+        """A writer per logger (``makers``: logger -> constructor), those that open."""
+        opened = []
+        for logger, make in makers.items():
+            if logger in self.failed:
+                continue
+            try:
+                opened.append(make())
+            except Exception as exc:  # noqa: BLE001 - any failure of a logger must leave the run alone
+                self.fail(logger, exc)
+        return opened
+
+    def call(self, writer: Any, method: str, *args: Any) -> None:
+        if writer.name in self.failed:
+            return
+        try:
+            getattr(writer, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - see open
+            self.fail(writer.name, exc)
+
+    def fail(self, logger: str, exc: Exception) -> None:
+        self.failed.add(logger)
+        self.warn(self.line(logger, (str(exc).strip().splitlines() or [type(exc).__name__])[0]))
+
+
 class TrackingHooks(TrainHooks):
     """Mirrors a run into ``loggers`` (names from ``records.LOGGERS``). The writers open at
     ``on_start`` (a population member's at its first record) and close at ``on_close``."""
@@ -50,9 +83,9 @@ class TrackingHooks(TrainHooks):
         self.loggers = check_loggers(loggers)
         for logger in self.loggers:
             require(logger)
-        self.labels, self.warn = labels or RunLabels(), warn or python_warning
+        self.labels = labels or RunLabels()
+        self.safe = FailSafe(warn, self._failure_line)
         self.writers: dict[int | None, list[Any]] = {}
-        self.failed: set[str] = set()
         self.folder: Path | None = None
         self.config: dict[str, Any] = {}
         self.start_step = 0
@@ -70,16 +103,16 @@ class TrackingHooks(TrainHooks):
         for member, step, values in record_scalars(record):
             if values:
                 for writer in self._writers(member):
-                    self._guard(writer, writer.scalars, step, values)
+                    self.safe.call(writer, "scalars", step, values)
 
     def on_close(self, summary: dict[str, Any] | None) -> None:
         for writers in self.writers.values():
             for writer in writers:
                 if summary is not None:
-                    self._guard(writer, writer.summary, _summary_values(summary))
+                    self.safe.call(writer, "summary", _summary_values(summary))
                 if getattr(writer, "offline", False):
                     self.offline_runs.append(writer.folder)
-                self._guard(writer, writer.close, summary is None)
+                self.safe.call(writer, "close", summary is None)
         self.writers = {}
 
     # ----- writers ---------------------------------------------------------------------------
@@ -94,32 +127,13 @@ class TrackingHooks(TrainHooks):
         folder = self.folder if member is None else self.folder / f"member-{member}"
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config if member is None else {**self.config, "member": member}
-        opened = []
-        for logger in self.loggers:
-            if logger in self.failed:
-                continue
-            try:
-                if logger == "tensorboard":
-                    opened.append(TensorBoardWriter(folder, self.labels, config, self.start_step))
-                else:
-                    opened.append(WandbWriter(self.folder, self.labels, config, self.start_step, member))
-            except Exception as exc:  # noqa: BLE001 - any failure of a logger must leave the run alone
-                self._fail(logger, exc)
-        self.writers[member] = opened
+        makers = {"tensorboard": lambda: TensorBoardWriter(folder, self.labels, config, self.start_step),
+                  "wandb": lambda: WandbWriter(self.folder, self.labels, config, self.start_step, member)}
+        self.writers[member] = self.safe.open({logger: makers[logger] for logger in self.loggers})
 
-    def _guard(self, writer: Any, call: Callable[..., None], *args: Any) -> None:
-        if writer.name in self.failed:
-            return
-        try:
-            call(*args)
-        except Exception as exc:  # noqa: BLE001 - see _open
-            self._fail(writer.name, exc)
-
-    def _fail(self, logger: str, exc: Exception) -> None:
-        self.failed.add(logger)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    def _failure_line(self, logger: str, reason: str) -> str:
         where = f" ({self.folder})" if self.folder is not None else ""
-        self.warn(f"{logger} logging stopped{where}: {reason}; training goes on, metrics.jsonl keeps every record")
+        return f"{logger} logging stopped{where}: {reason}; training goes on, metrics.jsonl keeps every record"
 
 
 def _summary_values(summary: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from autotune.tracking.loggers import RunLabels, python_warning
+from autotune.tracking.loggers import FailSafe, RunLabels
 from autotune.tracking.records import check_loggers
 from autotune.tracking.writers import TensorBoardWriter, WandbWriter, require
 
@@ -62,21 +62,21 @@ class StudyTracker:
         for logger in self.loggers:
             require(logger)
         self.runs_dir, self.study, self.project, self.entity = Path(runs_dir), study, project, entity
-        self.warn = warn or python_warning
+        self.safe = FailSafe(warn, lambda logger, reason: f"{logger} logging of study {study} stopped: {reason}; "
+                                                          "the study goes on, its storage keeps every trial")
         self.writers: dict[str, list[Any]] = {}
-        self.failed: set[str] = set()
 
     def trial_ended(self, task: str, number: int, state: str, value: float | None, attrs: dict[str, Any],
                     finished: Sequence[float] = ()) -> None:
         point = trial_point(number, state, value, attrs, finished)
         for writer in self._writers(task):
             # TensorBoard's step is the trial; W&B's must only grow, and trials end out of order
-            self._guard(writer, writer.scalars, number if writer.name == "tensorboard" else None, point)
+            self.safe.call(writer, "scalars", number if writer.name == "tensorboard" else None, point)
 
     def close(self) -> None:
         for writers in self.writers.values():
             for writer in writers:
-                self._guard(writer, writer.close, False)
+                self.safe.call(writer, "close", False)
         self.writers = {}
 
     def __enter__(self) -> "StudyTracker":
@@ -90,36 +90,14 @@ class StudyTracker:
             return self.writers[task]
         folder = self.runs_dir / self.study / task / "study"
         folder.mkdir(parents=True, exist_ok=True)
+        worker = f"{socket.gethostname()}:{os.getpid()}"
         labels = RunLabels(project=self.project, entity=self.entity, group=f"{self.study}/{task}", job_type="study",
-                           name=f"{self.study}:{task} ({socket.gethostname()}:{os.getpid()})")
+                           name=f"{self.study}:{task} ({worker})")
         config = {"study": self.study, "task": task}
-        opened = []
-        for logger in self.loggers:
-            if logger in self.failed:
-                continue
-            try:
-                if logger == "tensorboard":
-                    opened.append(TensorBoardWriter(folder, labels, config, 0, purge=False))
-                else:
-                    opened.append(WandbWriter(folder, labels, config, 0, key=f"{socket.gethostname()}:{os.getpid()}"))
-            except Exception as exc:  # noqa: BLE001 - a logger must leave the study alone
-                self._fail(logger, exc)
-        self.writers[task] = opened
-        return opened
-
-    def _guard(self, writer: Any, call: Callable[..., None], *args: Any) -> None:
-        if writer.name in self.failed:
-            return
-        try:
-            call(*args)
-        except Exception as exc:  # noqa: BLE001 - see _writers
-            self._fail(writer.name, exc)
-
-    def _fail(self, logger: str, exc: Exception) -> None:
-        self.failed.add(logger)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        self.warn(f"{logger} logging of study {self.study} stopped: {reason}; the study goes on, its storage keeps "
-                  "every trial")
+        makers = {"tensorboard": lambda: TensorBoardWriter(folder, labels, config, 0, purge=False),
+                  "wandb": lambda: WandbWriter(folder, labels, config, 0, key=worker)}
+        self.writers[task] = self.safe.open({logger: makers[logger] for logger in self.loggers})
+        return self.writers[task]
 
 
 def study_tracker(loggers: Sequence[str] | None, runs_dir: Path, study: str, project: str | None = None,

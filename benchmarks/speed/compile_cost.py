@@ -20,11 +20,8 @@ the warm ones the cache it filled (what every run after a machine's first finds)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -76,13 +73,12 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def measure(args: argparse.Namespace, mode: str, threads: int, cache: Path) -> dict:
-    command = [sys.executable, "-m", common.module_name(__file__), "--child", mode, "--threads", str(threads),
-               "--task", args.task, "--profile", args.profile, "--updates", str(args.updates)]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
-    done = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    child_args = [mode, "--threads", str(threads), "--task", args.task, "--profile", args.profile,
+                  "--updates", str(args.updates)]
+    try:
+        result = common.run_child(__file__, child_args, {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)})
+    except common.ChildFailed as exc:
+        raise SystemExit(str(exc)) from None
     if result["compiled"] != (mode == "compiled"):
         raise SystemExit(f"the {mode} agent ran compiled={result['compiled']}")
     return result
@@ -95,8 +91,7 @@ def compile_seconds(run: dict) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        print(json.dumps(child(args)))
-        return 0
+        return common.print_child_result(child(args))
     header = common.print_header(__file__, argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = {}

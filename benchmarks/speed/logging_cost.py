@@ -29,8 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -154,16 +152,16 @@ def child_env(wandb_home: Path) -> dict[str, str]:
 
 
 def measure(args: argparse.Namespace, variant: str, out: Path, env: dict[str, str]) -> dict[str, Any]:
-    command = [sys.executable, "-m", common.module_name(__file__), "--child", variant, "--out", str(out),
-               "--task", args.task, "--profile", args.profile, "--steps", str(args.steps),
-               "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
-               "--threads", str(args.threads), "--data-dir", str(Path(args.data_dir).resolve())]
+    child_args = [variant, "--out", str(out), "--task", args.task, "--profile", args.profile,
+                  "--steps", str(args.steps), "--eval-every", str(args.eval_every),
+                  "--eval-episodes", str(args.eval_episodes), "--threads", str(args.threads),
+                  "--data-dir", str(Path(args.data_dir).resolve())]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True, env=env)
-    process_seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}
+    try:
+        result = common.run_child(__file__, child_args, env)
+    except common.ChildFailed as exc:
+        raise SystemExit(str(exc)) from None
+    return {**result, "process_seconds": time.perf_counter() - start}
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -209,8 +207,7 @@ def table(rows: dict[str, dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        print(json.dumps(child(args)))
-        return 0
+        return common.print_child_result(child(args))
     header = common.print_header(__file__, argv)
     variants = args.variant_list
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}

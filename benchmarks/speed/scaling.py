@@ -18,12 +18,10 @@ ratios within one run only.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -101,7 +99,7 @@ def child(args: argparse.Namespace) -> dict:
         peak = _maxrss_mb()
         row.update(peak_mem_mb=peak - base_rss, peak_rss_mb=peak, base_rss_mb=base_rss,
                    mem_kind="ru_maxrss growth over the process before the agent was built")
-    print(json.dumps(row), flush=True)
+    common.print_child_result(row)
     return row
 
 
@@ -136,14 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for preset in presets:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", common.module_name(__file__), "--child", preset, *passthrough],
-                              cwd=common.ROOT, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        if proc.returncode != 0:
-            print(f"{preset}: child failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
-            rows.append({"preset": preset, "error": proc.stderr[-2000:]})
+        try:
+            row = common.run_child(__file__, [preset, *passthrough], {**os.environ, "PYTHONWARNINGS": "ignore"})
+        except common.ChildFailed as exc:
+            print(f"{preset}: {exc}", file=sys.stderr)
+            rows.append({"preset": preset, "error": str(exc)[-2000:]})
             continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["process_s"] = time.perf_counter() - t0
         rows.append(row)
         print(f"  {preset}: {row['ms_per_update']:.0f} ms/update, peak {row['peak_mem_mb']:.0f} MB", flush=True)

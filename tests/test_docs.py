@@ -65,9 +65,9 @@ def repository_files() -> list[Path]:
 
 def test_the_citation_check_finds_a_document_that_is_not_here():
     names, pages = {"README.md"}, {"collapse.md"}
-    assert missing_citations("see DESIGN.md 3a and README.md", names, pages) == ["DESIGN.md"]
+    assert missing_citations("see NOTES.md 3a and README.md", names, pages) == ["NOTES.md"]
     assert missing_citations("docs/collapse.md and [x](../docs/nowhere.md)", names, pages) == ["../docs/nowhere.md"]
-    assert missing_citations("notes in `../shared/DESIGN.md`", names | {"DESIGN.md"}, pages) == ["../shared/DESIGN.md"]
+    assert missing_citations("notes in `../shared/NOTES.md`", names | {"NOTES.md"}, pages) == ["../shared/NOTES.md"]
     assert missing_citations("writes OUT/report.md and summary.json", names, pages) == []  # outputs are not citations
 
 

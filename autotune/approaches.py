@@ -50,8 +50,8 @@ from typing import Any, Callable
 
 from autotune.controllers import (FeedbackController, PBTRule, PopulationController, followed_schedule_of,
                                   train_with_population)
-from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
-from autotune.tracking import RunLabels, check_loggers, tracking_hooks
+from autotune.schedules import Schedule, ScheduleHooks, observed
+from autotune.tracking import RunLabels, tracking_hooks, usable_loggers
 from autotune.report.data import ComparisonData
 from autotune.transfer import leave_one_domain_out, schedule_of_task
 from autotune.tuning.trials import objective_value
@@ -101,11 +101,7 @@ class ComparePlan:
     wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
-        from autotune.tracking.writers import require
-
-        self.log = check_loggers(self.log)
-        for logger in self.log:
-            require(logger)  # a missing extra: one line, before any run
+        self.log = usable_loggers(self.log)  # a missing extra: one line, before any run
         for name in self.approaches:
             if name not in BUILTIN and not name.startswith("file:"):
                 raise ConfigError(f"approach {name!r} is not one of: {', '.join(BUILTIN)}, file:NAME=PATH")
@@ -253,7 +249,7 @@ def _train(approach: Approach, config: TrainConfig, out: Path, hooks: TrainHooks
     if approach.population:
         result = train_with_population(config, out, hooks, observers=observers, progress=False)
     else:
-        result = train(config, out, hooks if observers is None else CombinedHooks(hooks, observers), progress=False)
+        result = train(config, out, observed(hooks, observers), progress=False)
     followed = followed_schedule_of(hooks, result, task=config.task, seed=config.seed)
     if followed is not None:
         followed.save(out / "schedule.json")
@@ -374,7 +370,7 @@ def _train_task_batch(plan: ComparePlan, task: TaskSpec, pending: list) -> dict[
 
     from tql.batched.batch_runs import BatchMember, train_batch
 
-    members = [BatchMember(config=config, out_dir=out, hooks=_with(hooks, plan.observers(name, task, seed)))
+    members = [BatchMember(config=config, out_dir=out, hooks=observed(hooks, plan.observers(name, task, seed)))
                for name, seed, config, out, hooks in pending]
     key = hashlib.sha1("\n".join(str(out.resolve()) for _, _, _, out, _ in pending).encode()).hexdigest()[:12]
     outcomes = train_batch(members, plan.out_dir / "runs" / "_batches" / task.name / key, progress=False)
@@ -434,10 +430,6 @@ def _train_in_worker(plan: ComparePlan, key: tuple[str, str, int]) -> tuple[tupl
     config = run_config(plan, approach, task, seed)
     return key, _train(approach, config, _run_dir(plan, approach, task, seed), approach.hooks_for(task)(),
                        plan.observers(name, task, seed))
-
-
-def _with(hooks: TrainHooks | None, observers: TrainHooks | None) -> TrainHooks | None:
-    return hooks if observers is None else CombinedHooks(hooks, observers)
 
 
 def _safe(name: str) -> str:

@@ -352,7 +352,7 @@ class ScheduleHooks(TrainHooks):
 
 class CombinedHooks(TrainHooks):
     """Several hooks as one: the first that gives a target wins; any may stop the run; every
-    hook hears every log, record and the run's start and end; population copies are joined."""
+    hook hears every log, record and the run's start and end."""
 
     def __init__(self, *hooks: TrainHooks):
         self.hooks = [h for h in hooks if h is not None]
@@ -383,12 +383,56 @@ class CombinedHooks(TrainHooks):
         for hook in self.hooks:
             hook.on_close(summary)
 
-    def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
-        return [copy for hook in self.hooks for copy in hook.on_population(step, fitness)]
-
     def state_dict(self) -> dict:
         return {str(i): hook.state_dict() for i, hook in enumerate(self.hooks)}
 
     def load_state_dict(self, state: dict) -> None:
         for i, hook in enumerate(self.hooks):
             hook.load_state_dict(state.get(str(i), {}))
+
+
+class ObservedHooks(TrainHooks):
+    """A run's hooks with observers beside them (loggers: ``autotune.tracking``). The hooks
+    drive the run (targets, stopping, population copies) and alone own the checkpointed
+    state, so a run resumes the same with or without observers; the observers hear
+    everything the run says."""
+
+    def __init__(self, hooks: TrainHooks | None, observers: TrainHooks):
+        self.inner, self.observers = hooks or TrainHooks(), observers
+
+    def target_entropy(self, step: int, progress: float):
+        return self.inner.target_entropy(step, progress)
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        self.inner.on_log(step, metrics)
+        self.observers.on_log(step, metrics)
+
+    def on_eval(self, step: int, result) -> bool:
+        self.observers.on_eval(step, result)
+        return self.inner.on_eval(step, result)
+
+    def on_population(self, step: int, fitness: list[float]) -> list[tuple[int, int]]:
+        return self.inner.on_population(step, fitness)
+
+    def on_start(self, run: dict) -> None:
+        self.inner.on_start(run)
+        self.observers.on_start(run)
+
+    def on_record(self, record: dict) -> None:
+        self.inner.on_record(record)
+        self.observers.on_record(record)
+
+    def on_close(self, summary: dict | None) -> None:
+        self.inner.on_close(summary)
+        self.observers.on_close(summary)
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+def observed(hooks: TrainHooks | None, observers: TrainHooks | None) -> TrainHooks | None:
+    """``hooks`` with ``observers`` beside them (``ObservedHooks``), or ``hooks`` alone."""
+    return hooks if observers is None else ObservedHooks(hooks, observers)

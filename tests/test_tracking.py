@@ -258,3 +258,51 @@ def test_a_resumed_run_replaces_the_steps_it_runs_again_and_keeps_its_wandb_id(t
     assert _tensorboard_scalars(tmp_path)["critic/td_loss"] == {10: 1.0, 20: 3.0}
     assert run_id(tmp_path / "run", None) == run_id(tmp_path / "other" / ".." / "run", None)
     assert len({run_id(tmp_path / "run", None), run_id(tmp_path / "run", 0), run_id(tmp_path / "x", None)}) == 3
+
+
+def test_observers_add_no_state_so_a_run_resumes_the_same_with_or_without_them(tmp_path):
+    """A controller's checkpointed state is the same whether loggers watch the run or not (a run
+    started without --log and resumed with it keeps its controller where it was), and the
+    observers hear the run while the hooks alone drive it."""
+    from autotune.schedules import observed
+    from tql.trainer import TrainHooks
+
+    class Driving(TrainHooks):
+        def __init__(self, n=0):
+            self.n = n
+
+        def target_entropy(self, step, progress):
+            return 1.5
+
+        def on_eval(self, step, result):
+            return True
+
+        def on_population(self, step, fitness):
+            return [(0, 1)]
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    class Listening(TrainHooks):
+        def __init__(self):
+            self.records = []
+
+        def on_record(self, record):
+            self.records.append(record)
+
+        def on_eval(self, step, result):
+            return False
+
+    assert observed(hooks := Driving(), None) is hooks
+    saved = Driving(7).state_dict()  # a checkpoint written without loggers
+    inner, ears = Driving(), Listening()
+    watched = observed(inner, ears)
+    watched.load_state_dict(saved)
+    assert inner.n == 7 and watched.state_dict() == saved == {"n": 7}
+    assert watched.target_entropy(3, 0.1) == 1.5 and watched.on_eval(3, None) is True
+    assert watched.on_population(3, [0.0, 1.0]) == [(0, 1)]
+    watched.on_record({"step": 3, "type": "train"})
+    assert ears.records == [{"step": 3, "type": "train"}]

@@ -33,7 +33,7 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
     ``TrainResult`` (``summary.json`` holds it too). ``log``: ``"wandb"`` and/or
     ``"tensorboard"`` mirror the run's records there (``docs/tracking.md``)."""
     from autotune.agent_options import agent_overrides as named_overrides
-    from autotune.schedules import CombinedHooks
+    from autotune.schedules import observed
     from autotune.tracking import RunLabels, tracking_hooks
     from autotune.controllers import followed_schedule_of, train_with_population
     from autotune.forecast import cannot_act, collapse_line, highest_rho
@@ -76,8 +76,8 @@ def train(task: str, *, profile: str = "cpu", size: str | None = None, critic: s
         result = train_with_population(config, out, hooks, fitness, observers, fresh=fresh, console=console,
                                        progress=progress)
     else:
-        run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
-        result = train_config(config, out, hooks=run_hooks, fresh=fresh, console=console, progress=progress)
+        result = train_config(config, out, hooks=observed(hooks, observers), fresh=fresh, console=console,
+                              progress=progress)
     _say_offline(observers, console)
     followed = followed_schedule_of(hooks, result, task=task, seed=seed, steps=result.steps)
     if followed is not None:
@@ -102,7 +102,7 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
     and/or ``tensorboard``. Returns the ``TrainResult``."""
     from autotune.agent_options import agent_overrides
     from autotune.forecast import cannot_act, schedule_top
-    from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
+    from autotune.schedules import Schedule, ScheduleHooks, observed
     from autotune.tracking import RunLabels, tracking_hooks
     from autotune.tuning.ties import say_ties
     from tql.trainer import TrainConfig
@@ -131,8 +131,7 @@ def apply(schedule: str | Path, task: str, *, profile: str = "cpu", steps: int |
         warning = cannot_act(config, schedule_top(loaded, config))
         if warning:
             console.print(warning, style="yellow", highlight=False, markup=False)
-    run_hooks = hooks if observers is None else CombinedHooks(hooks, observers)
-    result = run_training(config, out, hooks=run_hooks, console=console, progress=progress)
+    result = run_training(config, out, hooks=observed(hooks, observers), console=console, progress=progress)
     _say_offline(observers, console)
     return result
 

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 
 from autotune.controllers.base import profile_from_history, rule_meta, schedule_from_history
-from autotune.schedules import CombinedHooks, Schedule
+from autotune.schedules import Schedule, observed
 from tql.errors import ConfigError
 from tql.targets import layer_profile
 from tql.trainer import TrainHooks
@@ -178,5 +178,5 @@ def train_with_population(config, out_dir, controller: PopulationController, fit
     ``observers`` (loggers) hear the run beside it."""
     from tql.batched.pbt import train_population
 
-    hooks = controller if observers is None else CombinedHooks(controller, observers)
-    return train_population(config, out_dir, controller.members, hooks, fitness=fitness, **options)
+    return train_population(config, out_dir, controller.members, observed(controller, observers), fitness=fitness,
+                            **options)

@@ -226,12 +226,9 @@ class Settings:
     wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
-        from autotune.tracking import check_loggers
-        from autotune.tracking.writers import require
+        from autotune.tracking import usable_loggers
 
-        self.log = check_loggers(self.log)
-        for logger in self.log:
-            require(logger)
+        self.log = usable_loggers(self.log)
 
     def tracking(self) -> dict:
         """The logging options of a phase's plan (``RunPlan``, ``ComparePlan``)."""

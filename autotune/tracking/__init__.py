@@ -11,10 +11,11 @@ the run's own files, which stay the record.
   writer warns once and the run goes on) and ``RunLabels`` (how runs are grouped).
 
 May import: ``tql``; ``torch.utils.tensorboard`` and ``wandb`` lazily, when a run asks for them.
-Public names: ``LOGGERS``, ``check_loggers``, ``RunLabels``, ``TrackingHooks``, ``tracking_hooks``.
+Public names: ``LOGGERS``, ``check_loggers``, ``usable_loggers``, ``RunLabels``, ``TrackingHooks``, ``tracking_hooks``.
 """
 
 from autotune.tracking.loggers import RunLabels, TrackingHooks, tracking_hooks
 from autotune.tracking.records import LOGGERS, check_loggers
+from autotune.tracking.writers import usable_loggers
 
-__all__ = ["LOGGERS", "RunLabels", "TrackingHooks", "check_loggers", "tracking_hooks"]
+__all__ = ["LOGGERS", "RunLabels", "TrackingHooks", "check_loggers", "tracking_hooks", "usable_loggers"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from autotune.tracking.records import check_loggers, flat_config, record_scalars
-from autotune.tracking.writers import TensorBoardWriter, WandbWriter, require
+from autotune.tracking.writers import TensorBoardWriter, WandbWriter, usable_loggers
 from tql.trainer.hooks import TrainHooks
 
 Warn = Callable[[str], None]
@@ -80,9 +80,7 @@ class TrackingHooks(TrainHooks):
     ``on_start`` (a population member's at its first record) and close at ``on_close``."""
 
     def __init__(self, loggers: Sequence[str], labels: RunLabels | None = None, warn: Warn | None = None):
-        self.loggers = check_loggers(loggers)
-        for logger in self.loggers:
-            require(logger)
+        self.loggers = usable_loggers(loggers)
         self.labels = labels or RunLabels()
         self.safe = FailSafe(warn, self._failure_line)
         self.writers: dict[int | None, list[Any]] = {}

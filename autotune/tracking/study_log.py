@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from autotune.tracking.loggers import FailSafe, RunLabels
 from autotune.tracking.records import check_loggers
-from autotune.tracking.writers import TensorBoardWriter, WandbWriter, require
+from autotune.tracking.writers import TensorBoardWriter, WandbWriter, usable_loggers
 
 
 def trial_point(number: int, state: str, value: float | None, attrs: dict[str, Any],
@@ -58,9 +58,7 @@ class StudyTracker:
 
     def __init__(self, loggers: Sequence[str], runs_dir: Path, study: str, project: str | None = None,
                  entity: str | None = None, warn: Callable[[str], None] | None = None):
-        self.loggers = check_loggers(loggers)
-        for logger in self.loggers:
-            require(logger)
+        self.loggers = usable_loggers(loggers)
         self.runs_dir, self.study, self.project, self.entity = Path(runs_dir), study, project, entity
         self.safe = FailSafe(warn, lambda logger, reason: f"{logger} logging of study {study} stopped: {reason}; "
                                                           "the study goes on, its storage keeps every trial")

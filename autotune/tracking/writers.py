@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autotune.tracking.records import check_loggers
 from tql.errors import ConfigError
 
 INSTALL = {"wandb": "pip install 'tql-tune[wandb]'", "tensorboard": "pip install 'tql-tune[tensorboard]'"}
@@ -39,6 +40,15 @@ def require(logger: str) -> None:
             import wandb  # noqa: F401
     except ImportError as exc:
         raise missing_extra(logger, exc) from None
+
+
+def usable_loggers(values: Any) -> tuple[str, ...]:
+    """``--log`` values checked (``records.check_loggers``) with each logger's package there:
+    a bad value or a missing extra is one line, before any work."""
+    loggers = check_loggers(values)
+    for logger in loggers:
+        require(logger)
+    return loggers
 
 
 class TensorBoardWriter:

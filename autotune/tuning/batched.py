@@ -43,7 +43,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.forecast import judge_from, judging
-from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks
+from autotune.schedules import CombinedHooks, Schedule, ScheduleHooks, observed
 from autotune.tuning.lifecycle import Heartbeat, claim_trial, claim_waiting, is_counted, retry_trial
 from autotune.tuning.trials import (RunPlan, TrialOutcome, layer_attrs, record_error, record_seed, reported_value,
                                     set_attrs, suggest_schedule, trial_value)
@@ -308,7 +308,7 @@ def _members(plan: RunPlan, task: TaskSpec, batch: Batch, t0: float, on_step: Ca
             hooks = reporter if slot.schedule.kind == "constant" else CombinedHooks(
                 ScheduleHooks.for_config(slot.schedule, config), reporter)
             observers = plan.run_observers(task, slot.trial.number, seed, slot.rho)
-            hooks = hooks if observers is None else CombinedHooks(hooks, observers)
+            hooks = observed(hooks, observers)
             members.append(BatchMember(config=config, out_dir=slot.seed_dir(seed), hooks=hooks))
     return members
 

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.forecast import judge_from, judging
 from autotune.tuning.batched import run_batch
-from autotune.schedules import CombinedHooks, ScheduleHooks
+from autotune.schedules import CombinedHooks, ScheduleHooks, observed
 from autotune.tracking.study_log import study_tracker
 from autotune.tuning.study_spec import StudySpec
 from autotune.tuning.storage import claim_runs_folder, open_storage
@@ -218,7 +218,7 @@ def run_trial(plan: RunPlan, task: TaskSpec, trial: optuna.Trial,
         hooks = reporter if schedule.kind == "constant" else CombinedHooks(ScheduleHooks.for_config(schedule, config),
                                                                            reporter)
         observers = plan.run_observers(task, trial.number, seed, rho)
-        hooks = hooks if observers is None else CombinedHooks(hooks, observers)
+        hooks = observed(hooks, observers)
         seed_dir = run_dir / f"seed-{seed}"
         try:
             result = train(config, seed_dir, hooks, progress=False)

@@ -17,7 +17,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from autotune.schedules import Schedule
-from autotune.tracking import RunLabels, check_loggers, tracking_hooks
+from autotune.tracking import RunLabels, tracking_hooks, usable_loggers
 from autotune.tuning.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNS_DIR
 from autotune.tuning.study_spec import StudySpec
 from tql.engagement import first_engagement
@@ -65,11 +65,7 @@ class RunPlan:
     wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
-        from autotune.tracking.writers import require
-
-        self.log = check_loggers(self.log)
-        for logger in self.log:
-            require(logger)  # a missing extra: one line, before any study is touched
+        self.log = usable_loggers(self.log)  # a missing extra: one line, before any study is touched
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
         if self.spec.sharing and self.batch == "auto":

@@ -22,7 +22,6 @@ start; its files are left as they are.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from tql.evaluation import EvalResult
 from tql.graphs import Uploader, make_step
 from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_path, read_jsonl, rewrite_jsonl
 from tql.batched.stacked import Population
-from tql.trainer.checkpoint import read_checkpoint
+from tql.trainer.checkpoint import read_checkpoint, start_record
 from tql.trainer import (RESUME_IGNORED, TrainConfig, TrainHooks, TrainingDiverged, TrainResult, eval_record,
                          held_out_draws, load_data, make_evaluator, policy_request, resolve_device, set_tf32, warn_on)
 from tql.trainer.step_targets import DeviceTargets, HookTable
@@ -241,9 +240,7 @@ class BatchTrainer:
         self._t0 = time.perf_counter()
         running = [m for m in self.members if m.active]
         for member in running:
-            out = Path(member.spec.out_dir)
-            member.hooks.on_start({**json.loads((out / "config.json").read_text()), "out_dir": str(out),
-                                   "step": self.step})
+            member.hooks.on_start(start_record(Path(member.spec.out_dir), self.step))
         outcomes = None
         try:
             try:

@@ -14,6 +14,12 @@ from tql.io import append_jsonl, atomic_torch_save, atomic_write_json, previous_
 from tql.trainer.config import check_resumable
 
 
+def start_record(out_dir: Path, step: int) -> dict:
+    """What ``TrainHooks.on_start`` receives: the run's ``config.json``, its folder and the
+    step it starts from (every trainer, one run or a batch's member)."""
+    return {**json.loads((Path(out_dir) / "config.json").read_text()), "out_dir": str(out_dir), "step": step}
+
+
 def read_checkpoint(path: Path, device, say) -> dict:
     """The checkpoint in ``path``; if it is damaged (truncated, corrupt), the previous one kept
     beside it (``tql.io.previous_path``), said in one line; if neither loads, one ConfigError
@@ -59,9 +65,7 @@ class RunFiles:
         self.hooks.on_record(record)
 
     def _start_record(self) -> dict:
-        """What ``TrainHooks.on_start`` receives: ``config.json``, the folder and the step."""
-        saved = json.loads((self.out_dir / "config.json").read_text())
-        return {**saved, "out_dir": str(self.out_dir), "step": self.step}
+        return start_record(self.out_dir, self.step)
 
     def _prepare_out_dir(self, fresh: bool) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

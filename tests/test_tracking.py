@@ -244,14 +244,13 @@ def test_spec_files_name_loggers_and_the_command_wins(tmp_path):
 def test_a_resumed_run_replaces_the_steps_it_runs_again_and_keeps_its_wandb_id(tmp_path):
     """As ``metrics.jsonl`` is cut back to the checkpoint, TensorBoard forgets the steps after it
     (purge), and W&B finds the same run again (its id comes from the run's folder)."""
-    from autotune.tracking.loggers import RunLabels
     from autotune.tracking.writers import TensorBoardWriter, run_id
 
-    first = TensorBoardWriter(tmp_path, RunLabels(), {"seed": 0}, 0)
+    first = TensorBoardWriter(tmp_path, {"seed": 0}, 0)
     first.scalars(10, {"critic/td_loss": 1.0})
     first.scalars(20, {"critic/td_loss": 2.0})  # after the checkpoint at 10: lost in the crash
     first.writer.flush()
-    again = TensorBoardWriter(tmp_path, RunLabels(), {"seed": 0}, 10)  # resumed from step 10
+    again = TensorBoardWriter(tmp_path, {"seed": 0}, 10)  # resumed from step 10
     again.scalars(20, {"critic/td_loss": 3.0})
     again.close(failed=False)
     first.close(failed=False)

@@ -125,7 +125,7 @@ class TrackingHooks(TrainHooks):
         folder = self.folder if member is None else self.folder / f"member-{member}"
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config if member is None else {**self.config, "member": member}
-        makers = {"tensorboard": lambda: TensorBoardWriter(folder, self.labels, config, self.start_step),
+        makers = {"tensorboard": lambda: TensorBoardWriter(folder, config, self.start_step),
                   "wandb": lambda: WandbWriter(self.folder, self.labels, config, self.start_step, member)}
         self.writers[member] = self.safe.open({logger: makers[logger] for logger in self.loggers})
 

@@ -92,7 +92,7 @@ class StudyTracker:
         labels = RunLabels(project=self.project, entity=self.entity, group=f"{self.study}/{task}", job_type="study",
                            name=f"{self.study}:{task} ({worker})")
         config = {"study": self.study, "task": task}
-        makers = {"tensorboard": lambda: TensorBoardWriter(folder, labels, config, 0, purge=False),
+        makers = {"tensorboard": lambda: TensorBoardWriter(folder, config, 0, purge=False),
                   "wandb": lambda: WandbWriter(folder, labels, config, 0, key=worker)}
         self.writers[task] = self.safe.open({logger: makers[logger] for logger in self.loggers})
         return self.writers[task]

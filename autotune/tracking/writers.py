@@ -57,7 +57,7 @@ class TensorBoardWriter:
 
     name = "tensorboard"
 
-    def __init__(self, log_dir: Path, labels: Any, config: dict[str, Any], step: int, purge: bool = True):
+    def __init__(self, log_dir: Path, config: dict[str, Any], step: int, purge: bool = True):
         try:
             from torch.utils.tensorboard import SummaryWriter
             from torch.utils.tensorboard.summary import hparams
